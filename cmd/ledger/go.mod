@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/cmd/ledger
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/contracts
+
+go 1.26

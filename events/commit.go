@@ -1,0 +1,200 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+	"go.uber.org/zap"
+)
+
+// commitLoop is the group committer. While one batch is in flight, new
+// decisions queue; the next batch takes all of them (up to MaxBatchMsgs),
+// except a second decision on an aggregate already in the batch, which waits
+// for the next one: its expected version can only be checked after the first
+// is settled.
+func (s *JetStreamStore) commitLoop() {
+	defer close(s.done)
+	var carry []*pending
+	for {
+		var first *pending
+		if len(carry) > 0 {
+			first, carry = carry[0], carry[1:]
+		} else {
+			select {
+			case first = <-s.queue:
+			case <-s.closing:
+				s.failQueued()
+				return
+			}
+		}
+		batch, rest := s.collect(first, carry)
+		carry = rest
+		s.commit(batch)
+	}
+}
+
+// collect builds one batch starting with first, taking deferred decisions
+// before newly queued ones so that order per aggregate is kept.
+func (s *JetStreamStore) collect(first *pending, carry []*pending) (batch, rest []*pending) {
+	batch = []*pending{first}
+	in := map[AggregateRef]bool{first.d.Aggregate: true}
+	n := len(first.msgs)
+	take := func(p *pending) bool {
+		if in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs {
+			rest = append(rest, p)
+			return false
+		}
+		in[p.d.Aggregate] = true
+		n += len(p.msgs)
+		batch = append(batch, p)
+		return true
+	}
+	for _, p := range carry {
+		take(p)
+	}
+	for n < MaxBatchMsgs && len(rest) < AppendQueueMax {
+		select {
+		case p := <-s.queue:
+			take(p)
+		default:
+			return batch, rest
+		}
+	}
+	return batch, rest
+}
+
+func (s *JetStreamStore) failQueued() {
+	for {
+		select {
+		case p := <-s.queue:
+			p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindUnavailable, Rule: "store closed before the decision was sent; nothing stored"}}
+		default:
+			return
+		}
+	}
+}
+
+// commit sends a batch and settles every decision in it. Decisions whose
+// head moved since they were sealed fail fast without being sent.
+func (s *JetStreamStore) commit(batch []*pending) {
+	live := batch[:0:0]
+	for _, p := range batch {
+		s.mu.Lock()
+		h, ok := s.heads[p.d.Aggregate]
+		s.mu.Unlock()
+		if ok && h.version > p.expect.version {
+			p.result <- appendResult{err: conflict(p.d.Aggregate, p.expect.version, h.version)}
+			continue
+		}
+		live = append(live, p)
+	}
+	if len(live) > 0 {
+		s.send(live)
+	}
+}
+
+// send commits live as one atomic batch. A refused expected-sequence check
+// splits the batch in halves until the failing decision is alone.
+func (s *JetStreamStore) send(live []*pending) {
+	var msgs []*nats.Msg
+	for _, p := range live {
+		msgs = append(msgs, p.msgs...)
+	}
+	ack, err := s.publishBatch(msgs)
+	switch {
+	case err == nil:
+		s.settle(live, ack.Sequence-uint64(len(msgs))+1)
+	case isCheckFailure(err) && len(live) > 1:
+		mid := len(live) / 2
+		s.send(live[:mid])
+		s.send(live[mid:])
+	case isCheckFailure(err):
+		p := live[0]
+		s.forget(p.d.Aggregate)
+		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
+			Rule: "aggregate " + p.d.Aggregate.String() + " changed since the decision was made", Err: err}}
+	case isRefusal(err):
+		for _, p := range live {
+			p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindInvalid, Rule: "refused by the server; nothing stored", Err: err}}
+		}
+	default:
+		s.resolveUnknown(live, err)
+	}
+}
+
+func (s *JetStreamStore) publishBatch(msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+		ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+		cancel()
+		if err == nil || attempt >= inflightRetries || !isTooManyInflight(err) {
+			return ack, err
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
+	}
+}
+
+// settle records the positions of a committed batch whose first message is
+// at position first; batch messages are stored contiguously.
+func (s *JetStreamStore) settle(live []*pending, first uint64) {
+	pos := first
+	for _, p := range live {
+		nev := uint64(len(p.d.Events))
+		a := Appended{Version: p.last.version, FirstPosition: pos, LastPosition: pos + nev - 1}
+		pos += uint64(len(p.msgs))
+		s.remember(p.d.Aggregate, head{version: p.last.version, seq: a.LastPosition, hash: p.last.hash})
+		p.result <- appendResult{a: a}
+	}
+}
+
+// resolveUnknown settles decisions whose batch outcome is unknown (a timeout
+// or a lost connection): a decision whose last event is the aggregate's last
+// stored event was committed; any other gets KindUnavailable.
+func (s *JetStreamStore) resolveUnknown(live []*pending, cause error) {
+	s.log.Warn("batch outcome unknown; resolving per aggregate", zap.Int("decisions", len(live)), zap.Error(cause))
+	for _, p := range live {
+		s.forget(p.d.Aggregate)
+		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+		m, err := s.getLast(ctx, p.d.Aggregate.Subject())
+		cancel()
+		lastID := p.d.Events[len(p.d.Events)-1].ID
+		if err == nil && m != nil && m.Header.Get(HeaderID) == lastID {
+			nev := uint64(len(p.d.Events))
+			a := Appended{Version: p.last.version, FirstPosition: m.Sequence - nev + 1, LastPosition: m.Sequence}
+			s.remember(p.d.Aggregate, head{version: p.last.version, seq: m.Sequence, hash: p.last.hash})
+			p.result <- appendResult{a: a}
+			continue
+		}
+		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindUnavailable,
+			Rule: "the log did not answer; the decision was not stored when checked, retry with the same idempotency key", Err: cause}}
+	}
+}
+
+func apiCode(err error) jetstream.ErrorCode {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	return 0
+}
+
+// isCheckFailure: 10071 (wrong last sequence) on one node, 10164 on a
+// replicated stream; both mean a check in the batch failed, nothing stored.
+func isCheckFailure(err error) bool {
+	c := apiCode(err)
+	return c == jetstream.JSErrCodeStreamWrongLastSequence || c == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+func isTooManyInflight(err error) bool {
+	c := apiCode(err)
+	return c == jetstreamext.JSErrCodeAtomicPublishTooManyInflight || c == jetstreamext.JSErrCodeBatchPublishTooManyInflight
+}
+
+// isRefusal: the server answered with any other API error; nothing stored.
+func isRefusal(err error) bool {
+	return apiCode(err) != 0
+}

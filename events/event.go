@@ -1,0 +1,206 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Limits of one event. They are part of the contract: a producer that exceeds
+// one is refused before anything reaches the stream.
+const (
+	// MaxDataBytes is the largest JSON body of one event (64 KiB).
+	MaxDataBytes = 64 << 10
+	// MaxEventsPerDecision is the most events one decision may append.
+	MaxEventsPerDecision = 64
+	// MaxIDLen bounds aggregate, correlation and causation ids.
+	MaxIDLen = 128
+	// MaxSourceLen bounds the CloudEvents source attribute.
+	MaxSourceLen = 256
+	// MaxSchemaVersion is the highest schema version a type may have.
+	MaxSchemaVersion = 999
+)
+
+var (
+	contextRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+	nameRe    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+	aggIDRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+	refIDRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+)
+
+// Event is one immutable fact in the log. Producers fill the first block;
+// the store fills the second when the event is appended or read.
+type Event struct {
+	// ID is a UUIDv7, unique across the log (CloudEvents id).
+	ID string
+	// Type is "<context>.<name>", for example "order.placed" (CloudEvents type).
+	Type string
+	// SchemaVersion is the version of Type's schema the body follows (>= 1).
+	SchemaVersion int
+	// Source names the producing service, for example "/ledger/order".
+	Source string
+	// AggregateID is the aggregate the event belongs to (CloudEvents subject).
+	AggregateID string
+	// OccurredAt is the business time of the fact (CloudEvents time). A
+	// simulated day carries its simulated clock here.
+	OccurredAt time.Time
+	// CorrelationID ties together every event of one business flow.
+	CorrelationID string
+	// CausationID is the id of the command or event that caused this one.
+	CausationID string
+	// PolicyPosition is the log position of the newest policy event the
+	// decision was made under (0 when no policy event existed).
+	PolicyPosition uint64
+	// Data is the JSON object body.
+	Data json.RawMessage
+
+	// AggregateVersion is the 1-based index of the event in its aggregate.
+	AggregateVersion uint64
+	// PrevHash is the hex SHA-256 of the aggregate's previous event
+	// (GenesisHash for the first one).
+	PrevHash string
+	// Hash is the hex SHA-256 of this event's canonical encoding.
+	Hash string
+	// Position is the global position: the stream sequence of the event.
+	Position uint64
+	// RecordedAt is the server's time of storing the event.
+	RecordedAt time.Time
+}
+
+// Context returns the bounded context of the event's type ("order" for
+// "order.placed").
+func (e *Event) Context() string {
+	c, _, _ := strings.Cut(e.Type, ".")
+	return c
+}
+
+// Name returns the event name within its context ("placed" for "order.placed").
+func (e *Event) Name() string {
+	_, n, _ := strings.Cut(e.Type, ".")
+	return n
+}
+
+// Subject returns the NATS subject the event is stored under:
+// ledger.<context>.<aggregate_id>.<name>.
+func (e *Event) Subject() string {
+	return SubjectPrefix + e.Context() + "." + e.AggregateID + "." + e.Name()
+}
+
+// NewID returns a fresh UUIDv7 string.
+func NewID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+// SplitType splits "<context>.<name>" and checks both parts.
+func SplitType(t string) (context, name string, err error) {
+	c, n, ok := strings.Cut(t, ".")
+	if !ok || !contextRe.MatchString(c) || !nameRe.MatchString(n) {
+		return "", "", invalid("", "type", fmt.Sprintf("must be <context>.<name> in lower snake case, got %q", t))
+	}
+	return c, n, nil
+}
+
+// ValidateContext checks a bounded-context name.
+func ValidateContext(c string) error {
+	if !contextRe.MatchString(c) {
+		return invalid("", "context", fmt.Sprintf("must match %s, got %q", contextRe, c))
+	}
+	return nil
+}
+
+// ValidateAggregateID checks an aggregate id: it becomes one subject token.
+func ValidateAggregateID(id string) error {
+	if !aggIDRe.MatchString(id) {
+		return invalid("", "subject", fmt.Sprintf("aggregate id must match %s, got %q", aggIDRe, truncate(id)))
+	}
+	return nil
+}
+
+// Validate checks every producer-set attribute of the event. It does not
+// look at the store-set attributes.
+func (e *Event) Validate() error {
+	op := "events.Validate"
+	if err := validateUUIDv7(e.ID); err != nil {
+		return &Error{Op: op, Kind: KindInvalid, Field: "id", Rule: err.Error()}
+	}
+	if _, _, err := SplitType(e.Type); err != nil {
+		return withOp(op, err)
+	}
+	if e.SchemaVersion < 1 || e.SchemaVersion > MaxSchemaVersion {
+		return invalid(op, "dataschema", fmt.Sprintf("schema version must be 1..%d, got %d", MaxSchemaVersion, e.SchemaVersion))
+	}
+	if e.Source == "" || len(e.Source) > MaxSourceLen || strings.ContainsAny(e.Source, " \t\r\n") {
+		return invalid(op, "source", fmt.Sprintf("must be a non-empty URI reference of at most %d bytes without spaces", MaxSourceLen))
+	}
+	if err := ValidateAggregateID(e.AggregateID); err != nil {
+		return withOp(op, err)
+	}
+	if e.OccurredAt.IsZero() {
+		return invalid(op, "time", "occurred-at is required")
+	}
+	if y := e.OccurredAt.Year(); y < 1970 || y > 9999 {
+		return invalid(op, "time", fmt.Sprintf("year must be 1970..9999, got %d", y))
+	}
+	if e.CorrelationID != "" && !refIDRe.MatchString(e.CorrelationID) {
+		return invalid(op, "correlationid", fmt.Sprintf("must match %s", refIDRe))
+	}
+	if e.CausationID != "" && !refIDRe.MatchString(e.CausationID) {
+		return invalid(op, "causationid", fmt.Sprintf("must match %s", refIDRe))
+	}
+	return validateData(op, e.Data)
+}
+
+func validateData(op string, data []byte) error {
+	if len(data) > MaxDataBytes {
+		return invalid(op, "data", fmt.Sprintf("body is %d bytes, the limit is %d", len(data), MaxDataBytes))
+	}
+	if !json.Valid(data) {
+		return invalid(op, "data", "body must be valid JSON")
+	}
+	if t := firstNonSpace(data); t != '{' {
+		return invalid(op, "data", "body must be a JSON object")
+	}
+	return nil
+}
+
+func validateUUIDv7(s string) error {
+	u, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return fmt.Errorf("must be a UUID in canonical form, got %q", truncate(s))
+	}
+	if u.Version() != 7 || u.Variant() != uuid.RFC4122 {
+		return fmt.Errorf("must be a UUIDv7, got version %d", u.Version())
+	}
+	return nil
+}
+
+func firstNonSpace(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+func withOp(op string, err error) error {
+	if e, ok := err.(*Error); ok && e.Op == "" {
+		c := *e
+		c.Op = op
+		return &c
+	}
+	return err
+}

@@ -1,0 +1,336 @@
+package events
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Limits of the append path (TigerBeetle style: a bound on everything).
+const (
+	// MaxBatchMsgs bounds one group-commit batch; the server's own limit
+	// per atomic batch is 1,000 messages.
+	MaxBatchMsgs = 512
+	// AppendQueueMax bounds decisions waiting for the group committer.
+	AppendQueueMax = 4096
+	// MaxIdempotencyKeyLen bounds an idempotency key.
+	MaxIdempotencyKeyLen = 256
+	// batchTimeout bounds one batch commit round trip.
+	batchTimeout = 10 * time.Second
+	// inflightRetries bounds retries of a batch refused for "too many in flight".
+	inflightRetries = 20
+)
+
+// idemToken is the aggregate-id position token of idempotency records:
+// ledger.<context>._idem.<sha256(key)>. It cannot collide with an aggregate
+// id, which must start with a letter or digit.
+const idemToken = "_idem"
+
+// JetStreamStore is the Store on one JetStream stream. Appends from many
+// goroutines are group-committed: one goroutine collects the decisions that
+// arrive while the previous batch is in flight and commits them as one atomic
+// batch, each decision carrying its own per-aggregate expected-sequence
+// check. A batch refused by a check is split and retried until the
+// conflicting decision stands alone, so a conflict on one aggregate never
+// fails another's append.
+type JetStreamStore struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	checker TypeChecker
+	log     *zap.Logger
+
+	queue   chan *pending
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	mu    sync.Mutex
+	heads map[AggregateRef]head
+}
+
+// head is what the store knows of an aggregate's last event.
+type head struct {
+	version uint64
+	seq     uint64
+	hash    string
+}
+
+type pending struct {
+	d      Decision
+	msgs   []*nats.Msg
+	expect head   // the head the decision was sealed on
+	last   head   // the head after the decision
+	idem   string // idempotency record subject, or ""
+	result chan appendResult
+}
+
+type appendResult struct {
+	a   Appended
+	err error
+}
+
+// Option configures a JetStreamStore.
+type Option func(*JetStreamStore)
+
+// WithTypeChecker makes the store refuse events the checker rejects.
+func WithTypeChecker(c TypeChecker) Option { return func(s *JetStreamStore) { s.checker = c } }
+
+// WithLogger sets the store's logger.
+func WithLogger(l *zap.Logger) Option { return func(s *JetStreamStore) { s.log = l } }
+
+// NewJetStreamStore opens the store on nc. The LEDGER stream must exist with
+// safe settings (see EnsureStream); NewJetStreamStore checks them.
+func NewJetStreamStore(ctx context.Context, nc *nats.Conn, opts ...Option) (*JetStreamStore, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, &Error{Op: "events.NewJetStreamStore", Kind: KindUnavailable, Err: err}
+	}
+	st, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, &Error{Op: "events.NewJetStreamStore", Kind: KindUnavailable, Rule: "stream " + StreamName + " not reachable", Err: err}
+	}
+	if err := CheckStreamConfig(st.CachedInfo().Config); err != nil {
+		return nil, withOp("events.NewJetStreamStore", err)
+	}
+	s := &JetStreamStore{
+		nc: nc, js: js, log: zap.NewNop(),
+		queue:   make(chan *pending, AppendQueueMax),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		heads:   make(map[AggregateRef]head),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// JetStream returns the underlying JetStream context.
+func (s *JetStreamStore) JetStream() jetstream.JetStream { return s.js }
+
+// Close stops the group committer; decisions still queued fail with
+// KindUnavailable and nothing of them is stored.
+func (s *JetStreamStore) Close() error {
+	s.once.Do(func() { close(s.closing) })
+	<-s.done
+	return nil
+}
+
+// Append implements Store.
+func (s *JetStreamStore) Append(ctx context.Context, d Decision) (Appended, error) {
+	const op = "events.Append"
+	if err := s.validateDecision(d); err != nil {
+		return Appended{}, withOp(op, err)
+	}
+	var idemSubj string
+	if d.IdempotencyKey != "" {
+		idemSubj = idemSubject(d.Aggregate.Context, d.IdempotencyKey)
+		if a, found, err := s.lookupIdempotency(ctx, idemSubj, d); found || err != nil {
+			return a, err
+		}
+	}
+	h, err := s.resolveHead(ctx, d.Aggregate, d.ExpectedVersion)
+	if err != nil {
+		return Appended{}, err
+	}
+	p, err := s.prepare(d, h, idemSubj)
+	if err != nil {
+		return Appended{}, err
+	}
+	select {
+	case s.queue <- p:
+	case <-ctx.Done():
+		return Appended{}, &Error{Op: op, Kind: KindUnavailable, Rule: "not queued", Err: ctx.Err()}
+	case <-s.closing:
+		return Appended{}, &Error{Op: op, Kind: KindUnavailable, Rule: "store closed"}
+	}
+	select {
+	case r := <-p.result:
+		if r.err != nil && d.IdempotencyKey != "" && KindOf(r.err) == KindConflict {
+			// The idempotency record's own check may be what failed: a
+			// concurrent append with the same key won. Answer as it did.
+			if a, found, err := s.lookupIdempotency(ctx, idemSubj, d); found || err != nil {
+				return a, err
+			}
+		}
+		return r.a, r.err
+	case <-ctx.Done():
+		return Appended{}, &Error{Op: op, Kind: KindUnavailable, Rule: "outcome unknown: the decision may still be stored", Err: ctx.Err()}
+	}
+}
+
+func (s *JetStreamStore) validateDecision(d Decision) error {
+	if err := ValidateContext(d.Aggregate.Context); err != nil {
+		return err
+	}
+	if err := ValidateAggregateID(d.Aggregate.ID); err != nil {
+		return err
+	}
+	if n := len(d.Events); n == 0 || n > MaxEventsPerDecision {
+		return invalid("", "events", fmt.Sprintf("a decision has 1..%d events, got %d", MaxEventsPerDecision, n))
+	}
+	if d.IdempotencyKey != "" {
+		if len(d.IdempotencyKey) > MaxIdempotencyKeyLen {
+			return invalid("", "idempotency_key", fmt.Sprintf("at most %d bytes", MaxIdempotencyKeyLen))
+		}
+		if d.CommandDigest == "" || len(d.CommandDigest) > 128 {
+			return invalid("", "command_digest", "required with an idempotency key, at most 128 bytes")
+		}
+	}
+	for i := range d.Events {
+		e := &d.Events[i]
+		field := "events/" + strconv.Itoa(i)
+		if err := e.Validate(); err != nil {
+			return prefixField(field, err)
+		}
+		if e.Context() != d.Aggregate.Context || e.AggregateID != d.Aggregate.ID {
+			return invalid("", field, fmt.Sprintf("event %s/%s does not belong to aggregate %s", e.Context(), e.AggregateID, d.Aggregate))
+		}
+		if s.checker != nil {
+			if err := s.checker.CheckEvent(e.Type, e.SchemaVersion, e.Data); err != nil {
+				return prefixField(field, err)
+			}
+		}
+	}
+	return nil
+}
+
+func prefixField(prefix string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		c := *e
+		c.Field = prefix + "/" + strings.TrimPrefix(e.Field, "/")
+		return &c
+	}
+	return &Error{Kind: KindInvalid, Field: prefix, Rule: err.Error()}
+}
+
+// prepare seals and encodes the decision's events on head h.
+func (s *JetStreamStore) prepare(d Decision, h head, idemSubj string) (*pending, error) {
+	evs := make([]Event, len(d.Events))
+	copy(evs, d.Events)
+	lastHash := Seal(evs, h.version, h.hash)
+	p := &pending{d: d, expect: h, idem: idemSubj, result: make(chan appendResult, 1)}
+	p.last = head{version: h.version + uint64(len(evs)), hash: lastHash}
+	for i := range evs {
+		m, err := Encode(&evs[i])
+		if err != nil {
+			return nil, prefixField("events/"+strconv.Itoa(i), err)
+		}
+		if i == 0 {
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(h.seq, 10))
+			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, d.Aggregate.Subject())
+		}
+		p.msgs = append(p.msgs, m)
+	}
+	if idemSubj != "" {
+		rec, _ := json.Marshal(idemRecord{Key: d.IdempotencyKey, Digest: d.CommandDigest,
+			Aggregate: d.Aggregate.String(), Version: p.last.version, Events: len(evs)})
+		m := nats.NewMsg(idemSubj)
+		m.Data = rec
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		p.msgs = append(p.msgs, m)
+	}
+	return p, nil
+}
+
+// idemRecord is stored right after a decision's events, in the same atomic
+// batch, on a subject of its own that may only ever hold one message.
+type idemRecord struct {
+	Key       string `json:"key"`
+	Digest    string `json:"command_digest"`
+	Aggregate string `json:"aggregate"`
+	Version   uint64 `json:"version"`
+	Events    int    `json:"events"`
+}
+
+func idemSubject(context, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return SubjectPrefix + context + "." + idemToken + "." + hex.EncodeToString(sum[:])
+}
+
+// IsIdempotencyRecord reports whether subject holds an idempotency record
+// rather than an event.
+func IsIdempotencyRecord(subject string) bool {
+	parts := strings.SplitN(subject, ".", 4)
+	return len(parts) >= 3 && parts[2] == idemToken
+}
+
+func (s *JetStreamStore) lookupIdempotency(ctx context.Context, subj string, d Decision) (Appended, bool, error) {
+	m, err := s.getLast(ctx, subj)
+	if err != nil || m == nil {
+		return Appended{}, false, err
+	}
+	var rec idemRecord
+	if err := json.Unmarshal(m.Data, &rec); err != nil {
+		return Appended{}, true, &Error{Op: "events.Append", Kind: KindIntegrity, Field: subj, Rule: "unreadable idempotency record", Err: err}
+	}
+	if rec.Key != d.IdempotencyKey || rec.Digest != d.CommandDigest || rec.Aggregate != d.Aggregate.String() {
+		return Appended{}, true, &Error{Op: "events.Append", Kind: KindDuplicate, Field: "idempotency_key",
+			Rule: "the key was already used for a different command"}
+	}
+	return Appended{Version: rec.Version, FirstPosition: m.Sequence - uint64(rec.Events),
+		LastPosition: m.Sequence - 1, Replayed: true}, true, nil
+}
+
+// resolveHead returns the aggregate's head if it is at version expected, and
+// a conflict error if it is not.
+func (s *JetStreamStore) resolveHead(ctx context.Context, ref AggregateRef, expected uint64) (head, error) {
+	s.mu.Lock()
+	h, ok := s.heads[ref]
+	s.mu.Unlock()
+	if ok && h.version == expected {
+		return h, nil // a stale cache fails the server-side check, never silently
+	}
+	if ok && h.version > expected {
+		return head{}, conflict(ref, expected, h.version)
+	}
+	m, err := s.getLast(ctx, ref.Subject())
+	if err != nil {
+		return head{}, err
+	}
+	h = head{hash: GenesisHash}
+	if m != nil {
+		e, err := Decode(m.Subject, m.Header, m.Data)
+		if err != nil {
+			return head{}, err
+		}
+		h = head{version: e.AggregateVersion, seq: m.Sequence, hash: e.Hash}
+	}
+	s.remember(ref, h)
+	if h.version != expected {
+		return head{}, conflict(ref, expected, h.version)
+	}
+	return h, nil
+}
+
+func conflict(ref AggregateRef, expected, actual uint64) error {
+	return &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
+		Rule: fmt.Sprintf("aggregate %s is at version %d, the decision expected %d", ref, actual, expected)}
+}
+
+func (s *JetStreamStore) remember(ref AggregateRef, h head) {
+	s.mu.Lock()
+	if cur, ok := s.heads[ref]; !ok || cur.version <= h.version {
+		s.heads[ref] = h
+	}
+	s.mu.Unlock()
+}
+
+func (s *JetStreamStore) forget(ref AggregateRef) {
+	s.mu.Lock()
+	delete(s.heads, ref)
+	s.mu.Unlock()
+}

@@ -1,0 +1,251 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// storedMsg is one message as read from the stream.
+type storedMsg struct {
+	Subject  string
+	Sequence uint64
+	Header   nats.Header
+	Data     []byte
+	Time     time.Time
+}
+
+// msgGet asks the stream leader (not a possibly lagging direct-get replica)
+// for one message. It returns nil, nil when there is none.
+func (s *JetStreamStore) msgGet(ctx context.Context, req map[string]any) (*storedMsg, error) {
+	body, _ := json.Marshal(req)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, batchTimeout)
+		defer cancel()
+	}
+	resp, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName, body)
+	if err != nil {
+		return nil, &Error{Op: "events.read", Kind: KindUnavailable, Err: err}
+	}
+	var r struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject string    `json:"subject"`
+			Seq     uint64    `json:"seq"`
+			Hdrs    []byte    `json:"hdrs"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, &Error{Op: "events.read", Kind: KindUnavailable, Err: err}
+	}
+	if r.Error != nil {
+		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, nil
+		}
+		return nil, &Error{Op: "events.read", Kind: KindUnavailable, Err: r.Error}
+	}
+	m := &storedMsg{Subject: r.Message.Subject, Sequence: r.Message.Seq, Data: r.Message.Data, Time: r.Message.Time}
+	if len(r.Message.Hdrs) > 0 {
+		if m.Header, err = nats.DecodeHeadersMsg(r.Message.Hdrs); err != nil {
+			return nil, &Error{Op: "events.read", Kind: KindIntegrity, Field: fmt.Sprintf("position %d", m.Sequence), Err: err}
+		}
+	}
+	return m, nil
+}
+
+func (s *JetStreamStore) getLast(ctx context.Context, subject string) (*storedMsg, error) {
+	return s.msgGet(ctx, map[string]any{"last_by_subj": subject})
+}
+
+// Load implements Store. It reads the aggregate with an ordered consumer and
+// verifies its whole chain from the first event.
+func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersion uint64) ([]Event, error) {
+	const op = "events.Load"
+	if err := ValidateContext(ref.Context); err != nil {
+		return nil, withOp(op, err)
+	}
+	if err := ValidateAggregateID(ref.ID); err != nil {
+		return nil, withOp(op, err)
+	}
+	var all []Event
+	for e, err := range s.read(ctx, []string{ref.Subject()}, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, 0) {
+		if err != nil {
+			return nil, withOp(op, err)
+		}
+		all = append(all, e)
+	}
+	if err := VerifyChain(all, 0, GenesisHash); err != nil {
+		return nil, err
+	}
+	if n := len(all); n > 0 {
+		s.remember(ref, head{version: all[n-1].AggregateVersion, seq: all[n-1].Position, hash: all[n-1].Hash})
+	}
+	if afterVersion >= uint64(len(all)) {
+		return nil, nil
+	}
+	return all[afterVersion:], nil
+}
+
+// Read implements Store.
+func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, error] {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case !q.FromTime.IsZero():
+		t := q.FromTime
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	case q.From > 1:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, q.From
+	}
+	subjects := q.Subjects
+	if len(subjects) == 0 {
+		subjects = []string{SubjectPrefix + ">"}
+	}
+	return s.read(ctx, subjects, cfg, q.To)
+}
+
+// read yields decoded events matching subjects until position to, or until
+// nothing more is pending when the read started (to == 0).
+func (s *JetStreamStore) read(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		cfg.FilterSubjects = subjects
+		cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+		if err != nil {
+			yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Err: err})
+			return
+		}
+		info := cons.CachedInfo()
+		if info == nil || info.NumPending == 0 {
+			return
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+		if err != nil {
+			yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Err: err})
+			return
+		}
+		defer it.Stop()
+		stop := context.AfterFunc(ctx, it.Stop)
+		defer stop()
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Err: err})
+				return
+			}
+			meta, err := m.Metadata()
+			if err != nil {
+				yield(Event{}, &Error{Op: "events.Read", Kind: KindIntegrity, Err: err})
+				return
+			}
+			if to > 0 && meta.Sequence.Stream > to {
+				return
+			}
+			if !IsIdempotencyRecord(m.Subject()) {
+				e, err := decodeStored(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
+				if !yield(e, err) || err != nil {
+					return
+				}
+			}
+			if meta.NumPending == 0 || (to > 0 && meta.Sequence.Stream >= to) {
+				return
+			}
+		}
+	}
+}
+
+func decodeStored(subject string, h nats.Header, data []byte, seq uint64, ts time.Time) (Event, error) {
+	e, err := Decode(subject, h, data)
+	if err != nil {
+		var le *Error
+		if errors.As(err, &le) {
+			c := *le
+			c.Field = fmt.Sprintf("position %d: %s", seq, le.Field)
+			return e, &c
+		}
+		return e, err
+	}
+	e.Position, e.RecordedAt = seq, ts
+	return e, nil
+}
+
+// Subscribe implements Store with an ordered consumer, which the client
+// library recreates from the last delivered position after any gap, so
+// delivery is gapless and duplicate-free across the catch-up/live boundary.
+func (s *JetStreamStore) Subscribe(ctx context.Context, from uint64, fn func(Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{SubjectPrefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
+		}
+		if IsIdempotencyRecord(m.Subject()) {
+			continue
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return &Error{Op: "events.Subscribe", Kind: KindIntegrity, Err: err}
+		}
+		e, err := decodeStored(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}
+
+// PositionAt implements Store using the server's time index.
+func (s *JetStreamStore) PositionAt(ctx context.Context, t time.Time) (uint64, error) {
+	after := t.Add(time.Nanosecond).UTC()
+	m, err := s.msgGet(ctx, map[string]any{"start_time": after.Format(time.RFC3339Nano)})
+	if err != nil {
+		return 0, err
+	}
+	if m != nil {
+		return m.Sequence - 1, nil
+	}
+	st, err := s.js.Stream(ctx, StreamName)
+	if err != nil {
+		return 0, &Error{Op: "events.PositionAt", Kind: KindUnavailable, Err: err}
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+// LastPosition returns the position of the newest message in the stream.
+func (s *JetStreamStore) LastPosition(ctx context.Context) (uint64, error) {
+	st, err := s.js.Stream(ctx, StreamName)
+	if err != nil {
+		return 0, &Error{Op: "events.LastPosition", Kind: KindUnavailable, Err: err}
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+

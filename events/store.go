@@ -1,0 +1,108 @@
+package events
+
+import (
+	"context"
+	"iter"
+	"time"
+)
+
+// Store is the ledger's log. It is deliberately small; optional capabilities
+// grow as separate interfaces, as database/sql/driver does.
+//
+// Concurrency contract: every method is safe for concurrent use by many
+// goroutines. Append is linearizable per aggregate: of several appends to one
+// aggregate with the same expected version, exactly one succeeds and the
+// others get a KindConflict error. An Append that returns nil is durable
+// (acknowledged by the server after fsync under the default settings); an
+// Append that returns an error other than KindUnavailable stored nothing; a
+// KindUnavailable error means the outcome is unknown and the caller retries
+// with the same idempotency key or reloads the aggregate.
+//
+// Every event returned by Load, Read or Subscribe has passed its own hash
+// check; Load also verifies the aggregate's chain.
+type Store interface {
+	// Append stores all events of one decision atomically or none of them.
+	Append(ctx context.Context, d Decision) (Appended, error)
+	// Load returns the events of one aggregate with a version above
+	// afterVersion, in order. An unknown aggregate gives an empty slice.
+	Load(ctx context.Context, ref AggregateRef, afterVersion uint64) ([]Event, error)
+	// Read yields the global log in order, from q.From up to q.To (or up to
+	// the head of the log when Read was called, if q.To is 0).
+	Read(ctx context.Context, q Query) iter.Seq2[Event, error]
+	// Subscribe calls fn for every event from position from (1 is the first)
+	// and then for every new event as it is appended, in order, with no gap
+	// and no duplicate, until ctx ends or fn returns an error.
+	Subscribe(ctx context.Context, from uint64, fn func(Event) error) error
+	// PositionAt returns the position of the last event recorded by the
+	// server at or before t, or 0 if there is none.
+	PositionAt(ctx context.Context, t time.Time) (uint64, error)
+	// Close releases the store's resources. Pending appends fail.
+	Close() error
+}
+
+// AggregateRef names one aggregate.
+type AggregateRef struct {
+	Context string // "order"
+	ID      string // the aggregate id, one subject token
+}
+
+// Subject returns the filter subject of every event of the aggregate.
+func (r AggregateRef) Subject() string {
+	return SubjectPrefix + r.Context + "." + r.ID + ".*"
+}
+
+func (r AggregateRef) String() string { return r.Context + "/" + r.ID }
+
+// Decision is what a decider decided: the events for one aggregate, appended
+// only if the aggregate is still at ExpectedVersion.
+type Decision struct {
+	Aggregate AggregateRef
+	// ExpectedVersion is the aggregate version the decision was made on
+	// (0: the aggregate must not exist yet).
+	ExpectedVersion uint64
+	// Events are the new events; the store sets their aggregate versions and
+	// hashes. All must belong to Aggregate.
+	Events []Event
+	// IdempotencyKey, when set, makes the decision idempotent for good: a
+	// second decision with the same key and the same CommandDigest returns
+	// the first result; with a different CommandDigest it is refused with
+	// KindDuplicate.
+	IdempotencyKey string
+	// CommandDigest identifies the command the decision answers (for example
+	// a SHA-256 of its canonical JSON). Required with IdempotencyKey.
+	CommandDigest string
+}
+
+// Appended is the result of a successful Append.
+type Appended struct {
+	// Version is the aggregate version after the decision.
+	Version uint64
+	// FirstPosition and LastPosition are the global positions of the
+	// decision's first and last event.
+	FirstPosition uint64
+	LastPosition  uint64
+	// Replayed is true when the idempotency key had already been used for
+	// the same command and this is the first result returned again.
+	Replayed bool
+}
+
+// Query selects a range of the global log. From and FromTime are exclusive
+// alternatives; the zero Query reads everything.
+type Query struct {
+	// From is the first position to read (0 or 1 means the start).
+	From uint64
+	// FromTime, when set, starts at the first event recorded at or after it.
+	FromTime time.Time
+	// To is the last position to read; 0 means the head when Read started.
+	To uint64
+	// Subjects filters by NATS subject patterns (for example
+	// "ledger.order.>"); empty means every event.
+	Subjects []string
+}
+
+// TypeChecker validates an event's type, schema version and body against the
+// contract before it is appended. The contracts module provides one; the
+// store refuses unknown types when a TypeChecker is set.
+type TypeChecker interface {
+	CheckEvent(typ string, version int, data []byte) error
+}

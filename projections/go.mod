@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/projections
+
+go 1.26

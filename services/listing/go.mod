@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/services/listing
+
+go 1.26

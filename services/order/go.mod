@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/services/order
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/services/payment
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/services/policy
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/marketledger/ledger/testkit
+
+go 1.26
