@@ -3,6 +3,8 @@ package events
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,12 +45,17 @@ func (s *JetStreamStore) collect(first *pending, carry []*pending) (batch, rest 
 	batch = []*pending{first}
 	in := map[AggregateRef]bool{first.d.Aggregate: true}
 	n := len(first.msgs)
+	fenced, source := first.d.Fence, first.d.Aggregate.Context == fenceContext
 	take := func(p *pending) bool {
-		if in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs {
+		isSource := p.d.Aggregate.Context == fenceContext
+		// A batch never mixes fenced decisions with policy decisions: the
+		// fence must be checked against the policy as it was before the batch.
+		if in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs-1 || (isSource && fenced) || (p.d.Fence && source) {
 			rest = append(rest, p)
 			return false
 		}
 		in[p.d.Aggregate] = true
+		fenced, source = fenced || p.d.Fence, source || isSource
 		n += len(p.msgs)
 		batch = append(batch, p)
 		return true
@@ -79,35 +86,70 @@ func (s *JetStreamStore) failQueued() {
 }
 
 // commit sends a batch and settles every decision in it. Decisions whose
-// head moved since they were sealed fail fast without being sent.
+// head moved since they were sealed, and fenced decisions made under an older
+// policy than another decision of the batch has seen, fail fast unsent.
 func (s *JetStreamStore) commit(batch []*pending) {
+	for _, p := range batch {
+		if p.d.Fence && p.d.Events[0].PolicyPosition > s.fenceHead {
+			s.fenceHead = p.d.Events[0].PolicyPosition
+		}
+	}
 	live := batch[:0:0]
 	for _, p := range batch {
 		s.mu.Lock()
 		h, ok := s.heads[p.d.Aggregate]
 		s.mu.Unlock()
-		if ok && h.version > p.expect.version {
+		switch {
+		case ok && h.version > p.expect.version:
 			p.result <- appendResult{err: conflict(p.d.Aggregate, p.expect.version, h.version)}
-			continue
+		case p.d.Fence && p.d.Events[0].PolicyPosition < s.fenceHead:
+			p.result <- appendResult{err: policyConflict(p.d.Events[0].PolicyPosition, s.fenceHead)}
+		default:
+			live = append(live, p)
 		}
-		live = append(live, p)
 	}
 	if len(live) > 0 {
 		s.send(live)
 	}
 }
 
-// send commits live as one atomic batch. A refused expected-sequence check
-// splits the batch in halves until the failing decision is alone.
+func policyConflict(decided, now uint64) error {
+	return &Error{Op: "events.Append", Kind: KindConflict, Field: "policy_position",
+		Rule: fmt.Sprintf("decided under policy position %d but the policy is at %d: decide again under the current policy", decided, now)}
+}
+
+// send commits live as one atomic batch. If any decision is fenced, the batch
+// ends with a fence record that checks the newest policy position; the server
+// refuses the whole batch if a policy event was stored since. A refused
+// check splits the batch in halves until the failing decision is alone.
 func (s *JetStreamStore) send(live []*pending) {
 	var msgs []*nats.Msg
+	nfenced := 0
 	for _, p := range live {
 		msgs = append(msgs, p.msgs...)
+		if p.d.Fence {
+			nfenced++
+		}
+	}
+	if nfenced > 0 {
+		msgs = append(msgs, fenceMsg(live, s.fenceHead, nfenced))
 	}
 	ack, err := s.publishBatch(msgs)
 	switch {
 	case err == nil:
 		s.settle(live, ack.Sequence-uint64(len(msgs))+1)
+	case isCheckFailure(err) && nfenced > 0 && s.fenceMoved():
+		var unfenced []*pending
+		for _, p := range live {
+			if p.d.Fence {
+				p.result <- appendResult{err: policyConflict(p.d.Events[0].PolicyPosition, s.fenceHead)}
+			} else {
+				unfenced = append(unfenced, p)
+			}
+		}
+		if len(unfenced) > 0 {
+			s.send(unfenced)
+		}
 	case isCheckFailure(err) && len(live) > 1:
 		mid := len(live) / 2
 		s.send(live[:mid])
@@ -124,6 +166,36 @@ func (s *JetStreamStore) send(live []*pending) {
 	default:
 		s.resolveUnknown(live, err)
 	}
+}
+
+// fenceMsg is the batch's fence record: it carries the policy check and
+// says, for auditors, how many decisions of the batch were made under it.
+func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
+	ctx := fenceContext
+	for _, p := range live {
+		if p.d.Fence {
+			ctx = p.d.Aggregate.Context
+			break
+		}
+	}
+	m := nats.NewMsg(SubjectPrefix + ctx + "." + fenceToken)
+	m.Data = []byte(`{"policy_position":` + strconv.FormatUint(policyPos, 10) + `,"decisions":` + strconv.Itoa(nfenced) + `}`)
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(policyPos, 10))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, FenceSubject)
+	return m
+}
+
+// fenceMoved asks the leader for the newest policy position and reports
+// whether it is past the committer's fence head (updating it).
+func (s *JetStreamStore) fenceMoved() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	pos, err := s.PolicyHead(ctx)
+	if err != nil || pos == s.fenceHead {
+		return false
+	}
+	s.fenceHead = pos // the leader's answer is authoritative, up or down
+	return true
 }
 
 func (s *JetStreamStore) publishBatch(msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {

@@ -37,6 +37,13 @@ const (
 // id, which must start with a letter or digit.
 const idemToken = "_idem"
 
+// fenceToken names the per-context subject of policy fence records:
+// ledger.<context>._fence.
+const fenceToken = "_fence"
+
+// fenceContext is the context whose events move the fence.
+const fenceContext = "policy"
+
 // JetStreamStore is the Store on one JetStream stream. Appends from many
 // goroutines are group-committed: one goroutine collects the decisions that
 // arrive while the previous batch is in flight and commits them as one atomic
@@ -57,6 +64,9 @@ type JetStreamStore struct {
 
 	mu    sync.Mutex
 	heads map[AggregateRef]head
+	// fenceHead is the newest policy position the committer knows of; it
+	// is only touched by the commit goroutine.
+	fenceHead uint64
 }
 
 // head is what the store knows of an aggregate's last event.
@@ -192,6 +202,12 @@ func (s *JetStreamStore) validateDecision(d Decision) error {
 	for i := range d.Events {
 		e := &d.Events[i]
 		field := "events/" + strconv.Itoa(i)
+		if d.Fence && e.PolicyPosition != d.Events[0].PolicyPosition {
+			return invalid("", field+"/policyposition", "all events of a fenced decision record the same policy position")
+		}
+		if d.Fence && d.Aggregate.Context == fenceContext {
+			return invalid("", "fence", "policy decisions are the fence's source and cannot be fenced")
+		}
 		if err := e.Validate(); err != nil {
 			return prefixField(field, err)
 		}
@@ -261,11 +277,12 @@ func idemSubject(context, key string) string {
 	return SubjectPrefix + context + "." + idemToken + "." + hex.EncodeToString(sum[:])
 }
 
-// IsIdempotencyRecord reports whether subject holds an idempotency record
-// rather than an event.
-func IsIdempotencyRecord(subject string) bool {
+// IsControlSubject reports whether subject holds one of the store's own
+// records (an idempotency record or a policy fence) rather than an event.
+// Their third token starts with '_', which no aggregate id can.
+func IsControlSubject(subject string) bool {
 	parts := strings.SplitN(subject, ".", 4)
-	return len(parts) >= 3 && parts[2] == idemToken
+	return len(parts) >= 3 && strings.HasPrefix(parts[2], "_")
 }
 
 func (s *JetStreamStore) lookupIdempotency(ctx context.Context, subj string, d Decision) (Appended, bool, error) {

@@ -151,7 +151,7 @@ func (s *JetStreamStore) read(ctx context.Context, subjects []string, cfg jetstr
 			if to > 0 && meta.Sequence.Stream > to {
 				return
 			}
-			if !IsIdempotencyRecord(m.Subject()) {
+			if !IsControlSubject(m.Subject()) {
 				e, err := decodeStored(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
 				if !yield(e, err) || err != nil {
 					return
@@ -206,7 +206,7 @@ func (s *JetStreamStore) Subscribe(ctx context.Context, from uint64, fn func(Eve
 			}
 			return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
 		}
-		if IsIdempotencyRecord(m.Subject()) {
+		if IsControlSubject(m.Subject()) {
 			continue
 		}
 		meta, err := m.Metadata()
@@ -249,3 +249,12 @@ func (s *JetStreamStore) LastPosition(ctx context.Context) (uint64, error) {
 	return st.CachedInfo().State.LastSeq, nil
 }
 
+// PolicyHead returns the position of the newest policy event (0 if none),
+// as the stream leader knows it.
+func (s *JetStreamStore) PolicyHead(ctx context.Context) (uint64, error) {
+	m, err := s.getLast(ctx, FenceSubject)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
