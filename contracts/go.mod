@@ -2,7 +2,11 @@ module github.com/marketledger/ledger/contracts
 
 go 1.26.0
 
-require github.com/marketledger/ledger/events v0.0.0
+require (
+	github.com/google/go-cmp v0.7.0
+	github.com/marketledger/ledger/events v0.0.0
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
+)
 
 require (
 	github.com/google/uuid v1.6.0 // indirect
@@ -16,6 +20,7 @@ require (
 	go.uber.org/zap v1.28.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )
 
 replace github.com/marketledger/ledger/events => ../events

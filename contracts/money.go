@@ -12,14 +12,15 @@ import (
 // makes is exact.
 type Money struct {
 	// AmountMinor is the amount in minor units; a price is at least 1.
-	AmountMinor int64 `json:"amount_minor"`
+	AmountMinor int64 `json:"amount_minor" schema:"min=1" doc:"amount in minor units of the currency (cents, sen), at least 1"`
 	// Currency is an active ISO 4217 code, upper case.
-	Currency string `json:"currency"`
+	Currency string `json:"currency" schema:"currency" doc:"ISO 4217 currency code"`
 }
 
-// MaxAmountMinor bounds every single amount (about 9.2e15 minor units), so
-// that the sum of a decision's amounts cannot overflow int64 and so that a
-// typo of many zeros is refused rather than booked.
+// MaxAmountMinor bounds every single amount: 2^53-1 minor units, the
+// largest integer a JSON consumer using IEEE doubles (JavaScript) reads
+// exactly. It also keeps the sum of a movement's legs far from int64
+// overflow, and a typo of many zeros is refused rather than booked.
 const MaxAmountMinor = math.MaxInt64 / 1024
 
 // Validate checks that m is a positive amount in a known currency. Fields of
