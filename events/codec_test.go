@@ -63,7 +63,8 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 		{"version zero", func(m *nats.Msg) { m.Header.Set(HeaderAggregateVersion, "0") }, HeaderAggregateVersion, "at least 1"},
 		{"content type", func(m *nats.Msg) { m.Header.Set(HeaderContentType, "text/plain") }, HeaderContentType, "application/json"},
 		{"body not object", func(m *nats.Msg) { m.Data = []byte(`[1]`) }, "data", "object"},
-		{"body not json", func(m *nats.Msg) { m.Data = []byte(`{`) }, "data", "valid JSON"},
+		{"body not closed", func(m *nats.Msg) { m.Data = []byte(`{`) }, "data", "object"},
+		{"body not json", func(m *nats.Msg) { rehash(m, []byte(`{"a":}`)) }, "data", "valid JSON"},
 		{"body too big", func(m *nats.Msg) { m.Data = []byte(`{"x":"` + strings.Repeat("a", MaxDataBytes) + `"}`) }, "data", "limit"},
 		{"subject mismatch", func(m *nats.Msg) { m.Subject = "ledger.order.ord-2.placed" }, "subject", "does not match"},
 		{"tampered body", func(m *nats.Msg) { m.Data = []byte(`{"order_id":"ord-1","amount_minor":1}`) }, HeaderHash, "mismatch"},
@@ -90,6 +91,18 @@ func TestDecodeRefusesBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rehash replaces the body and recomputes the hash, as a writer that
+// bypassed validation would.
+func rehash(m *nats.Msg, data []byte) {
+	e, err := decode(m.Subject, m.Header, m.Data)
+	if err != nil {
+		panic(err)
+	}
+	e.Data = data
+	m.Data = data
+	m.Header.Set(HeaderHash, e.ComputeHash())
 }
 
 func TestVerifyChainNamesTheBrokenEvent(t *testing.T) {
@@ -154,4 +167,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoding differs")
 		}
 	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	e := sealedEvent(b)
+	e.Data = []byte(`{"pad":"` + strings.Repeat("x", 500) + `"}`)
+	evs := []Event{e}
+	Seal(evs, 0, GenesisHash)
+	m, _ := Encode(&evs[0])
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(m.Subject, m.Header, m.Data); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -13,57 +13,122 @@ import (
 	"go.uber.org/zap"
 )
 
-// commitLoop is the group committer. While one batch is in flight, new
-// decisions queue; the next batch takes all of them (up to MaxBatchMsgs),
-// except a second decision on an aggregate already in the batch, which waits
-// for the next one: its expected version can only be checked after the first
-// is settled.
+// commitLoop is the group committer. It keeps up to s.depth batches in
+// flight; while they are, new decisions queue, and the next batch takes all
+// of them (up to MaxBatchMsgs). A decision on an aggregate that is already in
+// a forming or in-flight batch waits: its expected version can only be
+// checked once the earlier decision is settled. At most one batch with fenced
+// decisions is in flight, because on a replicated stream concurrent checks on
+// the same policy subject refuse each other (JetStream error 10164).
 func (s *JetStreamStore) commitLoop() {
 	defer close(s.done)
 	var carry []*pending
-	for {
-		var first *pending
-		if len(carry) > 0 {
-			first, carry = carry[0], carry[1:]
-		} else {
-			select {
-			case first = <-s.queue:
-			case <-s.closing:
-				s.failQueued()
-				return
+	inflight := 0
+	busy := make(map[AggregateRef]bool)
+	fencedBusy := false
+	finished := make(chan []*pending, s.depth)
+	release := func(b []*pending) {
+		inflight--
+		for _, p := range b {
+			delete(busy, p.d.Aggregate)
+			if p.d.Fence {
+				fencedBusy = false
 			}
 		}
-		batch, rest := s.collect(first, carry)
+	}
+	// Adaptive linger: under load the writers of the last batch come back
+	// a moment after it settles, so with nothing in flight the next batch
+	// waits (at most lingerMax) until as many decisions wait as went in the
+	// last batch. When idle the last batch had one decision: no wait.
+	lastBatch := 1
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	lingerArmed, lingerExpired := false, false
+	for {
+		waiting := len(carry) + len(s.queue)
+		ready := len(carry) > 0 && inflight < s.depth &&
+			(waiting >= fireAt || (inflight == 0 && (waiting >= min(lastBatch, fireAt) || lingerExpired)))
+		if !ready {
+			var lingerC <-chan time.Time
+			if len(carry) > 0 && inflight == 0 && !lingerArmed && !lingerExpired {
+				linger.Reset(lingerMax)
+				lingerArmed = true
+			}
+			if lingerArmed {
+				lingerC = linger.C
+			}
+			select {
+			case p := <-s.queue:
+				carry = append(carry, p)
+			case b := <-finished:
+				release(b)
+			case <-s.closing:
+				for ; inflight > 0; inflight-- {
+					<-finished
+				}
+				s.failAll(carry)
+				s.failQueued()
+				return
+			case <-lingerC:
+				lingerArmed, lingerExpired = false, true
+			}
+			continue
+		}
+		batch, rest := s.collect(carry, busy, fencedBusy)
 		carry = rest
-		s.commit(batch)
+		if len(batch) == 0 {
+			release(<-finished) // everything waiting is behind an in-flight batch
+			continue
+		}
+		lastBatch = len(batch)
+		if lingerArmed {
+			linger.Stop()
+		}
+		lingerArmed, lingerExpired = false, false
+		inflight++
+		for _, p := range batch {
+			busy[p.d.Aggregate] = true
+			fencedBusy = fencedBusy || p.d.Fence
+		}
+		go func() {
+			s.commit(batch)
+			finished <- batch
+		}()
 	}
 }
 
-// collect builds one batch starting with first, taking deferred decisions
-// before newly queued ones so that order per aggregate is kept.
-func (s *JetStreamStore) collect(first *pending, carry []*pending) (batch, rest []*pending) {
-	batch = []*pending{first}
-	in := map[AggregateRef]bool{first.d.Aggregate: true}
-	n := len(first.msgs)
-	fenced, source := first.d.Fence, first.d.Aggregate.Context == fenceContext
-	take := func(p *pending) bool {
+// fireAt is how many decisions make a batch worth sending while another is
+// still in flight.
+var fireAt = 64
+
+// lingerMax bounds the wait for the last batch's writers to come back.
+var lingerMax = 1 * time.Millisecond
+
+// collect builds one batch from the waiting decisions (oldest first) and
+// whatever is queued now; what cannot go in this batch is returned in rest,
+// in order.
+func (s *JetStreamStore) collect(carry []*pending, busy map[AggregateRef]bool, fencedBusy bool) (batch, rest []*pending) {
+	in := make(map[AggregateRef]bool)
+	n := 0
+	fenced, source := fencedBusy, false
+	take := func(p *pending) {
 		isSource := p.d.Aggregate.Context == fenceContext
 		// A batch never mixes fenced decisions with policy decisions: the
 		// fence must be checked against the policy as it was before the batch.
-		if in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs-1 || (isSource && fenced) || (p.d.Fence && source) {
+		if busy[p.d.Aggregate] || in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs-1 ||
+			(isSource && fenced) || (p.d.Fence && (source || fencedBusy)) {
 			rest = append(rest, p)
-			return false
+			return
 		}
 		in[p.d.Aggregate] = true
 		fenced, source = fenced || p.d.Fence, source || isSource
 		n += len(p.msgs)
 		batch = append(batch, p)
-		return true
 	}
 	for _, p := range carry {
 		take(p)
 	}
-	for n < MaxBatchMsgs && len(rest) < AppendQueueMax {
+	for n < MaxBatchMsgs-1 && len(rest) < AppendQueueMax {
 		select {
 		case p := <-s.queue:
 			take(p)
@@ -72,6 +137,12 @@ func (s *JetStreamStore) collect(first *pending, carry []*pending) (batch, rest 
 		}
 	}
 	return batch, rest
+}
+
+func (s *JetStreamStore) failAll(ps []*pending) {
+	for _, p := range ps {
+		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindUnavailable, Rule: "store closed before the decision was sent; nothing stored"}}
+	}
 }
 
 func (s *JetStreamStore) failQueued() {
@@ -89,11 +160,14 @@ func (s *JetStreamStore) failQueued() {
 // head moved since they were sealed, and fenced decisions made under an older
 // policy than another decision of the batch has seen, fail fast unsent.
 func (s *JetStreamStore) commit(batch []*pending) {
+	s.mu.Lock()
 	for _, p := range batch {
 		if p.d.Fence && p.d.Events[0].PolicyPosition > s.fenceHead {
 			s.fenceHead = p.d.Events[0].PolicyPosition
 		}
 	}
+	fenceHead := s.fenceHead
+	s.mu.Unlock()
 	live := batch[:0:0]
 	for _, p := range batch {
 		s.mu.Lock()
@@ -101,9 +175,10 @@ func (s *JetStreamStore) commit(batch []*pending) {
 		s.mu.Unlock()
 		switch {
 		case ok && h.version > p.expect.version:
+			s.stats.conflicts.Add(1)
 			p.result <- appendResult{err: conflict(p.d.Aggregate, p.expect.version, h.version)}
-		case p.d.Fence && p.d.Events[0].PolicyPosition < s.fenceHead:
-			p.result <- appendResult{err: policyConflict(p.d.Events[0].PolicyPosition, s.fenceHead)}
+		case p.d.Fence && p.d.Events[0].PolicyPosition < fenceHead:
+			p.result <- appendResult{err: s.policyConflict(p.d.Events[0].PolicyPosition, fenceHead)}
 		default:
 			live = append(live, p)
 		}
@@ -111,6 +186,11 @@ func (s *JetStreamStore) commit(batch []*pending) {
 	if len(live) > 0 {
 		s.send(live)
 	}
+}
+
+func (s *JetStreamStore) policyConflict(decided, now uint64) error {
+	s.stats.policyConflicts.Add(1)
+	return policyConflict(decided, now)
 }
 
 func policyConflict(decided, now uint64) error {
@@ -131,8 +211,11 @@ func (s *JetStreamStore) send(live []*pending) {
 			nfenced++
 		}
 	}
+	s.mu.Lock()
+	fenceHead := s.fenceHead
+	s.mu.Unlock()
 	if nfenced > 0 {
-		msgs = append(msgs, fenceMsg(live, s.fenceHead, nfenced))
+		msgs = append(msgs, fenceMsg(live, fenceHead, nfenced))
 	}
 	ack, err := s.publishBatch(msgs)
 	switch {
@@ -142,7 +225,7 @@ func (s *JetStreamStore) send(live []*pending) {
 		var unfenced []*pending
 		for _, p := range live {
 			if p.d.Fence {
-				p.result <- appendResult{err: policyConflict(p.d.Events[0].PolicyPosition, s.fenceHead)}
+				p.result <- appendResult{err: s.policyConflict(p.d.Events[0].PolicyPosition, s.currentFence())}
 			} else {
 				unfenced = append(unfenced, p)
 			}
@@ -156,6 +239,7 @@ func (s *JetStreamStore) send(live []*pending) {
 		s.send(live[mid:])
 	case isCheckFailure(err):
 		p := live[0]
+		s.stats.conflicts.Add(1)
 		s.forget(p.d.Aggregate)
 		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
 			Rule: "aggregate " + p.d.Aggregate.String() + " changed since the decision was made", Err: err}}
@@ -191,6 +275,8 @@ func (s *JetStreamStore) fenceMoved() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	pos, err := s.PolicyHead(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil || pos == s.fenceHead {
 		return false
 	}
@@ -198,10 +284,16 @@ func (s *JetStreamStore) fenceMoved() bool {
 	return true
 }
 
+func (s *JetStreamStore) currentFence() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fenceHead
+}
+
 func (s *JetStreamStore) publishBatch(msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-		ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+		ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: batchTimeout})
 		cancel()
 		if err == nil || attempt >= inflightRetries || !isTooManyInflight(err) {
 			return ack, err
@@ -213,6 +305,8 @@ func (s *JetStreamStore) publishBatch(msgs []*nats.Msg) (*jetstreamext.BatchAck,
 // settle records the positions of a committed batch whose first message is
 // at position first; batch messages are stored contiguously.
 func (s *JetStreamStore) settle(live []*pending, first uint64) {
+	s.stats.batches.Add(1)
+	s.stats.decisions.Add(uint64(len(live)))
 	pos := first
 	for _, p := range live {
 		nev := uint64(len(p.d.Events))

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"strconv"
 )
 
@@ -21,24 +20,43 @@ const hashDomain = "marketledger/event/v1"
 // body bytes as stored. Store-assigned Position and RecordedAt are excluded:
 // they are the log's own record, covered by the notary's Merkle tree.
 func (e *Event) ComputeHash() string {
-	h := sha256.New()
-	fields := []string{
-		hashDomain, e.PrevHash, e.ID, e.Type, strconv.Itoa(e.SchemaVersion), e.Source,
-		e.AggregateID, e.OccurredAt.Format(timeLayout), e.CorrelationID, e.CausationID,
-		strconv.FormatUint(e.PolicyPosition, 10), strconv.FormatUint(e.AggregateVersion, 10),
-		ContentTypeJSON,
-	}
-	for _, f := range fields {
-		writeField(h, []byte(f))
-	}
-	writeField(h, e.Data)
-	return hex.EncodeToString(h.Sum(nil))
+	var tbuf [64]byte
+	return e.computeHash(e.OccurredAt.AppendFormat(tbuf[:0], timeLayout))
 }
 
-func writeField(h hash.Hash, b []byte) {
-	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(b)))])
-	h.Write(b)
+// computeHash hashes with the already formatted occurred-at, so that the
+// read path hashes the header bytes it checked instead of formatting again.
+// The preimage is built in one buffer and hashed in one call.
+func (e *Event) computeHash(occurredAt []byte) string {
+	var stack [2048]byte
+	b := stack[:0]
+	b = appendString(b, hashDomain)
+	b = appendString(b, e.PrevHash)
+	b = appendString(b, e.ID)
+	b = appendString(b, e.Type)
+	var num [20]byte
+	b = appendField(b, strconv.AppendInt(num[:0], int64(e.SchemaVersion), 10))
+	b = appendString(b, e.Source)
+	b = appendString(b, e.AggregateID)
+	b = appendField(b, occurredAt)
+	b = appendString(b, e.CorrelationID)
+	b = appendString(b, e.CausationID)
+	b = appendField(b, strconv.AppendUint(num[:0], e.PolicyPosition, 10))
+	b = appendField(b, strconv.AppendUint(num[:0], e.AggregateVersion, 10))
+	b = appendString(b, ContentTypeJSON)
+	b = appendField(b, e.Data)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendField(b, f []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(f)))
+	return append(b, f...)
 }
 
 // Seal sets the aggregate version and chain link of events appended after an

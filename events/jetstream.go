@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -64,9 +65,28 @@ type JetStreamStore struct {
 
 	mu    sync.Mutex
 	heads map[AggregateRef]head
-	// fenceHead is the newest policy position the committer knows of; it
-	// is only touched by the commit goroutine.
+	// fenceHead is the newest policy position the committer knows of.
 	fenceHead uint64
+	// depth is the most batches in flight at once.
+	depth int
+
+	stats struct {
+		batches, decisions, conflicts, policyConflicts atomic.Uint64
+	}
+}
+
+// Stats are the store's append counters since it was opened.
+type Stats struct {
+	Batches         uint64 // atomic batches committed
+	Decisions       uint64 // decisions committed
+	Conflicts       uint64 // decisions refused for a stale expected version
+	PolicyConflicts uint64 // fenced decisions refused for a newer policy
+}
+
+// Stats returns the append counters.
+func (s *JetStreamStore) Stats() Stats {
+	return Stats{Batches: s.stats.batches.Load(), Decisions: s.stats.decisions.Load(),
+		Conflicts: s.stats.conflicts.Load(), PolicyConflicts: s.stats.policyConflicts.Load()}
 }
 
 // head is what the store knows of an aggregate's last event.
@@ -96,6 +116,16 @@ type Option func(*JetStreamStore)
 // WithTypeChecker makes the store refuse events the checker rejects.
 func WithTypeChecker(c TypeChecker) Option { return func(s *JetStreamStore) { s.checker = c } }
 
+// DefaultPipelineDepth is how many group-commit batches may be in flight at
+// once: while one is being stored, the next is sent, which hides the round
+// trip. The server's own limit is 50 atomic batches in flight per stream.
+const DefaultPipelineDepth = 2
+
+// WithPipelineDepth sets how many batches may be in flight at once (1..16).
+func WithPipelineDepth(n int) Option {
+	return func(s *JetStreamStore) { s.depth = min(max(n, 1), 16) }
+}
+
 // WithLogger sets the store's logger.
 func WithLogger(l *zap.Logger) Option { return func(s *JetStreamStore) { s.log = l } }
 
@@ -119,6 +149,7 @@ func NewJetStreamStore(ctx context.Context, nc *nats.Conn, opts ...Option) (*Jet
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		heads:   make(map[AggregateRef]head),
+		depth:   DefaultPipelineDepth,
 	}
 	for _, o := range opts {
 		o(s)

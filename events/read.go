@@ -113,59 +113,144 @@ func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, err
 }
 
 // read yields decoded events matching subjects until position to, or until
-// nothing more is pending when the read started (to == 0).
+// nothing more is pending when the read started (to == 0). Decoding (hash
+// checks included) runs on decodeWorkers goroutines over chunks of messages
+// while the next chunk is fetched; chunks are yielded in order.
 func (s *JetStreamStore) read(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		cfg.FilterSubjects = subjects
-		cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
-		if err != nil {
-			yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Err: err})
-			return
-		}
-		info := cons.CachedInfo()
-		if info == nil || info.NumPending == 0 {
-			return
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-		if err != nil {
-			yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Err: err})
-			return
-		}
-		defer it.Stop()
-		stop := context.AfterFunc(ctx, it.Stop)
-		defer stop()
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if ctx.Err() != nil {
-					err = ctx.Err()
-				}
-				yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Err: err})
-				return
-			}
-			meta, err := m.Metadata()
-			if err != nil {
-				yield(Event{}, &Error{Op: "events.Read", Kind: KindIntegrity, Err: err})
-				return
-			}
-			if to > 0 && meta.Sequence.Stream > to {
-				return
-			}
-			if !IsControlSubject(m.Subject()) {
-				e, err := decodeStored(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
-				if !yield(e, err) || err != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		chunks := make(chan *chunk, decodeWorkers*2)
+		go s.fetch(ctx, subjects, cfg, to, chunks)
+		for c := range chunks {
+			<-c.done
+			for i := range c.events {
+				if !yield(c.events[i], nil) {
 					return
 				}
 			}
-			if meta.NumPending == 0 || (to > 0 && meta.Sequence.Stream >= to) {
+			if c.err != nil {
+				yield(Event{}, c.err)
 				return
 			}
 		}
 	}
 }
 
+const (
+	decodeWorkers = 2
+	chunkMsgs     = 256
+)
+
+type chunk struct {
+	msgs   []jetstream.Msg
+	events []Event
+	err    error
+	done   chan struct{}
+}
+
+func (c *chunk) decode() {
+	defer close(c.done)
+	c.events = make([]Event, 0, len(c.msgs))
+	for _, m := range c.msgs {
+		if c.err != nil {
+			return
+		}
+		if IsControlSubject(m.Subject()) {
+			continue
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			c.err = &Error{Op: "events.Read", Kind: KindIntegrity, Err: err}
+			return
+		}
+		e, err := decodeStored(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
+		if err != nil {
+			c.err = err
+			return
+		}
+		c.events = append(c.events, e)
+	}
+}
+
+// fetch reads messages with an ordered consumer and hands them out in
+// chunks; it closes out when done, after an error chunk, or when ctx ends.
+func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64, out chan<- *chunk) {
+	defer close(out)
+	sem := make(chan struct{}, decodeWorkers)
+	send := func(c *chunk) bool {
+		if c.done == nil {
+			c.done = make(chan struct{})
+			if c.err != nil {
+				close(c.done)
+			} else {
+				sem <- struct{}{}
+				go func() { c.decode(); <-sem }()
+			}
+		}
+		select {
+		case out <- c:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	fail := func(kind Kind, err error) {
+		if ctx.Err() != nil {
+			return
+		}
+		send(&chunk{err: &Error{Op: "events.Read", Kind: kind, Err: err}})
+	}
+	cfg.FilterSubjects = subjects
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		fail(KindUnavailable, err)
+		return
+	}
+	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+		return
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		fail(KindUnavailable, err)
+		return
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	c := &chunk{}
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if len(c.msgs) > 0 && !send(c) {
+				return
+			}
+			fail(KindUnavailable, err)
+			return
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			fail(KindIntegrity, err)
+			return
+		}
+		last := meta.NumPending == 0 || (to > 0 && meta.Sequence.Stream >= to)
+		if to == 0 || meta.Sequence.Stream <= to {
+			c.msgs = append(c.msgs, m)
+		}
+		if last || len(c.msgs) == chunkMsgs {
+			if len(c.msgs) > 0 && !send(c) {
+				return
+			}
+			c = &chunk{}
+		}
+		if last {
+			return
+		}
+	}
+}
+
 func decodeStored(subject string, h nats.Header, data []byte, seq uint64, ts time.Time) (Event, error) {
-	e, err := Decode(subject, h, data)
+	e, err := decode(subject, h, data)
 	if err != nil {
 		var le *Error
 		if errors.As(err, &le) {

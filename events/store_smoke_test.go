@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-func startStore(t *testing.T) (*events.JetStreamStore, *nats.Conn) {
+func startStore(t testing.TB) (*events.JetStreamStore, *nats.Conn) {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
 	if err != nil {
