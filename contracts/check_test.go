@@ -28,7 +28,7 @@ func TestExamplesValid(t *testing.T) {
 			t.Errorf("%s v%d has no example", s.Type, s.Version)
 			continue
 		}
-		if err := CheckEvent(s.Type, s.Version, mustJSON(t, ex)); err != nil {
+		if _, err := DecodeChecked(s.Type, s.Version, mustJSON(t, ex)); err != nil {
 			t.Errorf("%s v%d example: %v", s.Type, s.Version, err)
 		}
 	}
@@ -92,8 +92,8 @@ func TestCheckEventErrors(t *testing.T) {
 			"/listing_id", "pattern " + IDPattern},
 		{"v2 without channel", "order.placed", 2, edit(t, placed, func(m map[string]any) { delete(m, "channel") }),
 			"/channel", "required"},
-		{"v1 with channel", "order.placed", 1, edit(t, placed, func(m map[string]any) {}),
-			"/channel", "unknown field (additionalProperties false)"},
+		{"v1 is read-only", "order.placed", 1, mustJSON(t, eventExamples[eventKey{"order.placed", 1}]),
+			events.HeaderDataSchema, "order.placed v1 is read-only; new events are written as v2"},
 		{"wrong total", "order.placed", 2, edit(t, placed, func(m map[string]any) { sub(m, "total")["amount_minor"] = 1 }),
 			"/total/amount_minor", "equals /unit_price/amount_minor × /quantity"},
 		{"postings do not balance", "payment.captured", 1, edit(t, captured, func(m map[string]any) {
@@ -168,6 +168,32 @@ func TestValidateCommandErrors(t *testing.T) {
 				t.Errorf("field, rule (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	placed := eventExamples[eventKey{"order.placed", 2}]
+	_, err := DecodeChecked("order.placed", 1, edit(t, placed, func(m map[string]any) {}))
+	var e *events.Error
+	if !errors.As(err, &e) || e.Field != "/channel" || e.Rule != "unknown field (additionalProperties false)" {
+		t.Errorf("DecodeChecked(v2 body as v1) = %v, want /channel refused", err)
+	}
+	tests := []struct {
+		name, typ string
+		version   int
+		data      string
+		field     string
+	}{
+		{"unknown field", "order.completed", 1, `{"order_id":"o-1","x":1}`, ""},
+		{"trailing value", "order.completed", 1, `{"order_id":"o-1"} {}`, ""},
+		{"unknown type", "order.lost", 1, `{}`, events.HeaderType},
+		{"unknown version", "order.completed", 9, `{}`, events.HeaderDataSchema},
+	}
+	for _, tt := range tests {
+		_, err := Decode(tt.typ, tt.version, []byte(tt.data))
+		if !errors.As(err, &e) || e.Kind != events.KindInvalid || e.Field != tt.field {
+			t.Errorf("%s: Decode = %v, want invalid at %q", tt.name, err, tt.field)
+		}
 	}
 }
 
