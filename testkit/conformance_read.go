@@ -1,0 +1,305 @@
+package testkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/events"
+)
+
+func (s *suite) testLoad(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	ref := s.ref("order")
+	var want []events.Event
+	var positions []uint64
+	for _, names := range [][]string{{"placed"}, {"line_added", "line_added"}, {"confirmed"}, {"shipped", "delivered"}} {
+		d := decision(ref, uint64(len(want)), names...)
+		d.Events[0].CorrelationID, d.Events[0].CausationID = "corr-"+ref.ID, "cmd-"+ref.ID
+		a := s.mustAppend(ctx, t, st, d)
+		want = append(want, d.Events...)
+		for p := a.FirstPosition; p <= a.LastPosition; p++ {
+			positions = append(positions, p)
+		}
+	}
+	// A fresh client reads what was stored, not its own cache.
+	got := mustLoad(ctx, t, s.newStore(t), ref)
+	if len(got) != len(want) {
+		t.Fatalf("loaded %d events, want %d", len(got), len(want))
+	}
+	for i := range got {
+		checkSameEvent(t, got[i], want[i])
+		if got[i].AggregateVersion != uint64(i+1) || got[i].Position != positions[i] {
+			t.Errorf("event %d: version %d at position %d, want version %d at %d",
+				i, got[i].AggregateVersion, got[i].Position, i+1, positions[i])
+		}
+		if got[i].RecordedAt.IsZero() {
+			t.Errorf("event %d has no recorded time", i)
+		}
+	}
+	if err := events.VerifyChain(got, 0, events.GenesisHash); err != nil {
+		t.Errorf("loaded chain does not verify: %v", err)
+	}
+	tail, err := st.Load(ctx, ref, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.VerifyChain(tail, 3, got[2].Hash); err != nil || len(tail) != len(got)-3 {
+		t.Errorf("Load after version 3 = %d events (%v), want the %d after version 3 chained to it", len(tail), err, len(got)-3)
+	}
+	if rest, err := st.Load(ctx, ref, uint64(len(got))); err != nil || len(rest) != 0 {
+		t.Errorf("Load after the last version = %d events, %v; want none", len(rest), err)
+	}
+	if none, err := st.Load(ctx, s.ref("order"), 0); err != nil || len(none) != 0 {
+		t.Errorf("Load of an unknown aggregate = %d events, %v; want none and no error", len(none), err)
+	}
+}
+
+// checkSameEvent compares the producer-set attributes of a stored event with
+// what was appended.
+func checkSameEvent(t *testing.T, got, want events.Event) {
+	t.Helper()
+	if got.ID != want.ID || got.Type != want.Type || got.SchemaVersion != want.SchemaVersion ||
+		got.Source != want.Source || got.AggregateID != want.AggregateID || !got.OccurredAt.Equal(want.OccurredAt) ||
+		got.CorrelationID != want.CorrelationID || got.CausationID != want.CausationID ||
+		got.PolicyPosition != want.PolicyPosition || string(got.Data) != string(want.Data) {
+		t.Errorf("stored event differs from the appended one:\n got  %+v\n want %+v", got, want)
+	}
+}
+
+func (s *suite) testRead(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	order, pay := s.ref("order"), s.ref("payment")
+	var all []events.Event // what this subtest appended, in log order
+	for i := range 4 {
+		for _, ref := range []events.AggregateRef{order, pay} {
+			d := decision(ref, uint64(i), fmt.Sprintf("step_%d", i))
+			a := s.mustAppend(ctx, t, st, d)
+			d.Events[0].Position = a.FirstPosition
+			all = append(all, d.Events[0])
+		}
+	}
+	mine := idSet(all)
+	check := func(name string, q events.Query, want []events.Event) {
+		t.Helper()
+		got := readAll(ctx, t, st, q)
+		checkIncreasing(t, name, got)
+		for _, e := range got {
+			if q.From > 0 && e.Position < q.From || q.To > 0 && e.Position > q.To {
+				t.Errorf("%s: event at position %d is outside %d..%d", name, e.Position, q.From, q.To)
+			}
+		}
+		if ok, diff := equalIDs(ids(only(got, mine)), ids(want)); !ok {
+			t.Errorf("%s: %s", name, diff)
+		}
+	}
+	first, last := all[0].Position, all[len(all)-1].Position
+	check("from the first position", events.Query{From: first}, all)
+	check("from a middle position", events.Query{From: all[3].Position}, all[3:])
+	check("from and to", events.Query{From: all[2].Position, To: all[5].Position}, all[2:6])
+	check("to only", events.Query{To: all[1].Position}, all[:2])
+	check("subject filter", events.Query{From: first, Subjects: []string{pay.Subject()}}, everyOther(all, 1))
+	check("two subject filters", events.Query{From: first, To: last, Subjects: []string{order.Subject(), pay.Subject()}}, all)
+	check("context wildcard", events.Query{From: first, Subjects: []string{events.SubjectPrefix + "order.>"}}, everyOther(all, 0))
+	stored := readAll(ctx, t, st, events.Query{From: first, To: last})
+	if len(stored) != len(all) {
+		t.Fatalf("read %d events between %d and %d, want %d", len(stored), first, last, len(all))
+	}
+	from := stored[4].RecordedAt
+	check("from a time", events.Query{FromTime: from}, all[4:])
+	check("from a time, filtered", events.Query{FromTime: from, Subjects: []string{order.Subject()}}, everyOther(all[4:], 0))
+	check("from a time before the log", events.Query{FromTime: time.Unix(0, 0), To: last, Subjects: []string{order.Subject()}}, everyOther(all, 0))
+	if got := readAll(ctx, t, st, events.Query{From: last + 1_000_000}); len(got) != 0 {
+		t.Errorf("read past the head returned %d events", len(got))
+	}
+	// A consumer may stop early without error.
+	for range st.Read(ctx, events.Query{From: first}) {
+		break
+	}
+}
+
+// everyOther returns evs[start], evs[start+2], ...
+func everyOther(evs []events.Event, start int) []events.Event {
+	var out []events.Event
+	for i := start; i < len(evs); i += 2 {
+		out = append(out, evs[i])
+	}
+	return out
+}
+
+func (s *suite) testPositionAt(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	if p, err := st.PositionAt(ctx, time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil || p != 0 {
+		t.Errorf("PositionAt before the first event = %d, %v; want 0", p, err)
+	}
+	ref := s.ref("order")
+	s.mustAppend(ctx, t, st, decision(ref, 0, "placed"))
+	// The later decision carries an idempotency key, as most do: whatever
+	// the store records next to it, PositionAt names events.
+	s.mustAppend(ctx, t, st, keyed(decision(ref, 1, "confirmed")))
+	evs := mustLoad(ctx, t, st, ref)
+	e1, e2 := evs[0], evs[1]
+	if !e2.RecordedAt.After(e1.RecordedAt) {
+		t.Fatalf("second event recorded at %s, not after the first at %s", e2.RecordedAt, e1.RecordedAt)
+	}
+	at := func(name string, tm time.Time, want uint64) {
+		t.Helper()
+		if got, err := st.PositionAt(ctx, tm); err != nil || got != want {
+			t.Errorf("PositionAt(%s) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	at("first event's time", e1.RecordedAt, e1.Position)
+	at("just before the second event", e2.RecordedAt.Add(-time.Nanosecond), e1.Position)
+	at("between the events", e1.RecordedAt.Add(e2.RecordedAt.Sub(e1.RecordedAt)/2), e1.Position)
+	at("last event's time", e2.RecordedAt, e2.Position)
+	at("after the last event", time.Now().Add(time.Hour), e2.Position)
+	if got, err := st.PositionAt(ctx, e1.RecordedAt.Add(-time.Nanosecond)); err != nil || got >= e1.Position {
+		t.Errorf("PositionAt(just before the first event) = %d, %v; want below %d", got, err, e1.Position)
+	}
+}
+
+// Sizes of the subscription test.
+const (
+	subscribeBefore  = 10 // decisions stored before subscribing
+	subscribeWriters = 4  // writers appending while the subscriber catches up
+	subscribeEach    = 12 // decisions per writer
+	// subscribeDrain bounds the wait for the last event once it is stored.
+	subscribeDrain = 30 * time.Second
+)
+
+// errSeenAll ends a subscription that has received every expected event.
+var errSeenAll = errors.New("testkit: every expected event was delivered")
+
+func (s *suite) testSubscribe(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	ref := s.ref("order")
+	var want []events.Event
+	var from uint64
+	for v := range uint64(subscribeBefore) {
+		d := decision(ref, v, "step")
+		a := s.mustAppend(ctx, t, st, d)
+		if from == 0 {
+			from = a.FirstPosition
+		}
+		want = append(want, d.Events...)
+	}
+	expect := newExpectation(want)
+	var got []events.Event
+	subErr := make(chan error, 1)
+	sub := s.newStore(t)
+	subCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		subErr <- sub.Subscribe(subCtx, from, func(e events.Event) error {
+			got = append(got, e)
+			if expect.seen(e.ID) {
+				return errSeenAll
+			}
+			return nil
+		})
+	}()
+	var wg sync.WaitGroup
+	for range subscribeWriters {
+		wg.Go(func() { s.subscribeWriter(ctx, t, st, expect) })
+	}
+	wg.Wait()
+	// A last event, appended after every other was acknowledged, ends the
+	// subscription: delivered in order, it comes after all of them.
+	final := decision(ref, subscribeBefore, "closed")
+	expect.add(final.Events)
+	expect.close()
+	s.mustAppend(ctx, t, st, final)
+	select {
+	case err := <-subErr:
+		if !errors.Is(err, errSeenAll) {
+			t.Fatalf("Subscribe ended with %v before delivering every event (%d missing)", err, expect.missing())
+		}
+	case <-time.After(subscribeDrain):
+		stop()
+		<-subErr
+		t.Fatalf("Subscribe delivered the last event but not every earlier one within %s: %d missing", subscribeDrain, expect.missing())
+	}
+	checkIncreasing(t, "subscription", got)
+	if got[0].Position != from {
+		t.Errorf("subscription from %d started at %d", from, got[0].Position)
+	}
+	read := readAll(ctx, t, st, events.Query{From: from, To: got[len(got)-1].Position})
+	if ok, diff := equalIDs(ids(got), ids(read)); !ok {
+		t.Errorf("subscription differs from a Read of the same range: %s", diff)
+	}
+}
+
+// subscribeWriter appends decisions of one or two events to its own
+// aggregate and adds them to what the subscriber must see.
+func (s *suite) subscribeWriter(ctx context.Context, t *testing.T, st events.Store, expect *expectation) {
+	ref := s.ref("payment")
+	var v uint64
+	for i := range subscribeEach {
+		names := []string{"authorized", "captured"}[:1+i%2]
+		d := keyed(decision(ref, v, names...))
+		expect.add(d.Events)
+		if _, err := s.append(ctx, st, d, nil); err != nil {
+			t.Errorf("append to %s while subscribed: %v", ref, err)
+			expect.drop(d.Events)
+			return
+		}
+		v += uint64(len(names))
+	}
+}
+
+// expectation tracks the events a subscriber still has to see. Events are
+// added before they are appended, so the subscriber can never see one the
+// expectation does not know yet; the subscription is done once the writers
+// have finished and nothing is missing.
+type expectation struct {
+	mu      sync.Mutex
+	pending map[string]bool
+	closed  bool
+}
+
+func newExpectation(evs []events.Event) *expectation {
+	x := &expectation{pending: make(map[string]bool)}
+	x.add(evs)
+	return x
+}
+
+func (x *expectation) add(evs []events.Event) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, e := range evs {
+		x.pending[e.ID] = true
+	}
+}
+
+// drop forgets events whose append failed.
+func (x *expectation) drop(evs []events.Event) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, e := range evs {
+		delete(x.pending, e.ID)
+	}
+}
+
+// seen marks id as delivered and reports whether the subscription is done.
+func (x *expectation) seen(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.pending, id)
+	return x.closed && len(x.pending) == 0
+}
+
+// close says no more events will be added.
+func (x *expectation) close() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.closed = true
+}
+
+func (x *expectation) missing() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.pending)
+}

@@ -1,0 +1,45 @@
+package testkit_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/testkit"
+)
+
+func TestConformanceSingleNode(t *testing.T) {
+	node := testkit.StartNode(t)
+	testkit.RunStoreConformance(t, func(t *testing.T) events.Store { return node.NewStore(t) },
+		testkit.ConformanceOptions{JetStream: true})
+}
+
+// stepdownTimeout bounds one injected stream leader stepdown.
+const stepdownTimeout = 30 * time.Second
+
+// TestConformanceClusterWithStepDown runs the suite on a 3-node cluster and
+// steps the stream leader down midway through every subtest that races
+// appends. An append caught by the election may end with KindUnavailable
+// (outcome unknown); the suite then retries it with the same idempotency
+// key, which the Store contract allows, and checks the retry's answer.
+func TestConformanceClusterWithStepDown(t *testing.T) {
+	c := testkit.StartCluster(t, 3)
+	stepdowns := 0
+	disrupt := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, stepdownTimeout)
+		defer cancel()
+		old := c.StreamLeader()
+		leader, err := c.StepDownStreamLeader(ctx)
+		if err == nil {
+			stepdowns++
+			t.Logf("stream leader stepped down: %s -> %s", old, leader)
+		}
+		return err
+	}
+	testkit.RunStoreConformance(t, func(t *testing.T) events.Store { return c.NewStore(t) },
+		testkit.ConformanceOptions{JetStream: true, Disrupt: disrupt, UnavailableRetries: 5})
+	if stepdowns == 0 {
+		t.Error("no stepdown was injected")
+	}
+}
