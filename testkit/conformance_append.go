@@ -189,8 +189,14 @@ func (s *suite) testConflictIsolation(t *testing.T) {
 		wg.Go(func() { <-start; s.goodWriter(ctx, t, st, good, &rs) })
 	}
 	for i, ref := range staleRefs {
-		wg.Go(func() { <-start; s.mustConflict(ctx, t, cold, decision(ref, 1, "refunded"), fmt.Sprintf("stale cache %d", i)) })
-		wg.Go(func() { <-start; s.mustConflict(ctx, t, warm, decision(shared, 0, "authorized"), fmt.Sprintf("stale version %d", i)) })
+		wg.Go(func() {
+			<-start
+			s.mustConflict(ctx, t, cold, decision(ref, 1, "refunded"), fmt.Sprintf("stale cache %d", i))
+		})
+		wg.Go(func() {
+			<-start
+			s.mustConflict(ctx, t, warm, decision(shared, 0, "authorized"), fmt.Sprintf("stale version %d", i))
+		})
 	}
 	close(start)
 	s.disruptMidway(ctx, t, &dis, good, isolationWriters*isolationDecisions/2)
