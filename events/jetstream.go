@@ -316,6 +316,11 @@ func IsControlSubject(subject string) bool {
 	return len(parts) >= 3 && strings.HasPrefix(parts[2], "_")
 }
 
+// LookupIdempotency implements IdempotencyLookup.
+func (s *JetStreamStore) LookupIdempotency(ctx context.Context, ref AggregateRef, key, digest string) (Appended, bool, error) {
+	return s.lookupIdempotency(ctx, idemSubject(ref.Context, key), Decision{Aggregate: ref, IdempotencyKey: key, CommandDigest: digest})
+}
+
 func (s *JetStreamStore) lookupIdempotency(ctx context.Context, subj string, d Decision) (Appended, bool, error) {
 	m, err := s.getLast(ctx, subj)
 	if err != nil || m == nil {

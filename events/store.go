@@ -125,3 +125,12 @@ type Query struct {
 type TypeChecker interface {
 	CheckEvent(typ string, version int, data []byte) error
 }
+
+// IdempotencyLookup is an optional Store capability: find the result of an
+// earlier decision by its idempotency key without appending.
+type IdempotencyLookup interface {
+	// LookupIdempotency returns the first result of the key on the
+	// aggregate's context, found=false if the key is unused, or a
+	// KindDuplicate error if it was used for a different command.
+	LookupIdempotency(ctx context.Context, ref AggregateRef, key, digest string) (a Appended, found bool, err error)
+}

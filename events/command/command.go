@@ -1,0 +1,217 @@
+// Package command runs a pure decider against the log: load the aggregate,
+// fold its events into state, decide, append with the expected version, and
+// retry a bounded number of times when another decision won the race. It is
+// the one place where the services' command handling lives, so that every
+// service loads, decides and appends the same way.
+//
+// The package must never hold business rules and never call time.Now for a
+// decision: the clock is injected.
+package command
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/marketledger/ledger/events"
+)
+
+// MaxAttempts bounds the load-decide-append loop of one command.
+const MaxAttempts = 8
+
+// Codec turns typed event payloads into event bodies and back. The contracts
+// module provides it (contracts.Encode and contracts.Decode).
+type Codec interface {
+	Encode(v any) (typ string, version int, data []byte, err error)
+	Decode(typ string, version int, data []byte) (any, error)
+}
+
+// Aggregate describes one decider's state machine to the runner.
+type Aggregate[S any] struct {
+	// Context is the bounded context ("order").
+	Context string
+	// Initial returns the state of an aggregate with no events.
+	Initial func(id string) S
+	// Evolve applies one decoded event payload to the state. It must be pure.
+	Evolve func(state S, payload any) S
+}
+
+// Runner carries what every command needs besides the decider.
+type Runner struct {
+	Store  events.Store
+	Codec  Codec
+	Source string           // CloudEvents source, "/ledger/order"
+	Clock  func() time.Time // the decision clock; business time of the events
+}
+
+// Meta is the command's envelope: who asked, in which flow, and how to make
+// it idempotent.
+type Meta struct {
+	// CommandID identifies the command; it becomes the causation id.
+	CommandID string
+	// CorrelationID ties the flow together; defaults to CommandID.
+	CorrelationID string
+	// IdempotencyKey, when set, makes the command idempotent for good.
+	IdempotencyKey string
+	// Command is the command value; its canonical JSON is the digest that
+	// an idempotency key is bound to.
+	Command any
+}
+
+// Policy is a consistent view of the policy timeline: the position of the
+// newest policy event it includes, and its rules.
+type Policy[P any] struct {
+	Position uint64
+	Rules    P
+}
+
+// Result is what a command did.
+type Result[S any] struct {
+	State    S
+	Version  uint64
+	Events   []events.Event
+	Appended events.Appended
+	// Replayed is true when the idempotency key had been used by the same
+	// command before; State is then the aggregate's current state.
+	Replayed bool
+}
+
+// Run executes one command on aggregate id. decide sees the current state
+// and a policy snapshot taken just before it (policy may be nil: no fence)
+// and returns the event payloads to append, or an error that is returned as
+// is (nothing appended). A decision made under a policy snapshot is fenced:
+// it is stored only if no policy event came after the snapshot's position.
+func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, meta Meta,
+	policy func(ctx context.Context, refresh bool) (Policy[P], error),
+	decide func(state S, pol P) ([]any, error)) (Result[S], error) {
+	ref := events.AggregateRef{Context: agg.Context, ID: id}
+	digest, err := Digest(meta.Command)
+	if err != nil {
+		return Result[S]{}, err
+	}
+	if meta.IdempotencyKey != "" {
+		if res, done, err := replay(ctx, r, agg, ref, meta, digest); done || err != nil {
+			return res, err
+		}
+	}
+	refreshPolicy := false
+	var lastErr error
+	for attempt := 0; attempt < MaxAttempts; attempt++ {
+		state, version, err := load(ctx, r, agg, ref)
+		if err != nil {
+			return Result[S]{}, err
+		}
+		var pol Policy[P]
+		if policy != nil {
+			if pol, err = policy(ctx, refreshPolicy); err != nil {
+				return Result[S]{}, err
+			}
+		}
+		payloads, err := decide(state, pol.Rules)
+		if err != nil {
+			return Result[S]{}, err
+		}
+		if len(payloads) == 0 {
+			return Result[S]{State: state, Version: version}, nil
+		}
+		evs, err := build(r, ref, meta, payloads, pol.Position)
+		if err != nil {
+			return Result[S]{}, err
+		}
+		a, err := r.Store.Append(ctx, events.Decision{Aggregate: ref, ExpectedVersion: version, Events: evs,
+			IdempotencyKey: meta.IdempotencyKey, CommandDigest: digest, Fence: policy != nil})
+		switch {
+		case err == nil && a.Replayed:
+			res, _, err := replay(ctx, r, agg, ref, meta, digest)
+			return res, err
+		case err == nil:
+			for _, p := range payloads {
+				state = agg.Evolve(state, p)
+			}
+			return Result[S]{State: state, Version: a.Version, Events: evs, Appended: a}, nil
+		case events.IsPolicyConflict(err):
+			refreshPolicy, lastErr = true, err
+		case events.KindOf(err) == events.KindConflict:
+			lastErr = err
+		default:
+			return Result[S]{}, err
+		}
+	}
+	return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindConflict, Field: ref.String(),
+		Rule: fmt.Sprintf("gave up after %d attempts under contention", MaxAttempts), Err: lastErr}
+}
+
+// replay answers a command whose idempotency key was used before.
+func replay[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.AggregateRef, meta Meta, digest string) (Result[S], bool, error) {
+	lk, ok := r.Store.(events.IdempotencyLookup)
+	if !ok {
+		return Result[S]{}, false, nil
+	}
+	a, found, err := lk.LookupIdempotency(ctx, ref, meta.IdempotencyKey, digest)
+	if err != nil || !found {
+		return Result[S]{}, false, err
+	}
+	state, _, err := load(ctx, r, agg, ref)
+	if err != nil {
+		return Result[S]{}, true, err
+	}
+	return Result[S]{State: state, Version: a.Version, Appended: a, Replayed: true}, true, nil
+}
+
+// Load folds an aggregate's events into its state.
+func Load[S any](ctx context.Context, r *Runner, agg Aggregate[S], id string) (S, uint64, error) {
+	return load(ctx, r, agg, events.AggregateRef{Context: agg.Context, ID: id})
+}
+
+func load[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.AggregateRef) (S, uint64, error) {
+	state := agg.Initial(ref.ID)
+	evs, err := r.Store.Load(ctx, ref, 0)
+	if err != nil {
+		return state, 0, err
+	}
+	for _, e := range evs {
+		p, err := r.Codec.Decode(e.Type, e.SchemaVersion, e.Data)
+		if err != nil {
+			return state, 0, fmt.Errorf("command: event %s at position %d: %w", e.ID, e.Position, err)
+		}
+		state = agg.Evolve(state, p)
+	}
+	return state, uint64(len(evs)), nil
+}
+
+func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policyPos uint64) ([]events.Event, error) {
+	now := r.Clock()
+	corr := meta.CorrelationID
+	if corr == "" {
+		corr = meta.CommandID
+	}
+	evs := make([]events.Event, 0, len(payloads))
+	for _, p := range payloads {
+		typ, v, data, err := r.Codec.Encode(p)
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, events.Event{ID: events.NewID(), Type: typ, SchemaVersion: v, Source: r.Source,
+			AggregateID: ref.ID, OccurredAt: now, CorrelationID: corr, CausationID: meta.CommandID,
+			PolicyPosition: policyPos, Data: data})
+	}
+	return evs, nil
+}
+
+// Digest is the SHA-256 of a command's JSON encoding: the identity an
+// idempotency key is bound to.
+func Digest(cmd any) (string, error) {
+	if cmd == nil {
+		return "", errors.New("command: Meta.Command is required")
+	}
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return "", fmt.Errorf("command: digest: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
