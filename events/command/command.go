@@ -80,14 +80,15 @@ type Result[S any] struct {
 	Replayed bool
 }
 
-// Run executes one command on aggregate id. decide sees the current state
-// and a policy snapshot taken just before it (policy may be nil: no fence)
+// Run executes one command on aggregate id. decide sees the current state,
+// a policy snapshot taken just before it (policy may be nil: no fence) and
+// the decision instant, which the events record as their occurred-at,
 // and returns the event payloads to append, or an error that is returned as
 // is (nothing appended). A decision made under a policy snapshot is fenced:
 // it is stored only if no policy event came after the snapshot's position.
 func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, meta Meta,
 	policy func(ctx context.Context, refresh bool) (Policy[P], error),
-	decide func(state S, pol P) ([]any, error)) (Result[S], error) {
+	decide func(state S, pol P, now time.Time) ([]any, error)) (Result[S], error) {
 	ref := events.AggregateRef{Context: agg.Context, ID: id}
 	digest, err := Digest(meta.Command)
 	if err != nil {
@@ -111,14 +112,17 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 				return Result[S]{}, err
 			}
 		}
-		payloads, err := decide(state, pol.Rules)
+		// One instant per attempt: the rules are judged at the same time the
+		// events record as their occurred-at.
+		now := r.Clock()
+		payloads, err := decide(state, pol.Rules, now)
 		if err != nil {
 			return Result[S]{}, err
 		}
 		if len(payloads) == 0 {
 			return Result[S]{State: state, Version: version}, nil
 		}
-		evs, err := build(r, ref, meta, payloads, pol.Position)
+		evs, err := build(r, ref, meta, payloads, pol.Position, now)
 		if err != nil {
 			return Result[S]{}, err
 		}
@@ -183,8 +187,7 @@ func load[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.Ag
 	return state, uint64(len(evs)), nil
 }
 
-func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policyPos uint64) ([]events.Event, error) {
-	now := r.Clock()
+func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policyPos uint64, now time.Time) ([]events.Event, error) {
 	corr := meta.CorrelationID
 	if corr == "" {
 		corr = meta.CommandID
