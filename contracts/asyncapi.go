@@ -1,0 +1,187 @@
+package contracts
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/marketledger/ledger/events"
+	"gopkg.in/yaml.v3"
+)
+
+// AsyncAPIPath is where the generated AsyncAPI document lives, relative to
+// the module root. Its payload $refs are relative to it.
+const AsyncAPIPath = "asyncapi.yaml"
+
+// ContractVersion is the version of the contract as a whole, shown in the
+// AsyncAPI document: the number of event versions and commands registered.
+// It changes whenever the registry does, never by hand.
+func ContractVersion() string {
+	return "1." + strconv.Itoa(len(Events)) + "." + strconv.Itoa(len(Commands))
+}
+
+// schemaFormat says the payloads are JSON Schema 2020-12, not AsyncAPI's
+// default (a draft-07 superset), so tools do not misread them.
+const schemaFormat = "application/schema+json;version=draft-2020-12"
+
+// AsyncAPI returns the AsyncAPI 3.0 document of the LEDGER stream, generated
+// from the registry: one channel per event type (subject
+// ledger.<context>.{aggregate_id}.<name>), one message per version whose
+// payload is the version's schema file and whose headers are the CloudEvents
+// binary-mode attributes, a send operation for the publisher and a receive
+// operation for each subscriber.
+func AsyncAPI() ([]byte, error) {
+	channels, operations, messages := obj{}, obj{}, obj{}
+	byType := map[string][]EventSpec{}
+	for _, s := range Events {
+		byType[s.Type] = append(byType[s.Type], s)
+	}
+	for _, typ := range EventTypes() {
+		specs := byType[typ]
+		cur := specs[len(specs)-1]
+		chMsgs := obj{}
+		var all []any
+		for _, s := range specs {
+			id := messageID(s)
+			messages[id] = message(s)
+			chMsgs[id] = obj{"$ref": "#/components/messages/" + id}
+			all = append(all, obj{"$ref": "#/channels/" + typ + "/messages/" + id})
+		}
+		channels[typ] = obj{
+			"address":     events.SubjectPrefix + cur.Context + ".{aggregate_id}." + cur.Name(),
+			"title":       typ,
+			"description": cur.Description,
+			"messages":    chMsgs,
+			"parameters": obj{"aggregate_id": obj{
+				"description": aggregateDoc(cur)}},
+		}
+		operations[typ+".send"] = obj{
+			"action":               "send",
+			"channel":              obj{"$ref": "#/channels/" + typ},
+			"title":                cur.Publisher + " publishes " + typ,
+			"summary":              "Only the " + cur.Publisher + " service appends " + typ + "; it writes the current version (v" + strconv.Itoa(cur.Version) + ") only.",
+			"messages":             []any{obj{"$ref": "#/channels/" + typ + "/messages/" + messageID(cur)}},
+			"x-service":            cur.Publisher,
+			"x-cloudevents-source": Source(cur.Publisher),
+		}
+		for _, sub := range cur.Subscribers {
+			operations[typ+".receive."+sub] = obj{
+				"action":    "receive",
+				"channel":   obj{"$ref": "#/channels/" + typ},
+				"title":     sub + " may subscribe to " + typ,
+				"summary":   "History holds every version; read them through contracts.Decode, which upcasts to the current one.",
+				"messages":  all,
+				"x-service": sub,
+			}
+		}
+	}
+	doc := obj{
+		"asyncapi": "3.0.0",
+		"info": obj{
+			"title":   "Marketplace ledger: the LEDGER stream",
+			"version": ContractVersion(),
+			"description": "Every fact of the marketplace ledger is one message on the JetStream stream LEDGER, " +
+				"in CloudEvents 1.0 binary mode over NATS headers with a JSON body. The stream sequence is the global position. " +
+				"Generated from the contracts registry; do not edit.",
+		},
+		"defaultContentType": events.ContentTypeJSON,
+		"servers": obj{"embedded": obj{
+			"host":        "127.0.0.1:4222",
+			"protocol":    "nats",
+			"description": "The in-process nats-server that `ledger serve` starts by default; a NATS cluster URL replaces it in production.",
+		}},
+		"channels":   channels,
+		"operations": operations,
+		"components": obj{
+			"messages": messages,
+			"schemas":  obj{"CloudEventsHeaders": cloudEventsHeaders()},
+		},
+	}
+	return marshalYAML(doc)
+}
+
+func messageID(s EventSpec) string { return s.Type + ".v" + strconv.Itoa(s.Version) }
+
+func aggregateDoc(s EventSpec) string {
+	if s.AggregateField != "" {
+		return "the aggregate id, equal to the body's " + s.AggregateField
+	}
+	return "the aggregate id of the notary's log (\"checkpoints\")"
+}
+
+func message(s EventSpec) obj {
+	m := obj{
+		"name":        s.Type,
+		"title":       s.Type + " v" + strconv.Itoa(s.Version),
+		"summary":     s.Description,
+		"contentType": events.ContentTypeJSON,
+		"headers":     obj{"$ref": "#/components/schemas/CloudEventsHeaders"},
+		"payload": obj{
+			"schemaFormat": schemaFormat,
+			"schema":       obj{"$ref": EventSchemaPath(s.Type, s.Version)},
+		},
+		"correlationId": obj{
+			"description": "every event of one business flow shares it",
+			"location":    "$message.header#/" + events.HeaderCorrelationID,
+		},
+		"x-schema-version": s.Version,
+		"x-dataschema":     events.SchemaURN(s.Type, s.Version),
+	}
+	if ex, ok := eventExamples[eventKey{s.Type, s.Version}]; ok {
+		var payload any
+		b, _ := json.Marshal(ex)
+		_ = json.Unmarshal(b, &payload)
+		m["examples"] = []any{obj{"name": strings.ReplaceAll(s.Type, ".", "_"), "payload": payload}}
+	}
+	return m
+}
+
+// cloudEventsHeaders is the header schema of every message: the CloudEvents
+// binary-mode attributes and the ledger's extensions, as events.Encode
+// writes them.
+func cloudEventsHeaders() obj {
+	str := func(d string) obj { return obj{"type": "string", "description": d} }
+	uintStr := func(d string) obj { return obj{"type": "string", "pattern": `^(0|[1-9][0-9]*)$`, "description": d} }
+	hex := func(d string) obj { return obj{"type": "string", "pattern": Hex64Pattern, "description": d} }
+	props := obj{
+		events.HeaderSpecVersion:      obj{"type": "string", "const": events.SpecVersion, "description": "CloudEvents version"},
+		events.HeaderID:               obj{"type": "string", "format": "uuid", "description": "event id, a UUIDv7; also Nats-Msg-Id"},
+		events.HeaderType:             str("event type, <context>.<name>"),
+		events.HeaderSource:           str("producing service, /ledger/<service>"),
+		events.HeaderSubject:          obj{"type": "string", "pattern": IDPattern, "description": "aggregate id"},
+		events.HeaderTime:             obj{"type": "string", "format": "date-time", "description": "business time of the fact, RFC 3339 with offset"},
+		events.HeaderDataSchema:       obj{"type": "string", "pattern": `^urn:marketledger:schema:[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*:v[1-9][0-9]*$`, "description": "the $id of the body's schema: type and version"},
+		events.HeaderContentType:      obj{"type": "string", "const": events.ContentTypeJSON, "description": "body encoding"},
+		events.HeaderCorrelationID:    str("business flow id (optional)"),
+		events.HeaderCausationID:      str("id of the command or event that caused this one (optional)"),
+		events.HeaderPolicyPosition:   uintStr("global position of the newest policy event the decision was made under (0: none)"),
+		events.HeaderAggregateVersion: uintStr("1-based index of the event in its aggregate"),
+		events.HeaderPrevHash:         hex("hex SHA-256 of the aggregate's previous event (the genesis hash for the first)"),
+		events.HeaderHash:             hex("hex SHA-256 of this event's canonical encoding"),
+	}
+	required := []string{}
+	for k := range props {
+		if k != events.HeaderCorrelationID && k != events.HeaderCausationID {
+			required = append(required, k)
+		}
+	}
+	sort.Strings(required)
+	return obj{"type": "object", "required": required, "properties": props,
+		"description": "CloudEvents 1.0 binary mode over NATS headers, with the ledger's extensions"}
+}
+
+func marshalYAML(doc obj) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString("# Generated from the contracts registry by `go generate`; do not edit.\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
