@@ -1,0 +1,86 @@
+// Command ledger is the marketplace ledger's one binary: it serves the log
+// and the services, plays the demo day, and answers investigators' and
+// regulators' questions about the log.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes: 0 success, 1 failure, 2 bad input (usage, flags, arguments,
+// or a command refused as invalid).
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks an error caused by what the user typed.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func main() {
+	root := newRoot()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "ledger: "+oneLine(err))
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) || events.KindOf(err) == events.KindInvalid {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func oneLine(err error) string {
+	s := err.Error()
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	dataDir string
+	natsURL string
+	json    bool
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "ledger",
+		Short: "An event-sourced marketplace transaction ledger on NATS JetStream",
+		Long: `ledger keeps every order, payment, listing and policy decision of a marketplace
+as immutable events in one JetStream stream (LEDGER), and answers questions about
+them: what happened, in which order, under which policy, and what the ledger knew
+at any instant.
+
+By default it runs on an embedded NATS server with its data in --data; with
+--nats it uses an existing NATS cluster instead.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.dataDir, "data", "./data", "data directory of the embedded server (JetStream store, keys, credentials)")
+	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "URL of an existing NATS cluster to use instead of the embedded server")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print data as JSON")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(newServeCmd(g), newStreamCmd(g))
+	return root
+}
