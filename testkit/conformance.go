@@ -31,8 +31,16 @@ type ConformanceOptions struct {
 	// allows exactly that retry; the retry's answer is the one checked. Zero
 	// means a KindUnavailable append fails the test.
 	UnavailableRetries int
+	// AppendTimeout bounds one append attempt, as a caller's request
+	// deadline would, so that an attempt caught by a fault ends (as
+	// KindUnavailable) in time to be retried. 0 means 15 seconds.
+	AppendTimeout time.Duration
 	// Timeout bounds each subtest; 0 means 90 seconds.
 	Timeout time.Duration
+	// KnownFailures skips the named subtests, each with the reason given
+	// (say, the issue that tracks the store's bug), so that a suite that
+	// documents a known gap can stay in CI. Remove an entry once fixed.
+	KnownFailures map[string]string
 }
 
 // RunStoreConformance checks that a store keeps every guarantee of the
@@ -52,6 +60,9 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) events.Store,
 	if opts.Timeout == 0 {
 		opts.Timeout = 90 * time.Second
 	}
+	if opts.AppendTimeout == 0 {
+		opts.AppendTimeout = 15 * time.Second
+	}
 	s := &suite{newStore: newStore, opts: opts, run: randomToken()}
 	tests := []struct {
 		name string
@@ -65,9 +76,11 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) events.Store,
 		{"IdempotencyReplaysAndRefuses", s.testIdempotency},
 		{"ConcurrentIdempotentRetriesStoreOnce", s.testConcurrentIdempotency},
 		{"InvalidEventsAreRefused", s.testInvalid},
+		{"EndedContextFailsReads", s.testEndedContext},
 		{"LoadReturnsVerifiedChainInOrder", s.testLoad},
 		{"ReadSelectsRanges", s.testRead},
 		{"PositionAtFollowsRecordedTime", s.testPositionAt},
+		{"PositionAtNamesEventsOnly", s.testPositionAtEventsOnly},
 		{"SubscribeCatchesUpThenGoesLive", s.testSubscribe},
 	}
 	if opts.JetStream {
@@ -77,7 +90,12 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) events.Store,
 		}{"JetStreamRefusesDeleteAndPurge", s.testJetStreamTamper})
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, tc.fn)
+		t.Run(tc.name, func(t *testing.T) {
+			if why, ok := opts.KnownFailures[tc.name]; ok {
+				t.Skipf("known failure: %s", why)
+			}
+			tc.fn(t)
+		})
 	}
 }
 
@@ -134,15 +152,22 @@ type retryStats struct{ n atomic.Int64 }
 // outcome is KindUnavailable and retries are allowed. Decisions without a key
 // are never retried: a retry could store them twice.
 func (s *suite) append(ctx context.Context, st events.Store, d events.Decision, rs *retryStats) (events.Appended, error) {
-	a, err := st.Append(ctx, d)
+	a, err := s.attempt(ctx, st, d)
 	for i := 0; i < s.opts.UnavailableRetries && d.IdempotencyKey != "" &&
 		events.KindOf(err) == events.KindUnavailable && ctx.Err() == nil; i++ {
 		if rs != nil {
 			rs.n.Add(1)
 		}
-		a, err = st.Append(ctx, d)
+		a, err = s.attempt(ctx, st, d)
 	}
 	return a, err
+}
+
+// attempt is one Append bounded by AppendTimeout.
+func (s *suite) attempt(ctx context.Context, st events.Store, d events.Decision) (events.Appended, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.AppendTimeout)
+	defer cancel()
+	return st.Append(ctx, d)
 }
 
 // mustAppend appends d and stops the subtest if that fails.

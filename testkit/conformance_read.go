@@ -137,9 +137,7 @@ func (s *suite) testPositionAt(t *testing.T) {
 	}
 	ref := s.ref("order")
 	s.mustAppend(ctx, t, st, decision(ref, 0, "placed"))
-	// The later decision carries an idempotency key, as most do: whatever
-	// the store records next to it, PositionAt names events.
-	s.mustAppend(ctx, t, st, keyed(decision(ref, 1, "confirmed")))
+	s.mustAppend(ctx, t, st, decision(ref, 1, "confirmed"))
 	evs := mustLoad(ctx, t, st, ref)
 	e1, e2 := evs[0], evs[1]
 	if !e2.RecordedAt.After(e1.RecordedAt) {
@@ -158,6 +156,55 @@ func (s *suite) testPositionAt(t *testing.T) {
 	at("after the last event", time.Now().Add(time.Hour), e2.Position)
 	if got, err := st.PositionAt(ctx, e1.RecordedAt.Add(-time.Nanosecond)); err != nil || got >= e1.Position {
 		t.Errorf("PositionAt(just before the first event) = %d, %v; want below %d", got, err, e1.Position)
+	}
+}
+
+// testPositionAtEventsOnly checks that PositionAt names the position of an
+// event even when the store keeps records of its own (an idempotency
+// record, say) next to the events: a projection that compares its
+// checkpoint, the position of the last event it saw, with PositionAt(now)
+// must find itself caught up.
+func (s *suite) testPositionAtEventsOnly(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	ref := s.ref("order")
+	a := s.mustAppend(ctx, t, st, keyed(decision(ref, 0, "placed", "confirmed")))
+	evs := mustLoad(ctx, t, st, ref)
+	last := evs[len(evs)-1]
+	for _, at := range []struct {
+		name string
+		tm   time.Time
+	}{{"the last event's time", last.RecordedAt}, {"an hour later", time.Now().Add(time.Hour)}} {
+		if got, err := st.PositionAt(ctx, at.tm); err != nil || got != a.LastPosition {
+			t.Errorf("PositionAt(%s) after a keyed decision = %d, %v; want its last event's position %d", at.name, got, err, a.LastPosition)
+		}
+	}
+}
+
+// testEndedContext checks that a read cut short by its context says so: an
+// empty answer without an error would read as "no such aggregate" or "the
+// log ends here".
+func (s *suite) testEndedContext(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	ref := s.ref("order")
+	s.mustAppend(ctx, t, st, decision(ref, 0, "placed"))
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if evs, err := st.Load(ended, ref, 0); err == nil {
+		t.Errorf("Load with an ended context = %d events and no error", len(evs))
+	}
+	n, failed := 0, false
+	for _, err := range st.Read(ended, events.Query{}) {
+		if err != nil {
+			failed = true
+			break
+		}
+		n++
+	}
+	if !failed {
+		t.Errorf("Read with an ended context yielded %d events and no error", n)
+	}
+	if _, err := st.PositionAt(ended, time.Now()); err == nil {
+		t.Errorf("PositionAt with an ended context: no error")
 	}
 }
 
