@@ -27,3 +27,5 @@ require (
 )
 
 replace github.com/marketledger/ledger/events => ../events
+
+tool github.com/nats-io/nats-server/v2
