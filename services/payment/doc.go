@@ -1,1 +1,13 @@
+// Package payment decides payments: authorize (a pending two-phase
+// transfer from the buyer to the order's escrow), capture, void, refund and
+// settle to the seller less the platform fee. Every money movement is a set
+// of double-entry postings in integer minor units that sum to zero per
+// currency, checked before append (contracts.CheckPostings) and again when
+// the payment is replayed (Evolve).
+//
+// The aggregate is one payment, id = payment_id (context "payment"). The
+// decider is pure; the handler loads, decides and appends through
+// events/command, fenced by the policy timeline so that a freeze is honoured
+// exactly. The package must never import another service, and the decider
+// must never do I/O or read the clock.
 package payment

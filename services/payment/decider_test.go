@@ -1,0 +1,362 @@
+package payment
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+)
+
+var t0 = time.Date(2023, 10, 4, 10, 0, 0, 0, time.UTC) // 17:00 WIB
+
+// scenario is a given/when/then test of the decider.
+type scenario struct {
+	t     *testing.T
+	d     Decider
+	given []any
+	rules []contracts.Rule
+	now   time.Time
+	cmd   any
+}
+
+// Given starts a scenario on payment "p1" with its past events.
+func Given(t *testing.T, past ...any) *scenario {
+	t.Helper()
+	return &scenario{t: t, d: Decider{FeeBasisPoints: 250}, given: past, now: t0}
+}
+
+// Under sets the policy rules the decision sees.
+func (s *scenario) Under(rules ...contracts.Rule) *scenario { s.rules = rules; return s }
+
+// At sets the decision instant.
+func (s *scenario) At(now time.Time) *scenario { s.now = now; return s }
+
+// Fee sets the platform fee.
+func (s *scenario) Fee(bps int64) *scenario { s.d.FeeBasisPoints = bps; return s }
+
+// When sets the command.
+func (s *scenario) When(cmd any) *scenario { s.cmd = cmd; return s }
+
+func (s *scenario) decide() ([]any, error) {
+	state := Initial("p1")
+	for _, e := range s.given {
+		state = Evolve(state, e)
+	}
+	return s.d.Decide(state, s.cmd, s.rules, s.now)
+}
+
+// Then asserts the events decided, that each passes its contract and that
+// the history with them still replays without breaking an invariant.
+func (s *scenario) Then(want ...any) {
+	s.t.Helper()
+	got, err := s.decide()
+	if err != nil {
+		s.t.Fatalf("decide: %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		s.t.Errorf("events (-want +got):\n%s", diff)
+	}
+	state := Initial("p1")
+	for _, e := range append(append([]any{}, s.given...), got...) {
+		if _, _, _, err := contracts.Encode(e); err != nil {
+			s.t.Errorf("contract: %T: %v", e, err)
+		}
+		state = Evolve(state, e)
+	}
+	if state.Corrupt != nil {
+		s.t.Errorf("replay: %v", state.Corrupt)
+	}
+	checkBalanced(s.t, state.Balances)
+}
+
+// ThenError asserts the command is refused with kind at field.
+func (s *scenario) ThenError(kind events.Kind, field string) *events.Error {
+	s.t.Helper()
+	got, err := s.decide()
+	var e *events.Error
+	if !errors.As(err, &e) {
+		s.t.Fatalf("want %s error at %q, got events %v, error %v", kind, field, got, err)
+	}
+	if e.Kind != kind || e.Field != field {
+		s.t.Errorf("got %s at %q (%v), want %s at %q", e.Kind, e.Field, err, kind, field)
+	}
+	if len(got) != 0 {
+		s.t.Errorf("refused command emitted %v", got)
+	}
+	return e
+}
+
+func checkBalanced(t testing.TB, b map[BalanceKey]int64) {
+	t.Helper()
+	sums := map[string]int64{}
+	for k, v := range b {
+		sums[k.Currency] += v
+	}
+	for c, v := range sums {
+		if v != 0 {
+			t.Errorf("balances in %s sum to %d", c, v)
+		}
+	}
+}
+
+func usd(x int64) contracts.Money { return contracts.Money{AmountMinor: x, Currency: "USD"} }
+
+func authorize(x int64) contracts.AuthorizePayment {
+	return contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1", BuyerID: "b1", SellerID: "s1",
+		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Amount: usd(x)}
+}
+
+func authorized(x int64) contracts.PaymentAuthorized {
+	return contracts.PaymentAuthorized{PaymentID: "p1", OrderID: "o1", BuyerID: "b1", SellerID: "s1",
+		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Amount: usd(x),
+		PendingPostings: legs("buyer:b1", "escrow:o1", x)}
+}
+
+func captured(x int64) contracts.PaymentCaptured {
+	return contracts.PaymentCaptured{PaymentID: "p1", OrderID: "o1", Amount: usd(x), Postings: legs("buyer:b1", "escrow:o1", x)}
+}
+
+func refunded(id string, x int64, from string) contracts.PaymentRefunded {
+	return contracts.PaymentRefunded{PaymentID: "p1", OrderID: "o1", RefundID: id, Amount: usd(x), Reason: "returned",
+		Postings: legs(from, contracts.AccountRefunds, x)}
+}
+
+// legs is a two-leg movement of x from one account to another.
+func legs(from, to string, x int64) []contracts.Posting {
+	return []contracts.Posting{{Account: from, AmountMinor: -x, Currency: "USD"}, {Account: to, AmountMinor: x, Currency: "USD"}}
+}
+
+func freeze(id string, scope contracts.Scope, at time.Time) contracts.Rule {
+	return contracts.FreezeImposed{RuleID: id, Scope: scope, BlockedOperations: contracts.FreezeOperations,
+		EffectiveAt: at, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}.Rule()
+}
+
+var socialID = contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}
+
+func TestAuthorize(t *testing.T) {
+	Given(t).When(authorize(10_000)).Then(authorized(10_000))
+}
+
+func TestAuthorizeTwiceConflicts(t *testing.T) {
+	Given(t, authorized(100)).When(authorize(100)).ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestAuthorizeBadInput(t *testing.T) {
+	for name, tc := range map[string]struct {
+		edit  func(*contracts.AuthorizePayment)
+		field string
+	}{
+		"zero":         {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = 0 }, "/amount/amount_minor"},
+		"negative":     {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = -5 }, "/amount/amount_minor"},
+		"overflow":     {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = contracts.MaxAmountMinor + 1 }, "/amount/amount_minor"},
+		"currency":     {func(c *contracts.AuthorizePayment) { c.Amount.Currency = "XYZ" }, "/amount/currency"},
+		"jurisdiction": {func(c *contracts.AuthorizePayment) { c.Jurisdiction = "QQ" }, "/jurisdiction"},
+		"channel":      {func(c *contracts.AuthorizePayment) { c.Channel = "tv" }, "/channel"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := authorize(100)
+			tc.edit(&c)
+			Given(t).When(c).ThenError(events.KindInvalid, tc.field)
+		})
+	}
+}
+
+func TestAuthorizeFrozenInScope(t *testing.T) {
+	e := Given(t).Under(freeze("r1", socialID, t0)).When(authorize(100)).ThenError(events.KindFrozen, "r1")
+	if !strings.Contains(e.Error(), "Permendag 31/2023") {
+		t.Errorf("error does not name the legal basis: %v", e)
+	}
+}
+
+func TestAuthorizeBeforeFreezeInstant(t *testing.T) {
+	Given(t).Under(freeze("r1", socialID, t0.Add(time.Second))).When(authorize(100)).Then(authorized(100))
+}
+
+func TestAuthorizeOutOfScope(t *testing.T) {
+	c := authorize(100)
+	c.Channel = contracts.ChannelMarketplace
+	want := authorized(100)
+	want.Channel = contracts.ChannelMarketplace
+	Given(t).Under(freeze("r1", socialID, t0)).When(c).Then(want)
+}
+
+func TestAuthorizeAfterLift(t *testing.T) {
+	r := freeze("r1", socialID, t0.Add(-time.Hour))
+	r.LiftedAt = t0
+	Given(t).Under(r).When(authorize(100)).Then(authorized(100))
+}
+
+func TestAuthorizeFloorPriceNotJudged(t *testing.T) {
+	floor := contracts.FloorPriceSet{RuleID: "f1", Scope: contracts.Scope{All: true},
+		BlockedOperations: []contracts.Operation{contracts.OpPaymentAuthorize}, Amount: usd(10_000),
+		EffectiveAt: t0.Add(-time.Hour), LegalBasis: "x", Issuer: "y"}.Rule()
+	Given(t).Under(floor).When(authorize(100)).Then(authorized(100))
+}
+
+func TestCaptureFull(t *testing.T) {
+	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+}
+
+func TestCapturePartial(t *testing.T) {
+	m := usd(200)
+	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).Then(captured(200))
+}
+
+func TestCaptureAboveAuthorized(t *testing.T) {
+	m := usd(501)
+	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).ThenError(events.KindInvalid, "/amount/amount_minor")
+}
+
+func TestCaptureOtherCurrency(t *testing.T) {
+	m := contracts.Money{AmountMinor: 100, Currency: "IDR"}
+	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).ThenError(events.KindInvalid, "/amount/currency")
+}
+
+func TestCaptureUnknown(t *testing.T) {
+	Given(t).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindNotFound, "/payment_id")
+}
+
+func TestCaptureVoidedNever(t *testing.T) {
+	Given(t, authorized(500), contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "x"}).
+		When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestCaptureTwice(t *testing.T) {
+	Given(t, authorized(500), captured(500)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestCaptureFrozenUsesAuthorizationScope(t *testing.T) {
+	Given(t, authorized(500)).Under(freeze("r1", socialID, t0)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindFrozen, "r1")
+}
+
+func TestVoid(t *testing.T) {
+	Given(t, authorized(500)).Under(freeze("r1", socialID, t0)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order cancelled"}).
+		Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order cancelled"})
+}
+
+func TestVoidCaptured(t *testing.T) {
+	Given(t, authorized(500), captured(500)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "x"}).ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestVoidUnknown(t *testing.T) {
+	Given(t).When(contracts.VoidPayment{PaymentID: "p1", Reason: "x"}).ThenError(events.KindNotFound, "/payment_id")
+}
+
+func refund(id string, x int64) contracts.RefundPayment {
+	return contracts.RefundPayment{PaymentID: "p1", RefundID: id, Amount: usd(x), Reason: "returned"}
+}
+
+func TestRefundPartialUnderFreeze(t *testing.T) {
+	Given(t, authorized(500), captured(500)).Under(freeze("r1", socialID, t0)).When(refund("f1", 200)).
+		Then(refunded("f1", 200, "escrow:o1"))
+}
+
+func TestRefundRest(t *testing.T) {
+	Given(t, authorized(500), captured(500), refunded("f1", 200, "escrow:o1")).When(refund("f2", 300)).
+		Then(refunded("f2", 300, "escrow:o1"))
+}
+
+func TestRefundAboveCaptured(t *testing.T) {
+	Given(t, authorized(500), captured(500), refunded("f1", 200, "escrow:o1")).When(refund("f2", 301)).
+		ThenError(events.KindInvalid, "/amount/amount_minor")
+}
+
+func TestRefundAbovePartialCapture(t *testing.T) {
+	Given(t, authorized(500), captured(100)).When(refund("f1", 101)).ThenError(events.KindInvalid, "/amount/amount_minor")
+}
+
+func TestRefundDuplicateID(t *testing.T) {
+	Given(t, authorized(500), captured(500), refunded("f1", 1, "escrow:o1")).When(refund("f1", 1)).ThenError(events.KindConflict, "/refund_id")
+}
+
+func TestRefundUncaptured(t *testing.T) {
+	Given(t, authorized(500)).When(refund("f1", 1)).ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestRefundBadAmount(t *testing.T) {
+	Given(t, authorized(500), captured(500)).When(refund("f1", 0)).ThenError(events.KindInvalid, "/amount/amount_minor")
+}
+
+func TestRefundAfterSettlementFromSellerPayable(t *testing.T) {
+	Given(t, authorized(1000), captured(1000), settled(1000, 25)).When(refund("f1", 100)).
+		Then(refunded("f1", 100, "seller_payable:s1"))
+}
+
+func settled(gross, fee int64) contracts.PaymentSettled {
+	ps := []contracts.Posting{{Account: "escrow:o1", AmountMinor: -gross, Currency: "USD"},
+		{Account: "seller_payable:s1", AmountMinor: gross - fee, Currency: "USD"}}
+	if fee > 0 {
+		ps = append(ps, contracts.Posting{Account: contracts.AccountPlatformFeeRevenue, AmountMinor: fee, Currency: "USD"})
+	}
+	return contracts.PaymentSettled{PaymentID: "p1", OrderID: "o1", SellerID: "s1", Gross: usd(gross), FeeMinor: fee,
+		Net: usd(gross - fee), Postings: ps}
+}
+
+func TestSettleRoundsFeeDown(t *testing.T) {
+	// 999 * 250 / 10000 = 24.975: the fee is 24, the seller gets 975.
+	Given(t, authorized(999), captured(999)).Under(freeze("r1", socialID, t0)).When(contracts.SettlePayment{PaymentID: "p1"}).
+		Then(settled(999, 24))
+}
+
+func TestSettleWhatIsLeftAfterRefunds(t *testing.T) {
+	Given(t, authorized(1000), captured(1000), refunded("f1", 600, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
+		Then(settled(400, 10))
+}
+
+func TestSettleNoFeeLegWhenZero(t *testing.T) {
+	Given(t, authorized(39), captured(39)).When(contracts.SettlePayment{PaymentID: "p1"}).Then(settled(39, 0))
+}
+
+func TestSettleOnce(t *testing.T) {
+	Given(t, authorized(1000), captured(1000), settled(1000, 25)).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestSettleFullyRefunded(t *testing.T) {
+	Given(t, authorized(1000), captured(1000), refunded("f1", 1000, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestSettleUncaptured(t *testing.T) {
+	Given(t, authorized(1000)).When(contracts.SettlePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+}
+
+func TestSettleUnknown(t *testing.T) {
+	Given(t).When(contracts.SettlePayment{PaymentID: "p1"}).ThenError(events.KindNotFound, "/payment_id")
+}
+
+func TestSettleFeeOutOfRange(t *testing.T) {
+	Given(t, authorized(1000), captured(1000)).Fee(10_000).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(events.KindInvalid, "fee_basis_points")
+}
+
+func TestFee(t *testing.T) {
+	for _, tc := range []struct{ gross, bps, want int64 }{
+		{0, 250, 0}, {1, 9_999, 0}, {10_000, 250, 250}, {10_001, 250, 250}, {39, 250, 0}, {40, 250, 1},
+		{contracts.MaxAmountMinor, 9_999, 9_006_298_534_815_516},
+		{1<<63 - 1, 9_999, 9_222_449_699_651_090_329}, // the product needs 77 bits
+	} {
+		got, err := Fee(tc.gross, tc.bps)
+		if err != nil || got != tc.want {
+			t.Errorf("Fee(%d, %d) = %d, %v; want %d", tc.gross, tc.bps, got, err, tc.want)
+		}
+	}
+}
+
+func TestReplayRefusesUnbalancedHistory(t *testing.T) {
+	bad := captured(500)
+	bad.Postings[1].AmountMinor = 499
+	e := Given(t, authorized(500), bad).When(refund("f1", 1)).ThenError(events.KindIntegrity, "payment.captured")
+	if !strings.Contains(e.Error(), "sum to -1") {
+		t.Errorf("error does not say the sum: %v", e)
+	}
+}
+
+func TestReplayRefusesRefundsAboveCaptured(t *testing.T) {
+	Given(t, authorized(500), captured(100), refunded("f1", 101, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(events.KindIntegrity, "payment.refunded")
+}

@@ -1,0 +1,157 @@
+package payment
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/marketledger/ledger/contracts"
+	"pgregory.net/rapid"
+)
+
+// ledgerModel applies random commands to a few payments through the decider
+// and checks the ledger invariants after every step.
+type ledgerModel struct {
+	d       Decider
+	now     time.Time
+	rules   []contracts.Rule
+	states  map[string]State
+	history map[string][]any
+	voided  map[string]bool
+}
+
+func amountGen() *rapid.Generator[int64] {
+	return rapid.OneOf(rapid.Int64Range(-3, 2_000), rapid.Int64Range(contracts.MaxAmountMinor-3, contracts.MaxAmountMinor+3),
+		rapid.Just(int64(1<<63-1)))
+}
+
+func (m *ledgerModel) step(t *rapid.T) {
+	pid := rapid.SampledFrom([]string{"p1", "p2", "p3"}).Draw(t, "payment")
+	currency := map[string]string{"p1": "USD", "p2": "IDR", "p3": "USD"}[pid]
+	amount := contracts.Money{AmountMinor: amountGen().Draw(t, "amount"), Currency: currency}
+	var cmd any
+	switch rapid.IntRange(0, 6).Draw(t, "command") {
+	case 0:
+		ch := rapid.SampledFrom(contracts.Channels).Draw(t, "channel")
+		cmd = contracts.AuthorizePayment{PaymentID: pid, OrderID: "o" + pid, BuyerID: "b" + pid, SellerID: "s1",
+			Channel: ch, Jurisdiction: "ID", Category: "fashion", Amount: amount}
+	case 1:
+		c := contracts.CapturePayment{PaymentID: pid}
+		if rapid.Bool().Draw(t, "partial") {
+			c.Amount = &amount
+		}
+		cmd = c
+	case 2:
+		cmd = contracts.VoidPayment{PaymentID: pid, Reason: "cancelled"}
+	case 3:
+		cmd = contracts.RefundPayment{PaymentID: pid, RefundID: fmt.Sprintf("r%d", len(m.history[pid])), Amount: amount, Reason: "returned"}
+	case 4:
+		cmd = contracts.SettlePayment{PaymentID: pid}
+	case 5:
+		m.togglePolicy(t)
+		return
+	case 6:
+		m.now = m.now.Add(time.Duration(rapid.IntRange(0, 3).Draw(t, "seconds")) * time.Second)
+		return
+	}
+	m.apply(t, pid, cmd)
+}
+
+func (m *ledgerModel) togglePolicy(t *rapid.T) {
+	if len(m.rules) == 0 || m.rules[len(m.rules)-1].LiftedAt.After(m.now) || !m.rules[len(m.rules)-1].LiftedAt.IsZero() {
+		at := m.now.Add(time.Duration(rapid.IntRange(0, 2).Draw(t, "effective")) * time.Second)
+		m.rules = append(m.rules, freeze(fmt.Sprintf("f%d", len(m.rules)), socialID, at))
+		return
+	}
+	m.rules[len(m.rules)-1].LiftedAt = m.now
+}
+
+func (m *ledgerModel) apply(t *rapid.T, pid string, cmd any) {
+	s := m.states[pid]
+	evs, err := m.d.Decide(s, cmd, m.rules, m.now)
+	if err != nil {
+		return
+	}
+	for _, e := range evs {
+		switch e := e.(type) {
+		case contracts.PaymentCaptured:
+			if m.voided[pid] {
+				t.Fatalf("voided payment %s captured", pid)
+			}
+			m.checkNotFrozen(t, contracts.OpPaymentCapture, s.Target)
+		case contracts.PaymentAuthorized:
+			m.checkNotFrozen(t, contracts.OpPaymentAuthorize, contracts.Target{Jurisdiction: e.Jurisdiction, Channel: e.Channel,
+				Category: e.Category, SellerID: e.SellerID})
+		case contracts.PaymentVoided:
+			m.voided[pid] = true
+		}
+		s = Evolve(s, e)
+	}
+	m.states[pid] = s
+	m.history[pid] = append(m.history[pid], evs...)
+}
+
+func (m *ledgerModel) checkNotFrozen(t *rapid.T, op contracts.Operation, target contracts.Target) {
+	for _, r := range m.rules {
+		if r.Blocks(op, target, contracts.Money{}, m.now) {
+			t.Fatalf("%s accepted under freeze %s", op, r.RuleID)
+		}
+	}
+}
+
+func (m *ledgerModel) check(t *rapid.T) {
+	sums := map[string]int64{}
+	for pid, s := range m.states {
+		if s.Corrupt != nil {
+			t.Fatalf("%s corrupt: %v", pid, s.Corrupt)
+		}
+		if s.RefundedMinor > s.CapturedMinor || s.CapturedMinor > s.AuthorizedMinor {
+			t.Fatalf("%s: refunded %d, captured %d, authorized %d", pid, s.RefundedMinor, s.CapturedMinor, s.AuthorizedMinor)
+		}
+		for k, v := range s.Balances {
+			sum, ok := addChecked(sums[k.Currency], v)
+			if !ok {
+				t.Fatalf("sum in %s overflows", k.Currency)
+			}
+			sums[k.Currency] = sum
+		}
+	}
+	for c, v := range sums {
+		if v != 0 {
+			t.Fatalf("postings in %s sum to %d", c, v)
+		}
+	}
+}
+
+// TestPropertyLedgerInvariants runs random command sequences over three
+// payments under a freeze that comes and goes: postings sum to zero per
+// currency, refunds never exceed captures, a voided payment is never
+// captured, nothing blocked is accepted, and replaying each payment's
+// events gives exactly the state live application built.
+func TestPropertyLedgerInvariants(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		m := &ledgerModel{d: Decider{FeeBasisPoints: rapid.Int64Range(0, MaxFeeBasisPoints).Draw(t, "fee_bps")}, now: t0,
+			states: map[string]State{}, history: map[string][]any{}, voided: map[string]bool{}}
+		for _, pid := range []string{"p1", "p2", "p3"} {
+			m.states[pid] = Initial(pid)
+		}
+		steps := rapid.IntRange(1, 60).Draw(t, "steps")
+		for range steps {
+			m.step(t)
+			m.check(t)
+		}
+		for pid, evs := range m.history {
+			replayed := Initial(pid)
+			for _, e := range evs {
+				if _, _, _, err := contracts.Encode(e); err != nil {
+					t.Fatalf("%s: %T breaks its contract: %v", pid, e, err)
+				}
+				replayed = Evolve(replayed, e)
+			}
+			if diff := cmp.Diff(m.states[pid], replayed); diff != "" {
+				t.Fatalf("%s: replay differs from live (-live +replay):\n%s", pid, diff)
+			}
+		}
+	})
+}
