@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,7 +127,7 @@ func Decode(typ string, version int, data []byte) (any, error) {
 	}
 	v, err := strictDecode(spec.GoType, data)
 	if err != nil {
-		return nil, invalidAt(op, "", "strict decode: "+err.Error())
+		return nil, decodeError(op, err)
 	}
 	return upcast(typ, version, v), nil
 }
@@ -233,7 +234,7 @@ func decodeVersion(op, typ string, version int, data []byte) (any, error) {
 // check runs the three layers in order. The schema runs first because its
 // errors name the field and rule precisely; the strict decode then cannot
 // fail on well-formed input, and the semantic rules see typed values.
-func check(op string, sch *jsonschema.Schema, goType reflectType, data []byte) (any, error) {
+func check(op string, sch *jsonschema.Schema, goType reflect.Type, data []byte) (any, error) {
 	if len(data) > events.MaxDataBytes {
 		return nil, invalidAt(op, "", fmt.Sprintf("body is %d bytes, the limit is %d", len(data), events.MaxDataBytes))
 	}
@@ -251,7 +252,7 @@ func check(op string, sch *jsonschema.Schema, goType reflectType, data []byte) (
 	}
 	v, err := strictDecode(goType, data)
 	if err != nil {
-		return nil, invalidAt(op, "", "strict decode: "+err.Error())
+		return nil, decodeError(op, err)
 	}
 	if s, ok := v.(semantic); ok {
 		if err := s.validate(); err != nil {
@@ -267,11 +268,22 @@ func check(op string, sch *jsonschema.Schema, goType reflectType, data []byte) (
 	return v, nil
 }
 
+// decodeError names the field of a Go decoding error the schema let
+// through: an integer written as 1.0 or 1e3 is an integer to JSON Schema but
+// not to an int64.
+func decodeError(op string, err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return invalidAt(op, "/"+strings.ReplaceAll(te.Field, ".", "/"), "type "+te.Type.String()+" (integers without fraction or exponent)")
+	}
+	return invalidAt(op, "", "strict decode: "+err.Error())
+}
+
 // strictDecode decodes exactly one JSON value into a new value of t,
 // refusing unknown fields and trailing data, and returns it as a struct
 // value (not a pointer).
-func strictDecode(t reflectType, data []byte) (any, error) {
-	p := newOf(t)
+func strictDecode(t reflect.Type, data []byte) (any, error) {
+	p := reflect.New(t).Interface()
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(p); err != nil {
@@ -280,7 +292,7 @@ func strictDecode(t reflectType, data []byte) (any, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("trailing data after the JSON value")
 	}
-	return elemOf(p), nil
+	return reflect.ValueOf(p).Elem().Interface(), nil
 }
 
 // describe turns the schema validator's error tree into one field and one

@@ -144,6 +144,10 @@ func TestValidateCommandErrors(t *testing.T) {
 	}{
 		{"ok", "order.place", []byte(`{"order_id":"o-1","buyer_id":"b-1","listing_id":"l-1","quantity":1}`), "", ""},
 		{"zero quantity", "order.place", []byte(`{"order_id":"o-1","buyer_id":"b-1","listing_id":"l-1","quantity":0}`), "/quantity", "minimum 1"},
+		{"integer with fraction", "order.place", []byte(`{"order_id":"o-1","buyer_id":"b-1","listing_id":"l-1","quantity":2.0}`),
+			"/quantity", "type int64 (integers without fraction or exponent)"},
+		{"nested integer with exponent", "listing.change_price", []byte(`{"listing_id":"l-1","price":{"amount_minor":1e3,"currency":"USD"}}`),
+			"/price/amount_minor", "type int64 (integers without fraction or exponent)"},
 		{"huge quantity", "order.place", []byte(`{"order_id":"o-1","buyer_id":"b-1","listing_id":"l-1","quantity":1e30}`), "/quantity", "maximum 10000"},
 		{"price overflow", "listing.change_price", []byte(`{"listing_id":"l-1","price":{"amount_minor":9223372036854775808,"currency":"USD"}}`),
 			"/price/amount_minor", "maximum 9007199254740991"},

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // Money is an amount in integer minor units of an ISO 4217 currency
@@ -89,7 +91,9 @@ func ParseMoney(s string) (Money, error) {
 	}
 	m := Money{AmountMinor: v, Currency: code}
 	if err := m.Validate(); err != nil {
-		return Money{}, under("", err)
+		e := *err.(*events.Error)
+		e.Op = op
+		return Money{}, &e
 	}
 	return m, nil
 }

@@ -5,7 +5,6 @@ import (
 	"math/bits"
 	"regexp"
 	"strconv"
-	"strings"
 )
 
 // Posting is one leg of a double-entry money movement. A positive amount
@@ -117,10 +116,4 @@ func addInt64(a, b int64) (int64, bool) {
 		return 0, false
 	}
 	return r, true
-}
-
-// accountOwner returns the id part of "buyer:<id>" style accounts.
-func accountOwner(account string) (kind, id string) {
-	k, id, _ := strings.Cut(account, ":")
-	return k, id
 }
