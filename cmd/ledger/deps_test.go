@@ -16,6 +16,9 @@ func forbiddenDeps(svc string, deps []string) []string {
 	allowed := []string{modulePrefix + "events", modulePrefix + "contracts", modulePrefix + "services/" + svc}
 	var bad []string
 	for _, pkg := range deps {
+		// go list -test names test variants "p.test", "p_test" and "p [p.test]".
+		pkg, _, _ = strings.Cut(pkg, " ")
+		pkg = strings.TrimSuffix(strings.TrimSuffix(pkg, ".test"), "_test")
 		if !strings.HasPrefix(pkg, modulePrefix) {
 			continue
 		}
@@ -27,7 +30,7 @@ func forbiddenDeps(svc string, deps []string) []string {
 }
 
 func TestForbiddenDepsDetectsCrossServiceImports(t *testing.T) {
-	deps := []string{"fmt", modulePrefix + "events/command", modulePrefix + "contracts", modulePrefix + "services/order/internal/x",
+	deps := []string{"fmt", modulePrefix + "events/command", modulePrefix + "services/order.test", modulePrefix + "services/order_test [" + modulePrefix + "services/order.test]", modulePrefix + "contracts", modulePrefix + "services/order/internal/x",
 		modulePrefix + "services/payment", modulePrefix + "projections"}
 	got := forbiddenDeps("order", deps)
 	want := []string{modulePrefix + "services/payment", modulePrefix + "projections"}
@@ -47,7 +50,7 @@ func TestServiceModulesStayIndependent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("go list in %s: %v\n%s", cmd.Dir, err, out)
 		}
-		deps := strings.Fields(string(out))
+		deps := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if !slices.Contains(deps, modulePrefix+"services/"+svc) {
 			t.Errorf("go list in %s did not list the service itself; the check saw nothing", cmd.Dir)
 		}

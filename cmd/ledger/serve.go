@@ -17,6 +17,7 @@ import (
 )
 
 type serveOpts struct {
+	http     string
 	host     string
 	port     int
 	replicas int
@@ -41,6 +42,7 @@ checks the stream there (--replicas 3 on a cluster).`,
 			return runServe(ctx, g, o)
 		},
 	}
+	c.Flags().StringVar(&o.http, "http", "127.0.0.1:8080", "address of the HTTP API (health, metrics, OpenAPI)")
 	c.Flags().StringVar(&o.host, "host", "127.0.0.1", "address of the embedded NATS server's client port")
 	c.Flags().IntVar(&o.port, "port", embedded.DefaultPort, "client port of the embedded NATS server")
 	c.Flags().IntVar(&o.replicas, "replicas", 1, "replicas of the LEDGER stream when it is created (3 on a cluster)")
@@ -117,9 +119,10 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	defer n.Close()
 	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir),
 		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy))
-	<-ctx.Done()
-	log.Info("shutting down: no new work; finishing acknowledged appends")
-	return nil
+	a := newAPI(n, log)
+	err = a.serveHTTP(ctx, o.http)
+	log.Info("shut down: HTTP drained, pending appends settled, store closed")
+	return err
 }
 
 func newLogger() *zap.Logger {
