@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/marketledger/ledger/events"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -393,4 +394,18 @@ func truncate(s string) string {
 		return s[:64] + "..."
 	}
 	return s
+}
+
+// NewEvent builds the envelope of a current event value: the type, schema
+// version and checked body from the contract, a fresh UUIDv7, and the
+// publisher's source. The caller adds correlation, causation and policy
+// position, and the store seals it.
+func NewEvent(v any, aggregateID string, occurredAt time.Time) (events.Event, error) {
+	typ, version, data, err := Encode(v)
+	if err != nil {
+		return events.Event{}, err
+	}
+	spec, _ := LookupEvent(typ, version)
+	return events.Event{ID: events.NewID(), Type: typ, SchemaVersion: version, Source: Source(spec.Publisher),
+		AggregateID: aggregateID, OccurredAt: occurredAt, Data: data}, nil
 }

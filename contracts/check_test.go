@@ -242,3 +242,22 @@ func TestEncodeRoundTrip(t *testing.T) {
 		t.Errorf("Encode(v1) = %v, want refusal of an old version", err)
 	}
 }
+
+func TestNewEvent(t *testing.T) {
+	at := exFreezeAt
+	e, err := NewEvent(eventExamples[eventKey{"policy.freeze_imposed", 1}], "permendag-31-2023-social", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Validate(); err != nil {
+		t.Errorf("envelope invalid: %v", err)
+	}
+	got := [3]string{e.Type, e.Source, e.Subject()}
+	want := [3]string{"policy.freeze_imposed", "/ledger/policy", "ledger.policy.permendag-31-2023-social.freeze_imposed"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("NewEvent (-want +got):\n%s", diff)
+	}
+	if _, err := NewEvent(struct{}{}, "x", at); !errors.Is(err, events.ErrInvalid) {
+		t.Errorf("NewEvent(unregistered) = %v, want invalid", err)
+	}
+}
