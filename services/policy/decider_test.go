@@ -1,0 +1,232 @@
+package policy
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+)
+
+var t0 = time.Date(2023, 10, 4, 10, 0, 0, 0, time.UTC) // 17:00 WIB
+
+// scenario is a given/when/then test of the decider on rule "r1".
+type scenario struct {
+	t     *testing.T
+	given []any
+	now   time.Time
+	cmd   any
+}
+
+// Given starts a scenario with the rule's past events.
+func Given(t *testing.T, past ...any) *scenario { return &scenario{t: t, given: past, now: t0} }
+
+// When sets the command.
+func (s *scenario) When(cmd any) *scenario { s.cmd = cmd; return s }
+
+func (s *scenario) decide() ([]any, error) {
+	st := Initial("r1")
+	for _, e := range s.given {
+		st = Evolve(st, e)
+	}
+	return Decide(st, s.cmd, s.now)
+}
+
+// Then asserts the events decided and that each passes its contract.
+func (s *scenario) Then(want ...any) {
+	s.t.Helper()
+	got, err := s.decide()
+	if err != nil {
+		s.t.Fatalf("decide: %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		s.t.Errorf("events (-want +got):\n%s", diff)
+	}
+	for _, e := range got {
+		if _, _, _, err := contracts.Encode(e); err != nil {
+			s.t.Errorf("contract: %T: %v", e, err)
+		}
+	}
+}
+
+// ThenError asserts the command is refused with kind at field.
+func (s *scenario) ThenError(kind events.Kind, field string) {
+	s.t.Helper()
+	got, err := s.decide()
+	var e *events.Error
+	if !errors.As(err, &e) {
+		s.t.Fatalf("want %s error at %q, got events %v, error %v", kind, field, got, err)
+	}
+	if e.Kind != kind || e.Field != field {
+		s.t.Errorf("got %s at %q (%v), want %s at %q", e.Kind, e.Field, err, kind, field)
+	}
+}
+
+var socialID = contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}
+
+func impose() contracts.ImposeFreeze {
+	return contracts.ImposeFreeze{RuleID: "r1", Scope: socialID, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+}
+
+func imposed(at time.Time) contracts.FreezeImposed {
+	return contracts.FreezeImposed{RuleID: "r1", Scope: socialID, BlockedOperations: contracts.FreezeOperations,
+		EffectiveAt: at, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+}
+
+func TestImposeFreezeNowWithDefaultOperations(t *testing.T) {
+	Given(t).When(impose()).Then(imposed(t0))
+}
+
+func TestImposeFreezeLater(t *testing.T) {
+	c := impose()
+	c.EffectiveAt = t0.Add(time.Hour)
+	Given(t).When(c).Then(imposed(t0.Add(time.Hour)))
+}
+
+func TestImposeFreezeWithinToleranceIsRecordedNow(t *testing.T) {
+	c := impose()
+	c.EffectiveAt = t0.Add(-EffectiveTolerance)
+	Given(t).When(c).Then(imposed(t0))
+}
+
+func TestImposeFreezeInThePast(t *testing.T) {
+	c := impose()
+	c.EffectiveAt = t0.Add(-EffectiveTolerance - time.Millisecond)
+	Given(t).When(c).ThenError(events.KindInvalid, "/effective_at")
+}
+
+func TestImposeFreezeAllExplicit(t *testing.T) {
+	c := impose()
+	c.Scope = contracts.Scope{All: true}
+	want := imposed(t0)
+	want.Scope = c.Scope
+	Given(t).When(c).Then(want)
+}
+
+func TestImposeFreezeBadInput(t *testing.T) {
+	for name, tc := range map[string]struct {
+		edit  func(*contracts.ImposeFreeze)
+		field string
+	}{
+		"no scope":          {func(c *contracts.ImposeFreeze) { c.Scope = contracts.Scope{} }, "/scope"},
+		"all with lists":    {func(c *contracts.ImposeFreeze) { c.Scope.All = true }, "/scope/all"},
+		"unknown country":   {func(c *contracts.ImposeFreeze) { c.Scope.Jurisdictions = []string{"ID", "XX"} }, "/scope/jurisdictions/1"},
+		"unknown channel":   {func(c *contracts.ImposeFreeze) { c.Scope.Channels = []contracts.Channel{"radio"} }, "/scope/channels/0"},
+		"unknown operation": {func(c *contracts.ImposeFreeze) { c.BlockedOperations = []contracts.Operation{"payment.refund"} }, "/blocked_operations/0"},
+		"duplicate op": {func(c *contracts.ImposeFreeze) {
+			c.BlockedOperations = []contracts.Operation{contracts.OpOrderPlace, contracts.OpOrderPlace}
+		}, "/blocked_operations/1"},
+		"no basis":  {func(c *contracts.ImposeFreeze) { c.LegalBasis = " " }, "/legal_basis"},
+		"no issuer": {func(c *contracts.ImposeFreeze) { c.Issuer = "" }, "/issuer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := impose()
+			tc.edit(&c)
+			Given(t).When(c).ThenError(events.KindInvalid, tc.field)
+		})
+	}
+}
+
+func TestImposeFreezeTwice(t *testing.T) {
+	Given(t, imposed(t0)).When(impose()).ThenError(events.KindConflict, "/rule_id")
+}
+
+func lift() contracts.LiftFreeze {
+	return contracts.LiftFreeze{RuleID: "r1", LegalBasis: "agreement to serve again", Issuer: "kemendag"}
+}
+
+func TestLiftFreeze(t *testing.T) {
+	Given(t, imposed(t0.Add(-time.Hour))).When(lift()).
+		Then(contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, LegalBasis: "agreement to serve again", Issuer: "kemendag"})
+}
+
+func TestLiftFreezeUnknown(t *testing.T) {
+	Given(t).When(lift()).ThenError(events.KindNotFound, "/rule_id")
+}
+
+func TestLiftFreezeTwice(t *testing.T) {
+	Given(t, imposed(t0), contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, LegalBasis: "x", Issuer: "y"}).
+		When(lift()).ThenError(events.KindConflict, "/rule_id")
+}
+
+func TestLiftFreezeOnFloorPrice(t *testing.T) {
+	Given(t, floorSet()).When(lift()).ThenError(events.KindNotFound, "/rule_id")
+}
+
+func TestLiftFreezeNeedsBasis(t *testing.T) {
+	c := lift()
+	c.LegalBasis = ""
+	Given(t, imposed(t0)).When(c).ThenError(events.KindInvalid, "/legal_basis")
+}
+
+func TestLiftFreezeInThePast(t *testing.T) {
+	c := lift()
+	c.EffectiveAt = t0.Add(-time.Minute)
+	Given(t, imposed(t0.Add(-time.Hour))).When(c).ThenError(events.KindInvalid, "/effective_at")
+}
+
+func setFloor() contracts.SetFloorPrice {
+	return contracts.SetFloorPrice{RuleID: "r1", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
+		Amount: contracts.Money{AmountMinor: 10_000, Currency: "USD"}, Origin: contracts.OriginCrossBorder,
+		LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+}
+
+func floorSet() contracts.FloorPriceSet {
+	return contracts.FloorPriceSet{RuleID: "r1", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
+		BlockedOperations: contracts.FloorPriceOperations, Amount: contracts.Money{AmountMinor: 10_000, Currency: "USD"},
+		Origin: contracts.OriginCrossBorder, EffectiveAt: t0, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+}
+
+func TestSetFloorPrice(t *testing.T) {
+	Given(t).When(setFloor()).Then(floorSet())
+}
+
+func TestSetFloorPriceEmptyScopeMeansAll(t *testing.T) {
+	c := setFloor()
+	c.Scope = contracts.Scope{}
+	want := floorSet()
+	want.Scope = contracts.Scope{}
+	Given(t).When(c).Then(want)
+}
+
+func TestSetFloorPriceBadInput(t *testing.T) {
+	for name, tc := range map[string]struct {
+		edit  func(*contracts.SetFloorPrice)
+		field string
+	}{
+		"zero amount":      {func(c *contracts.SetFloorPrice) { c.Amount.AmountMinor = 0 }, "/amount/amount_minor"},
+		"unknown currency": {func(c *contracts.SetFloorPrice) { c.Amount.Currency = "ABC" }, "/amount/currency"},
+		"overflow":         {func(c *contracts.SetFloorPrice) { c.Amount.AmountMinor = contracts.MaxAmountMinor + 1 }, "/amount/amount_minor"},
+		"origin":           {func(c *contracts.SetFloorPrice) { c.Origin = "mars" }, "/origin"},
+		"country":          {func(c *contracts.SetFloorPrice) { c.Scope.Jurisdictions = []string{"id"} }, "/scope/jurisdictions/0"},
+		"no issuer":        {func(c *contracts.SetFloorPrice) { c.Issuer = "" }, "/issuer"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := setFloor()
+			tc.edit(&c)
+			Given(t).When(c).ThenError(events.KindInvalid, tc.field)
+		})
+	}
+}
+
+func TestSetFloorPriceTwice(t *testing.T) {
+	Given(t, floorSet()).When(setFloor()).ThenError(events.KindConflict, "/rule_id")
+}
+
+func TestLiftFloorPrice(t *testing.T) {
+	Given(t, floorSet()).When(contracts.LiftFloorPrice{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), LegalBasis: "x", Issuer: "y"}).
+		Then(contracts.FloorPriceLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), LegalBasis: "x", Issuer: "y"})
+}
+
+func TestLiftFloorPriceOnFreeze(t *testing.T) {
+	Given(t, imposed(t0)).When(contracts.LiftFloorPrice{RuleID: "r1", LegalBasis: "x", Issuer: "y"}).ThenError(events.KindNotFound, "/rule_id")
+}
+
+func TestEvolveLiftSetsLiftedAt(t *testing.T) {
+	s := Evolve(Evolve(Initial("r1"), imposed(t0)), contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour)})
+	if !s.Lifted || !s.Rule.InForce(t0) || s.Rule.InForce(t0.Add(time.Hour)) {
+		t.Errorf("lifted rule: %+v", s)
+	}
+}
