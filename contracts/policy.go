@@ -190,3 +190,25 @@ type LiftFloorPrice struct {
 	Issuer         string    `json:"issuer" schema:"text=200" doc:"who lifts it (must hold the policy role)"`
 	IdempotencyKey string    `json:"idempotency_key,omitempty" schema:"key" doc:"retries with the same key return the first result"`
 }
+
+// EffectiveTolerance is how far before the policy service's decision clock
+// an effective instant may be stated ("now" as typed by an issuer a moment
+// ago). Nothing earlier is accepted.
+const EffectiveTolerance = 5 * time.Second
+
+// InForceFrom returns the instant from which a policy event takes effect,
+// given its stated effective instant and the server's recording of it.
+//
+// A stated instant at most EffectiveTolerance before the recording (an
+// "effective now" freeze, stated a moment before the log stored it) takes
+// effect at the recording instead: no transaction stored before the policy
+// event could have known it, and none may be judged against it. Any other
+// stated instant stands as it is: a freeze scheduled ahead, or a simulated
+// day whose business clock is far from the server's. Services and the audit
+// all use this one function (ADR 0004).
+func InForceFrom(effective, recorded time.Time) time.Time {
+	if recorded.IsZero() || !effective.Before(recorded) || recorded.Sub(effective) > EffectiveTolerance {
+		return effective
+	}
+	return recorded
+}
