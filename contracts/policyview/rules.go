@@ -85,19 +85,25 @@ func RefusalOf(err error) (*Refusal, bool) {
 	return nil, false
 }
 
-// Apply folds one decoded policy event into the rules and returns the new
-// list; rs is not modified, so a snapshot handed out earlier stays valid.
-// Events of other types are ignored.
-func (rs Rules) Apply(payload any) Rules {
+// Apply folds one decoded policy event, recorded by the server at
+// recorded (zero if unknown), into the rules and returns the new list; rs
+// is not modified, so a snapshot handed out earlier stays valid. Every
+// effective instant goes through contracts.InForceFrom, the one rule the
+// services and the audit share. Events of other types are ignored.
+func (rs Rules) Apply(payload any, recorded time.Time) Rules {
 	switch e := payload.(type) {
 	case contracts.FreezeImposed:
-		return append(rs[:len(rs):len(rs)], e.Rule())
+		r := e.Rule()
+		r.EffectiveAt = contracts.InForceFrom(r.EffectiveAt, recorded)
+		return append(rs[:len(rs):len(rs)], r)
 	case contracts.FloorPriceSet:
-		return append(rs[:len(rs):len(rs)], e.Rule())
+		r := e.Rule()
+		r.EffectiveAt = contracts.InForceFrom(r.EffectiveAt, recorded)
+		return append(rs[:len(rs):len(rs)], r)
 	case contracts.FreezeLifted:
-		return rs.lift(e.RuleID, contracts.RuleFreeze, e.EffectiveAt)
+		return rs.lift(e.RuleID, contracts.RuleFreeze, contracts.InForceFrom(e.EffectiveAt, recorded))
 	case contracts.FloorPriceLifted:
-		return rs.lift(e.RuleID, contracts.RuleFloorPrice, e.EffectiveAt)
+		return rs.lift(e.RuleID, contracts.RuleFloorPrice, contracts.InForceFrom(e.EffectiveAt, recorded))
 	}
 	return rs
 }

@@ -195,7 +195,7 @@ func (v *View) apply(m jetstream.Msg) error {
 		if err != nil {
 			return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Field: fmt.Sprint(meta.Sequence.Stream), Err: err}
 		}
-		rules = rules.Apply(p)
+		rules = rules.Apply(p, meta.Timestamp)
 	}
 	v.mu.Lock()
 	v.rules, v.pos = rules, meta.Sequence.Stream

@@ -1,0 +1,106 @@
+package listing
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
+)
+
+// Commands are the names of the commands the listing service handles.
+var Commands = []string{
+	"listing.create", "listing.change_price", "listing.change_stock", "listing.delist",
+	"listing.reserve_stock", "listing.release_stock",
+}
+
+// Handle routes a command by name: it decodes and validates body against
+// the command's contract, decides it and returns the reply. Nothing is
+// appended for a body that breaks its contract.
+func (s *Service) Handle(ctx context.Context, name string, body []byte) (Reply, error) {
+	v, err := contracts.DecodeCommand(name, body)
+	if err != nil {
+		return Reply{}, err
+	}
+	id, res, err := s.dispatch(ctx, v)
+	if err != nil {
+		return Reply{}, err
+	}
+	return reply(id, res), nil
+}
+
+// exec validates a command given as a Go value, as Handle does for JSON.
+func (s *Service) exec(ctx context.Context, name string, cmd any) (command.Result[Listing], error) {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return command.Result[Listing]{}, err
+	}
+	if err := contracts.ValidateCommand(name, body); err != nil {
+		return command.Result[Listing]{}, err
+	}
+	_, res, err := s.dispatch(ctx, cmd)
+	return res, err
+}
+
+// dispatch runs a validated command on its listing. Only creation and
+// price changes are decided under the policy: they are the listing
+// operations a rule can block, and fencing the others would make stock
+// reservations wait on every policy change for nothing.
+func (s *Service) dispatch(ctx context.Context, cmd any) (string, command.Result[Listing], error) {
+	var (
+		id, key string
+		fenced  bool
+	)
+	switch c := cmd.(type) {
+	case contracts.CreateListing:
+		id, key, fenced = c.ListingID, c.IdempotencyKey, true
+	case contracts.ChangePrice:
+		id, key, fenced = c.ListingID, c.IdempotencyKey, true
+	case contracts.ChangeStock:
+		id, key = c.ListingID, c.IdempotencyKey
+	case contracts.Delist:
+		id, key = c.ListingID, c.IdempotencyKey
+	case contracts.ReserveStock:
+		id, key = c.ListingID, c.IdempotencyKey
+	case contracts.ReleaseStock:
+		id, key = c.ListingID, c.IdempotencyKey
+	default:
+		return "", command.Result[Listing]{}, &events.Error{Op: "listing.dispatch", Kind: events.KindInvalid,
+			Rule: fmt.Sprintf("%T is not a listing command", cmd)}
+	}
+	res, err := s.run(ctx, id, key, cmd, fenced)
+	return id, res, err
+}
+
+// Create creates a listing, under the policy (a floor price may refuse it).
+func (s *Service) Create(ctx context.Context, c contracts.CreateListing) (command.Result[Listing], error) {
+	return s.exec(ctx, "listing.create", c)
+}
+
+// ChangePrice sets a new unit price, under the policy.
+func (s *Service) ChangePrice(ctx context.Context, c contracts.ChangePrice) (command.Result[Listing], error) {
+	return s.exec(ctx, "listing.change_price", c)
+}
+
+// ChangeStock sets the units available.
+func (s *Service) ChangeStock(ctx context.Context, c contracts.ChangeStock) (command.Result[Listing], error) {
+	return s.exec(ctx, "listing.change_stock", c)
+}
+
+// Delist withdraws a listing for good.
+func (s *Service) Delist(ctx context.Context, c contracts.Delist) (command.Result[Listing], error) {
+	return s.exec(ctx, "listing.delist", c)
+}
+
+// ReserveStock holds units for an order; the same reservation again is a
+// no-op, so the checkout may retry it.
+func (s *Service) ReserveStock(ctx context.Context, c contracts.ReserveStock) (command.Result[Listing], error) {
+	return s.exec(ctx, "listing.reserve_stock", c)
+}
+
+// ReleaseStock gives back units an order holds.
+func (s *Service) ReleaseStock(ctx context.Context, c contracts.ReleaseStock) (command.Result[Listing], error) {
+	return s.exec(ctx, "listing.release_stock", c)
+}
