@@ -73,7 +73,7 @@ const testPrefix = "svc.ledger.listing"
 // codec adapts the contracts functions to command.Codec.
 type codec struct{}
 
-func (codec) Encode(v any) (string, int, []byte, error)      { return contracts.Encode(v) }
+func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.Encode(v) }
 func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }
 
 // appendPolicy stores a policy event as the policy service would.
