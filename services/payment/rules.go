@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
 )
 
@@ -17,9 +18,12 @@ func frozen(op contracts.Operation, target contracts.Target, rules []contracts.R
 		if r.Kind != contracts.RuleFreeze || !r.Blocks(op, target, contracts.Money{}, now) {
 			continue
 		}
+		// The cause is the shared policyview.Refusal, so that callers (the
+		// checkout) read the rule the same way from every service.
 		return &events.Error{Op: string(op), Kind: events.KindFrozen, Field: r.RuleID,
 			Rule: fmt.Sprintf("%s is frozen by rule %s in force since %s (legal basis: %s)",
-				op, r.RuleID, r.EffectiveAt.UTC().Format(time.RFC3339), r.LegalBasis)}
+				op, r.RuleID, r.EffectiveAt.UTC().Format(time.RFC3339), r.LegalBasis),
+			Err: &policyview.Refusal{RuleID: r.RuleID, Kind: r.Kind, LegalBasis: r.LegalBasis}}
 	}
 	return nil
 }

@@ -1,0 +1,109 @@
+package payment
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/contracts/policyview"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
+)
+
+// route ties a micro endpoint verb to its contract command name.
+type route struct {
+	verb string // endpoint name and last subject token: ledger.svc.payment.<verb>
+	name string // contracts command name: payment.<verb>
+}
+
+// routes are the payment service's commands, in the order they are served.
+var routes = []route{
+	{"authorize", "payment.authorize"},
+	{"capture", "payment.capture"},
+	{"void", "payment.void"},
+	{"refund", "payment.refund"},
+	{"settle", "payment.settle"},
+}
+
+// Handle runs one decoded payment command (a contracts command value) and
+// returns what it did.
+func (s *Service) Handle(ctx context.Context, cmd any) (command.Result[State], error) {
+	switch c := cmd.(type) {
+	case contracts.AuthorizePayment:
+		return s.Authorize(ctx, c)
+	case contracts.CapturePayment:
+		return s.Capture(ctx, c)
+	case contracts.VoidPayment:
+		return s.Void(ctx, c)
+	case contracts.RefundPayment:
+		return s.Refund(ctx, c)
+	case contracts.SettlePayment:
+		return s.Settle(ctx, c)
+	}
+	return command.Result[State]{}, &events.Error{Op: "payment.Handle", Kind: events.KindInvalid,
+		Rule: fmt.Sprintf("%T is not a payment command", cmd)}
+}
+
+// aggregate describes the payment decider to the command runner.
+var aggregate = command.Aggregate[State]{Context: contracts.ServicePayment, Initial: Initial, Evolve: Evolve}
+
+// Authorize reserves the order's total as a pending transfer, fenced by the
+// policy timeline: it is refused with KindFrozen while a freeze in its
+// scope is in force.
+func (s *Service) Authorize(ctx context.Context, c contracts.AuthorizePayment) (command.Result[State], error) {
+	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, true)
+}
+
+// Capture posts an authorization into escrow, fenced like Authorize.
+func (s *Service) Capture(ctx context.Context, c contracts.CapturePayment) (command.Result[State], error) {
+	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, true)
+}
+
+// Void releases an uncaptured authorization. No policy rule blocks it.
+func (s *Service) Void(ctx context.Context, c contracts.VoidPayment) (command.Result[State], error) {
+	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, false)
+}
+
+// Refund returns captured money to the buyer. No policy rule blocks it.
+func (s *Service) Refund(ctx context.Context, c contracts.RefundPayment) (command.Result[State], error) {
+	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, false)
+}
+
+// Settle pays a captured payment out to the seller less the platform fee.
+// No policy rule blocks it.
+func (s *Service) Settle(ctx context.Context, c contracts.SettlePayment) (command.Result[State], error) {
+	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, false)
+}
+
+// run loads, decides and appends one command. Only the operations a rule
+// can block (authorize, capture) are decided under a policy snapshot and
+// fenced; the others neither need the policy nor should be slowed by it.
+func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool) (command.Result[State], error) {
+	if err := events.ValidateAggregateID(id); err != nil {
+		return command.Result[State]{}, &events.Error{Op: "payment", Kind: events.KindInvalid, Field: "/payment_id",
+			Rule: "pattern ^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"}
+	}
+	meta := command.Meta{CommandID: events.NewID(), CorrelationID: correlationID(ctx), IdempotencyKey: key, Command: cmd}
+	var policy func(context.Context, bool) (command.Policy[policyview.Rules], error)
+	if fenced {
+		policy = s.policy
+	}
+	return command.Run(ctx, s.runner, aggregate, id, meta, policy,
+		func(st State, rules policyview.Rules, now time.Time) ([]any, error) {
+			return s.decider.Decide(st, cmd, rules, now)
+		})
+}
+
+type correlationKey struct{}
+
+// WithCorrelationID returns a context whose commands join the business flow
+// id (the checkout), so that their events share its correlation id.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey{}, id)
+}
+
+func correlationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey{}).(string)
+	return id
+}
