@@ -240,7 +240,7 @@ func (s *JetStreamStore) send(live []*pending) {
 	case isCheckFailure(err):
 		p := live[0]
 		s.stats.conflicts.Add(1)
-		s.forget(p.d.Aggregate)
+		s.learnHead(p.d.Aggregate)
 		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
 			Rule: "aggregate " + p.d.Aggregate.String() + " changed since the decision was made", Err: err}}
 	case isRefusal(err):
@@ -363,4 +363,20 @@ func isTooManyInflight(err error) bool {
 // isRefusal: the server answered with any other API error; nothing stored.
 func isRefusal(err error) bool {
 	return apiCode(err) != 0
+}
+
+// learnHead replaces the cached head of an aggregate with the leader's, so
+// that the caller's reload is not served older data than the conflict it
+// just lost (a lagging replica would answer a direct get).
+func (s *JetStreamStore) learnHead(ref AggregateRef) {
+	s.forget(ref)
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	m, err := s.getLast(ctx, ref.Subject())
+	if err != nil || m == nil {
+		return
+	}
+	if e, err := decode(m.Subject, m.Header, m.Data); err == nil {
+		s.remember(ref, head{version: e.AggregateVersion, seq: m.Sequence, hash: e.Hash})
+	}
 }

@@ -66,8 +66,12 @@ func (s *JetStreamStore) getLast(ctx context.Context, subject string) (*storedMs
 	return s.msgGet(ctx, map[string]any{"last_by_subj": subject})
 }
 
-// Load implements Store. It reads the aggregate with an ordered consumer and
-// verifies its whole chain from the first event.
+// Load implements Store. A full load reads the aggregate with an ordered
+// consumer, which the stream leader serves, and verifies the whole chain from
+// the first event. When the caller already holds the aggregate up to
+// afterVersion and this store appended or loaded that same head, one leader
+// read of the aggregate's last message tells whether anything is newer: the
+// common case of a command on a cached aggregate costs one round trip.
 func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersion uint64) ([]Event, error) {
 	const op = "events.Load"
 	if err := ValidateContext(ref.Context); err != nil {
@@ -76,12 +80,14 @@ func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersio
 	if err := ValidateAggregateID(ref.ID); err != nil {
 		return nil, withOp(op, err)
 	}
-	var all []Event
-	for e, err := range s.read(ctx, []string{ref.Subject()}, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, 0) {
-		if err != nil {
-			return nil, withOp(op, err)
+	if afterVersion > 0 {
+		if current, err := s.headIsCurrent(ctx, ref, afterVersion); err != nil || current {
+			return nil, err
 		}
-		all = append(all, e)
+	}
+	all, err := s.loadOrdered(ctx, ref)
+	if err != nil {
+		return nil, withOp(op, err)
 	}
 	if err := VerifyChain(all, 0, GenesisHash); err != nil {
 		return nil, err
@@ -94,6 +100,34 @@ func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersio
 	}
 	return all[afterVersion:], nil
 }
+
+// headIsCurrent reports whether the aggregate's newest stored event is the
+// head this store knows at version v.
+func (s *JetStreamStore) headIsCurrent(ctx context.Context, ref AggregateRef, v uint64) (bool, error) {
+	s.mu.Lock()
+	h, ok := s.heads[ref]
+	s.mu.Unlock()
+	if !ok || h.version != v {
+		return false, nil
+	}
+	m, err := s.getLast(ctx, ref.Subject())
+	if err != nil {
+		return false, err
+	}
+	return m != nil && m.Sequence == h.seq, nil
+}
+
+func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]Event, error) {
+	var all []Event
+	for e, err := range s.read(ctx, []string{ref.Subject()}, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, 0) {
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, e)
+	}
+	return all, nil
+}
+
 
 // Read implements Store.
 func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, error] {

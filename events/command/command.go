@@ -38,6 +38,11 @@ type Aggregate[S any] struct {
 	Initial func(id string) S
 	// Evolve applies one decoded event payload to the state. It must be pure.
 	Evolve func(state S, payload any) S
+	// Clone, when set, returns a deep copy of a state. It lets the runner
+	// keep the newest state of recently used aggregates and catch up from
+	// it (one round trip) instead of loading every event again; without it
+	// every command loads the aggregate in full.
+	Clone func(S) S
 }
 
 // Runner carries what every command needs besides the decider.
@@ -46,6 +51,8 @@ type Runner struct {
 	Codec  Codec
 	Source string           // CloudEvents source, "/ledger/order"
 	Clock  func() time.Time // the decision clock; business time of the events
+
+	cache stateCache
 }
 
 // Meta is the command's envelope: who asked, in which flow, and how to make
@@ -136,6 +143,9 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 			for _, p := range payloads {
 				state = agg.Evolve(state, p)
 			}
+			if agg.Clone != nil {
+				r.cache.put(ref, cached{state: agg.Clone(state), version: a.Version})
+			}
 			return Result[S]{State: state, Version: a.Version, Events: evs, Appended: a}, nil
 		case events.IsPolicyConflict(err):
 			refreshPolicy, lastErr = true, err
@@ -172,10 +182,20 @@ func Load[S any](ctx context.Context, r *Runner, agg Aggregate[S], id string) (S
 }
 
 func load[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.AggregateRef) (S, uint64, error) {
-	state := agg.Initial(ref.ID)
-	evs, err := r.Store.Load(ctx, ref, 0)
+	state, version := agg.Initial(ref.ID), uint64(0)
+	if agg.Clone != nil {
+		if c, ok := r.cache.get(ref); ok {
+			state, version = agg.Clone(c.state.(S)), c.version
+		}
+	}
+	evs, err := r.Store.Load(ctx, ref, version)
 	if err != nil {
 		return state, 0, err
+	}
+	if version > 0 && len(evs) > 0 && evs[0].AggregateVersion != version+1 {
+		// The store could not continue from the cached version: it
+		// returned a full history. Start over from it.
+		state, version = agg.Initial(ref.ID), 0
 	}
 	for _, e := range evs {
 		p, err := r.Codec.Decode(e.Type, e.SchemaVersion, e.Data)
@@ -183,8 +203,12 @@ func load[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.Ag
 			return state, 0, fmt.Errorf("command: event %s at position %d: %w", e.ID, e.Position, err)
 		}
 		state = agg.Evolve(state, p)
+		version = e.AggregateVersion
 	}
-	return state, uint64(len(evs)), nil
+	if agg.Clone != nil {
+		r.cache.put(ref, cached{state: agg.Clone(state), version: version})
+	}
+	return state, version, nil
 }
 
 func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policyPos uint64, now time.Time) ([]events.Event, error) {

@@ -1,0 +1,151 @@
+package command_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// added is the one event of the test aggregate, a counter.
+type added struct {
+	N int `json:"n"`
+}
+
+type codec struct{}
+
+func (codec) Encode(v any) (string, int, []byte, error) {
+	b, err := json.Marshal(v)
+	return "counter.added", 1, b, err
+}
+
+func (codec) Decode(typ string, version int, data []byte) (any, error) {
+	var a added
+	err := json.Unmarshal(data, &a)
+	return a, err
+}
+
+func counter(clone bool) command.Aggregate[int] {
+	a := command.Aggregate[int]{Context: "counter", Initial: func(string) int { return 0 },
+		Evolve: func(s int, p any) int { return s + p.(added).N }}
+	if clone {
+		a.Clone = func(s int) int { return s }
+	}
+	return a
+}
+
+func newRunner(t *testing.T) (*command.Runner, *events.JetStreamStore) {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	js, _ := jetstream.New(nc)
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.NewJetStreamStore(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return &command.Runner{Store: st, Codec: codec{}, Source: "/test", Clock: time.Now}, st
+}
+
+func add(n int) func(int, struct{}, time.Time) ([]any, error) {
+	return func(int, struct{}, time.Time) ([]any, error) { return []any{added{N: n}}, nil }
+}
+
+func TestRunRetriesConflictsUntilEveryCommandLands(t *testing.T) {
+	for _, clone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clone=%t", clone), func(t *testing.T) {
+			r, _ := newRunner(t)
+			agg := counter(clone)
+			var wg sync.WaitGroup
+			for i := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					meta := command.Meta{CommandID: fmt.Sprintf("c%d", i), Command: i}
+					if _, err := command.Run(context.Background(), r, agg, "c1", meta, nil, add(1)); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			got, v, err := command.Load(context.Background(), r, agg, "c1")
+			if err != nil || got != 6 || v != 6 {
+				t.Errorf("counter = %d at version %d (%v), want 6 at 6", got, v, err)
+			}
+		})
+	}
+}
+
+func TestRunReplaysAnIdempotentCommand(t *testing.T) {
+	r, _ := newRunner(t)
+	agg := counter(true)
+	meta := command.Meta{CommandID: "c1", IdempotencyKey: "k1", Command: "add 5"}
+	first, err := command.Run(context.Background(), r, agg, "c2", meta, nil, add(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := command.Run(context.Background(), r, agg, "c2", meta, nil, add(5))
+	if err != nil || !again.Replayed || again.Appended.LastPosition != first.Appended.LastPosition || again.State != 5 {
+		t.Errorf("replay = %+v, %v; want the first result, state 5", again, err)
+	}
+	meta.Command = "add 7"
+	if _, err := command.Run(context.Background(), r, agg, "c2", meta, nil, add(7)); events.KindOf(err) != events.KindDuplicate {
+		t.Errorf("same key, other command: err = %v, want duplicate", err)
+	}
+}
+
+func TestRunDecidesAgainUnderANewerPolicy(t *testing.T) {
+	r, st := newRunner(t)
+	ctx := context.Background()
+	pol := events.Event{ID: events.NewID(), Type: "policy.freeze_imposed", SchemaVersion: 1, Source: "/test",
+		AggregateID: "f1", OccurredAt: time.Now(), Data: []byte(`{}`)}
+	if _, err := st.Append(ctx, events.Decision{Aggregate: events.AggregateRef{Context: "policy", ID: "f1"}, Events: []events.Event{pol}}); err != nil {
+		t.Fatal(err)
+	}
+	var refreshed []bool
+	stale := func(ctx context.Context, refresh bool) (command.Policy[string], error) {
+		refreshed = append(refreshed, refresh)
+		if !refresh {
+			return command.Policy[string]{Position: 0, Rules: "open"}, nil // a view that missed the freeze
+		}
+		head, err := st.PolicyHead(ctx)
+		return command.Policy[string]{Position: head, Rules: "frozen"}, err
+	}
+	_, err := command.Run(ctx, r, counter(false), "c3", command.Meta{CommandID: "c1", Command: 1}, stale,
+		func(_ int, rules string, _ time.Time) ([]any, error) {
+			if rules == "frozen" {
+				return nil, &events.Error{Kind: events.KindFrozen, Rule: "frozen"}
+			}
+			return []any{added{N: 1}}, nil
+		})
+	if !errors.Is(err, events.ErrFrozen) {
+		t.Fatalf("err = %v, want the decision taken again under the freeze", err)
+	}
+	if len(refreshed) != 2 || refreshed[0] || !refreshed[1] {
+		t.Errorf("policy snapshots taken with refresh = %v, want [false true]", refreshed)
+	}
+	if evs, _ := st.Load(ctx, events.AggregateRef{Context: "counter", ID: "c3"}, 0); len(evs) != 0 {
+		t.Errorf("the stale decision was stored: %d events", len(evs))
+	}
+}
