@@ -128,7 +128,6 @@ func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]E
 	return all, nil
 }
 
-
 // Read implements Store.
 func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, error] {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
