@@ -12,12 +12,12 @@ import (
 )
 
 // EffectiveTolerance is how far before the decision instant a requested
-// effective instant may lie: clocks of callers and services differ by a
-// little, and an operator typing "now" takes a moment. Anything earlier is
-// refused, because a rule must never apply to trade decided before it was
-// recorded. A requested instant inside the tolerance is recorded as the
-// decision instant itself, for the same reason.
-const EffectiveTolerance = 5 * time.Second
+// effective instant may lie (contracts.EffectiveTolerance): clocks differ by
+// a little, and an operator typing "now" takes a moment. Anything earlier
+// is refused, because a rule must never reach back to trade decided before
+// it was recorded. An instant inside the tolerance is recorded as asked;
+// contracts.InForceFrom makes it take effect at its recording.
+const EffectiveTolerance = contracts.EffectiveTolerance
 
 // State is one rule folded from its events.
 type State struct {
@@ -171,13 +171,13 @@ func checkScope(op string, sc contracts.Scope) error {
 	return nil
 }
 
-// effective resolves the requested effective instant: absent means now, a
-// little in the past (clock skew) means now, further in the past is refused.
+// effective resolves the requested effective instant: absent means now;
+// more than EffectiveTolerance in the past is refused.
 func effective(op string, at, now time.Time) (time.Time, error) {
 	switch {
-	case at.IsZero() || !at.After(now) && !at.Before(now.Add(-EffectiveTolerance)):
+	case at.IsZero():
 		return now, nil
-	case at.Before(now):
+	case at.Before(now.Add(-EffectiveTolerance)):
 		return time.Time{}, invalid(op, "/effective_at", fmt.Sprintf("not earlier than the decision instant %s minus %s",
 			now.UTC().Format(time.RFC3339), EffectiveTolerance))
 	}
