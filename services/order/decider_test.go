@@ -105,7 +105,7 @@ var (
 		Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}, BlockedOperations: contracts.FreezeOperations,
 		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}.Rule()}
 	lifted = func() policyview.Rules {
-		return freeze.Apply(contracts.FreezeLifted{RuleID: "freeze-id-sc", EffectiveAt: freezeAt.Add(time.Hour)})
+		return freeze.Apply(contracts.FreezeLifted{RuleID: "freeze-id-sc", EffectiveAt: freezeAt.Add(time.Hour)}, time.Time{})
 	}()
 	floor = policyview.Rules{contracts.FloorPriceSet{RuleID: "floor-usd-100", BlockedOperations: contracts.FloorPriceOperations,
 		Amount: usd(100_00), Origin: contracts.OriginCrossBorder, EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}.Rule()}

@@ -1,0 +1,342 @@
+package order
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// CheckoutConfig configures the checkout process manager.
+type CheckoutConfig struct {
+	// Store is the log the manager follows from its checkpoint.
+	Store events.Store
+	// Conn carries the requests to the listing and payment services and
+	// the checkpoint bucket.
+	Conn *nats.Conn
+	// Orders decides the order commands the manager sends itself.
+	Orders *Service
+	// Clock is the decision clock; a checkout not confirmed Timeout after
+	// its order.placed's business time is cancelled.
+	Clock func() time.Time
+	// Timeout is the checkout deadline after placement; 30 s when zero.
+	Timeout time.Duration
+	// RequestTimeout bounds one request to another service; 5 s when zero.
+	RequestTimeout time.Duration
+	// ListingSubject and PaymentSubject are the services' subject prefixes;
+	// "ledger.svc.listing" and "ledger.svc.payment" when empty.
+	ListingSubject string
+	PaymentSubject string
+	// Bucket and Key name the checkpoint in JetStream KV; "ledger_checkout"
+	// and "position" when empty. Two managers with one key share progress.
+	Bucket string
+	Key    string
+}
+
+// Checkout is the process manager that drives an order from placement to
+// confirmation: order placed, then stock reserved at the listing service,
+// then payment authorized at the payment service, then order confirmed. A
+// failed reservation rejects the order; a failed, refused or timed-out
+// authorization cancels it, voids what may have been authorized and
+// releases the stock.
+//
+// It is driven by the log: it follows every event from a checkpoint in
+// JetStream KV, advanced only after an order event was fully handled, so a
+// restart handles the unfinished order again. Every command it sends
+// carries an idempotency key derived from the order id and the step, so
+// that handling an order twice never reserves, charges or confirms twice.
+type Checkout struct {
+	cfg CheckoutConfig
+}
+
+// NewCheckout returns a process manager; Run starts it.
+func NewCheckout(cfg CheckoutConfig) *Checkout {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.ListingSubject == "" {
+		cfg.ListingSubject = "ledger.svc.listing"
+	}
+	if cfg.PaymentSubject == "" {
+		cfg.PaymentSubject = "ledger.svc.payment"
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = "ledger_checkout"
+	}
+	if cfg.Key == "" {
+		cfg.Key = "position"
+	}
+	return &Checkout{cfg: cfg}
+}
+
+// Run follows the log until ctx ends, resuming from the checkpoint after a
+// failure of the subscription. It returns ctx's error.
+func (c *Checkout) Run(ctx context.Context) error {
+	js, err := jetstream.New(c.cfg.Conn)
+	if err != nil {
+		return err
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.Bucket, Storage: jetstream.FileStorage})
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		from, err := c.checkpoint(ctx, kv)
+		if err == nil {
+			err = c.cfg.Store.Subscribe(ctx, from+1, func(e events.Event) error { return c.handle(ctx, kv, e) })
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		select { // the log or the bucket is unreachable: retry from the checkpoint
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return ctx.Err()
+}
+
+func (c *Checkout) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
+	e, err := kv.Get(ctx, c.cfg.Key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil || len(e.Value()) != 8 {
+		return 0, fmt.Errorf("checkout: checkpoint: %v", err)
+	}
+	return binary.BigEndian.Uint64(e.Value()), nil
+}
+
+// handle runs one event's step and advances the checkpoint past it. Events
+// of other contexts are not checkpointed one by one: handling them again
+// after a restart does nothing.
+func (c *Checkout) handle(ctx context.Context, kv jetstream.KeyValue, e events.Event) error {
+	if e.Context() != contracts.ServiceOrder {
+		return nil
+	}
+	var err error
+	switch e.Type {
+	case "order.placed":
+		err = c.placed(ctx, e)
+	case "order.cancelled", "order.rejected":
+		err = c.unwind(ctx, e.AggregateID)
+	}
+	if err != nil {
+		return err
+	}
+	var pos [8]byte
+	binary.BigEndian.PutUint64(pos[:], e.Position)
+	_, err = kv.Put(ctx, c.cfg.Key, pos[:])
+	return err
+}
+
+// placed drives one order through its checkout.
+func (c *Checkout) placed(ctx context.Context, e events.Event) error {
+	o, _, err := c.cfg.Orders.Load(ctx, e.AggregateID)
+	if err != nil {
+		return err
+	}
+	if o.Status != StatusPlaced {
+		return nil // handled before a restart
+	}
+	ctx = WithCorrelationID(ctx, e.CorrelationID)
+	deadline := e.OccurredAt.Add(c.cfg.Timeout)
+	err = c.call(ctx, c.cfg.ListingSubject+".reserve_stock", e.CorrelationID, deadline, contracts.ReserveStock{
+		ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}, nil)
+	var refused *Refused
+	switch {
+	case errors.As(err, &refused):
+		return c.reject(ctx, o.ID, "stock not reserved: "+refused.Problem.Detail)
+	case errors.Is(err, ErrDeadline):
+		return c.reject(ctx, o.ID, "checkout timed out before the stock was reserved")
+	case err != nil:
+		return err
+	}
+	return c.pay(ctx, o, e.CorrelationID, deadline)
+}
+
+// pay authorizes the order's total and confirms the order, or cancels it.
+func (c *Checkout) pay(ctx context.Context, o Order, corr string, deadline time.Time) error {
+	var r paymentReply
+	err := c.call(ctx, c.cfg.PaymentSubject+".authorize", corr, deadline, contracts.AuthorizePayment{
+		PaymentID: PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel,
+		Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}, &r)
+	var refused *Refused
+	switch {
+	case errors.As(err, &refused):
+		return c.cancel(ctx, o, corr, "payment refused: "+refused.Problem.Detail)
+	case errors.Is(err, ErrDeadline):
+		return c.cancel(ctx, o, corr, "checkout timed out waiting for the payment authorization")
+	case err != nil:
+		return err
+	case r.Payment.Status != "authorized" && r.Payment.Status != "captured":
+		return c.cancel(ctx, o, corr, fmt.Sprintf("payment not authorized (status %q)", r.Payment.Status))
+	}
+	_, err = c.cfg.Orders.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: PaymentID(o.ID),
+		IdempotencyKey: StepKey(o.ID, "confirm")})
+	if events.KindOf(err) == events.KindConflict {
+		// Cancelled by the buyer while the payment was being authorized:
+		// the authorization must not outlive the order.
+		return c.void(ctx, o.ID, corr, "order cancelled during checkout")
+	}
+	return err
+}
+
+func (c *Checkout) reject(ctx context.Context, id, reason string) error {
+	_, err := c.cfg.Orders.Reject(ctx, contracts.RejectOrder{OrderID: id, Reason: reason, IdempotencyKey: StepKey(id, "reject")})
+	return ignoreKinds(err, events.KindConflict)
+}
+
+// cancel cancels the order after its payment failed. An authorization
+// whose answer never came may still exist, so it is voided first; the
+// stock is released when the order.cancelled event comes round (unwind).
+func (c *Checkout) cancel(ctx context.Context, o Order, corr, reason string) error {
+	if err := c.void(ctx, o.ID, corr, reason); err != nil {
+		return err
+	}
+	_, err := c.cfg.Orders.Cancel(ctx, contracts.CancelOrder{OrderID: o.ID, Reason: reason, IdempotencyKey: StepKey(o.ID, "cancel")})
+	return ignoreKinds(err, events.KindConflict)
+}
+
+// void releases the order's authorization, if there is one. It has no
+// deadline of its own: compensation must finish, however late.
+func (c *Checkout) void(ctx context.Context, id, corr, reason string) error {
+	err := c.call(ctx, c.cfg.PaymentSubject+".void", corr, time.Time{}, contracts.VoidPayment{PaymentID: PaymentID(id),
+		Reason: reason, IdempotencyKey: StepKey(id, "void")}, nil)
+	var refused *Refused
+	if errors.As(err, &refused) {
+		return nil // no authorization to void, or already captured: nothing this step can do
+	}
+	return err
+}
+
+// unwind releases the stock a cancelled or rejected order holds.
+func (c *Checkout) unwind(ctx context.Context, id string) error {
+	o, _, err := c.cfg.Orders.Load(ctx, id)
+	if err != nil || o.ListingID == "" {
+		return err
+	}
+	err = c.call(ctx, c.cfg.ListingSubject+".release_stock", "", time.Time{}, contracts.ReleaseStock{ListingID: o.ListingID,
+		OrderID: o.ID, Quantity: o.Quantity, Reason: "order " + string(o.Status), IdempotencyKey: StepKey(o.ID, "release")}, nil)
+	var refused *Refused
+	if errors.As(err, &refused) {
+		return nil // the order never held units
+	}
+	return err
+}
+
+func ignoreKinds(err error, kinds ...events.Kind) error {
+	for _, k := range kinds {
+		if events.KindOf(err) == k {
+			return nil
+		}
+	}
+	return err
+}
+
+// StepKey is the idempotency key of one checkout step of an order. A long
+// order id is hashed so that the key stays within the contract's 128
+// characters.
+func StepKey(orderID, step string) string {
+	k := "checkout:" + orderID + ":" + step
+	if len(k) <= 128 {
+		return k
+	}
+	sum := sha256.Sum256([]byte(orderID))
+	return "checkout:" + hex.EncodeToString(sum[:16]) + ":" + step
+}
+
+// PaymentID is the id of the one payment of an order's checkout. It is the
+// order id: payments and orders are aggregates of different contexts, and a
+// derived id makes the authorization idempotent across restarts.
+func PaymentID(orderID string) string { return orderID }
+
+// paymentReply is the part of the payment service's reply the manager reads.
+type paymentReply struct {
+	Payment struct {
+		Status string `json:"status"`
+	} `json:"payment"`
+}
+
+// ErrDeadline is returned by a step whose checkout deadline passed before
+// it got an answer.
+var ErrDeadline = errors.New("checkout: deadline passed")
+
+// Refused is a definitive refusal (a 4xx micro error) from another service.
+type Refused struct {
+	Code    string
+	Problem Problem
+}
+
+func (r *Refused) Error() string { return "refused " + r.Code + ": " + r.Problem.Detail }
+
+// call sends one command and decodes the reply into out. It retries what
+// may be transient (no responder, timeout, 5xx) with the same body, hence
+// the same idempotency key, until the business deadline (zero: none) or
+// ctx ends; a 4xx answer is returned at once as a *Refused.
+func (c *Checkout) call(ctx context.Context, subject, corr string, deadline time.Time, cmd, out any) error {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		if !deadline.IsZero() && !c.cfg.Clock().Before(deadline) {
+			return ErrDeadline
+		}
+		m := nats.NewMsg(subject)
+		m.Data = body
+		if corr != "" {
+			m.Header.Set("Ledger-Correlation-Id", corr)
+		}
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		resp, err := c.cfg.Conn.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err == nil {
+			if done, err := decodeReply(resp, out); done {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// decodeReply reports whether resp is an answer (done) and its error.
+func decodeReply(resp *nats.Msg, out any) (done bool, err error) {
+	code := resp.Header.Get(micro.ErrorCodeHeader)
+	if code == "" {
+		if out == nil {
+			return true, nil
+		}
+		return true, json.Unmarshal(resp.Data, out)
+	}
+	var p Problem
+	_ = json.Unmarshal(resp.Data, &p)
+	if p.Status == 0 {
+		p.Status, _ = strconv.Atoi(code[:min(3, len(code))])
+		p.Detail = resp.Header.Get(micro.ErrorHeader)
+	}
+	if p.Status >= 500 || p.Status < 400 {
+		return false, nil
+	}
+	return true, &Refused{Code: code, Problem: p}
+}

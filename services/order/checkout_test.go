@@ -1,0 +1,196 @@
+package order
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+)
+
+// checkoutEnv adds the fake listing and payment services and a manager.
+func checkoutEnv(t testing.TB) (*env, *fakePayment) {
+	e := start(t)
+	(&fakeListing{runner: e.runner}).serve(t, e.nc)
+	pay := &fakePayment{}
+	pay.serve(t, e.nc)
+	e.createListing(t, listingCreated())
+	return e, pay
+}
+
+func (e *env) manager(timeout time.Duration) *Checkout {
+	return NewCheckout(CheckoutConfig{Store: e.store, Conn: e.nc, Orders: e.svc, Clock: e.clock, Timeout: timeout,
+		RequestTimeout: 300 * time.Millisecond, ListingSubject: listingPrefix, PaymentSubject: paymentPrefix})
+}
+
+// runManager runs m until the test ends or stop is called.
+func runManager(t testing.TB, m *Checkout) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) status(t testing.TB, id string) Status {
+	o, _, err := e.svc.Load(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Status
+}
+
+func (e *env) stock(t testing.TB) (int64, int) {
+	var l heldListing
+	l, _, err := loadHeld(t, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holders := 0
+	for _, q := range l.held {
+		if q > 0 {
+			holders++
+		}
+	}
+	return l.Stock, holders
+}
+
+func loadHeld(t testing.TB, e *env) (heldListing, uint64, error) {
+	return commandLoad(t.Context(), e, "l1")
+}
+
+func TestCheckoutConfirms(t *testing.T) {
+	e, pay := checkoutEnv(t)
+	runManager(t, e.manager(time.Minute))
+	if _, err := e.svc.Place(t.Context(), place()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "confirmation", func() bool { return e.status(t, "o1") == StatusConfirmed })
+	if stock, holders := e.stock(t); stock != 8 || holders != 1 || pay.authorizations() != 1 {
+		t.Errorf("stock %d held by %d, %d authorizations; want 8, 1, 1", stock, holders, pay.authorizations())
+	}
+}
+
+// TestCheckoutRestartMidFlow stops the manager after the stock was reserved
+// while the payment service is down, starts a new one with it up, and
+// checks that the order is confirmed once with one authorization.
+func TestCheckoutRestartMidFlow(t *testing.T) {
+	e := start(t)
+	(&fakeListing{runner: e.runner}).serve(t, e.nc)
+	e.createListing(t, listingCreated())
+	stop := runManager(t, e.manager(time.Minute))
+	if _, err := e.svc.Place(t.Context(), place()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reservation", func() bool { return e.count(t, "listing", "l1", "listing.stock_reserved") == 1 })
+	stop()
+	pay := &fakePayment{}
+	pay.serve(t, e.nc)
+	runManager(t, e.manager(time.Minute))
+	waitFor(t, "confirmation", func() bool { return e.status(t, "o1") == StatusConfirmed })
+	time.Sleep(200 * time.Millisecond) // let a duplicate, if any, happen
+	if n := e.count(t, "order", "o1", "order.confirmed"); n != 1 || pay.authorizations() != 1 || e.count(t, "listing", "l1", "listing.stock_reserved") != 1 {
+		t.Errorf("%d confirmations, %d authorizations, %d reservations; want 1 each", n, pay.authorizations(),
+			e.count(t, "listing", "l1", "listing.stock_reserved"))
+	}
+}
+
+func TestCheckoutPaymentDeclined(t *testing.T) {
+	e, pay := checkoutEnv(t)
+	runManager(t, e.manager(time.Minute))
+	if _, err := e.svc.Place(t.Context(), with(place(), func(c *contracts.PlaceOrder) { c.BuyerID = "broke" })); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cancellation", func() bool { return e.status(t, "o1") == StatusCancelled })
+	waitFor(t, "release", func() bool { s, h := e.stock(t); return s == 10 && h == 0 })
+	if pay.authorizations() != 0 {
+		t.Errorf("%d authorizations of a declined payment", pay.authorizations())
+	}
+}
+
+// TestCheckoutTimeout lets the payment service swallow requests and moves
+// the decision clock past the deadline: the order is cancelled, the
+// possible authorization voided and the stock released.
+func TestCheckoutTimeout(t *testing.T) {
+	e, pay := checkoutEnv(t)
+	pay.silent.Store(true)
+	runManager(t, e.manager(time.Minute))
+	if _, err := e.svc.Place(t.Context(), place()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reservation", func() bool { return e.count(t, "listing", "l1", "listing.stock_reserved") == 1 })
+	e.setNow(beforeNoon.Add(2 * time.Minute))
+	waitFor(t, "cancellation", func() bool { return e.status(t, "o1") == StatusCancelled })
+	waitFor(t, "release", func() bool { s, h := e.stock(t); return s == 10 && h == 0 })
+	pay.mu.Lock()
+	defer pay.mu.Unlock()
+	if !pay.voided["o1"] {
+		t.Errorf("timed-out authorization was not voided")
+	}
+}
+
+func TestCheckoutOutOfStockRejects(t *testing.T) {
+	e, _ := checkoutEnv(t)
+	runManager(t, e.manager(time.Minute))
+	// Both pass placement's stock snapshot; only one can be reserved.
+	a := with(place(), func(c *contracts.PlaceOrder) { c.Quantity = 6 })
+	b := with(a, func(c *contracts.PlaceOrder) { c.OrderID = "o2" })
+	for _, c := range []contracts.PlaceOrder{a, b} {
+		if _, err := e.svc.Place(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "both decided", func() bool {
+		s1, s2 := e.status(t, "o1"), e.status(t, "o2")
+		return s1 != StatusPlaced && s2 != StatusPlaced
+	})
+	if got := [2]Status{e.status(t, "o1"), e.status(t, "o2")}; got != [2]Status{StatusConfirmed, StatusRejected} {
+		t.Errorf("statuses %v, want confirmed then rejected", got)
+	}
+}
+
+// TestHundredBuyers races 100 buyers through placement and checkout for a
+// listing with 10 units: exactly 10 orders are confirmed, stock ends at 0.
+func TestHundredBuyers(t *testing.T) {
+	e, pay := checkoutEnv(t)
+	runManager(t, e.manager(time.Minute))
+	var placed, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			_, err := e.svc.Place(context.Background(), contracts.PlaceOrder{OrderID: fmt.Sprintf("o%d", i),
+				BuyerID: fmt.Sprintf("b%d", i), ListingID: "l1", Quantity: 1})
+			switch events.KindOf(err) {
+			case events.KindOther:
+				placed.Add(1)
+			case events.KindConflict:
+				refused.Add(1)
+			default:
+				t.Errorf("buyer %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	waitFor(t, "every placed order decided", func() bool {
+		n := 0
+		for i := range 100 {
+			if s := e.status(t, fmt.Sprintf("o%d", i)); s == StatusPlaced {
+				return false
+			} else if s == StatusConfirmed {
+				n++
+			}
+		}
+		return n == 10
+	})
+	stock, holders := e.stock(t)
+	if stock != 0 || holders != 10 || pay.authorizations() != 10 {
+		t.Errorf("stock %d, holders %d, authorizations %d; want 0, 10, 10 (placed %d, refused %d)",
+			stock, holders, pay.authorizations(), placed.Load(), refused.Load())
+	}
+}

@@ -1,0 +1,104 @@
+package order
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
+)
+
+// Commands are the names of the commands the order service handles.
+var Commands = []string{
+	"order.place", "order.confirm", "order.cancel", "order.ship", "order.complete", "order.reject",
+}
+
+// Handle routes a command by name: it decodes and validates body against
+// the command's contract, decides it and returns the reply. Nothing is
+// appended for a body that breaks its contract.
+func (s *Service) Handle(ctx context.Context, name string, body []byte) (Reply, error) {
+	v, err := contracts.DecodeCommand(name, body)
+	if err != nil {
+		return Reply{}, err
+	}
+	id, res, err := s.dispatch(ctx, v)
+	if err != nil {
+		return Reply{}, err
+	}
+	return reply(id, res), nil
+}
+
+// exec validates a command given as a Go value, as Handle does for JSON.
+func (s *Service) exec(ctx context.Context, name string, cmd any) (command.Result[Order], error) {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return command.Result[Order]{}, err
+	}
+	if err := contracts.ValidateCommand(name, body); err != nil {
+		return command.Result[Order]{}, err
+	}
+	_, res, err := s.dispatch(ctx, cmd)
+	return res, err
+}
+
+// dispatch runs a validated command on its order. Only placement is
+// decided under the policy: it is the one order operation a rule can
+// block, and cancellation must never wait on the policy.
+func (s *Service) dispatch(ctx context.Context, cmd any) (string, command.Result[Order], error) {
+	var (
+		id, key string
+		fenced  bool
+	)
+	switch c := cmd.(type) {
+	case contracts.PlaceOrder:
+		id, key, fenced = c.OrderID, c.IdempotencyKey, true
+	case contracts.ConfirmOrder:
+		id, key = c.OrderID, c.IdempotencyKey
+	case contracts.CancelOrder:
+		id, key = c.OrderID, c.IdempotencyKey
+	case contracts.ShipOrder:
+		id, key = c.OrderID, c.IdempotencyKey
+	case contracts.CompleteOrder:
+		id, key = c.OrderID, c.IdempotencyKey
+	case contracts.RejectOrder:
+		id, key = c.OrderID, c.IdempotencyKey
+	default:
+		return "", command.Result[Order]{}, &events.Error{Op: "order.dispatch", Kind: events.KindInvalid,
+			Rule: fmt.Sprintf("%T is not an order command", cmd)}
+	}
+	res, err := s.run(ctx, id, key, cmd, fenced)
+	return id, res, err
+}
+
+// Place places an order at the listing's current price, under the policy
+// (a freeze or a floor price may refuse it).
+func (s *Service) Place(ctx context.Context, c contracts.PlaceOrder) (command.Result[Order], error) {
+	return s.exec(ctx, "order.place", c)
+}
+
+// Confirm confirms an order whose payment is authorized.
+func (s *Service) Confirm(ctx context.Context, c contracts.ConfirmOrder) (command.Result[Order], error) {
+	return s.exec(ctx, "order.confirm", c)
+}
+
+// Cancel cancels an order that has not shipped; no rule ever blocks it.
+func (s *Service) Cancel(ctx context.Context, c contracts.CancelOrder) (command.Result[Order], error) {
+	return s.exec(ctx, "order.cancel", c)
+}
+
+// Ship marks a confirmed order shipped.
+func (s *Service) Ship(ctx context.Context, c contracts.ShipOrder) (command.Result[Order], error) {
+	return s.exec(ctx, "order.ship", c)
+}
+
+// Complete marks a shipped order delivered.
+func (s *Service) Complete(ctx context.Context, c contracts.CompleteOrder) (command.Result[Order], error) {
+	return s.exec(ctx, "order.complete", c)
+}
+
+// Reject rejects a placed order whose checkout failed.
+func (s *Service) Reject(ctx context.Context, c contracts.RejectOrder) (command.Result[Order], error) {
+	return s.exec(ctx, "order.reject", c)
+}
