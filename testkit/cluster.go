@@ -35,7 +35,6 @@ const globalAccount = server.DEFAULT_GLOBAL_ACCOUNT
 // Its methods are safe for concurrent use, so that a fault can be injected
 // from one goroutine while others append.
 type Cluster struct {
-	t testing.TB
 	// Name is the cluster name every node shares.
 	Name string
 	// Replicas is the LEDGER stream's replica count.
@@ -61,7 +60,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	if n < 1 {
 		t.Fatalf("testkit: a cluster needs at least one node, got %d", n)
 	}
-	c := &Cluster{t: t, Name: "ledger-test", Replicas: min(n, 3)}
+	c := &Cluster{Name: "ledger-test", Replicas: min(n, 3)}
 	ports := freePorts(t, 2*n)
 	var routes []string
 	for i := range n {
@@ -228,20 +227,49 @@ func (c *Cluster) createStream(ctx context.Context) error {
 }
 
 // waitStreamCurrent waits until the stream has a leader and every running
-// replica has caught up with it.
+// replica has caught up with it. A restarted replica can call itself current
+// before it has applied what it missed, so the replicas' last sequences are
+// compared as well.
 func (c *Cluster) waitStreamCurrent(ctx context.Context) error {
 	return pollUntil(ctx, "stream "+events.StreamName+" leader and current replicas", func() bool {
 		if c.StreamLeader() == "" {
 			return false
 		}
+		var lastSeqs []uint64
 		for _, s := range c.running() {
-			if s.JetStreamIsStreamAssigned(globalAccount, events.StreamName) &&
-				!s.JetStreamIsStreamCurrent(globalAccount, events.StreamName) {
+			if !s.JetStreamIsStreamAssigned(globalAccount, events.StreamName) {
+				continue
+			}
+			last, ok := streamLastSeq(s)
+			if !ok || !s.JetStreamIsStreamCurrent(globalAccount, events.StreamName) {
+				return false
+			}
+			lastSeqs = append(lastSeqs, last)
+		}
+		for _, l := range lastSeqs {
+			if l != lastSeqs[0] {
 				return false
 			}
 		}
 		return true
 	})
+}
+
+// streamLastSeq returns the last sequence of the LEDGER stream as server s
+// has stored it.
+func streamLastSeq(s *server.Server) (uint64, bool) {
+	info, err := s.Jsz(&server.JSzOptions{Account: globalAccount, Streams: true})
+	if err != nil {
+		return 0, false
+	}
+	for _, acc := range info.AccountDetails {
+		for _, st := range acc.Streams {
+			if st.Name == events.StreamName {
+				return st.State.LastSeq, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // StreamLeader returns the server name of the node that leads the LEDGER

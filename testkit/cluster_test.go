@@ -49,6 +49,11 @@ func TestClusterSurvivesStepDownAndNodeRestart(t *testing.T) {
 	}
 	t.Logf("restart of %s in %s", leader, time.Since(start))
 	appendOne(3)
+	// Load reads through a consumer that may sit on any replica, the
+	// restarted one included; wait until they all hold the last append.
+	if err := c.WaitStreamReady(ctx); err != nil {
+		t.Fatal(err)
+	}
 	evs, err := st.Load(ctx, ref, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -158,9 +158,26 @@ func (s *suite) append(ctx context.Context, st events.Store, d events.Decision, 
 		if rs != nil {
 			rs.n.Add(1)
 		}
+		if !backoff(ctx, i) {
+			break
+		}
 		a, err = s.attempt(ctx, st, d)
 	}
 	return a, err
+}
+
+// backoff waits before retry i (from 0): 50 ms, doubling, at most 1 s, so
+// that retries span a leader election instead of all failing within it. It
+// reports false if ctx ended first.
+func backoff(ctx context.Context, i int) bool {
+	timer := time.NewTimer(min(50*time.Millisecond<<i, time.Second))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // attempt is one Append bounded by AppendTimeout.
