@@ -1,0 +1,168 @@
+package projections
+
+import (
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+)
+
+// Listing is one row of the catalogue.
+type Listing struct {
+	ListingID    string            `json:"listing_id"`
+	SellerID     string            `json:"seller_id"`
+	Title        string            `json:"title"`
+	Category     string            `json:"category"`
+	Channel      contracts.Channel `json:"channel"`
+	Jurisdiction string            `json:"jurisdiction"`
+	Origin       contracts.Origin  `json:"origin"`
+	Price        contracts.Money   `json:"price"`
+	Stock        int64             `json:"stock"`
+	Delisted     bool              `json:"delisted"`
+	CreatedAt    time.Time         `json:"created_at"`
+	UpdatedAt    time.Time         `json:"updated_at"`
+	Position     uint64            `json:"position"`
+	// Purchasable and PromotionOnly are derived at the model's current
+	// business time when the snapshot is taken; Restore recomputes them.
+	Purchasable   bool   `json:"purchasable"`
+	PromotionOnly bool   `json:"promotion_only"`
+	BlockedBy     string `json:"blocked_by,omitempty"`
+}
+
+func (l *Listing) target() contracts.Target {
+	return contracts.Target{Jurisdiction: l.Jurisdiction, Channel: l.Channel, Category: l.Category,
+		SellerID: l.SellerID, Origin: l.Origin}
+}
+
+// Catalogue is the listing catalogue with the policy-derived flags.
+//
+// The model's current business time ("now") is the occurred-at of the last
+// business event it applied (notary checkpoints carry no business time). It
+// can step back when services' clocks disagree; the flags are judged at that instant, never at
+// the wall clock, so that a rebuild and an as-of query agree. A listing is
+// purchasable when it is not delisted, has stock, and no rule in force now
+// blocks order.place on it (a freeze in scope, or a floor price above its
+// price). It is promotion only when it is visible (not delisted) but a
+// freeze in force now blocks order.place on it: shown, not sold.
+type Catalogue struct {
+	state struct {
+		Now      time.Time           `json:"now"`
+		Listings map[string]*Listing `json:"listings"`
+		Rules    rules               `json:"rules"`
+	}
+}
+
+// NewCatalogue returns an empty catalogue.
+func NewCatalogue() *Catalogue {
+	m := &Catalogue{}
+	m.state.Listings = map[string]*Listing{}
+	m.state.Rules = rules{}
+	return m
+}
+
+// Name implements Model.
+func (m *Catalogue) Name() string { return ModelCatalogue }
+
+// Apply implements Model.
+func (m *Catalogue) Apply(e events.Event, payload any) error {
+	if !isBusiness(&e) {
+		return nil
+	}
+	m.state.Now = utc(e.OccurredAt)
+	m.state.Rules.apply(&e, payload)
+	switch p := payload.(type) {
+	case contracts.ListingCreated:
+		m.state.Listings[p.ListingID] = &Listing{ListingID: p.ListingID, SellerID: p.SellerID, Title: p.Title,
+			Category: p.Category, Channel: p.Channel, Jurisdiction: p.Jurisdiction, Origin: p.Origin, Price: p.Price,
+			Stock: p.Stock, CreatedAt: utc(e.OccurredAt), UpdatedAt: utc(e.OccurredAt), Position: e.Position}
+	case contracts.ListingPriceChanged:
+		m.update(p.ListingID, &e, func(l *Listing) { l.Price = p.Price })
+	case contracts.ListingStockChanged:
+		m.update(p.ListingID, &e, func(l *Listing) { l.Stock = p.Stock })
+	case contracts.ListingStockReserved:
+		m.update(p.ListingID, &e, func(l *Listing) { l.Stock = p.Stock })
+	case contracts.ListingStockReleased:
+		m.update(p.ListingID, &e, func(l *Listing) { l.Stock = p.Stock })
+	case contracts.ListingDelisted:
+		m.update(p.ListingID, &e, func(l *Listing) { l.Delisted = true })
+	}
+	return nil
+}
+
+func (m *Catalogue) update(id string, e *events.Event, f func(*Listing)) {
+	l, ok := m.state.Listings[id]
+	if !ok {
+		return // the listing decider never emits for an unknown listing
+	}
+	f(l)
+	l.UpdatedAt, l.Position = utc(e.OccurredAt), e.Position
+}
+
+// derive sets the flags of every listing at the model's current time.
+func (m *Catalogue) derive() {
+	for _, l := range m.state.Listings {
+		freeze := m.state.Rules.blocking(contracts.OpOrderPlace, l.target(), l.Price, m.state.Now, contracts.RuleFreeze)
+		any := freeze
+		if any == nil {
+			any = m.state.Rules.blocking(contracts.OpOrderPlace, l.target(), l.Price, m.state.Now, "")
+		}
+		l.PromotionOnly = !l.Delisted && freeze != nil
+		l.Purchasable = !l.Delisted && l.Stock > 0 && any == nil
+		l.BlockedBy = ""
+		if any != nil && !l.Delisted {
+			l.BlockedBy = any.RuleID
+		}
+	}
+}
+
+// Snapshot implements Model.
+func (m *Catalogue) Snapshot() ([]byte, error) {
+	m.derive()
+	return canonical(&m.state)
+}
+
+// Restore implements Model.
+func (m *Catalogue) Restore(data []byte) error {
+	n := NewCatalogue()
+	if err := restore(m.Name(), data, &n.state); err != nil {
+		return err
+	}
+	if n.state.Listings == nil {
+		n.state.Listings = map[string]*Listing{}
+	}
+	if n.state.Rules == nil {
+		n.state.Rules = rules{}
+	}
+	m.state = n.state
+	return nil
+}
+
+// Now returns the model's current business time.
+func (m *Catalogue) Now() time.Time { return m.state.Now }
+
+// Listing returns a copy of one listing with its flags at the model's
+// current time.
+func (m *Catalogue) Listing(id string) (Listing, bool) {
+	l, ok := m.state.Listings[id]
+	if !ok {
+		return Listing{}, false
+	}
+	m.derive()
+	return *l, true
+}
+
+// Rows implements Model.
+func (m *Catalogue) Rows() Table {
+	m.derive()
+	t := Table{Columns: []string{"listing_id", "seller_id", "title", "category", "channel", "jurisdiction", "origin",
+		"price_minor", "currency", "stock", "delisted", "purchasable", "promotion_only", "blocked_by", "created_at",
+		"updated_at", "position"}}
+	for _, id := range sortedKeys(m.state.Listings) {
+		l := m.state.Listings[id]
+		t.Rows = append(t.Rows, []string{l.ListingID, l.SellerID, l.Title, l.Category, string(l.Channel), l.Jurisdiction,
+			string(l.Origin), itoa(l.Price.AmountMinor), l.Price.Currency, itoa(l.Stock), btoa(l.Delisted),
+			btoa(l.Purchasable), btoa(l.PromotionOnly), l.BlockedBy, formatTime(l.CreatedAt), formatTime(l.UpdatedAt),
+			utoa(l.Position)})
+	}
+	return t
+}

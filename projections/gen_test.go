@@ -1,0 +1,280 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// env is one embedded node with the LEDGER stream and a checked store.
+type env struct {
+	store   *events.JetStreamStore
+	js      jetstream.JetStream
+	dataDir string
+}
+
+func startEnv(t testing.TB) *env {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return &env{store: st, js: js, dataDir: dir}
+}
+
+// The simulated day: 4 October 2023 in Jakarta, the freeze at 17:00 WIB.
+var (
+	dayStart = time.Date(2023, 10, 4, 8, 0, 0, 0, WIB)
+	freezeAt = time.Date(2023, 10, 4, 17, 0, 0, 0, WIB)
+)
+
+// genConfig shapes a generated log.
+type genConfig struct {
+	Seed     uint64
+	Listings int
+	Flows    int // checkouts; each is 3 to 7 events
+	Workers  int
+	DaySpan  time.Duration // business time the flows spread over
+}
+
+// generator appends a seeded marketplace log through the store, as a
+// compliant set of services would: every transaction decision is fenced and
+// records the newest policy position; no social-commerce trade is placed
+// after the freeze's effective instant.
+type generator struct {
+	t        testing.TB
+	st       events.Store
+	cfg      genConfig
+	listings []contracts.ListingCreated
+	policy   uint64 // position of the newest policy event
+	mu       sync.Mutex
+	count    int
+}
+
+func generate(t testing.TB, st events.Store, cfg genConfig) *generator {
+	t.Helper()
+	if cfg.Workers == 0 {
+		cfg.Workers = 16
+	}
+	if cfg.DaySpan == 0 {
+		cfg.DaySpan = 14 * time.Hour
+	}
+	g := &generator{t: t, st: st, cfg: cfg}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	g.createListings(rng)
+	g.imposeFreeze(freezeAt, "freeze-social-id")
+	g.runFlows()
+	return g
+}
+
+func (g *generator) appendOne(ctx context.Context, ctxName, id string, ver uint64, v any, at time.Time, fence bool) events.Appended {
+	g.t.Helper()
+	typ, sv, data, err := contracts.Encode(v)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	e := events.Event{ID: events.NewID(), Type: typ, SchemaVersion: sv, Source: contracts.Source(ctxName),
+		AggregateID: id, OccurredAt: at, CorrelationID: id, Data: data}
+	d := events.Decision{Aggregate: events.AggregateRef{Context: ctxName, ID: id}, ExpectedVersion: ver,
+		Events: []events.Event{e}, Fence: fence}
+	if fence {
+		d.Events[0].PolicyPosition = g.policy
+	}
+	a, err := g.st.Append(ctx, d)
+	if err != nil {
+		g.t.Fatalf("append %s %s: %v", typ, id, err)
+	}
+	g.mu.Lock()
+	g.count++
+	g.mu.Unlock()
+	return a
+}
+
+func (g *generator) createListings(rng *rand.Rand) {
+	ctx := context.Background()
+	for i := range g.cfg.Listings {
+		ch := contracts.ChannelMarketplace
+		if i%3 == 0 {
+			ch = contracts.ChannelSocialCommerce
+		}
+		origin := contracts.OriginDomestic
+		if i%5 == 0 {
+			origin = contracts.OriginCrossBorder
+		}
+		l := contracts.ListingCreated{ListingID: fmt.Sprintf("l-%d", i), SellerID: fmt.Sprintf("s-%d", i%7),
+			Title: fmt.Sprintf("item %d", i), Category: []string{"fashion", "books", "food"}[i%3], Channel: ch,
+			Jurisdiction: "ID", Origin: origin, Price: contracts.Money{AmountMinor: int64(1000+rng.IntN(100000)) * 100, Currency: "IDR"},
+			Stock: int64(10 + rng.IntN(100))}
+		g.listings = append(g.listings, l)
+		g.appendOne(ctx, "listing", l.ListingID, 0, l, dayStart.Add(-time.Hour+time.Duration(i)*time.Second), false)
+	}
+}
+
+func (g *generator) imposeFreeze(at time.Time, id string) {
+	f := contracts.FreezeImposed{RuleID: id, Scope: contracts.Scope{Jurisdictions: []string{"ID"},
+		Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}, BlockedOperations: contracts.FreezeOperations,
+		EffectiveAt: at, LegalBasis: "Permendag 31/2023", Issuer: "Kementerian Perdagangan RI"}
+	a := g.appendOne(context.Background(), "policy", id, 0, f, dayStart.Add(-30*time.Minute), false)
+	g.policy = a.LastPosition
+}
+
+// runFlows runs the checkouts on several workers, so that positions
+// interleave and business time is not monotonic in position.
+func (g *generator) runFlows() {
+	var wg sync.WaitGroup
+	for w := range g.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(g.cfg.Seed, uint64(w)+100))
+			for f := w; f < g.cfg.Flows; f += g.cfg.Workers {
+				g.flow(rng, f)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (g *generator) flow(rng *rand.Rand, f int) {
+	ctx := context.Background()
+	at := dayStart.Add(time.Duration(float64(g.cfg.DaySpan) * float64(f) / float64(max(g.cfg.Flows, 1))))
+	at = at.Add(time.Duration(rng.IntN(600)-300) * time.Second) // clocks disagree a little
+	l := g.listings[rng.IntN(len(g.listings))]
+	if l.Channel == contracts.ChannelSocialCommerce && !at.Before(freezeAt) {
+		return // a compliant service refuses it: nothing is appended
+	}
+	oid, pid, buyer := fmt.Sprintf("o-%d", f), fmt.Sprintf("p-%d", f), fmt.Sprintf("b-%d", rng.IntN(50))
+	qty := int64(1 + rng.IntN(3))
+	total := contracts.Money{AmountMinor: l.Price.AmountMinor * qty, Currency: l.Price.Currency}
+	step := func() time.Time { at = at.Add(time.Duration(1+rng.IntN(90)) * time.Second); return at }
+	g.appendOne(ctx, "order", oid, 0, contracts.OrderPlaced{OrderID: oid, BuyerID: buyer, ListingID: l.ListingID,
+		SellerID: l.SellerID, Quantity: qty, UnitPrice: l.Price, Total: total, Channel: l.Channel,
+		Jurisdiction: l.Jurisdiction, Category: l.Category, Origin: l.Origin}, step(), true)
+	legs := []contracts.Posting{{Account: contracts.BuyerAccount(buyer), AmountMinor: -total.AmountMinor, Currency: total.Currency},
+		{Account: contracts.EscrowAccount(oid), AmountMinor: total.AmountMinor, Currency: total.Currency}}
+	g.appendOne(ctx, "payment", pid, 0, contracts.PaymentAuthorized{PaymentID: pid, OrderID: oid, BuyerID: buyer,
+		SellerID: l.SellerID, Channel: l.Channel, Jurisdiction: l.Jurisdiction, Category: l.Category, Amount: total,
+		PendingPostings: legs}, step(), true)
+	if rng.IntN(10) == 0 {
+		g.appendOne(ctx, "payment", pid, 1, contracts.PaymentVoided{PaymentID: pid, OrderID: oid, Amount: total, Reason: "buyer cancelled"}, step(), false)
+		g.appendOne(ctx, "order", oid, 1, contracts.OrderCancelled{OrderID: oid, Reason: "buyer cancelled"}, step(), false)
+		return
+	}
+	g.appendOne(ctx, "order", oid, 1, contracts.OrderConfirmed{OrderID: oid, PaymentID: pid}, step(), false)
+	g.appendOne(ctx, "payment", pid, 1, contracts.PaymentCaptured{PaymentID: pid, OrderID: oid, Amount: total, Postings: legs}, step(), true)
+	switch rng.IntN(4) {
+	case 0:
+		half := contracts.Money{AmountMinor: total.AmountMinor / 2, Currency: total.Currency}
+		g.appendOne(ctx, "payment", pid, 2, contracts.PaymentRefunded{PaymentID: pid, OrderID: oid, RefundID: "r-1", Amount: half,
+			Reason: "damaged", Postings: []contracts.Posting{
+				{Account: contracts.EscrowAccount(oid), AmountMinor: -half.AmountMinor, Currency: half.Currency},
+				{Account: contracts.AccountRefunds, AmountMinor: half.AmountMinor, Currency: half.Currency}}}, step(), false)
+	case 1, 2:
+		g.appendOne(ctx, "order", oid, 2, contracts.OrderShipped{OrderID: oid, Carrier: "JNE"}, step(), false)
+		g.appendOne(ctx, "order", oid, 3, contracts.OrderCompleted{OrderID: oid}, step(), false)
+		fee := total.AmountMinor / 20
+		g.appendOne(ctx, "payment", pid, 2, contracts.PaymentSettled{PaymentID: pid, OrderID: oid, SellerID: l.SellerID,
+			Gross: total, FeeMinor: fee, Net: contracts.Money{AmountMinor: total.AmountMinor - fee, Currency: total.Currency},
+			Postings: []contracts.Posting{
+				{Account: contracts.EscrowAccount(oid), AmountMinor: -total.AmountMinor, Currency: total.Currency},
+				{Account: contracts.SellerPayableAccount(l.SellerID), AmountMinor: total.AmountMinor - fee, Currency: total.Currency},
+				{Account: contracts.AccountPlatformFeeRevenue, AmountMinor: fee, Currency: total.Currency}}}, step(), false)
+	}
+}
+
+// appendViolation writes an order the freeze blocks, directly with the
+// store and without the fence, under a stale policy position: the log as a
+// broken service would leave it.
+func appendViolation(t testing.TB, st events.Store, orderID string, at time.Time) events.Appended {
+	t.Helper()
+	p := contracts.OrderPlaced{OrderID: orderID, BuyerID: "b-rogue", ListingID: "l-0", SellerID: "s-0", Quantity: 1,
+		UnitPrice: contracts.Money{AmountMinor: 100000, Currency: "IDR"}, Total: contracts.Money{AmountMinor: 100000, Currency: "IDR"},
+		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Origin: contracts.OriginDomestic}
+	typ, sv, data, err := contracts.Encode(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := st.Append(context.Background(), events.Decision{Aggregate: events.AggregateRef{Context: "order", ID: orderID},
+		Events: []events.Event{{ID: events.NewID(), Type: typ, SchemaVersion: sv, Source: "/ledger/rogue", AggregateID: orderID,
+			OccurredAt: at, Data: data}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// readAll reads the whole log into memory with decoded payloads.
+func readAll(t testing.TB, st events.Store) ([]events.Event, []any) {
+	t.Helper()
+	var evs []events.Event
+	var ps []any
+	for e, err := range st.Read(context.Background(), events.Query{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := DecodePayload(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, ps = append(evs, e), append(ps, p)
+	}
+	return evs, ps
+}
+
+// foldMem folds in-memory events into fresh models: the reference.
+func foldMem(t testing.TB, evs []events.Event, ps []any, keep func(*events.Event) bool) map[string][]byte {
+	t.Helper()
+	ms, err := NewModels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range evs {
+		if keep != nil && !keep(&evs[i]) {
+			continue
+		}
+		for _, m := range ms {
+			if err := m.Apply(evs[i], ps[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out := map[string][]byte{}
+	for _, m := range ms {
+		b, err := m.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[m.Name()] = b
+	}
+	return out
+}

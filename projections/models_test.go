@@ -1,0 +1,205 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+)
+
+func TestModelsOnGeneratedLog(t *testing.T) {
+	env := startEnv(t)
+	g := generate(t, env.store, genConfig{Seed: 7, Listings: 12, Flows: 120})
+	evs, ps := readAll(t, env.store)
+	if len(evs) != g.count {
+		t.Fatalf("read %d events, appended %d", len(evs), g.count)
+	}
+	ms, _ := NewModels()
+	ctx := context.Background()
+	if err := Rebuild(ctx, env.store, 0, ms); err != nil {
+		t.Fatal(err)
+	}
+	want := foldMem(t, evs, ps, nil)
+	for _, m := range ms {
+		got, _ := m.Snapshot()
+		if !bytes.Equal(got, want[m.Name()]) {
+			t.Errorf("%s: Rebuild and in-memory fold differ", m.Name())
+		}
+		// Restore then Snapshot gives the same bytes.
+		fresh, _ := NewModel(m.Name())
+		if err := fresh.Restore(got); err != nil {
+			t.Fatalf("%s: restore: %v", m.Name(), err)
+		}
+		again, _ := fresh.Snapshot()
+		if !bytes.Equal(got, again) {
+			t.Errorf("%s: snapshot does not survive Restore", m.Name())
+		}
+		if len(m.Rows().Columns) == 0 {
+			t.Errorf("%s: no columns", m.Name())
+		}
+	}
+	byName := map[string]Model{}
+	for _, m := range ms {
+		byName[m.Name()] = m
+	}
+	if n := byName[ModelViolations].(*Violations).Count(); n != 0 {
+		t.Errorf("compliant log has %d violations: %+v", n, byName[ModelViolations].(*Violations).List())
+	}
+	for cur, sum := range byName[ModelBalances].(*Balances).Totals() {
+		if sum != 0 {
+			t.Errorf("balances in %s sum to %d", cur, sum)
+		}
+	}
+	cat := byName[ModelCatalogue].(*Catalogue)
+	if !cat.Now().After(freezeAt) {
+		t.Fatalf("generated log ends at %s, before the freeze", cat.Now())
+	}
+	for _, id := range []string{"l-0", "l-1"} { // l-0 social commerce, l-1 marketplace
+		l, _ := cat.Listing(id)
+		social := l.Channel == contracts.ChannelSocialCommerce
+		if l.PromotionOnly != social || (social && l.Purchasable) || (!social && l.Stock > 0 && !l.Purchasable) {
+			t.Errorf("%s after the freeze: %+v", id, l)
+		}
+	}
+}
+
+func TestCatalogueFlagsBeforeFreeze(t *testing.T) {
+	c := NewCatalogue()
+	pos := uint64(0)
+	apply := func(v any, at time.Time) {
+		pos++
+		typ, _, _, err := contracts.Encode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(events.Event{Type: typ, Position: pos, OccurredAt: at, RecordedAt: at}, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(contracts.ListingCreated{ListingID: "l-1", SellerID: "s-1", Title: "t", Category: "fashion",
+		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Origin: contracts.OriginDomestic,
+		Price: contracts.Money{AmountMinor: 100, Currency: "IDR"}, Stock: 3}, dayStart)
+	apply(contracts.FreezeImposed{RuleID: "f", Scope: contracts.Scope{Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
+		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, LegalBasis: "x", Issuer: "y"}, dayStart)
+	if l, _ := c.Listing("l-1"); !l.Purchasable || l.PromotionOnly {
+		t.Errorf("before the effective instant: %+v", l)
+	}
+	apply(contracts.ListingStockChanged{ListingID: "l-1", Stock: 4, PreviousStock: 3}, freezeAt)
+	if l, _ := c.Listing("l-1"); l.Purchasable || !l.PromotionOnly || l.BlockedBy != "f" {
+		t.Errorf("at the effective instant: %+v", l)
+	}
+}
+
+// TestViolationsFindsWriteAroundTheFence writes a blocked order directly
+// with the store, without the fence and under a stale policy position, after
+// the freeze's effective instant: the audit must find it, by every clock.
+func TestViolationsFindsWriteAroundTheFence(t *testing.T) {
+	env := startEnv(t)
+	generate(t, env.store, genConfig{Seed: 3, Listings: 6, Flows: 40})
+	bad := appendViolation(t, env.store, "o-rogue", freezeAt.Add(time.Minute))
+	early := appendViolation(t, env.store, "o-early", freezeAt.Add(-time.Hour)) // stale policy only
+	v := NewViolations()
+	if err := Rebuild(context.Background(), env.store, 0, []Model{v}); err != nil {
+		t.Fatal(err)
+	}
+	got := v.List()
+	if len(got) != 2 {
+		t.Fatalf("want 2 violations, got %d: %+v", len(got), got)
+	}
+	if got[0].Position != bad.LastPosition || got[0].RuleID != "freeze-social-id" ||
+		strings.Join(got[0].Kinds, ",") != "business_time,stale_policy" {
+		t.Errorf("rogue order: %+v", got[0])
+	}
+	if got[1].Position != early.LastPosition || strings.Join(got[1].Kinds, ",") != "stale_policy" {
+		t.Errorf("early-dated order: %+v", got[1])
+	}
+	if v.Checked() == 0 || len(v.Rows().Rows) != 2 {
+		t.Errorf("checked %d, rows %d", v.Checked(), len(v.Rows().Rows))
+	}
+}
+
+// TestViolationKinds judges synthetic events on live clocks, where the
+// server's clock counts too.
+func TestViolationKinds(t *testing.T) {
+	eff := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	freeze := contracts.FreezeImposed{RuleID: "f", Scope: contracts.Scope{Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
+		BlockedOperations: contracts.FreezeOperations, EffectiveAt: eff, LegalBasis: "x", Issuer: "y"}
+	order := func(id string, ch contracts.Channel) contracts.OrderPlaced {
+		return contracts.OrderPlaced{OrderID: id, BuyerID: "b", ListingID: "l", SellerID: "s", Quantity: 1,
+			UnitPrice: contracts.Money{AmountMinor: 1, Currency: "IDR"}, Total: contracts.Money{AmountMinor: 1, Currency: "IDR"},
+			Channel: ch, Jurisdiction: "ID", Category: "c", Origin: contracts.OriginDomestic}
+	}
+	lift := contracts.FreezeLifted{RuleID: "f", EffectiveAt: eff.Add(time.Hour), LegalBasis: "x", Issuer: "y"}
+	tests := []struct {
+		name      string
+		occ, rec  time.Time
+		policyPos uint64
+		ch        contracts.Channel
+		lifted    bool
+		want      string
+	}{
+		{"before, fresh policy", eff.Add(-time.Minute), eff.Add(-time.Minute), 1, contracts.ChannelSocialCommerce, false, ""},
+		{"stamped early, stored after", eff.Add(-time.Second), eff.Add(time.Second), 1, contracts.ChannelSocialCommerce, false, "recorded_time"},
+		{"after", eff, eff, 1, contracts.ChannelSocialCommerce, false, "business_time,recorded_time"},
+		{"after, stale", eff, eff, 0, contracts.ChannelSocialCommerce, false, "business_time,recorded_time,stale_policy"},
+		{"out of scope", eff, eff, 0, contracts.ChannelMarketplace, false, ""},
+		{"after the lift", eff.Add(2 * time.Hour), eff.Add(2 * time.Hour), 2, contracts.ChannelSocialCommerce, true, ""},
+		{"stale before the effective instant", eff.Add(-time.Hour), eff.Add(-time.Hour), 0, contracts.ChannelSocialCommerce, false, "stale_policy"},
+	}
+	for _, tt := range tests {
+		v := NewViolations()
+		v.Apply(events.Event{Type: "policy.freeze_imposed", Position: 1, OccurredAt: eff.Add(-2 * time.Hour), RecordedAt: eff.Add(-2 * time.Hour)}, freeze)
+		pos := uint64(2)
+		if tt.lifted {
+			v.Apply(events.Event{Type: "policy.freeze_lifted", Position: 2, OccurredAt: eff, RecordedAt: eff}, lift)
+			pos = 3
+		}
+		v.Apply(events.Event{Type: "order.placed", Position: pos, OccurredAt: tt.occ, RecordedAt: tt.rec, PolicyPosition: tt.policyPos}, order("o", tt.ch))
+		got := ""
+		if l := v.List(); len(l) == 1 {
+			got = strings.Join(l[0].Kinds, ",")
+		}
+		if got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestBalancesRefuseUnbalancedPostings(t *testing.T) {
+	b := NewBalances()
+	// A body the checker would refuse: a model must still not trust it.
+	p := contracts.PaymentCaptured{PaymentID: "p", OrderID: "o", Amount: contracts.Money{AmountMinor: 5, Currency: "IDR"},
+		Postings: []contracts.Posting{{Account: "buyer:b", AmountMinor: -5, Currency: "IDR"}, {Account: "escrow:o", AmountMinor: 4, Currency: "IDR"}}}
+	err := b.Apply(events.Event{Type: "payment.captured", Position: 42}, p)
+	if err == nil || !strings.Contains(err.Error(), "position 42") {
+		t.Fatalf("got %v, want an error naming position 42", err)
+	}
+	// A snapshot whose balances do not sum to zero is refused on Restore.
+	if err := b.Restore([]byte(`{"balances":{"buyer:b":{"IDR":-5}},"pending":{},"authorizations":{}}`)); !errors.Is(err, events.ErrIntegrity) {
+		t.Errorf("restore of an unbalanced snapshot: %v", err)
+	}
+}
+
+func TestSellerSalesUseWIBDays(t *testing.T) {
+	s := NewSellerSales()
+	late := time.Date(2023, 10, 4, 17, 30, 0, 0, time.UTC) // 00:30 WIB on 5 October
+	p := contracts.OrderPlaced{OrderID: "o", BuyerID: "b", ListingID: "l", SellerID: "s-1", Quantity: 2,
+		UnitPrice: contracts.Money{AmountMinor: 10, Currency: "IDR"}, Total: contracts.Money{AmountMinor: 20, Currency: "IDR"}}
+	if err := s.Apply(events.Event{Type: "order.placed", OccurredAt: late}, p); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := s.Day("s-1", "2023-10-05", "IDR"); !ok || d.OrdersPlaced != 1 || d.PlacedMinor != 20 {
+		t.Errorf("got %+v %v", d, ok)
+	}
+}
+
+func TestUnknownModel(t *testing.T) {
+	if _, err := NewModel("nope"); !errors.Is(err, events.ErrNotFound) || !strings.Contains(err.Error(), "catalogue") {
+		t.Errorf("got %v", err)
+	}
+}
