@@ -271,11 +271,18 @@ func TestFreezeRace(t *testing.T) {
 		accepted = map[string]bool{}
 		refused  int
 	)
-	const workers, perWorker = 32, 40
+	// afterMax bounds the attempts each worker makes once the freeze is
+	// acknowledged: they prove the refusal, and every refused attempt costs
+	// the server a consumer for loading a new aggregate.
+	const workers, perWorker, afterMax = 32, 40, 3
 	for w := range workers {
 		wg.Go(func() {
+			refusedAfter := 0
 			for i := range perWorker {
 				_, after := frozenAt.Load("ack")
+				if after && refusedAfter == afterMax {
+					return
+				}
 				id := fmt.Sprintf("w%d-%d", w, i)
 				_, err := svcs[(w+i)%2].Authorize(context.Background(), auth(id, contracts.ChannelSocialCommerce, 100))
 				mu.Lock()
@@ -286,6 +293,9 @@ func TestFreezeRace(t *testing.T) {
 					accepted[id] = true
 				case errors.Is(err, events.ErrFrozen):
 					refused++
+					if after {
+						refusedAfter++
+					}
 				default:
 					t.Errorf("%s: %v", id, err)
 				}
