@@ -164,59 +164,46 @@ func (f *fakeListing) serve(t testing.TB, nc *nats.Conn) {
 	t.Cleanup(func() { svc.Stop() })
 	g := svc.AddGroup(listingPrefix)
 	for _, verb := range []string{"reserve_stock", "release_stock"} {
-		if err := g.AddEndpoint(verb, micro.HandlerFunc(func(req micro.Request) { go f.handle(verb, req) })); err != nil {
+		if err := g.AddEndpoint(verb, micro.HandlerFunc(func(req micro.Request) {
+			out := responder{nc: nc, reply: req.Reply()}
+			go f.handle(verb, req.Data(), out)
+		})); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
-func (f *fakeListing) handle(verb string, req micro.Request) {
+func (f *fakeListing) handle(verb string, data []byte, out responder) {
 	var c struct {
-		ListingID, OrderID, IdempotencyKey string
-		Quantity                           int64
+		ListingID      string `json:"listing_id"`
+		OrderID        string `json:"order_id"`
+		Quantity       int64  `json:"quantity"`
+		IdempotencyKey string `json:"idempotency_key"`
 	}
-	_ = json.Unmarshal(req.Data(), &c)
-	c.ListingID, c.OrderID, c.IdempotencyKey = field(req, "listing_id"), field(req, "order_id"), field(req, "idempotency_key")
-	meta := command.Meta{CommandID: events.NewID(), IdempotencyKey: c.IdempotencyKey, Command: json.RawMessage(req.Data())}
+	_ = json.Unmarshal(data, &c)
+	meta := command.Meta{CommandID: events.NewID(), IdempotencyKey: c.IdempotencyKey, Command: json.RawMessage(data)}
 	_, err := command.Run(context.Background(), f.runner, heldAggregate, c.ListingID, meta, nil,
 		func(s heldListing, _ struct{}, _ time.Time) ([]any, error) {
-			if verb == "release_stock" {
-				if s.held[c.OrderID] <= 0 {
-					return nil, &events.Error{Kind: events.KindNotFound, Field: "/order_id"}
-				}
-				return []any{contracts.ListingStockReleased{ListingID: s.ID, OrderID: c.OrderID, Quantity: s.held[c.OrderID],
-					Stock: s.Stock + s.held[c.OrderID], Reason: "released"}}, nil
-			}
-			if s.held[c.OrderID] > 0 {
+			held := s.held[c.OrderID]
+			switch {
+			case verb == "release_stock" && held <= 0:
+				return nil, &events.Error{Kind: events.KindNotFound, Field: "/order_id"}
+			case verb == "release_stock":
+				return []any{contracts.ListingStockReleased{ListingID: s.ID, OrderID: c.OrderID, Quantity: held,
+					Stock: s.Stock + held, Reason: "released"}}, nil
+			case held > 0:
 				return nil, nil
-			}
-			if s.Stock < int64(quantity(req)) {
+			case s.Stock < c.Quantity:
 				return nil, &events.Error{Kind: events.KindConflict, Field: "/quantity", Rule: "not enough stock"}
 			}
-			q := int64(quantity(req))
-			return []any{contracts.ListingStockReserved{ListingID: s.ID, OrderID: c.OrderID, Quantity: q, Stock: s.Stock - q}}, nil
+			return []any{contracts.ListingStockReserved{ListingID: s.ID, OrderID: c.OrderID, Quantity: c.Quantity,
+				Stock: s.Stock - c.Quantity}}, nil
 		})
 	if err != nil {
-		p := ProblemOf(err)
-		b, _ := json.Marshal(p)
-		_ = req.Error(itoa(p.Status), p.Detail, b)
+		out.fail(ProblemOf(err))
 		return
 	}
-	_ = req.Respond([]byte(`{}`))
-}
-
-func field(req micro.Request, name string) string {
-	var m map[string]any
-	_ = json.Unmarshal(req.Data(), &m)
-	s, _ := m[name].(string)
-	return s
-}
-
-func quantity(req micro.Request) float64 {
-	var m map[string]any
-	_ = json.Unmarshal(req.Data(), &m)
-	q, _ := m["quantity"].(float64)
-	return q
+	out.ok(struct{}{})
 }
 
 // fakePayment answers authorize and void like the payment service: one

@@ -7,6 +7,7 @@ require (
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
 	github.com/nats-io/nats.go v1.55.0
+	pgregory.net/rapid v1.3.0
 )
 
 require (

@@ -185,10 +185,14 @@ func (s *Service) Serve(nc *nats.Conn, opts ...ServeOption) (micro.Service, erro
 		h := micro.HandlerFunc(func(req micro.Request) {
 			// Decisions wait on the log; deciding them one at a time per
 			// endpoint would serialise unrelated orders.
+			// The reply is published on the connection, not through req:
+			// micro reads req's state when the handler returns.
 			sem <- struct{}{}
+			out := responder{nc: nc, reply: req.Reply()}
+			data, corr := req.Data(), req.Headers().Get("Ledger-Correlation-Id")
 			go func() {
 				defer func() { <-sem }()
-				s.respond(name, req)
+				s.respond(name, data, corr, out)
 			}()
 		})
 		if err := g.AddEndpoint(contracts.ServiceOrder+"_"+verb, h, micro.WithEndpointSubject(verb),
@@ -200,32 +204,53 @@ func (s *Service) Serve(nc *nats.Conn, opts ...ServeOption) (micro.Service, erro
 	return svc, nil
 }
 
-func (s *Service) respond(name string, req micro.Request) {
+func (s *Service) respond(name string, data []byte, corr string, out responder) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if corr := req.Headers().Get("Ledger-Correlation-Id"); corr != "" {
+	if corr != "" {
 		ctx = WithCorrelationID(ctx, corr)
 	}
-	if !json.Valid(req.Data()) {
-		respondError(req, Problem{Type: "urn:ledger:problem:malformed", Title: "malformed", Status: 400,
+	if !json.Valid(data) {
+		out.fail(Problem{Type: "urn:ledger:problem:malformed", Title: "malformed", Status: 400,
 			Detail: "the request body is not one JSON value"})
 		return
 	}
-	r, err := s.Handle(ctx, name, req.Data())
+	r, err := s.Handle(ctx, name, data)
 	if err != nil {
-		respondError(req, ProblemOf(err))
+		out.fail(ProblemOf(err))
 		return
 	}
-	_ = req.RespondJSON(r)
+	out.ok(r)
 }
 
-func respondError(req micro.Request, p Problem) {
+// responder answers one request in the micro service's wire format.
+type responder struct {
+	nc    *nats.Conn
+	reply string
+}
+
+func (r responder) ok(v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		r.fail(ProblemOf(err))
+		return
+	}
+	_ = r.nc.Publish(r.reply, body)
+}
+
+// fail sends a micro error: the status as the code ("423 frozen" for a
+// policy refusal), the detail as the description, the Problem as the body.
+func (r responder) fail(p Problem) {
 	body, _ := json.Marshal(p)
 	code := itoa(p.Status)
 	if p.Status == 423 {
 		code = "423 frozen"
 	}
-	_ = req.Error(code, p.Detail, body)
+	m := nats.NewMsg(r.reply)
+	m.Header.Set(micro.ErrorHeader, p.Detail)
+	m.Header.Set(micro.ErrorCodeHeader, code)
+	m.Data = body
+	_ = r.nc.PublishMsg(m)
 }
 
 func itoa(n int) string {
