@@ -141,7 +141,9 @@ func (m *Balances) Restore(data []byte) error {
 }
 
 // Balance returns an account's balance in a currency.
-func (m *Balances) Balance(account, currency string) int64 { return m.state.Balances[account][currency] }
+func (m *Balances) Balance(account, currency string) int64 {
+	return m.state.Balances[account][currency]
+}
 
 // Totals returns the sum per currency over all accounts (zero when sound).
 func (m *Balances) Totals() map[string]int64 {

@@ -79,6 +79,7 @@ type generator struct {
 	policy   uint64 // position of the newest policy event
 	mu       sync.Mutex
 	count    int
+	next     int // the next flow number
 }
 
 func generate(t testing.TB, st events.Store, cfg genConfig) *generator {
@@ -93,9 +94,12 @@ func generate(t testing.TB, st events.Store, cfg genConfig) *generator {
 	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
 	g.createListings(rng)
 	g.imposeFreeze(freezeAt, "freeze-social-id")
-	g.runFlows()
+	g.runFlows(cfg.Flows, cfg.Workers, cfg.Seed)
 	return g
 }
+
+// more appends n more checkouts, later in the business day.
+func (g *generator) more(n, workers int, seed uint64) { g.runFlows(n, workers, seed) }
 
 func (g *generator) appendOne(ctx context.Context, ctxName, id string, ver uint64, v any, at time.Time, fence bool) events.Appended {
 	g.t.Helper()
@@ -150,14 +154,16 @@ func (g *generator) imposeFreeze(at time.Time, id string) {
 
 // runFlows runs the checkouts on several workers, so that positions
 // interleave and business time is not monotonic in position.
-func (g *generator) runFlows() {
+func (g *generator) runFlows(n, workers int, seed uint64) {
 	var wg sync.WaitGroup
-	for w := range g.cfg.Workers {
+	first := g.next
+	g.next += n
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(g.cfg.Seed, uint64(w)+100))
-			for f := w; f < g.cfg.Flows; f += g.cfg.Workers {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)+100))
+			for f := first + w; f < first+n; f += workers {
 				g.flow(rng, f)
 			}
 		}()
@@ -278,3 +284,5 @@ func foldMem(t testing.TB, evs []events.Event, ps []any, keep func(*events.Event
 	}
 	return out
 }
+
+func jetstreamWait() jetstream.FetchOpt { return jetstream.FetchMaxWait(2 * time.Second) }

@@ -185,6 +185,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func itoa(n int64) string   { return strconv.FormatInt(n, 10) }
-func utoa(n uint64) string  { return strconv.FormatUint(n, 10) }
-func btoa(b bool) string    { return strconv.FormatBool(b) }
+func itoa(n int64) string  { return strconv.FormatInt(n, 10) }
+func utoa(n uint64) string { return strconv.FormatUint(n, 10) }
+func btoa(b bool) string   { return strconv.FormatBool(b) }

@@ -36,6 +36,7 @@ type runner struct {
 	lastCommit time.Time
 	ackMsg     jetstream.Msg
 	head       atomic.Uint64 // the log's head as last seen
+	committed  atomic.Uint64 // ckpt.Position, for readers
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -85,6 +86,7 @@ func (r *runner) restore(ctx context.Context) error {
 		return err
 	}
 	r.ckpt, r.rev, r.applied = c, rev, c.Position
+	r.committed.Store(c.Position)
 	r.clocks = clocks{maxOcc: c.MaxOccurredAt, segMin: c.SegMinOccAt, lastSnap: c.LastSnapshot}
 	r.lastCommit = time.Now()
 	return nil
@@ -272,6 +274,7 @@ func (r *runner) commit(ctx context.Context) error {
 		_ = r.eng.st.obj.Delete(ctx, old) // an orphan costs space, not correctness
 	}
 	r.ckpt, r.rev, r.lastCommit = c, rev, time.Now()
+	r.committed.Store(c.Position)
 	if r.ackMsg != nil {
 		_ = r.ackMsg.Ack() // AckAll: everything up to the checkpoint
 	}
@@ -321,7 +324,7 @@ func (r *runner) status() Status {
 	if h := r.head.Load(); h > r.applied {
 		lag = h - r.applied
 	}
-	return Status{Model: r.name, Version: r.version, Applied: r.applied, Committed: r.ckpt.Position, Lag: lag, Err: r.err}
+	return Status{Model: r.name, Version: r.version, Applied: r.applied, Committed: r.committed.Load(), Lag: lag, Err: r.err}
 }
 
 // wait blocks until the runner has applied pos, failed, or ctx ends.
