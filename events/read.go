@@ -117,9 +117,28 @@ func (s *JetStreamStore) headIsCurrent(ctx context.Context, ref AggregateRef, v 
 	return m != nil && m.Sequence == h.seq, nil
 }
 
+// loadOrdered reads an aggregate from the stream leader: message by message
+// for the first loadGets events (no server-side consumer to create and clean
+// up, which thousands of loads a second would pile up), then, for a long
+// aggregate, with an ordered consumer from where it stopped.
 func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]Event, error) {
 	var all []Event
-	for e, err := range s.read(ctx, []string{ref.Subject()}, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, 0) {
+	subj := ref.Subject()
+	from := uint64(1)
+	for range loadGets {
+		m, err := s.msgGet(ctx, map[string]any{"seq": from, "next_by_subj": subj})
+		if err != nil || m == nil {
+			return all, err
+		}
+		e, err := decodeStored(m.Subject, m.Header, m.Data, m.Sequence, m.Time)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, e)
+		from = m.Sequence + 1
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	for e, err := range s.read(ctx, []string{subj}, cfg, 0) {
 		if err != nil {
 			return nil, err
 		}
@@ -127,6 +146,10 @@ func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]E
 	}
 	return all, nil
 }
+
+// loadGets is how many events Load fetches one by one before it opens a
+// consumer for the rest.
+const loadGets = 32
 
 // Read implements Store.
 func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, error] {
