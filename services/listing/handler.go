@@ -18,8 +18,8 @@ import (
 const ServiceName = "ledger-listing"
 
 // SubjectPrefix is the subject group of the service's endpoints: a command
-// "listing.<verb>" is served on "ledger.svc.listing.<verb>".
-const SubjectPrefix = "ledger.svc.listing"
+// "listing.<verb>" is served on "svc.ledger.listing.<verb>".
+const SubjectPrefix = "svc.ledger.listing"
 
 // MaxInFlight bounds the requests one Serve decides at the same time; more
 // wait in the subscription's pending queue.
@@ -155,7 +155,7 @@ func WithSubjectPrefix(prefix string) ServeOption {
 
 // Serve exposes every listing command over NATS request-reply as the micro
 // service ServiceName: the command "listing.<verb>" is the endpoint
-// "listing_<verb>" on subject "ledger.svc.listing.<verb>", its request the
+// "listing_<verb>" on subject "svc.ledger.listing.<verb>", its request the
 // command's JSON body and its reply a Reply, or a micro error whose code is
 // the problem status ("423 frozen" for a policy refusal) and whose data is
 // the JSON Problem.

@@ -35,7 +35,7 @@ type CheckoutConfig struct {
 	// RequestTimeout bounds one request to another service; 5 s when zero.
 	RequestTimeout time.Duration
 	// ListingSubject and PaymentSubject are the services' subject prefixes;
-	// "ledger.svc.listing" and "ledger.svc.payment" when empty.
+	// "svc.ledger.listing" and "svc.ledger.payment" when empty.
 	ListingSubject string
 	PaymentSubject string
 	// Bucket and Key name the checkpoint in JetStream KV; "ledger_checkout"
@@ -69,10 +69,10 @@ func NewCheckout(cfg CheckoutConfig) *Checkout {
 		cfg.RequestTimeout = 5 * time.Second
 	}
 	if cfg.ListingSubject == "" {
-		cfg.ListingSubject = "ledger.svc.listing"
+		cfg.ListingSubject = "svc.ledger.listing"
 	}
 	if cfg.PaymentSubject == "" {
-		cfg.PaymentSubject = "ledger.svc.payment"
+		cfg.PaymentSubject = "svc.ledger.payment"
 	}
 	if cfg.Bucket == "" {
 		cfg.Bucket = "ledger_checkout"

@@ -18,8 +18,8 @@ import (
 const ServiceName = "ledger-order"
 
 // SubjectPrefix is the subject group of the service's endpoints: a command
-// "order.<verb>" is served on "ledger.svc.order.<verb>".
-const SubjectPrefix = "ledger.svc.order"
+// "order.<verb>" is served on "svc.ledger.order.<verb>".
+const SubjectPrefix = "svc.ledger.order"
 
 // MaxInFlight bounds the requests one Serve decides at the same time; more
 // wait in the subscription's pending queue.
@@ -164,7 +164,7 @@ func WithSubjectPrefix(prefix string) ServeOption {
 
 // Serve exposes every order command over NATS request-reply as the micro
 // service ServiceName: the command "order.<verb>" is the endpoint
-// "order.<verb>" on subject "ledger.svc.order.<verb>", its request the
+// "order.<verb>" on subject "svc.ledger.order.<verb>", its request the
 // command's JSON body and its reply a Reply, or a micro error whose code is
 // the problem status ("423 frozen" for a policy refusal) and whose data is
 // the JSON Problem.
