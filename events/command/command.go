@@ -184,8 +184,12 @@ func Load[S any](ctx context.Context, r *Runner, agg Aggregate[S], id string) (S
 func load[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.AggregateRef) (S, uint64, error) {
 	state, version := agg.Initial(ref.ID), uint64(0)
 	if agg.Clone != nil {
+		// Two aggregates with different state types over one context (a
+		// service's own and another's view of it) never share an entry.
 		if c, ok := r.cache.get(ref); ok {
-			state, version = agg.Clone(c.state.(S)), c.version
+			if cs, ok := c.state.(S); ok {
+				state, version = agg.Clone(cs), c.version
+			}
 		}
 	}
 	evs, err := r.Store.Load(ctx, ref, version)

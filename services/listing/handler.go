@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -26,7 +27,15 @@ const SubjectPrefix = "svc.ledger.listing"
 const MaxInFlight = 256
 
 // Aggregate is the listing decider as the command runner sees it.
-var Aggregate = command.Aggregate[Listing]{Context: contracts.ServiceListing, Initial: Initial, Evolve: Evolve}
+var Aggregate = command.Aggregate[Listing]{Context: contracts.ServiceListing, Initial: Initial, Evolve: Evolve, Clone: Clone}
+
+// Clone returns a deep copy of a listing, so that the command runner can
+// keep it between commands.
+func Clone(l Listing) Listing {
+	l.Reserved = maps.Clone(l.Reserved)
+	l.Released = maps.Clone(l.Released)
+	return l
+}
 
 // PolicySnapshot returns the policy a decision is made under; refresh asks
 // for the store's newest policy after a fenced append was refused.

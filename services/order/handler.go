@@ -26,7 +26,10 @@ const SubjectPrefix = "svc.ledger.order"
 const MaxInFlight = 256
 
 // Aggregate is the order decider as the command runner sees it.
-var Aggregate = command.Aggregate[Order]{Context: contracts.ServiceOrder, Initial: Initial, Evolve: Evolve}
+// An Order holds only values, so a copy is a clone: the command runner may
+// keep it between commands.
+var Aggregate = command.Aggregate[Order]{Context: contracts.ServiceOrder, Initial: Initial, Evolve: Evolve,
+	Clone: func(o Order) Order { return o }}
 
 // PolicySnapshot returns the policy a decision is made under; refresh asks
 // for the store's newest policy after a fenced append was refused.

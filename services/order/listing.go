@@ -33,6 +33,8 @@ var ListingAggregate = command.Aggregate[Listing]{
 	Context: contracts.ServiceListing,
 	Initial: func(id string) Listing { return Listing{ID: id} },
 	Evolve:  EvolveListing,
+	// The view holds only values: a copy is a clone.
+	Clone: func(l Listing) Listing { return l },
 }
 
 // EvolveListing applies one listing event to the view.

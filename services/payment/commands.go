@@ -3,6 +3,8 @@ package payment
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -46,7 +48,16 @@ func (s *Service) Handle(ctx context.Context, cmd any) (command.Result[State], e
 }
 
 // aggregate describes the payment decider to the command runner.
-var aggregate = command.Aggregate[State]{Context: contracts.ServicePayment, Initial: Initial, Evolve: Evolve}
+var aggregate = command.Aggregate[State]{Context: contracts.ServicePayment, Initial: Initial, Evolve: Evolve, Clone: Clone}
+
+// Clone returns a deep copy of a payment, so that the command runner can
+// keep it between commands.
+func Clone(s State) State {
+	s.RefundIDs = slices.Clone(s.RefundIDs)
+	s.Pending = slices.Clone(s.Pending)
+	s.Balances = maps.Clone(s.Balances)
+	return s
+}
 
 // Authorize reserves the order's total as a pending transfer, fenced by the
 // policy timeline: it is refused with KindFrozen while a freeze in its
