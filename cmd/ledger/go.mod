@@ -3,9 +3,15 @@ module github.com/marketledger/ledger/cmd/ledger
 go 1.26.0
 
 require (
-	github.com/marketledger/ledger/events v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/contracts v0.0.0
+	github.com/marketledger/ledger/events v0.0.0
+	github.com/marketledger/ledger/services/listing v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/services/order v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/services/payment v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/services/policy v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
 	go.uber.org/zap v1.28.0
 )
@@ -19,6 +25,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
@@ -27,14 +34,29 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	github.com/synadia-io/orbit.go/jetstreamext v0.3.2 // indirect
 	github.com/synadia-io/orbit.go/natsext v0.1.3 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
 replace github.com/marketledger/ledger/events => ../../events
+
+replace github.com/marketledger/ledger/contracts => ../../contracts
+
+replace github.com/marketledger/ledger/services/listing => ../../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../../services/policy

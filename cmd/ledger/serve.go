@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
 	"github.com/nats-io/nats.go"
@@ -102,7 +103,7 @@ func openNode(ctx context.Context, g *globals, host string, port, replicas int, 
 		n.Close()
 		return nil, err
 	}
-	if n.store, err = events.NewJetStreamStore(cctx, nc, events.WithLogger(log)); err != nil {
+	if n.store, err = events.NewJetStreamStore(cctx, nc, events.WithLogger(log), events.WithTypeChecker(contracts.Checker{})); err != nil {
 		n.Close()
 		return nil, err
 	}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/market"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+)
+
+type demoOpts struct {
+	seed  uint64
+	scale string
+}
+
+func newDemoCmd(g *globals) *cobra.Command {
+	o := &demoOpts{}
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Play 4 October 2023, the day TikTok Shop Indonesia closed checkout, and report",
+		Long: `demo plays 4 October 2023 (WIB) on a simulated business clock with a seeded
+marketplace: sellers list goods on the marketplace and on social commerce,
+buyers check out, cancel and get refunds, sellers cut prices before the
+closure, and payments are settled. At 09:00 the regulator's freeze is appended
+(Permendag 31/2023: social commerce in Indonesia, effective 17:00 WIB). After
+17:00 social-commerce checkouts are refused while marketplace trade and refunds
+go on. It then takes regulator snapshots as of 16:59:59 and 17:00:00 WIB,
+verifies them, and prints the report.
+
+It runs on its own embedded NATS server (a free loopback port) in a fresh data
+directory, which it keeps: 'ledger replay', 'trace' and 'snapshot' work on it
+afterwards with --data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sc, ok := market.Scales[o.scale]
+			if !ok {
+				return usagef("unknown scale %q: use small or day", o.scale)
+			}
+			dir, err := demoDataDir(g, cmd.Flags().Changed("data"))
+			if err != nil {
+				return err
+			}
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), dir, o.seed, sc, g.json)
+		},
+	}
+	c.Flags().Uint64Var(&o.seed, "seed", 20231004, "seed of the simulated marketplace (the same seed gives the same day)")
+	c.Flags().StringVar(&o.scale, "scale", "small", "size of the day: small (about a minute) or day (over a million events)")
+	return c
+}
+
+// demoDataDir returns a fresh directory: the one given with --data, which
+// must be empty or absent, or a new temporary one.
+func demoDataDir(g *globals, given bool) (string, error) {
+	if !given {
+		return os.MkdirTemp("", "ledger-demo-")
+	}
+	entries, err := os.ReadDir(g.dataDir)
+	if err == nil && len(entries) > 0 {
+		return "", usagef("data directory %s is not empty (it may hold another ledger): the demo needs a fresh one", g.dataDir)
+	}
+	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+		return "", usagef("data directory %s: %v", g.dataDir, err)
+	}
+	return filepath.Abs(g.dataDir)
+}
+
+// demoReport is the demo's result; its JSON form is documented in
+// docs/demo.md and kept stable.
+type demoReport struct {
+	Seed                uint64                    `json:"seed"`
+	Scale               string                    `json:"scale"`
+	Events              uint64                    `json:"events"`
+	DataDir             string                    `json:"data_dir"`
+	Violations          int                       `json:"violations"`
+	Checkouts           map[string]*market.Counts `json:"checkouts"`
+	PriceCuts           int                       `json:"price_cuts"`
+	RefundsBeforeFreeze int                       `json:"refunds_before_freeze"`
+	RefundsDuringFreeze int                       `json:"refunds_during_freeze"`
+	Settlements         int                       `json:"settlements"`
+	SettlementsDuring   int                       `json:"settlements_during_freeze"`
+	FreezePosition      uint64                    `json:"freeze_position"`
+	PostingsSumZero     bool                      `json:"postings_sum_zero"`
+	Balances            []balanceRow              `json:"balances"`
+	Snapshots           []snapshotReport          `json:"snapshots"`
+	ElapsedMS           int64                     `json:"elapsed_ms"`
+}
+
+type balanceRow struct {
+	Account     string `json:"account"`
+	Currency    string `json:"currency"`
+	AmountMinor int64  `json:"amount_minor"`
+}
+
+type snapshotReport struct {
+	AsOf     string `json:"as_of"`
+	Position uint64 `json:"position"`
+	Root     string `json:"root"`
+	Bundle   string `json:"bundle"`
+	Verified bool   `json:"verified"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uint64, sc market.Scale, asJSON bool) error {
+	start := time.Now()
+	g := &globals{dataDir: dir}
+	n, err := openNode(ctx, g, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	clock := &market.Clock{}
+	st, err := newStack(ctx, n.store, clock.Now)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bar := progressbar.NewOptions(0, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("playing 4 Oct 2023"),
+		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	out, err := market.Play(ctx, market.Services{Listing: st.listing, Order: st.order, Payment: st.payment, Policy: st.policy},
+		clock, seed, sc, func(done, total int) { bar.ChangeMax(total); bar.Set(done) })
+	bar.Finish()
+	if err != nil {
+		return err
+	}
+	rep := &demoReport{Seed: seed, Scale: sc.Name, DataDir: dir, Checkouts: map[string]*market.Counts{},
+		PriceCuts: out.PriceCuts, RefundsBeforeFreeze: out.RefundsBeforeFreeze, RefundsDuringFreeze: out.RefundsDuringFreeze,
+		Settlements: out.Settlements, SettlementsDuring: out.SettlementsDuring, FreezePosition: out.FreezePosition}
+	for ch, c := range out.Checkouts {
+		rep.Checkouts[string(ch)] = c
+	}
+	if err := examine(ctx, n, rep, stderr); err != nil {
+		return err
+	}
+	rep.ElapsedMS = time.Since(start).Milliseconds()
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printReport(stdout, rep)
+	return nil
+}
+
+func printReport(w io.Writer, r *demoReport) {
+	fmt.Fprintf(w, "4 October 2023, WIB: seed %d, scale %s, %d events in %s\n", r.Seed, r.Scale, r.Events, r.DataDir)
+	fmt.Fprintf(w, "freeze %q (%s) appended at 09:00 at position %d, effective 17:00\n\n", market.FreezeRuleID, market.LegalBasis, r.FreezePosition)
+	fmt.Fprintf(w, "%-16s %10s %10s %10s %10s %10s\n", "checkouts", "before", "after", "refused", "no stock", "cancelled")
+	chans := make([]string, 0, len(r.Checkouts))
+	for ch := range r.Checkouts {
+		chans = append(chans, ch)
+	}
+	sort.Strings(chans)
+	for _, ch := range chans {
+		c := r.Checkouts[ch]
+		fmt.Fprintf(w, "%-16s %10d %10d %10d %10d %10d\n", ch, c.AcceptedBefore, c.AcceptedAfter, c.RefusedBefore+c.RefusedAfter, c.OutOfStock, c.Cancelled)
+	}
+	fmt.Fprintf(w, "\nrefunds: %d before 17:00, %d during the freeze; settlements: %d (%d during); price cuts before the closure: %d\n",
+		r.RefundsBeforeFreeze, r.RefundsDuringFreeze, r.Settlements, r.SettlementsDuring, r.PriceCuts)
+	fmt.Fprintf(w, "postings sum to zero per currency: %t; violations of the freeze: %d\n", r.PostingsSumZero, r.Violations)
+	for _, b := range r.Balances {
+		fmt.Fprintf(w, "  %-28s %s %18d\n", b.Account, b.Currency, b.AmountMinor)
+	}
+	for _, s := range r.Snapshots {
+		fmt.Fprintf(w, "snapshot as of %s: position %d, root %s, verified %t  %s\n", s.AsOf, s.Position, s.Root, s.Verified, s.Bundle)
+	}
+	fmt.Fprintf(w, "done in %.1f s\n", float64(r.ElapsedMS)/1000)
+}
