@@ -190,4 +190,3 @@ func TestBlueGreen(t *testing.T) {
 type ordersV2 struct{ *Orders }
 
 func (*ordersV2) Version() int { return 2 }
-

@@ -48,6 +48,7 @@ type clocks struct {
 	maxOcc       time.Time
 	segMin       time.Time
 	lastSnap     uint64
+	lastBusiness uint64
 }
 
 // see folds one event's clocks.
@@ -56,6 +57,7 @@ func (c *clocks) see(e *events.Event) {
 	if !isBusiness(e) {
 		return
 	}
+	c.lastBusiness = e.Position
 	if e.OccurredAt.After(c.maxOcc) {
 		c.maxOcc = e.OccurredAt
 	}
@@ -87,7 +89,7 @@ func (r *runner) restore(ctx context.Context) error {
 	}
 	r.ckpt, r.rev, r.applied = c, rev, c.Position
 	r.committed.Store(c.Position)
-	r.clocks = clocks{maxOcc: c.MaxOccurredAt, segMin: c.SegMinOccAt, lastSnap: c.LastSnapshot}
+	r.clocks = clocks{maxOcc: c.MaxOccurredAt, segMin: c.SegMinOccAt, lastSnap: c.LastSnapshot, lastBusiness: c.LastBusiness}
 	r.lastCommit = time.Now()
 	return nil
 }
@@ -146,17 +148,23 @@ func (r *runner) run(ctx context.Context, cons jetstream.Consumer) {
 		}
 		r.publish()
 		if r.due() {
-			if err := r.commit(ctx); err != nil && ctx.Err() == nil {
+			if err := r.commitDetached(ctx); err != nil {
 				r.fail(err)
 				return
 			}
 		}
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := r.commit(cctx); err != nil {
+	if err := r.commitDetached(ctx); err != nil {
 		r.fail(err)
 	}
+}
+
+// commitDetached commits with a context Stop does not cancel: a commit cut
+// off half way leaves its outcome unknown.
+func (r *runner) commitDetached(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return r.commit(cctx)
 }
 
 // handle applies one delivered message, in order, at most once.
@@ -198,7 +206,9 @@ func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
 	r.clocks.see(&e)
 	r.advance(seq, msg)
 	if seq >= r.clocks.lastSnap+r.eng.cfg.SnapshotEvery {
-		return r.snapshotAsOf(ctx, seq)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return r.snapshotAsOf(sctx, seq)
 	}
 	return nil
 }
@@ -227,7 +237,8 @@ func (r *runner) snapshotAsOf(ctx context.Context, pos uint64) error {
 		return err
 	}
 	se := SnapshotEntry{Model: r.name, Version: r.version, Position: pos, RecordedAt: r.clocks.lastRecorded.UTC(),
-		MaxOccurredAt: r.clocks.maxOcc.UTC(), SegMinOccurredAt: r.clocks.segMin.UTC(), Object: name, SHA256: digest, Size: len(body)}
+		MaxOccurredAt: r.clocks.maxOcc.UTC(), SegMinOccurredAt: r.clocks.segMin.UTC(), LastBusiness: r.clocks.lastBusiness,
+		Object: name, SHA256: digest, Size: len(body)}
 	if err := r.eng.st.putIndex(ctx, se); err != nil {
 		return err
 	}
@@ -265,10 +276,17 @@ func (r *runner) commit(ctx context.Context) error {
 		return err
 	}
 	c := Checkpoint{Model: r.name, Version: r.version, Position: pos, Object: name, SHA256: digest, Size: len(body),
-		MaxOccurredAt: r.clocks.maxOcc.UTC(), SegMinOccAt: r.clocks.segMin.UTC(), LastSnapshot: r.clocks.lastSnap}
+		MaxOccurredAt: r.clocks.maxOcc.UTC(), SegMinOccAt: r.clocks.segMin.UTC(), LastSnapshot: r.clocks.lastSnap,
+		LastBusiness: r.clocks.lastBusiness}
 	rev, err := r.eng.st.commitCheckpoint(ctx, c, r.rev)
 	if err != nil {
-		return err
+		// An earlier commit whose answer was lost may have landed: the
+		// record then names our own object, and is ours to adopt.
+		got, grev, lerr := r.eng.st.loadCheckpoint(ctx, r.name, r.version)
+		if lerr != nil || got.Object != name || got.SHA256 != digest {
+			return err
+		}
+		rev = grev
 	}
 	if old := r.ckpt.Object; old != "" && old != name {
 		_ = r.eng.st.obj.Delete(ctx, old) // an orphan costs space, not correctness

@@ -41,6 +41,7 @@ type Checkpoint struct {
 	MaxOccurredAt time.Time `json:"max_occurred_at,omitzero"`
 	SegMinOccAt   time.Time `json:"seg_min_occurred_at,omitzero"`
 	LastSnapshot  uint64    `json:"last_snapshot"`
+	LastBusiness  uint64    `json:"last_business"`
 }
 
 // SnapshotEntry is one entry of the as-of snapshot index: the model's state
@@ -60,9 +61,12 @@ type SnapshotEntry struct {
 	// the previous entry up to Position (zero if there were none): a
 	// business-time query before it needs nothing from that segment.
 	SegMinOccurredAt time.Time `json:"seg_min_occurred_at,omitzero"`
-	Object           string    `json:"object"`
-	SHA256           string    `json:"sha256"`
-	Size             int       `json:"size"`
+	// LastBusiness is the position of the last business event at or
+	// before Position (0 if none).
+	LastBusiness uint64 `json:"last_business"`
+	Object       string `json:"object"`
+	SHA256       string `json:"sha256"`
+	Size         int    `json:"size"`
 }
 
 type storage struct {
@@ -106,8 +110,8 @@ func checkpointKey(model string, version int) string {
 	return "ckpt." + model + ".v" + strconv.Itoa(version)
 }
 
-func indexPrefix(model string, version int) string {
-	return "idx." + model + ".v" + strconv.Itoa(version) + "."
+func indexKey(model string, version int) string {
+	return "idx." + model + ".v" + strconv.Itoa(version)
 }
 
 func activeKey(model string) string { return "active." + model }
@@ -178,40 +182,46 @@ func (s *storage) commitCheckpoint(ctx context.Context, c Checkpoint, rev uint64
 	return n, nil
 }
 
-// putIndex records an as-of snapshot.
+// putIndex adds an as-of snapshot to the model version's index. The index
+// is one KV value per model version, so that a query reads it with one
+// direct get; only that version's runner writes it.
 func (s *storage) putIndex(ctx context.Context, e SnapshotEntry) error {
-	b, _ := json.Marshal(e)
-	key := fmt.Sprintf("%s%020d", indexPrefix(e.Model, e.Version), e.Position)
-	if _, err := s.kv.Put(ctx, key, b); err != nil {
+	es, rev, err := s.index(ctx, e.Model, e.Version)
+	if err != nil {
+		return err
+	}
+	es = slices.DeleteFunc(es, func(x SnapshotEntry) bool { return x.Position >= e.Position }) // a rerun after a crash rewrites the same entries
+	es = append(es, e)
+	b, _ := json.Marshal(es)
+	key := indexKey(e.Model, e.Version)
+	if rev == 0 {
+		_, err = s.kv.Create(ctx, key, b)
+	} else {
+		_, err = s.kv.Update(ctx, key, b, rev)
+	}
+	if err != nil {
 		return &events.Error{Op: "projections.snapshot", Kind: events.KindUnavailable, Field: key, Err: err}
 	}
 	return nil
 }
 
-// index returns a model version's snapshot index, by position.
-func (s *storage) index(ctx context.Context, model string, version int) ([]SnapshotEntry, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, indexPrefix(model, version)+"*")
+// index returns a model version's snapshot index by position, and its KV
+// revision (0 if there is none).
+func (s *storage) index(ctx context.Context, model string, version int) ([]SnapshotEntry, uint64, error) {
+	key := indexKey(model, version)
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
 	if err != nil {
-		return nil, &events.Error{Op: "projections.index", Kind: events.KindUnavailable, Err: err}
+		return nil, 0, &events.Error{Op: "projections.index", Kind: events.KindUnavailable, Field: key, Err: err}
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
+	var es []SnapshotEntry
+	if err := json.Unmarshal(e.Value(), &es); err != nil {
+		return nil, 0, &events.Error{Op: "projections.index", Kind: events.KindIntegrity, Field: key, Err: err}
 	}
-	out := make([]SnapshotEntry, 0, len(keys))
-	for _, k := range keys {
-		e, err := s.kv.Get(ctx, k)
-		if err != nil {
-			return nil, &events.Error{Op: "projections.index", Kind: events.KindUnavailable, Field: k, Err: err}
-		}
-		var se SnapshotEntry
-		if err := json.Unmarshal(e.Value(), &se); err != nil {
-			return nil, &events.Error{Op: "projections.index", Kind: events.KindIntegrity, Field: k, Err: err}
-		}
-		out = append(out, se)
-	}
-	sortEntries(out)
-	return out, nil
+	sortEntries(es)
+	return es, e.Revision(), nil
 }
 
 func sortEntries(es []SnapshotEntry) {

@@ -1,0 +1,234 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/marketledger/ledger/events"
+)
+
+// bounds are the log's ends, which every as-of is checked against.
+type bounds struct {
+	head          uint64
+	first         uint64
+	firstRecorded time.Time
+	lastRecorded  time.Time
+}
+
+func (q *Querier) bounds(ctx context.Context) (bounds, error) {
+	const op = "projections.AsOf"
+	var b bounds
+	var err error
+	if b.head, err = q.store.LastPosition(ctx); err != nil {
+		return b, err
+	}
+	q.mu.Lock()
+	b.first, b.firstRecorded = q.first, q.firstRecorded
+	q.mu.Unlock()
+	if b.first == 0 {
+		for e, err := range q.store.Read(ctx, events.Query{From: 1, To: b.head}) {
+			if err != nil {
+				return b, err
+			}
+			b.first, b.firstRecorded = e.Position, e.RecordedAt
+			break
+		}
+		q.mu.Lock()
+		q.first, q.firstRecorded = b.first, b.firstRecorded // the log's start never changes
+		q.mu.Unlock()
+	}
+	if b.first == 0 {
+		return b, &events.Error{Op: op, Kind: events.KindNotFound, Rule: "the log holds no event yet"}
+	}
+	b.lastRecorded, err = q.recordedAt(ctx, b.head)
+	return b, err
+}
+
+func (q *Querier) recordedAt(ctx context.Context, pos uint64) (time.Time, error) {
+	st, err := q.store.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		return time.Time{}, &events.Error{Op: "projections.AsOf", Kind: events.KindUnavailable, Err: err}
+	}
+	m, err := st.GetMsg(ctx, pos)
+	if err != nil {
+		return time.Time{}, &events.Error{Op: "projections.AsOf", Kind: events.KindUnavailable, Field: "position " + strconv.FormatUint(pos, 10), Err: err}
+	}
+	return m.Time.UTC(), nil
+}
+
+func outOfRange(at AsOf, rule string) error {
+	return &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "as_of", Rule: at.String() + " is " + rule}
+}
+
+// prefix answers on the position and recorded clocks: the fold of a prefix.
+func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model) (*State, error) {
+	var pos uint64
+	switch at.Clock {
+	case ClockPosition:
+		if at.Position < b.first {
+			return nil, outOfRange(at, fmt.Sprintf("before the first event (position %d)", b.first))
+		}
+		if at.Position > b.head {
+			return nil, outOfRange(at, fmt.Sprintf("after the last position (%d)", b.head))
+		}
+		pos = at.Position
+	case ClockRecorded:
+		if at.Time.Before(b.firstRecorded) {
+			return nil, outOfRange(at, "before the first event (recorded "+b.firstRecorded.Format(time.RFC3339Nano)+")")
+		}
+		if at.Time.After(b.lastRecorded) {
+			return nil, outOfRange(at, "after the last event (recorded "+b.lastRecorded.Format(time.RFC3339Nano)+")")
+		}
+		var err error
+		if pos, err = q.store.PositionAt(ctx, at.Time); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock", Rule: fmt.Sprintf("unknown clock %q", at.Clock)}
+	}
+	s := &State{Models: models, Snapshots: map[string]uint64{}, Point: Point{Position: pos}}
+	from := make([]uint64, len(models))
+	start := pos
+	for i, m := range models {
+		es, err := q.entries(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		k := lastWhere(es, func(e SnapshotEntry) bool { return e.Position <= pos })
+		if k >= 0 {
+			if err := q.restoreFrom(ctx, m, es[k]); err != nil {
+				return nil, err
+			}
+			from[i] = es[k].Position
+		}
+		s.Snapshots[m.Name()] = from[i]
+		start = min(start, from[i])
+	}
+	if start < pos {
+		n, err := foldCount(ctx, q.store, events.Query{From: start + 1, To: pos}, models, from, nil)
+		s.Replayed = n
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// business answers on the business clock (see ClockBusiness). Each model
+// starts from its latest snapshot whose events all occurred by T; the tail
+// read skips indexed segments with no event that occurred by T, and always
+// reads the unindexed end of the log, whose clocks nothing summarises.
+func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Model) (*State, error) {
+	T := at.Time
+	s := &State{Models: models, Snapshots: map[string]uint64{}}
+	from := make([]uint64, len(models))
+	start, needTo, indexedTo := b.head, uint64(0), b.head
+	var lastIncluded uint64
+	var maxOcc time.Time
+	for i, m := range models {
+		es, err := q.entries(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		k := lastWhere(es, func(e SnapshotEntry) bool { return !e.MaxOccurredAt.After(T) })
+		if k >= 0 {
+			if err := q.restoreFrom(ctx, m, es[k]); err != nil {
+				return nil, err
+			}
+			from[i] = es[k].Position
+			lastIncluded = max(lastIncluded, es[k].LastBusiness)
+		}
+		end := from[i]
+		for _, e := range es[k+1:] {
+			if !e.SegMinOccurredAt.IsZero() && !e.SegMinOccurredAt.After(T) {
+				end = e.Position
+			}
+		}
+		last := uint64(0)
+		if len(es) > 0 {
+			last = es[len(es)-1].Position
+			if es[len(es)-1].MaxOccurredAt.After(maxOcc) {
+				maxOcc = es[len(es)-1].MaxOccurredAt
+			}
+		}
+		s.Snapshots[m.Name()] = from[i]
+		start, needTo, indexedTo = min(start, from[i]), max(needTo, end), min(indexedTo, last)
+	}
+	ranges := [][2]uint64{{start + 1, needTo}, {indexedTo + 1, b.head}}
+	if needTo >= indexedTo {
+		ranges = [][2]uint64{{start + 1, b.head}}
+	}
+	keep := func(e *events.Event) bool {
+		if isBusiness(e) && e.OccurredAt.After(maxOcc) {
+			maxOcc = e.OccurredAt
+		}
+		if !isBusiness(e) || e.OccurredAt.After(T) {
+			return false
+		}
+		lastIncluded = max(lastIncluded, e.Position)
+		return true
+	}
+	for _, r := range ranges {
+		if r[0] > r[1] {
+			continue
+		}
+		n, err := foldCount(ctx, q.store, events.Query{From: r[0], To: r[1]}, models, from, keep)
+		s.Replayed += n
+		if err != nil {
+			return nil, err
+		}
+	}
+	if T.After(maxOcc) {
+		return nil, outOfRange(at, "after the last event (business time "+maxOcc.Format(time.RFC3339Nano)+")")
+	}
+	if lastIncluded == 0 {
+		return nil, outOfRange(at, "before the first event on the business clock")
+	}
+	s.Point.Position = lastIncluded
+	return s, nil
+}
+
+// foldCount is Fold that also counts the events read.
+func foldCount(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, keep Filter) (int, error) {
+	n := 0
+	counting := func(e *events.Event) bool {
+		n++
+		return keep == nil || keep(e)
+	}
+	_, _, err := Fold(ctx, store, q, models, from, counting)
+	return n, err
+}
+
+func lastWhere(es []SnapshotEntry, ok func(SnapshotEntry) bool) int {
+	k := -1
+	for i, e := range es {
+		if ok(e) {
+			k = i
+		}
+	}
+	return k
+}
+
+func (q *Querier) restoreFrom(ctx context.Context, m Model, e SnapshotEntry) error {
+	body, err := q.st.getBody(ctx, e.Object, e.SHA256)
+	if err != nil {
+		return err
+	}
+	return m.Restore(body)
+}
+
+// entries returns the snapshot index of m's version if that version is the
+// one serving queries (another build's snapshots are not m's state).
+func (q *Querier) entries(ctx context.Context, m Model) ([]SnapshotEntry, error) {
+	if q.st == nil {
+		return nil, nil
+	}
+	ver, err := q.st.activeVersion(ctx, m.Name())
+	if err != nil || ver != ModelVersion(m) {
+		return nil, err
+	}
+	es, _, err := q.st.index(ctx, m.Name(), ver)
+	return es, err
+}
