@@ -19,14 +19,14 @@ var knownStoreBugs = map[string]string{
 		"so Load returns (nil, nil) and Read ends without an error",
 	"PositionAtNamesEventsOnly": "events/read.go PositionAt: the answer is the stream sequence " +
 		"before start_time, or LastSeq, which can be an idempotency record rather than an event",
+	"ConcurrentIdempotentRetriesStoreOnce": "events/jetstream.go Append: a conflict from resolveHead " +
+		"returns without the idempotency re-lookup, and on R3 error 10164 (a same-key append still " +
+		"in flight) is answered before that append commits; either way a retry of a command that " +
+		"succeeded gets KindConflict instead of the first result",
 }
 
 // knownClusterBugs are the subtests that fail only on a replicated stream.
-var knownClusterBugs = map[string]string{
-	"ConcurrentIdempotentRetriesStoreOnce": "events/commit.go send: on R3 error 10164 means another append " +
-		"with the same check is still in flight; the idempotency lookup that follows runs before it " +
-		"commits and Append returns KindConflict instead of the first result",
-}
+var knownClusterBugs = map[string]string{}
 
 func TestConformanceSingleNode(t *testing.T) {
 	node := testkit.StartNode(t)
