@@ -16,7 +16,7 @@ import (
 // the gap stays visible; delete an entry once the store is fixed.
 var knownStoreBugs = map[string]string{
 	"EndedContextFailsReads": "events/read.go fetch: fail() drops the error once ctx has ended, " +
-		"so Load returns (nil, nil) and Read ends without an error",
+		"so a Read cut short by its context ends without an error",
 	"PositionAtNamesEventsOnly": "events/read.go PositionAt: the answer is the stream sequence " +
 		"before start_time, or LastSeq, which can be an idempotency record rather than an event",
 	"ConcurrentIdempotentRetriesStoreOnce": "events/jetstream.go Append: a conflict from resolveHead " +
