@@ -202,7 +202,12 @@ func policyConflict(decided, now uint64) error {
 // ends with a fence record that checks the newest policy position; the server
 // refuses the whole batch if a policy event was stored since. A refused
 // check splits the batch in halves until the failing decision is alone.
-func (s *JetStreamStore) send(live []*pending) {
+func (s *JetStreamStore) send(live []*pending) { s.sendAttempt(live, 0) }
+
+// contendedRetries bounds the resends of a lone decision refused with 10164.
+const contendedRetries = 3
+
+func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 	var msgs []*nats.Msg
 	nfenced := 0
 	for _, p := range live {
@@ -237,6 +242,12 @@ func (s *JetStreamStore) send(live []*pending) {
 		mid := len(live) / 2
 		s.send(live[:mid])
 		s.send(live[mid:])
+	case isCheckFailure(err) && apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant && attempt < contendedRetries:
+		// On a replicated stream 10164 also means another append with the
+		// same check is still in flight: try again before calling it a
+		// conflict (a real conflict fails again, cheaply).
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+		s.sendAttempt(live, attempt+1)
 	case isCheckFailure(err):
 		p := live[0]
 		s.stats.conflicts.Add(1)

@@ -184,6 +184,13 @@ func (s *JetStreamStore) Append(ctx context.Context, d Decision) (Appended, erro
 	}
 	h, err := s.resolveHead(ctx, d.Aggregate, d.ExpectedVersion)
 	if err != nil {
+		if d.IdempotencyKey != "" && KindOf(err) == KindConflict {
+			// The aggregate moved: perhaps by this very command, stored by
+			// an earlier attempt whose answer was lost. Answer as it did.
+			if a, found, lerr := s.lookupIdempotency(ctx, idemSubj, d); found || lerr != nil {
+				return a, lerr
+			}
+		}
 		return Appended{}, err
 	}
 	p, err := s.prepare(d, h, idemSubj)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,7 +31,7 @@ func (s *JetStreamStore) msgGet(ctx context.Context, req map[string]any) (*store
 		ctx, cancel = context.WithTimeout(ctx, batchTimeout)
 		defer cancel()
 	}
-	resp, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName, body)
+	resp, err := s.request(ctx, "$JS.API.STREAM.MSG.GET."+StreamName, body)
 	if err != nil {
 		return nil, &Error{Op: "events.read", Kind: KindUnavailable, Err: err}
 	}
@@ -60,6 +61,28 @@ func (s *JetStreamStore) msgGet(ctx context.Context, req map[string]any) (*store
 		}
 	}
 	return m, nil
+}
+
+// requestTimeout bounds one API request: a request lost in a leader change
+// is sent again rather than waited for until the caller's deadline.
+const requestTimeout = 2 * time.Second
+
+// request sends a JetStream API request, again after each requestTimeout,
+// until it is answered or ctx ends. The requests it sends are reads.
+func (s *JetStreamStore) request(ctx context.Context, subject string, body []byte) (*nats.Msg, error) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		resp, err := s.nc.RequestWithContext(rctx, subject, body)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout)) {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond): // no responders: an election is under way
+		}
+	}
 }
 
 func (s *JetStreamStore) getLast(ctx context.Context, subject string) (*storedMsg, error) {
@@ -174,10 +197,19 @@ func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, err
 // while the next chunk is fetched; chunks are yielded in order.
 func (s *JetStreamStore) read(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
+		parent := ctx
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		chunks := make(chan *chunk, decodeWorkers*2)
-		go s.fetch(ctx, subjects, cfg, to, chunks)
+		var complete atomic.Bool
+		go s.fetch(ctx, subjects, cfg, to, chunks, &complete)
+		defer func() {
+			// A read the caller's context cut short must not look like the
+			// end of the log.
+			if !complete.Load() && parent.Err() != nil {
+				yield(Event{}, &Error{Op: "events.Read", Kind: KindUnavailable, Rule: "read cut short", Err: parent.Err()})
+			}
+		}()
 		for c := range chunks {
 			<-c.done
 			for i := range c.events {
@@ -231,7 +263,7 @@ func (c *chunk) decode() {
 
 // fetch reads messages with an ordered consumer and hands them out in
 // chunks; it closes out when done, after an error chunk, or when ctx ends.
-func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64, out chan<- *chunk) {
+func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64, out chan<- *chunk, complete *atomic.Bool) {
 	defer close(out)
 	sem := make(chan struct{}, decodeWorkers)
 	send := func(c *chunk) bool {
@@ -264,6 +296,7 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		return
 	}
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+		complete.Store(true)
 		return
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
@@ -292,6 +325,9 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		last := meta.NumPending == 0 || (to > 0 && meta.Sequence.Stream >= to)
 		if to == 0 || meta.Sequence.Stream <= to {
 			c.msgs = append(c.msgs, m)
+		}
+		if last {
+			complete.Store(true)
 		}
 		if last || len(c.msgs) == chunkMsgs {
 			if len(c.msgs) > 0 && !send(c) {
@@ -364,21 +400,36 @@ func (s *JetStreamStore) Subscribe(ctx context.Context, from uint64, fn func(Eve
 	}
 }
 
-// PositionAt implements Store using the server's time index.
+// PositionAt implements Store using the server's time index. The answer is
+// always an event's position: the store's own records that follow an event
+// (idempotency records, fences) are stepped over backwards.
 func (s *JetStreamStore) PositionAt(ctx context.Context, t time.Time) (uint64, error) {
 	after := t.Add(time.Nanosecond).UTC()
 	m, err := s.msgGet(ctx, map[string]any{"start_time": after.Format(time.RFC3339Nano)})
 	if err != nil {
 		return 0, err
 	}
+	var pos uint64
 	if m != nil {
-		return m.Sequence - 1, nil
+		pos = m.Sequence - 1
+	} else if pos, err = s.LastPosition(ctx); err != nil {
+		return 0, err
 	}
-	st, err := s.js.Stream(ctx, StreamName)
-	if err != nil {
-		return 0, &Error{Op: "events.PositionAt", Kind: KindUnavailable, Err: err}
+	return s.eventAtOrBefore(ctx, pos)
+}
+
+// eventAtOrBefore returns the position of the last event at or before pos.
+func (s *JetStreamStore) eventAtOrBefore(ctx context.Context, pos uint64) (uint64, error) {
+	for ; pos > 0; pos-- {
+		m, err := s.msgGet(ctx, map[string]any{"seq": pos})
+		if err != nil {
+			return 0, err
+		}
+		if m != nil && !IsControlSubject(m.Subject) {
+			return pos, nil
+		}
 	}
-	return st.CachedInfo().State.LastSeq, nil
+	return 0, nil
 }
 
 // LastPosition returns the position of the newest message in the stream.

@@ -2,7 +2,6 @@ package testkit_test
 
 import (
 	"context"
-	"maps"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,27 +10,11 @@ import (
 	"github.com/marketledger/ledger/testkit"
 )
 
-// knownStoreBugs are conformance subtests that events.JetStreamStore fails
-// today, with where the bug is. They are skipped so that CI stays green and
-// the gap stays visible; delete an entry once the store is fixed.
-var knownStoreBugs = map[string]string{
-	"EndedContextFailsReads": "events/read.go fetch: fail() drops the error once ctx has ended, " +
-		"so a Read cut short by its context ends without an error",
-	"PositionAtNamesEventsOnly": "events/read.go PositionAt: the answer is the stream sequence " +
-		"before start_time, or LastSeq, which can be an idempotency record rather than an event",
-	"ConcurrentIdempotentRetriesStoreOnce": "events/jetstream.go Append: a conflict from resolveHead " +
-		"returns without the idempotency re-lookup, and on R3 error 10164 (a same-key append still " +
-		"in flight) is answered before that append commits; either way a retry of a command that " +
-		"succeeded gets KindConflict instead of the first result",
-}
-
-// knownClusterBugs are the subtests that fail only on a replicated stream.
-var knownClusterBugs = map[string]string{}
 
 func TestConformanceSingleNode(t *testing.T) {
 	node := testkit.StartNode(t)
 	testkit.RunStoreConformance(t, func(t *testing.T) events.Store { return node.NewStore(t) },
-		testkit.ConformanceOptions{JetStream: true, KnownFailures: knownStoreBugs})
+		testkit.ConformanceOptions{JetStream: true})
 }
 
 // stepdownTimeout bounds one injected stream leader stepdown.
@@ -59,15 +42,12 @@ func TestConformanceClusterWithStepDown(t *testing.T) {
 		}
 		return err
 	}
-	known := maps.Clone(knownStoreBugs)
-	maps.Copy(known, knownClusterBugs)
 	testkit.RunStoreConformance(t, func(t *testing.T) events.Store { return c.NewStore(t) },
 		testkit.ConformanceOptions{
 			JetStream:          true,
 			Disrupt:            disrupt,
 			UnavailableRetries: 5,
 			AppendTimeout:      8 * time.Second,
-			KnownFailures:      known,
 		})
 	if stepdowns.Load() == 0 {
 		t.Error("no stepdown was injected")
