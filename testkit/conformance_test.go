@@ -10,7 +10,6 @@ import (
 	"github.com/marketledger/ledger/testkit"
 )
 
-
 func TestConformanceSingleNode(t *testing.T) {
 	node := testkit.StartNode(t)
 	testkit.RunStoreConformance(t, func(t *testing.T) events.Store { return node.NewStore(t) },
