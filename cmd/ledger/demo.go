@@ -118,7 +118,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 	}
 	defer n.Close()
 	clock := &market.Clock{}
-	st, err := newStack(ctx, n.store, clock.Now)
+	st, err := newStack(ctx, n.store, clock.Now, nil)
 	if err != nil {
 		return err
 	}

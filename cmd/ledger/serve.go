@@ -2,22 +2,28 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/services/order"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 )
 
 type serveOpts struct {
+	services string
 	http     string
 	host     string
 	port     int
@@ -43,6 +49,7 @@ checks the stream there (--replicas 3 on a cluster).`,
 			return runServe(ctx, g, o)
 		},
 	}
+	c.Flags().StringVar(&o.services, "services", strings.Join(allServices, ","), "comma-separated services this process runs (listing, order, payment, policy)")
 	c.Flags().StringVar(&o.http, "http", "127.0.0.1:8080", "address of the HTTP API (health, metrics, OpenAPI)")
 	c.Flags().StringVar(&o.host, "host", "127.0.0.1", "address of the embedded NATS server's client port")
 	c.Flags().IntVar(&o.port, "port", embedded.DefaultPort, "client port of the embedded NATS server")
@@ -54,6 +61,7 @@ checks the stream there (--replicas 3 on a cluster).`,
 // node is a connection to the log: an embedded server or a cluster.
 type node struct {
 	srv   *embedded.Server // nil with --nats
+	lock  *dirLock         // held while srv runs
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	store *events.JetStreamStore
@@ -71,6 +79,7 @@ func (n *node) Close() {
 	if n.srv != nil {
 		n.srv.Shutdown()
 	}
+	n.lock.Release()
 }
 
 // openNode starts the embedded server (or connects with --nats), then
@@ -81,11 +90,25 @@ func openNode(ctx context.Context, g *globals, host string, port, replicas int, 
 		if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 			return nil, usagef("data directory %s: %v", g.dataDir, err)
 		}
-		srv, err := embedded.Start(embedded.Config{DataDir: g.dataDir, Host: host, Port: port, LazyFsync: lazy, ServerName: "ledger"})
-		if err != nil {
-			return nil, usagef("%v", err)
+		lock, err := lockDataDir(g.dataDir)
+		switch {
+		case errors.Is(err, errDirBusy):
+			// Another ledger process serves this directory: use its server.
+			info, err := readServeInfo(g.dataDir)
+			if err != nil {
+				return nil, usagef("%v", err)
+			}
+			n.url = info.NATS
+		case err != nil:
+			return nil, usagef("data directory %s: %v", g.dataDir, err)
+		default:
+			srv, err := embedded.Start(embedded.Config{DataDir: g.dataDir, Host: host, Port: port, LazyFsync: lazy, ServerName: "ledger"})
+			if err != nil {
+				lock.Release()
+				return nil, usagef("%v", err)
+			}
+			n.srv, n.url, n.lock = srv, srv.ClientURL(), lock
 		}
-		n.srv, n.url = srv, srv.ClientURL()
 	}
 	nc, err := nats.Connect(n.url, nats.Name("ledger"), nats.MaxReconnects(-1))
 	if err != nil {
@@ -111,6 +134,10 @@ func openNode(ctx context.Context, g *globals, host string, port, replicas int, 
 }
 
 func runServe(ctx context.Context, g *globals, o *serveOpts) error {
+	enabled, err := parseServices(o.services)
+	if err != nil {
+		return err
+	}
 	log := newLogger()
 	defer log.Sync()
 	n, err := openNode(ctx, g, o.host, o.port, o.replicas, o.lazy, log)
@@ -118,12 +145,103 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return err
 	}
 	defer n.Close()
-	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir),
+	st, err := newStack(ctx, n.store, time.Now, enabled)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	stopMicro, err := serveMicro(n, st)
+	if err != nil {
+		return err
+	}
+	defer stopMicro()
+	if st.order != nil {
+		go runCheckout(ctx, n, st, log)
+	}
+	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir), zap.String("services", o.services),
 		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy))
+	if n.srv != nil {
+		if err := writeServeInfo(g.dataDir, serveInfo{NATS: n.url, HTTP: o.http, PID: os.Getpid()}); err != nil {
+			return err
+		}
+		defer removeServeInfo(g.dataDir)
+	}
 	a := newAPI(n, log)
+	a.mountCommands(st)
 	err = a.serveHTTP(ctx, o.http)
 	log.Info("shut down: HTTP drained, pending appends settled, store closed")
 	return err
+}
+
+// parseServices checks a --services list.
+func parseServices(list string) (map[string]bool, error) {
+	enabled := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !slices.Contains(allServices, name) {
+			return nil, usagef("unknown service %q in --services: use %s", name, strings.Join(allServices, ", "))
+		}
+		enabled[name] = true
+	}
+	return enabled, nil
+}
+
+// serveMicro exposes the running services over NATS request-reply
+// (svc.ledger.<context>.<verb>, discoverable with `nats micro ls`).
+func serveMicro(n *node, st *stack) (func(), error) {
+	var stops []func() error
+	stop := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	add := func(svc micro.Service, err error) error {
+		if err != nil {
+			stop()
+			return err
+		}
+		stops = append(stops, svc.Stop)
+		return nil
+	}
+	if st.listing != nil {
+		if err := add(st.listing.Serve(n.nc)); err != nil {
+			return nil, err
+		}
+	}
+	if st.order != nil {
+		if err := add(st.order.Serve(n.nc)); err != nil {
+			return nil, err
+		}
+	}
+	if st.payment != nil {
+		if err := add(st.payment.Serve(n.nc)); err != nil {
+			return nil, err
+		}
+	}
+	if st.policy != nil {
+		if err := add(st.policy.Serve(n.nc)); err != nil {
+			return nil, err
+		}
+	}
+	return stop, nil
+}
+
+// runCheckout drives the checkout process manager until ctx ends; it is
+// restarted after a failure, resuming from its checkpoint.
+func runCheckout(ctx context.Context, n *node, st *stack, log *zap.Logger) {
+	for ctx.Err() == nil {
+		c := order.NewCheckout(order.CheckoutConfig{Store: n.store, Conn: n.nc, Orders: st.order, Clock: time.Now})
+		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("checkout process manager stopped; restarting from its checkpoint", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
 
 func newLogger() *zap.Logger {

@@ -49,24 +49,42 @@ var policyIssuers = policy.StaticRoles{"kemendag": {"policy_issuer"}}
 // feeBasisPoints is the platform fee at settlement: 5 percent.
 const feeBasisPoints = 500
 
-func newStack(ctx context.Context, st *events.JetStreamStore, clock func() time.Time) (*stack, error) {
-	view, err := policyview.Start(ctx, st)
-	if err != nil {
-		return nil, err
+// allServices are the services a ledger process can run, in start order.
+var allServices = []string{contracts.ServiceListing, contracts.ServiceOrder, contracts.ServicePayment, contracts.ServicePolicy}
+
+// newStack starts the services named in enabled (all four when nil) on one
+// store; those that honour policy share one policy view.
+func newStack(ctx context.Context, st *events.JetStreamStore, clock func() time.Time, enabled map[string]bool) (*stack, error) {
+	on := func(name string) bool { return enabled == nil || enabled[name] }
+	s := &stack{}
+	if on(contracts.ServiceListing) || on(contracts.ServiceOrder) || on(contracts.ServicePayment) {
+		view, err := policyview.Start(ctx, st)
+		if err != nil {
+			return nil, err
+		}
+		s.view = view
 	}
-	s := &stack{view: view}
 	runner := func(service string) *command.Runner {
 		return &command.Runner{Store: st, Codec: contractsCodec{}, Source: contracts.Source(service), Clock: clock}
 	}
-	s.listing = listing.New(runner(contracts.ServiceListing), view.Snapshot)
-	s.order = order.New(runner(contracts.ServiceOrder), view.Snapshot)
-	if s.payment, err = payment.New(ctx, payment.Config{Store: st, Clock: clock, FeeBasisPoints: feeBasisPoints, Policy: view.Snapshot}); err != nil {
-		s.Close()
-		return nil, err
+	if on(contracts.ServiceListing) {
+		s.listing = listing.New(runner(contracts.ServiceListing), s.view.Snapshot)
 	}
-	if s.policy, err = policy.New(policy.Config{Store: st, Clock: clock, Authorizer: policyIssuers}); err != nil {
-		s.Close()
-		return nil, err
+	if on(contracts.ServiceOrder) {
+		s.order = order.New(runner(contracts.ServiceOrder), s.view.Snapshot)
+	}
+	var err error
+	if on(contracts.ServicePayment) {
+		if s.payment, err = payment.New(ctx, payment.Config{Store: st, Clock: clock, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot}); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if on(contracts.ServicePolicy) {
+		if s.policy, err = policy.New(policy.Config{Store: st, Clock: clock, Authorizer: policyIssuers}); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/payment"
+	"github.com/marketledger/ledger/services/policy"
+)
+
+// mountCommands serves every command of the running services as
+// POST /v1/commands/<name> ("order.place"), the body being the command's
+// contract JSON, and the policy timeline as GET /v1/policy/rules.
+func (a *api) mountCommands(st *stack) {
+	a.mux.HandleFunc("POST /v1/commands/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeProblem(w, http.StatusRequestEntityTooLarge, "body too large", err.Error(), "", "")
+			return
+		}
+		reply, err := dispatch(r.Context(), st, name, body)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, reply)
+	})
+	if st.policy != nil {
+		a.mux.HandleFunc("GET /v1/policy/rules", func(w http.ResponseWriter, r *http.Request) {
+			asOf, err := parseInstant(r.URL.Query().Get("as_of"))
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, "invalid as_of", err.Error(), "as_of", "RFC 3339 instant with offset")
+				return
+			}
+			l, err := st.policy.List(r.Context(), asOf)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, l)
+		})
+	}
+}
+
+// errServiceNotRunning is returned for a command whose service this
+// process does not run (see serve --services).
+var errServiceNotRunning = errors.New("service not running in this process")
+
+// dispatch decodes and validates a command by name and hands it to its
+// service. Nothing is appended for a command that breaks its contract.
+func dispatch(ctx context.Context, st *stack, name string, body []byte) (any, error) {
+	cmd, err := contracts.DecodeCommand(name, body)
+	if err != nil {
+		return nil, err
+	}
+	switch ctxName, _, _ := strings.Cut(name, "."); ctxName {
+	case contracts.ServiceListing:
+		if st.listing != nil {
+			return st.listing.Handle(ctx, name, body)
+		}
+	case contracts.ServiceOrder:
+		if st.order != nil {
+			return st.order.Handle(ctx, name, body)
+		}
+	case contracts.ServicePayment:
+		if st.payment != nil {
+			res, err := st.payment.Handle(ctx, cmd)
+			if err != nil {
+				return nil, err
+			}
+			return payment.NewReply(paymentID(cmd), res), nil
+		}
+	case contracts.ServicePolicy:
+		if st.policy != nil {
+			res, err := st.policy.Handle(ctx, cmd)
+			if err != nil {
+				return nil, err
+			}
+			return policy.NewReply(res), nil
+		}
+	}
+	return nil, &events.Error{Op: name, Kind: events.KindNotFound, Rule: "the " + strings.SplitN(name, ".", 2)[0] + " service does not run in this process", Err: errServiceNotRunning}
+}
+
+func paymentID(cmd any) string {
+	switch c := cmd.(type) {
+	case contracts.AuthorizePayment:
+		return c.PaymentID
+	case contracts.CapturePayment:
+		return c.PaymentID
+	case contracts.VoidPayment:
+		return c.PaymentID
+	case contracts.RefundPayment:
+		return c.PaymentID
+	case contracts.SettlePayment:
+		return c.PaymentID
+	}
+	return ""
+}
+
+// statusOf maps an error kind to its HTTP status. A command that breaks its
+// contract (the contracts validator speaks) is 400; one that breaks a
+// business rule is 422; a freeze is 423 Locked.
+func statusOf(err error) int {
+	var e *events.Error
+	if errors.As(err, &e) && e.Kind == events.KindInvalid && strings.HasPrefix(e.Op, "contracts.") {
+		return http.StatusBadRequest
+	}
+	switch events.KindOf(err) {
+	case events.KindInvalid:
+		return http.StatusUnprocessableEntity
+	case events.KindNotFound:
+		return http.StatusNotFound
+	case events.KindConflict, events.KindDuplicate:
+		return http.StatusConflict
+	case events.KindFrozen:
+		return http.StatusLocked
+	case events.KindUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status := statusOf(err)
+	var e *events.Error
+	field, rule := "", ""
+	if errors.As(err, &e) {
+		field, rule = e.Field, e.Rule
+	}
+	title := http.StatusText(status)
+	if k := events.KindOf(err); k != events.KindOther {
+		title = k.String()
+	}
+	writeProblem(w, status, title, err.Error(), field, rule)
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// A data directory is used by one embedded server at a time: two servers on
+// one JetStream store directory would corrupt it. The process that runs the
+// embedded server holds an exclusive lock on DATA/ledger.lock and, while it
+// serves, says in DATA/serve.json where its NATS server listens, so that
+// other subcommands on the same directory connect to it instead.
+const (
+	lockFile  = "ledger.lock"
+	serveFile = "serve.json"
+)
+
+// dirLock is a held lock on a data directory.
+type dirLock struct{ f *os.File }
+
+var errDirBusy = errors.New("data directory in use")
+
+func lockDataDir(dir string) (*dirLock, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errDirBusy
+		}
+		return nil, err
+	}
+	return &dirLock{f: f}, nil
+}
+
+func (l *dirLock) Release() {
+	if l != nil {
+		l.f.Close() // closing the descriptor releases the lock
+	}
+}
+
+// serveInfo is what a running `ledger serve` publishes about itself.
+type serveInfo struct {
+	NATS string `json:"nats"`
+	HTTP string `json:"http,omitempty"`
+	PID  int    `json:"pid"`
+}
+
+func writeServeInfo(dir string, info serveInfo) error {
+	b, _ := json.Marshal(info)
+	tmp := filepath.Join(dir, serveFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, serveFile))
+}
+
+func removeServeInfo(dir string) { os.Remove(filepath.Join(dir, serveFile)) }
+
+func readServeInfo(dir string) (serveInfo, error) {
+	var info serveInfo
+	b, err := os.ReadFile(filepath.Join(dir, serveFile))
+	if err != nil {
+		return info, fmt.Errorf("data directory %s is in use by another ledger process that does not say where it serves: stop it or use --nats", dir)
+	}
+	if err := json.Unmarshal(b, &info); err != nil || info.NATS == "" {
+		return info, fmt.Errorf("data directory %s: unreadable %s: stop the other ledger process or use --nats", dir, serveFile)
+	}
+	return info, nil
+}
