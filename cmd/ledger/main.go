@@ -37,7 +37,13 @@ func main() {
 
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) || events.KindOf(err) == events.KindInvalid {
+	if errors.As(err, &u) {
+		return exitUsage
+	}
+	// Input the ledger refused (breaks a rule, names nothing that exists, or
+	// reuses a key) is the caller's to fix: exit 2 like a usage error.
+	switch events.KindOf(err) {
+	case events.KindInvalid, events.KindNotFound, events.KindDuplicate:
 		return exitUsage
 	}
 	return exitFailure
@@ -81,6 +87,6 @@ By default it runs on an embedded NATS server with its data in --data; with
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g))
+	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g))
 	return root
 }
