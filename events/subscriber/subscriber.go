@@ -117,6 +117,8 @@ type Subscription struct {
 	cfg  Config
 	cons jetstream.Consumer
 	trk  *tracker
+
+	lastRefresh time.Time // of the server's ack floor; Run's goroutine only
 }
 
 // New creates the subscription's durable consumer (and the parking stream)
@@ -135,8 +137,12 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Subscription
 	if err != nil {
 		return nil, &events.Error{Op: op, Kind: events.KindUnavailable, Rule: "consumer " + ConsumerPrefix + cfg.Name, Err: err}
 	}
-	floor := cons.CachedInfo().AckFloor.Stream
-	return &Subscription{js: js, cfg: cfg, cons: cons, trk: newTracker(floor)}, nil
+	info := cons.CachedInfo()
+	var barrier uint64
+	if info.NumAckPending > 0 {
+		barrier = info.Delivered.Stream
+	}
+	return &Subscription{js: js, cfg: cfg, cons: cons, trk: newTracker(info.AckFloor.Stream, barrier)}, nil
 }
 
 func withDefaults(cfg Config) (Config, error) {
@@ -232,7 +238,8 @@ func (s *Subscription) Name() string { return s.cfg.Name }
 // Checkpoint returns the last fully processed position: every event of the
 // subscription at or before it was handled (or parked) and acknowledged.
 // It never moves past an event still in flight, so a restart resumes with
-// no gap.
+// no gap. Events a previous process left unacknowledged come back after the
+// ack wait; until then the checkpoint stays below them.
 func (s *Subscription) Checkpoint() uint64 { return s.trk.checkpoint() }
 
 // AckFloor returns the server's view of the checkpoint: the consumer's
@@ -242,6 +249,7 @@ func (s *Subscription) AckFloor(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, &events.Error{Op: "subscriber.AckFloor", Kind: events.KindUnavailable, Err: err}
 	}
+	s.trk.serverFloor(info.AckFloor.Stream)
 	return info.AckFloor.Stream, nil
 }
 
@@ -265,7 +273,11 @@ func (s *Subscription) Run(ctx context.Context, h Handler) error {
 		for n < s.cfg.MaxInFlight && tryAcquire(slots) {
 			n++
 		}
-		batch, err := s.cons.Fetch(n, jetstream.FetchMaxWait(time.Second), jetstream.FetchContext(ctx))
+		s.refresh(ctx)
+		// The fetch is not cut short by ctx: messages the server already
+		// sent would stay delivered and unacknowledged until the ack wait.
+		// What arrives after ctx ended is handed back at once instead.
+		batch, err := s.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
 			release(slots, n)
 			if ctx.Err() != nil {
@@ -277,8 +289,12 @@ func (s *Subscription) Run(ctx context.Context, h Handler) error {
 		for m := range batch.Messages() {
 			got++
 			meta, err := m.Metadata()
-			if err != nil {
-				m.Term() // not a consumer message: nothing to redeliver
+			if err != nil || ctx.Err() != nil {
+				if err != nil {
+					m.Term() // not a consumer message: nothing to redeliver
+				} else {
+					m.Nak()
+				}
 				<-slots
 				continue
 			}
@@ -301,6 +317,18 @@ func (s *Subscription) Run(ctx context.Context, h Handler) error {
 			return &events.Error{Op: "subscriber.Run", Kind: events.KindUnavailable, Err: err}
 		}
 	}
+}
+
+// fetchWait bounds one fetch, and so how long Run takes to notice ctx.
+const fetchWait = 500 * time.Millisecond
+
+// refresh reads the server's ack floor while the checkpoint depends on it.
+func (s *Subscription) refresh(ctx context.Context) {
+	if !s.trk.uncertain() || time.Since(s.lastRefresh) < 250*time.Millisecond {
+		return
+	}
+	s.lastRefresh = time.Now()
+	s.AckFloor(ctx)
 }
 
 func tryAcquire(slots chan struct{}) bool {
