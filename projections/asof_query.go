@@ -2,8 +2,10 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/marketledger/ledger/events"
@@ -90,6 +92,7 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model)
 	}
 	s := &State{Models: models, Snapshots: map[string]uint64{}, Point: Point{Position: pos}}
 	from := make([]uint64, len(models))
+	picks := make([]*SnapshotEntry, len(models))
 	start := pos
 	for i, m := range models {
 		es, err := q.entries(ctx, m)
@@ -98,13 +101,14 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model)
 		}
 		k := lastWhere(es, func(e SnapshotEntry) bool { return e.Position <= pos })
 		if k >= 0 {
-			if err := q.restoreFrom(ctx, m, es[k]); err != nil {
-				return nil, err
-			}
+			picks[i] = &es[k]
 			from[i] = es[k].Position
 		}
 		s.Snapshots[m.Name()] = from[i]
 		start = min(start, from[i])
+	}
+	if err := q.restoreAll(ctx, models, picks); err != nil {
+		return nil, err
 	}
 	if start < pos {
 		n, err := foldCount(ctx, q.store, events.Query{From: start + 1, To: pos}, models, from, nil)
@@ -124,6 +128,7 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 	T := at.Time
 	s := &State{Models: models, Snapshots: map[string]uint64{}}
 	from := make([]uint64, len(models))
+	picks := make([]*SnapshotEntry, len(models))
 	start, needTo, indexedTo := b.head, uint64(0), b.head
 	var lastIncluded uint64
 	var maxOcc time.Time
@@ -134,9 +139,7 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 		}
 		k := lastWhere(es, func(e SnapshotEntry) bool { return !e.MaxOccurredAt.After(T) })
 		if k >= 0 {
-			if err := q.restoreFrom(ctx, m, es[k]); err != nil {
-				return nil, err
-			}
+			picks[i] = &es[k]
 			from[i] = es[k].Position
 			lastIncluded = max(lastIncluded, es[k].LastBusiness)
 		}
@@ -155,6 +158,9 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 		}
 		s.Snapshots[m.Name()] = from[i]
 		start, needTo, indexedTo = min(start, from[i]), max(needTo, end), min(indexedTo, last)
+	}
+	if err := q.restoreAll(ctx, models, picks); err != nil {
+		return nil, err
 	}
 	ranges := [][2]uint64{{start + 1, needTo}, {indexedTo + 1, b.head}}
 	if needTo >= indexedTo {
@@ -209,6 +215,25 @@ func lastWhere(es []SnapshotEntry, ok func(SnapshotEntry) bool) int {
 		}
 	}
 	return k
+}
+
+// restoreAll restores each model from its picked snapshot (nil: none), in
+// parallel: decoding the JSON of large states is most of an as-of query.
+func (q *Querier) restoreAll(ctx context.Context, models []Model, picks []*SnapshotEntry) error {
+	errs := make([]error, len(models))
+	var wg sync.WaitGroup
+	for i, m := range models {
+		if picks[i] == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = q.restoreFrom(ctx, m, *picks[i])
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (q *Querier) restoreFrom(ctx context.Context, m Model, e SnapshotEntry) error {

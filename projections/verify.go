@@ -123,18 +123,29 @@ func presence(files map[string][]byte, names ...string) error {
 }
 
 func checkSignature(files map[string][]byte, trusted ed25519.PublicKey) (ed25519.PublicKey, error) {
-	pub, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(files[PublicKeyFile])))
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%s is not a base64 Ed25519 public key", PublicKeyFile)
+	pub, err := base64Line(files[PublicKeyFile], ed25519.PublicKeySize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", PublicKeyFile, err)
 	}
-	sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(files[SignatureFile])))
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return pub, fmt.Errorf("%s is not a base64 Ed25519 signature", SignatureFile)
+	sig, err := base64Line(files[SignatureFile], ed25519.SignatureSize)
+	if err != nil {
+		return pub, fmt.Errorf("%s: %w", SignatureFile, err)
 	}
 	if !ed25519.Verify(pub, files[ManifestFile], sig) {
 		return pub, fmt.Errorf("the signature does not verify over %s with the key in %s", ManifestFile, PublicKeyFile)
 	}
 	return pub, nil
+}
+
+// base64Line decodes a file that must be exactly one line of standard
+// base64 of n bytes: no digest covers these two files, so any other byte,
+// even whitespace, must fail.
+func base64Line(b []byte, n int) ([]byte, error) {
+	v, err := base64.StdEncoding.DecodeString(strings.TrimSuffix(string(b), "\n"))
+	if err != nil || len(v) != n || base64.StdEncoding.EncodeToString(v)+"\n" != string(b) {
+		return nil, fmt.Errorf("not exactly one line of base64 of %d bytes", n)
+	}
+	return v, nil
 }
 
 func trustedErr(pub, trusted ed25519.PublicKey) error {
