@@ -1,0 +1,270 @@
+package eventhttp_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/eventhttp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func startStore(t testing.TB) *events.JetStreamStore {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.NewJetStreamStore(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+var seq struct {
+	sync.Mutex
+	n int
+}
+
+func appendOne(t testing.TB, st events.Store, typ string) uint64 {
+	seq.Lock()
+	seq.n++
+	id := fmt.Sprintf("a%d", seq.n)
+	seq.Unlock()
+	ctx, _, _ := strings.Cut(typ, ".")
+	e := events.Event{ID: events.NewID(), Type: typ, SchemaVersion: 1, Source: "/test", AggregateID: id, OccurredAt: time.Now(), Data: []byte(`{}`)}
+	a, err := st.Append(context.Background(), events.Decision{Aggregate: events.AggregateRef{Context: ctx, ID: id}, Events: []events.Event{e},
+		IdempotencyKey: "k-" + id, CommandDigest: "d"}) // leaves control records in the log, which must never be served
+	if err != nil {
+		t.Error(err)
+	}
+	return a.LastPosition
+}
+
+func known(t string) bool { return t == "order.placed" || t == "payment.captured" }
+
+func TestBadInputGetsProblemJSON(t *testing.T) {
+	h := eventhttp.New(startStore(t), eventhttp.Options{KnownType: known})
+	for _, tc := range []struct{ path, field string }{
+		{"/v1/events?from=abc", "from"},
+		{"/v1/events?from=0", "from"},
+		{"/v1/events?from=10&to=5", "to"},
+		{"/v1/events?limit=0", "limit"},
+		{"/v1/events?limit=1001", "limit"},
+		{"/v1/events?type=order.exploded", "type"},
+		{"/v1/events?type=Order", "type"},
+		{"/v1/events?subject=orders.>", "subject"},
+		{"/v1/events?subject=ledger.>.x", "subject"},
+		{"/v1/events?subject=ledger.order._idem.*", "subject"},
+		{"/v1/subscribe?from=-1", "from"},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
+		var p eventhttp.Problem
+		err := json.Unmarshal(rec.Body.Bytes(), &p)
+		if rec.Code != 400 || err != nil || rec.Header().Get("Content-Type") != "application/problem+json" ||
+			p.Status != 400 || p.Field != tc.field || p.Rule == "" || p.Title == "" || p.Type == "" {
+			t.Errorf("GET %s = %d %s %s, want 400 problem+json on field %q", tc.path, rec.Code, rec.Header().Get("Content-Type"), rec.Body, tc.field)
+		}
+	}
+	req := httptest.NewRequest("GET", "/v1/subscribe", nil)
+	req.Header.Set("Last-Event-ID", "x")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "Last-Event-ID") {
+		t.Errorf("bad Last-Event-ID = %d %s", rec.Code, rec.Body)
+	}
+}
+
+func getPage(t *testing.T, h http.Handler, q url.Values) eventhttp.Page {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/events?"+q.Encode(), nil))
+	if rec.Code != 200 {
+		t.Fatalf("GET /v1/events?%s = %d %s", q.Encode(), rec.Code, rec.Body)
+	}
+	var p eventhttp.Page
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPagesCoverTheLogOnceAndFilter(t *testing.T) {
+	st := startStore(t)
+	for i := range 25 {
+		typ := "order.placed"
+		if i%5 == 0 {
+			typ = "payment.captured"
+		}
+		appendOne(t, st, typ)
+	}
+	h := eventhttp.New(st, eventhttp.Options{KnownType: known})
+	var got []uint64
+	from := uint64(1)
+	for pages := 0; ; pages++ {
+		p := getPage(t, h, url.Values{"from": {strconv.FormatUint(from, 10)}, "limit": {"10"}})
+		for _, e := range p.Events {
+			got = append(got, e.Position)
+			if strings.Contains(e.Subject, "._") {
+				t.Errorf("served a control record: %s", e.Subject)
+			}
+		}
+		from = p.Next
+		if !p.More {
+			break
+		}
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(got) != 25 {
+		t.Errorf("pages gave %d events, want 25: %v", len(got), got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Errorf("positions not increasing: %v", got)
+		}
+	}
+	p := getPage(t, h, url.Values{"type": {"payment.captured"}})
+	if len(p.Events) != 5 || p.More {
+		t.Errorf("type filter gave %d events (more %t), want 5", len(p.Events), p.More)
+	}
+	p = getPage(t, h, url.Values{"subject": {"ledger.payment.>"}, "limit": {"2"}})
+	if len(p.Events) != 2 || !p.More || p.Events[0].Type != "payment.captured" {
+		t.Errorf("subject filter page = %+v", p)
+	}
+	p = getPage(t, h, url.Values{"from": {"3"}, "to": {"4"}})
+	if len(p.Events) != 1 || p.Events[0].Position != 3 || p.More {
+		t.Errorf("from 3 to 4 = %+v, want the event at 3 (4 is its idempotency record)", p)
+	}
+}
+
+// sseClient reads events from one connection until it has n, then hangs up.
+func sseClient(t *testing.T, base string, lastID uint64, n int) []uint64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/v1/subscribe?from=1", nil)
+	if lastID > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(lastID, 10))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close() // the disconnect, mid-stream
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("subscribe = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var got []uint64
+	var id uint64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for len(got) < n && sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "id: "):
+			id, _ = strconv.ParseUint(line[4:], 10, 64)
+		case strings.HasPrefix(line, "data: "):
+			var e eventhttp.Event
+			if err := json.Unmarshal([]byte(line[6:]), &e); err != nil || e.Position != id {
+				t.Fatalf("data line %q for id %d: %v", line, id, err)
+			}
+		case line == "" && id != 0:
+			got = append(got, id)
+			id = 0
+		}
+	}
+	if len(got) < n {
+		t.Fatalf("stream ended after %d events: %v", len(got), sc.Err())
+	}
+	return got
+}
+
+func TestSSEResumeWithLastEventIDHasNoGapAndNoDuplicate(t *testing.T) {
+	st := startStore(t)
+	srv := httptest.NewServer(eventhttp.New(st, eventhttp.Options{}))
+	defer srv.Close()
+	for range 20 {
+		appendOne(t, st, "order.placed")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // appends keep happening while clients come and go
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				appendOne(t, st, "order.placed")
+			}
+		}
+	}()
+	var got []uint64
+	var last uint64
+	for range 4 {
+		part := sseClient(t, srv.URL, last, 25)
+		got = append(got, part...)
+		last = part[len(part)-1]
+	}
+	close(stop)
+	wg.Wait()
+	var want []uint64
+	for e, err := range st.Read(context.Background(), events.Query{To: last}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, e.Position)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("across 4 connections got\n%v\nwant every event up to %d once, in order:\n%v", got, last, want)
+	}
+}
+
+func TestSSEHeartbeat(t *testing.T) {
+	st := startStore(t)
+	srv := httptest.NewServer(eventhttp.New(st, eventhttp.Options{Heartbeat: 20 * time.Millisecond}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/subscribe", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if sc.Text() == ": heartbeat" {
+			return
+		}
+	}
+	t.Errorf("no heartbeat comment: %v", sc.Err())
+}
