@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
+	github.com/marketledger/ledger/projections v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/listing v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/order v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/payment v0.0.0-00010101000000-000000000000
@@ -35,7 +36,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect
-	github.com/rogpeppe/go-internal v1.16.0 // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	github.com/synadia-io/orbit.go/jetstreamext v0.3.2 // indirect
@@ -61,3 +61,5 @@ replace github.com/marketledger/ledger/services/order => ../../services/order
 replace github.com/marketledger/ledger/services/payment => ../../services/payment
 
 replace github.com/marketledger/ledger/services/policy => ../../services/policy
+
+replace github.com/marketledger/ledger/projections => ../../projections
