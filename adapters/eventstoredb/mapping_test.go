@@ -104,14 +104,18 @@ func TestFromRecordedRefusesTampering(t *testing.T) {
 	e := sealedEvent(t)
 	d, _ := ToEventData(&e, 0)
 	cases := map[string]func(r *esdb.RecordedEvent){
-		"changed body":             func(r *esdb.RecordedEvent) { r.Data = []byte(`{"total":1}`) },
-		"stream of another id":     func(r *esdb.RecordedEvent) { r.StreamID = "order-ord-2" },
-		"stream of another ctx":    func(r *esdb.RecordedEvent) { r.StreamID = "payment-ord-1" },
-		"esdb type differs":        func(r *esdb.RecordedEvent) { r.EventType = "order.cancelled" },
-		"esdb id differs":          func(r *esdb.RecordedEvent) { r.EventID[15] ^= 1 },
-		"revision differs":         func(r *esdb.RecordedEvent) { r.EventNumber = 7 },
-		"unknown attribute":        func(r *esdb.RecordedEvent) { r.UserMetadata = append(r.UserMetadata[:len(r.UserMetadata)-1], `,"extra":"x"}`...) },
-		"changed policy position":  func(r *esdb.RecordedEvent) { r.UserMetadata = []byte(strings.Replace(string(r.UserMetadata), `"42"`, `"41"`, 1)) },
+		"changed body":          func(r *esdb.RecordedEvent) { r.Data = []byte(`{"total":1}`) },
+		"stream of another id":  func(r *esdb.RecordedEvent) { r.StreamID = "order-ord-2" },
+		"stream of another ctx": func(r *esdb.RecordedEvent) { r.StreamID = "payment-ord-1" },
+		"esdb type differs":     func(r *esdb.RecordedEvent) { r.EventType = "order.cancelled" },
+		"esdb id differs":       func(r *esdb.RecordedEvent) { r.EventID[15] ^= 1 },
+		"revision differs":      func(r *esdb.RecordedEvent) { r.EventNumber = 7 },
+		"unknown attribute": func(r *esdb.RecordedEvent) {
+			r.UserMetadata = append(r.UserMetadata[:len(r.UserMetadata)-1], `,"extra":"x"}`...)
+		},
+		"changed policy position": func(r *esdb.RecordedEvent) {
+			r.UserMetadata = []byte(strings.Replace(string(r.UserMetadata), `"42"`, `"41"`, 1))
+		},
 		"no position from server":  func(r *esdb.RecordedEvent) { r.Position = esdb.Position{Commit: ^uint64(0), Prepare: ^uint64(0)} },
 		"metadata not even json {": func(r *esdb.RecordedEvent) { r.UserMetadata = []byte(`{"specversion":"1.0",`) },
 	}

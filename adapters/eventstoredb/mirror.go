@@ -239,4 +239,3 @@ func MirrorPosition(ctx context.Context, dst *Store) (uint64, error) {
 	cp, _, err := dst.readCheckpoint(ctx)
 	return cp.Position, err
 }
-
