@@ -3,6 +3,7 @@ module github.com/marketledger/ledger/cmd/ledger
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
 	github.com/marketledger/ledger/projections v0.0.0-00010101000000-000000000000
