@@ -29,6 +29,11 @@ type MirrorOptions struct {
 	CheckpointEvery int
 	// Progress, when set, is called after every checkpoint.
 	Progress func(MirrorProgress)
+	// CheckpointStream names the checkpoint stream; empty means
+	// CheckpointStream. Another name lets several mirrors of different
+	// ledgers share one database; it must not be an aggregate stream's name
+	// ("<context>-<id>"): start it with '_' to be sure.
+	CheckpointStream string
 }
 
 // MirrorProgress says how far a mirror has come.
@@ -68,7 +73,11 @@ func Mirror(ctx context.Context, src events.Store, dst *Store, opts MirrorOption
 	if every <= 0 {
 		every = 256
 	}
-	cp, cpNext, err := dst.readCheckpoint(ctx)
+	cpStream := opts.CheckpointStream
+	if cpStream == "" {
+		cpStream = CheckpointStream
+	}
+	cp, cpNext, err := dst.readCheckpoint(ctx, cpStream)
 	if err != nil {
 		return MirrorProgress{}, err
 	}
@@ -113,7 +122,7 @@ func Mirror(ctx context.Context, src events.Store, dst *Store, opts MirrorOption
 		if sinceCheckpoint == 0 {
 			return nil
 		}
-		if err := dst.writeCheckpoint(ctx, cpNext, progress.Position); err != nil {
+		if err := dst.writeCheckpoint(ctx, cpStream, cpNext, progress.Position); err != nil {
 			return err
 		}
 		cpNext = esdb.Revision(revisionAfter(cpNext))
@@ -200,16 +209,16 @@ func (s *Store) checkMirrorStream(ctx context.Context, ref events.AggregateRef) 
 
 // readCheckpoint returns the newest checkpoint and the expected revision of
 // the next one.
-func (s *Store) readCheckpoint(ctx context.Context) (checkpoint, esdb.ExpectedRevision, error) {
+func (s *Store) readCheckpoint(ctx context.Context, stream string) (checkpoint, esdb.ExpectedRevision, error) {
 	const op = "eventstoredb.Mirror"
 	var cp checkpoint
 	var next esdb.ExpectedRevision = esdb.NoStream{}
-	for r, err := range s.b.readStream(ctx, CheckpointStream, true, 0, 1) {
+	for r, err := range s.b.readStream(ctx, stream, true, 0, 1) {
 		if err != nil {
 			return cp, next, mapCtx(ctx, op, err)
 		}
 		if r.EventType != checkpointEventType || json.Unmarshal(r.Data, &cp) != nil || cp.Position == 0 {
-			return cp, next, &events.Error{Op: op, Kind: events.KindInvalid, Field: "stream " + CheckpointStream,
+			return cp, next, &events.Error{Op: op, Kind: events.KindInvalid, Field: "stream " + stream,
 				Rule: fmt.Sprintf("holds a foreign event at revision %d (type %q) where a mirror checkpoint was expected; nothing was mirrored", r.EventNumber, r.EventType)}
 		}
 		next = esdb.Revision(r.EventNumber)
@@ -217,15 +226,15 @@ func (s *Store) readCheckpoint(ctx context.Context) (checkpoint, esdb.ExpectedRe
 	return cp, next, nil
 }
 
-func (s *Store) writeCheckpoint(ctx context.Context, expected esdb.ExpectedRevision, position uint64) error {
+func (s *Store) writeCheckpoint(ctx context.Context, stream string, expected esdb.ExpectedRevision, position uint64) error {
 	const op = "eventstoredb.Mirror"
 	b, _ := json.Marshal(checkpoint{Position: position, At: time.Now().UTC()})
 	d := esdb.EventData{EventID: uuid.Must(uuid.NewV7()), EventType: checkpointEventType, ContentType: esdb.ContentTypeJson, Data: b}
-	err := s.b.appendEvents(ctx, CheckpointStream, expected, []esdb.EventData{d})
+	err := s.b.appendEvents(ctx, stream, expected, []esdb.EventData{d})
 	if err != nil {
 		m := mapCtx(ctx, op, err)
 		if events.KindOf(m) == events.KindConflict {
-			return &events.Error{Op: op, Kind: events.KindConflict, Field: "stream " + CheckpointStream,
+			return &events.Error{Op: op, Kind: events.KindConflict, Field: "stream " + stream,
 				Rule: "the checkpoint moved under this mirror: another mirror is writing to the same destination"}
 		}
 		return m
@@ -234,8 +243,12 @@ func (s *Store) writeCheckpoint(ctx context.Context, expected esdb.ExpectedRevis
 }
 
 // MirrorPosition returns the last ledger position Mirror has checkpointed
-// in dst, 0 if none.
-func MirrorPosition(ctx context.Context, dst *Store) (uint64, error) {
-	cp, _, err := dst.readCheckpoint(ctx)
+// in dst's checkpoint stream (CheckpointStream if stream is empty), 0 if
+// none.
+func MirrorPosition(ctx context.Context, dst *Store, stream string) (uint64, error) {
+	if stream == "" {
+		stream = CheckpointStream
+	}
+	cp, _, err := dst.readCheckpoint(ctx, stream)
 	return cp.Position, err
 }
