@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -168,9 +170,33 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	}
 	a := newAPI(n, log)
 	a.mountCommands(st)
+	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
+		return err
+	} else {
+		a.mountSnapshots(key)
+		go runNotary(ctx, n, key, log)
+	}
 	err = a.serveHTTP(ctx, o.http)
 	log.Info("shut down: HTTP drained, pending appends settled, store closed")
 	return err
+}
+
+// notaryEvery is how often `ledger serve` appends a signed checkpoint of the
+// log's Merkle tree.
+const notaryEvery = time.Minute
+
+// runNotary folds the log into the Merkle tree and appends signed
+// checkpoints until ctx ends, restarting after a failure.
+func runNotary(ctx context.Context, n *node, key ed25519.PrivateKey, log *zap.Logger) {
+	for ctx.Err() == nil {
+		if err := projections.NewNotary(n.store, key).Run(ctx, notaryEvery); err != nil && ctx.Err() == nil {
+			log.Warn("notary stopped; restarting", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
 }
 
 // parseServices checks a --services list.
