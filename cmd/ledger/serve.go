@@ -169,6 +169,12 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		defer removeServeInfo(g.dataDir)
 	}
 	a := newAPI(n, log)
+	eng, err := startProjections(ctx, n, a)
+	if err != nil {
+		return err
+	}
+	defer eng.Stop()
+	a.ready = eng.Err
 	a.mountCommands(st)
 	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
@@ -179,6 +185,23 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	err = a.serveHTTP(ctx, o.http)
 	log.Info("shut down: HTTP drained, pending appends settled, store closed")
 	return err
+}
+
+// startProjections runs every read model from its durable consumer, with
+// lag exported on /metrics; /readyz fails while the engine has failed.
+func startProjections(ctx context.Context, n *node, a *api) (*projections.Engine, error) {
+	models, err := projections.NewModels(projections.ModelNames()...)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := projections.NewEngine(ctx, n.js, projections.EngineConfig{Models: models, Registerer: a.reg})
+	if err != nil {
+		return nil, fmt.Errorf("projections: %w", err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		return nil, fmt.Errorf("projections: %w", err)
+	}
+	return eng, nil
 }
 
 // notaryEvery is how often `ledger serve` appends a signed checkpoint of the
