@@ -1,9 +1,92 @@
 package main
 
-import _ "embed"
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
 
-// openAPIDoc is docs/openapi.json, embedded so the binary serves the same
-// document it was built with (a test keeps the two equal).
-//
-//go:embed openapi/openapi.json
-var openAPIDoc []byte
+	"github.com/marketledger/ledger/contracts"
+)
+
+// openAPIDoc is the OpenAPI 3.1 document of `ledger serve`'s HTTP API,
+// built from the contracts registry so that every command's request body is
+// its published JSON Schema. docs/openapi.json is a copy a test keeps fresh.
+var openAPIDoc = func() []byte {
+	b, err := buildOpenAPI()
+	if err != nil {
+		panic(err) // the registry's schemas are generated and tested: this cannot fail at run time
+	}
+	return b
+}()
+
+type obj = map[string]any
+
+func buildOpenAPI() ([]byte, error) {
+	paths := obj{
+		"/healthz":      obj{"get": op("Liveness: the process answers", nil, resp200("alive", jsonSchema(obj{"type": "object"})))},
+		"/readyz":       obj{"get": op("Readiness: the LEDGER stream is reachable, keeps its guarantees, and the read models run", nil, withProblems(resp200("ready", jsonSchema(obj{"type": "object"})), 503))},
+		"/metrics":      obj{"get": op("Prometheus metrics: store batches and conflicts, projection lag, Go runtime", nil, obj{"200": obj{"description": "text exposition format", "content": obj{"text/plain": obj{}}}})},
+		"/openapi.json": obj{"get": op("This document", nil, resp200("OpenAPI 3.1", jsonSchema(obj{"type": "object"})))},
+		"/v1/policy/rules": obj{"get": op("The policy rules and whether each is in force at as_of",
+			[]any{queryParam("as_of", "RFC 3339 instant with offset; default now")}, withProblems(resp200("rules", jsonSchema(obj{"type": "object"})), 400))},
+		"/v1/snapshots": obj{"get": op("A signed regulator bundle (zip) of every read model as of an instant; check it with `ledger verify`",
+			[]any{queryParam("as_of", "RFC 3339 instant with offset, or a position"), queryParam("clock", "business (default), recorded or position")},
+			withProblems(obj{"200": obj{"description": "the bundle", "content": obj{"application/zip": obj{}}}}, 400, 404))},
+	}
+	for _, c := range contracts.Commands {
+		schema, err := contracts.CommandSchema(c)
+		if err != nil {
+			return nil, fmt.Errorf("command %s: %w", c.Name, err)
+		}
+		var s obj
+		if err := json.Unmarshal(schema, &s); err != nil {
+			return nil, err
+		}
+		delete(s, "$schema") // OpenAPI 3.1's dialect is 2020-12 already
+		o := op(c.Description+" Emits "+strings.Join(c.Emits, ", ")+".", nil,
+			withProblems(resp200("the aggregate after the command, with the events appended and their positions", jsonSchema(obj{"type": "object"})), 400, 404, 409, 422, 423, 503))
+		o["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s}}}
+		o["tags"] = []string{c.Service}
+		paths["/v1/commands/"+c.Name] = obj{"post": o}
+	}
+	doc := obj{
+		"openapi": "3.1.0",
+		"info": obj{"title": "marketledger HTTP API", "version": "1.0.0",
+			"description": "The HTTP surface of `ledger serve`. Commands are validated against their contracts before deciding; " +
+				"a refused command appends nothing. Errors are application/problem+json (RFC 9457) with `field` (a JSON pointer) and `rule`."},
+		"servers":    []obj{{"url": "http://127.0.0.1:8080"}},
+		"paths":      paths,
+		"components": obj{"schemas": obj{"Problem": problemSchema}},
+	}
+	return json.MarshalIndent(doc, "", "  ")
+}
+
+var problemSchema = obj{"type": "object", "required": []string{"type", "title", "status"}, "properties": obj{
+	"type": obj{"type": "string"}, "title": obj{"type": "string"}, "status": obj{"type": "integer"},
+	"detail": obj{"type": "string"}, "field": obj{"type": "string", "description": "JSON pointer of the offending field"},
+	"rule": obj{"type": "string", "description": "the rule the field broke"}}}
+
+func op(summary string, params []any, responses obj) obj {
+	o := obj{"summary": summary, "responses": responses}
+	if params != nil {
+		o["parameters"] = params
+	}
+	return o
+}
+
+func queryParam(name, desc string) obj {
+	return obj{"name": name, "in": "query", "required": false, "description": desc, "schema": obj{"type": "string"}}
+}
+
+func jsonSchema(s obj) obj { return obj{"application/json": obj{"schema": s}} }
+
+func resp200(desc string, content obj) obj { return obj{"200": obj{"description": desc, "content": content}} }
+
+func withProblems(r obj, codes ...int) obj {
+	for _, c := range codes {
+		r[fmt.Sprint(c)] = obj{"description": http.StatusText(c),
+			"content": obj{"application/problem+json": obj{"schema": obj{"$ref": "#/components/schemas/Problem"}}}}
+	}
+	return r
+}

@@ -70,8 +70,8 @@ func TestServeAnswersHealthMetricsAndOpenAPIThenStopsCleanly(t *testing.T) {
 	}
 }
 
-// TestOpenAPIDocIsTheServedOne keeps docs/openapi.json and the embedded copy
-// equal; run with -update to copy the embedded one to docs.
+// TestOpenAPIDocIsTheServedOne keeps docs/openapi.json
+// equal to the served document; run with -update to rewrite it.
 func TestOpenAPIDocIsTheServedOne(t *testing.T) {
 	path := filepath.Join("..", "..", "docs", "openapi.json")
 	if *update {
@@ -84,6 +84,6 @@ func TestOpenAPIDocIsTheServedOne(t *testing.T) {
 		t.Fatalf("%v (run go test -run TestOpenAPIDoc -update)", err)
 	}
 	if !bytes.Equal(got, openAPIDoc) {
-		t.Errorf("docs/openapi.json differs from cmd/ledger/openapi/openapi.json; run go test -run TestOpenAPIDoc -update")
+		t.Errorf("docs/openapi.json differs from the document serve builds from the contracts; run go test -run TestOpenAPIDoc -update")
 	}
 }
