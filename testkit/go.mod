@@ -9,10 +9,30 @@ require (
 )
 
 require (
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
+)
+
+require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/contracts v0.0.0
+	github.com/marketledger/ledger/projections v0.0.0
+	github.com/marketledger/ledger/services/listing v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/services/order v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/services/payment v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/services/policy v0.0.0-00010101000000-000000000000
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect
@@ -29,3 +49,15 @@ require (
 replace github.com/marketledger/ledger/events => ../events
 
 tool github.com/nats-io/nats-server/v2
+
+replace github.com/marketledger/ledger/contracts => ../contracts
+
+replace github.com/marketledger/ledger/projections => ../projections
+
+replace github.com/marketledger/ledger/services/listing => ../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../services/policy

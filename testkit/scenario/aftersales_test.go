@@ -1,0 +1,252 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/order"
+)
+
+// parallel runs f(0..n-1) concurrently and returns the errors in order.
+func parallel(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = f(i) })
+	}
+	wg.Wait()
+	return errs
+}
+
+// TestFreezeSparesAfterSalesAndLiftRestores: during a freeze, refunds (full
+// and partial), voids, settlements of earlier captured payments and
+// cancellations all succeed while placements, authorizations and captures
+// in scope are refused; a lift scheduled a second ahead restores trade from
+// its own instant and not before, and the log shows no violation.
+func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
+	ForSeeds(t, 2, func(t *testing.T, seed uint64) {
+		ins := nodeInstances(t, 2)
+		ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+		defer cancel()
+		run := runID(seed)
+		cat := "cat-" + run
+		var specs []ListingSpec
+		for i := range 4 {
+			specs = append(specs, ListingSpec{ID: fmt.Sprintf("%s-sc-%d", run, i), Seller: "seller-" + run, Category: cat,
+				Channel: contracts.ChannelSocialCommerce, Price: int64(100_000+i*10_000) * 100, Stock: 1000})
+		}
+		if err := CreateListings(ctx, ins[0], specs...); err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		pick := func(string) *Instance { k++; return ins[k%2] } // steps alternate between the instances
+		var pickMu sync.Mutex
+		pickLocked := func(s string) *Instance { pickMu.Lock(); defer pickMu.Unlock(); return pick(s) }
+		newCheckout := func(name string, i int) *Checkout {
+			return &Checkout{OrderID: fmt.Sprintf("%s-%s-%02d", run, name, i), BuyerID: fmt.Sprintf("buyer-%d", i),
+				ListingID: specs[i%len(specs)].ID, Quantity: 1 + int64(i%2), Pick: pickLocked}
+		}
+
+		// Before the freeze: 12 captured checkouts, 4 payments authorized
+		// but not captured, 2 orders placed and holding stock.
+		captured := make([]*Checkout, 12)
+		for i, err := range parallel(12, func(i int) error {
+			captured[i] = newCheckout("paid", i)
+			return captured[i].Run(ctx)
+		}) {
+			if err != nil || captured[i].Outcome != Accepted {
+				t.Fatalf("checkout before the freeze: %v, %s", err, captured[i].Outcome)
+			}
+		}
+		authorized := make([]order.Order, 4)
+		for _, err := range parallel(4, func(i int) error {
+			var err error
+			authorized[i], err = placeAndReserve(ctx, ins[i%2], fmt.Sprintf("%s-auth-%02d", run, i), specs[i%4].ID)
+			if err == nil {
+				_, err = ins[(i+1)%2].Payment.Authorize(ctx, authorizeFor(authorized[i]))
+			}
+			return err
+		}) {
+			if err != nil {
+				t.Fatalf("authorization before the freeze: %v", err)
+			}
+		}
+		placed := make([]order.Order, 2)
+		for _, err := range parallel(2, func(i int) error {
+			var err error
+			placed[i], err = placeAndReserve(ctx, ins[i%2], fmt.Sprintf("%s-held-%02d", run, i), specs[i].ID)
+			return err
+		}) {
+			if err != nil {
+				t.Fatalf("placement before the freeze: %v", err)
+			}
+		}
+
+		rule := "freeze-" + run
+		if _, _, err := ImposeFreeze(ctx, ins[0], Freeze(rule, cat, time.Time{})); err != nil {
+			t.Fatalf("impose freeze: %v", err)
+		}
+
+		// During the freeze, everything at once.
+		frozen := func(what string, err error) error {
+			if events.KindOf(err) != events.KindFrozen {
+				return fmt.Errorf("%s during the freeze: got %v, want frozen", what, err)
+			}
+			return nil
+		}
+		ok := func(what string, err error) error {
+			if err != nil {
+				return fmt.Errorf("%s during the freeze: %w", what, err)
+			}
+			return nil
+		}
+		refused := make([]*Checkout, 8)
+		ops := []func(in *Instance) error{}
+		for i := range 8 {
+			ops = append(ops, func(*Instance) error {
+				refused[i] = newCheckout("frozen", i)
+				if err := refused[i].Run(ctx); err != nil {
+					return err
+				}
+				if refused[i].Outcome != Refused || len(refused[i].Steps) != 1 {
+					return fmt.Errorf("checkout %s during the freeze ended %s after %d steps", refused[i].OrderID, refused[i].Outcome, len(refused[i].Steps))
+				}
+				return nil
+			})
+		}
+		for i, c := range captured {
+			ops = append(ops, func(in *Instance) error {
+				pid := c.PaymentID
+				switch {
+				case i < 4: // refunded in full
+					_, err := in.Payment.Refund(ctx, contracts.RefundPayment{PaymentID: pid, RefundID: "rf-" + pid, Amount: c.Amount,
+						Reason: "buyer returned the goods", IdempotencyKey: "refund:" + pid})
+					return ok("full refund of "+pid, err)
+				case i < 8: // half refunded, the rest settled
+					half := IDR(c.Amount.AmountMinor / 2)
+					if _, err := in.Payment.Refund(ctx, contracts.RefundPayment{PaymentID: pid, RefundID: "rf-" + pid, Amount: half,
+						Reason: "partial return", IdempotencyKey: "refund:" + pid}); err != nil {
+						return ok("partial refund of "+pid, err)
+					}
+					fallthrough
+				default:
+					_, err := in.Payment.Settle(ctx, contracts.SettlePayment{PaymentID: pid, IdempotencyKey: "settle:" + pid})
+					return ok("settlement of "+pid, err)
+				}
+			})
+		}
+		for i, o := range authorized {
+			ops = append(ops, func(in *Instance) error {
+				if i < 2 {
+					_, err := in.Payment.Capture(ctx, contracts.CapturePayment{PaymentID: order.PaymentID(o.ID)})
+					if err := frozen("capture of "+o.ID, err); err != nil {
+						return err
+					}
+				}
+				_, err := in.Payment.Void(ctx, contracts.VoidPayment{PaymentID: order.PaymentID(o.ID), Reason: "order withdrawn"})
+				return ok("void of "+o.ID, err)
+			})
+		}
+		for _, o := range placed {
+			ops = append(ops, func(in *Instance) error {
+				_, err := in.Payment.Authorize(ctx, authorizeFor(o))
+				if err := frozen("authorization of "+o.ID, err); err != nil {
+					return err
+				}
+				if _, err := in.Listing.ReleaseStock(ctx, contracts.ReleaseStock{ListingID: o.ListingID, OrderID: o.ID,
+					Quantity: o.Quantity, Reason: "buyer cancelled"}); err != nil {
+					return ok("stock release of "+o.ID, err)
+				}
+				_, err = in.Order.Cancel(ctx, contracts.CancelOrder{OrderID: o.ID, Reason: "buyer cancelled"})
+				return ok("cancellation of "+o.ID, err)
+			})
+		}
+		for _, err := range parallel(len(ops), func(i int) error { return ops[i](ins[i%2]) }) {
+			if err != nil {
+				t.Error(err)
+			}
+		}
+
+		// A lift a second ahead: trade stays refused until its instant,
+		// then resumes.
+		lift := time.Now().Add(time.Second).Round(0)
+		if _, _, err := LiftFreeze(ctx, ins[1], rule, lift); err != nil {
+			t.Fatalf("lift: %v", err)
+		}
+		var mu sync.Mutex
+		var all []*Checkout
+		for i, err := range parallel(4, func(i int) error {
+			for n := 0; ; n++ {
+				c := newCheckout(fmt.Sprintf("lift%d", i), n)
+				if err := c.Run(ctx); err != nil {
+					return err
+				}
+				mu.Lock()
+				all = append(all, c)
+				mu.Unlock()
+				if c.Outcome == Accepted && c.Steps[0].Issued.After(lift) {
+					return nil
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+		}) {
+			if err != nil {
+				t.Errorf("loop %d around the lift: %v", i, err)
+			}
+		}
+		var before, after int
+		for _, c := range all {
+			for _, s := range c.Steps {
+				switch {
+				case !Blocked(s.Name):
+				case s.Err == nil && s.Done.Before(lift):
+					t.Errorf("%s %s accepted %s before the lift's instant", c.OrderID, s.Name, lift.Sub(s.Done))
+				case s.Err != nil && s.Issued.After(lift):
+					t.Errorf("%s %s sent %s after the lift's instant refused: %v", c.OrderID, s.Name, s.Issued.Sub(lift), s.Err)
+				case s.Err != nil:
+					before++
+				default:
+					after++
+				}
+			}
+		}
+		if before == 0 {
+			t.Errorf("no checkout was tried between the lift's append and its instant")
+		}
+
+		lg := JudgeLog(t, ctx, ins[0].Store, rule)
+		f := lg.Freezes[rule]
+		if f.Lift == nil || !f.Lift.InForce.Equal(lift) {
+			t.Errorf("lift in the log %+v, want one in force from %s", f.Lift, lift)
+		}
+		for typ, want := range map[string]int{"payment.refunded": 8, "payment.settled": 8, "payment.voided": 4, "order.cancelled": 2} {
+			if lg.Counts[typ] < want {
+				t.Errorf("%d %s events, want at least %d", lg.Counts[typ], typ, want)
+			}
+		}
+		t.Logf("seed %d: %d blocked steps refused before the lift's instant, %d accepted after it", seed, before, after)
+	})
+}
+
+// placeAndReserve places an order for one unit of listing and reserves it.
+func placeAndReserve(ctx context.Context, in *Instance, id, listingID string) (order.Order, error) {
+	res, err := in.Order.Place(ctx, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1})
+	if err != nil {
+		return order.Order{}, err
+	}
+	_, err = in.Listing.ReserveStock(ctx, contracts.ReserveStock{ListingID: listingID, OrderID: id, Quantity: 1})
+	return res.State, err
+}
+
+// authorizeFor is the authorization of an order's total.
+func authorizeFor(o order.Order) contracts.AuthorizePayment {
+	return contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
+		Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total}
+}

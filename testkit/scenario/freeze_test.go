@@ -1,0 +1,281 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/testkit"
+)
+
+// runTimeout bounds one seeded run; a run that needs longer is stuck.
+const runTimeout = 90 * time.Second
+
+// typeChecked is the store option every scenario store uses, as `ledger
+// serve` does: an event the contracts do not know is refused.
+var typeChecked = events.WithTypeChecker(contracts.Checker{})
+
+// nodeInstances starts one embedded node and n service instances on it,
+// each on its own connection and store.
+func nodeInstances(t *testing.T, n int) []*Instance {
+	t.Helper()
+	node := testkit.StartNode(t, testkit.WithStoreOptions(typeChecked))
+	ins := []*Instance{NewInstance(t, "i0", node.Store)}
+	for i := 1; i < n; i++ {
+		ins = append(ins, NewInstance(t, fmt.Sprintf("i%d", i), node.NewStore(t)))
+	}
+	return ins
+}
+
+// clusterInstances opens n service instances on c, each on its own
+// connection (to a node the client picks at random) and store.
+func clusterInstances(t *testing.T, c *testkit.Cluster, n int) []*Instance {
+	t.Helper()
+	var ins []*Instance
+	for i := range n {
+		ins = append(ins, NewInstance(t, fmt.Sprintf("%s-i%d", c.Name, i), c.NewStore(t, typeChecked)))
+	}
+	return ins
+}
+
+func runID(seed uint64) string { return fmt.Sprintf("r%06x", seed&0xffffff) }
+
+// immediateFreeze runs 32 checkout loops (and 4 out-of-scope control
+// loops) across ins, appends a freeze effective at once after a random
+// number of accepted checkouts, and keeps the loops running until each has
+// been refused about twice. fault, if set, runs at the same moment as the
+// freeze's append (a stream leader stepdown).
+func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(seed, 0))
+	run := runID(seed)
+	load := &Load{RunID: run, Category: "cat-" + run, Instances: ins, Loops: 32, Control: 4, Seed: seed}
+	if err := CreateListings(ctx, ins[0], load.Listings()...); err != nil {
+		t.Fatal(err)
+	}
+	before := int64(1 + rng.IntN(40))
+	reached := load.Accepted(before)
+	stop := load.Run(ctx)
+	defer stop()
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		t.Fatalf("fewer than %d checkouts accepted before the run's deadline: %v", before, load.Errs)
+	}
+	// A random moment within a checkout's duration, so that the freeze
+	// lands on every step of some checkout across the seeds.
+	time.Sleep(time.Duration(rng.IntN(20_000)) * time.Microsecond)
+	rule := "freeze-" + run
+	faulted := make(chan error, 1)
+	if fault != nil {
+		go func() { faulted <- fault(ctx) }()
+	}
+	_, acked, err := ImposeFreeze(ctx, ins[rng.IntN(len(ins))], Freeze(rule, load.Category, time.Time{}))
+	if err != nil {
+		t.Fatalf("impose freeze: %v", err)
+	}
+	load.Cut.Store(&acked)
+	if fault != nil {
+		if err := <-faulted; err != nil {
+			t.Fatalf("fault: %v", err)
+		}
+	}
+	if err := Await(ctx, time.Minute, "64 refusals and 4 control checkouts after the freeze", func() bool {
+		return load.RefusedAfter() >= 64 && load.ControlAfter() >= 4
+	}); err != nil {
+		t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)
+	}
+	stop()
+	for _, err := range load.Errs {
+		t.Errorf("checkout loop: %v", err)
+	}
+	for _, v := range load.Judge(acked, time.Time{}) {
+		t.Error(v)
+	}
+	lg := JudgeLog(t, ctx, ins[0].Store, rule)
+	f := lg.Freezes[rule]
+	captured := 0
+	for _, x := range lg.InScope(f) {
+		if x.Operation == contracts.OpPaymentCapture {
+			captured++
+		}
+	}
+	if captured == 0 {
+		t.Errorf("no in-scope checkout was captured before the freeze")
+	}
+	t.Logf("seed %d: %d checkouts, %d in-scope captures before the freeze (waited for %d accepted), %d blocked steps refused after it",
+		seed, len(load.Checkouts), captured, before, load.RefusedAfter())
+}
+
+// TestFreezeNowUnderConcurrentCheckouts: a freeze effective at once,
+// appended at a random moment while 32 loops check out across three
+// service instances on one node, is honoured from its acknowledgement on,
+// and the log alone shows zero violations.
+func TestFreezeNowUnderConcurrentCheckouts(t *testing.T) {
+	ForSeeds(t, 3, func(t *testing.T, seed uint64) {
+		immediateFreeze(t, seed, nodeInstances(t, 3), nil)
+	})
+}
+
+// TestFreezeScheduledAhead: a freeze appended now and effective 2 to 2.5
+// seconds later lets in-scope trade go on until its instant and none after,
+// by decision time and by the server's recorded time.
+func TestFreezeScheduledAhead(t *testing.T) {
+	ForSeeds(t, 2, func(t *testing.T, seed uint64) {
+		ins := nodeInstances(t, 3)
+		ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+		defer cancel()
+		rng := rand.New(rand.NewPCG(seed, 0))
+		run := runID(seed)
+		load := &Load{RunID: run, Category: "cat-" + run, Instances: ins, Loops: 32, Control: 4, Seed: seed}
+		if err := CreateListings(ctx, ins[0], load.Listings()...); err != nil {
+			t.Fatal(err)
+		}
+		reached := load.Accepted(int64(1 + rng.IntN(8)))
+		stop := load.Run(ctx)
+		defer stop()
+		select {
+		case <-reached:
+		case <-ctx.Done():
+			t.Fatalf("no checkout accepted before the run's deadline: %v", load.Errs)
+		}
+		instant := time.Now().Add(2*time.Second + time.Duration(rng.IntN(500))*time.Millisecond).Round(0)
+		load.Cut.Store(&instant)
+		rule := "freeze-" + run
+		if _, _, err := ImposeFreeze(ctx, ins[rng.IntN(len(ins))], Freeze(rule, load.Category, instant)); err != nil {
+			t.Fatalf("impose freeze: %v", err)
+		}
+		if err := Await(ctx, time.Minute, "64 refusals and 4 control checkouts after the instant", func() bool {
+			return load.RefusedAfter() >= 64 && load.ControlAfter() >= 4
+		}); err != nil {
+			t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)
+		}
+		stop()
+		for _, err := range load.Errs {
+			t.Errorf("checkout loop: %v", err)
+		}
+		for _, v := range load.Judge(instant, instant) {
+			t.Error(v)
+		}
+		lg := JudgeLog(t, ctx, ins[0].Store, rule)
+		f := lg.Freezes[rule]
+		if !f.InForce.Equal(instant) {
+			t.Errorf("freeze in force from %s, want the scheduled %s", f.InForce, instant)
+		}
+		var after, last int
+		var lastAt time.Time
+		for i, x := range lg.InScope(f) {
+			if x.Position > f.Position {
+				after++
+			}
+			if x.OccurredAt.After(lastAt) {
+				last, lastAt = i, x.OccurredAt
+			}
+		}
+		if after == 0 {
+			t.Errorf("no in-scope trade between the freeze's append and its instant: the schedule was not exercised")
+		}
+		if gap := instant.Sub(lastAt); gap > time.Second {
+			t.Errorf("last in-scope trade %s before the instant: trade did not go on until it", gap)
+		}
+		t.Logf("seed %d: %d in-scope transactions after the freeze's append, the last %s before its instant (#%d), %d refused after",
+			seed, after, instant.Sub(lastAt), last, load.RefusedAfter())
+	})
+}
+
+// TestFreezeNowOnClusterWithStepdown: the same as
+// TestFreezeNowUnderConcurrentCheckouts on a three-node cluster, with the
+// stream leader asked to step down at the moment the freeze is appended,
+// and instances connected to different nodes.
+func TestFreezeNowOnClusterWithStepdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster")
+	}
+	c := testkit.StartCluster(t, 3)
+	ins := clusterInstances(t, c, 3)
+	ForSeeds(t, 2, func(t *testing.T, seed uint64) {
+		immediateFreeze(t, seed, ins, func(ctx context.Context) error {
+			old := c.StreamLeader()
+			leader, err := c.StepDownStreamLeader(ctx)
+			t.Logf("stream leader %s stepped down, %s leads", old, leader)
+			return err
+		})
+	})
+	t.Run("hundred-buyers", func(t *testing.T) { hundredBuyers(t, ins, "cl") })
+}
+
+// TestHundredBuyersStockTen: 100 concurrent buyers of one listing with
+// stock 10, across three instances on one node, give exactly 10 confirmed
+// orders and stock 0.
+func TestHundredBuyersStockTen(t *testing.T) {
+	hundredBuyers(t, nodeInstances(t, 3), "sn")
+}
+
+func hundredBuyers(t *testing.T, ins []*Instance, run string) {
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	lst := ListingSpec{ID: run + "-hot", Seller: "seller-hot", Category: "hot-" + run, Channel: contracts.ChannelMarketplace,
+		Price: 99_000 * 100, Stock: 10}
+	if err := CreateListings(ctx, ins[0], lst); err != nil {
+		t.Fatal(err)
+	}
+	start := make(chan struct{})
+	done := make(chan *Checkout, 100)
+	errs := make(chan error, 100)
+	for i := range 100 {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			c := &Checkout{OrderID: fmt.Sprintf("%s-buyer-%03d", run, i), BuyerID: fmt.Sprintf("buyer-%03d", i),
+				ListingID: lst.ID, Quantity: 1, Pick: func(string) *Instance { return ins[rng.IntN(len(ins))] }}
+			<-start
+			if err := c.Run(ctx); err != nil {
+				errs <- err
+				return
+			}
+			done <- c
+		}()
+	}
+	close(start)
+	var accepted, outOfStock int
+	var confirmed []string
+	for range 100 {
+		select {
+		case err := <-errs:
+			t.Error(err)
+		case c := <-done:
+			switch c.Outcome {
+			case Accepted:
+				accepted++
+				confirmed = append(confirmed, c.OrderID)
+			case OutOfStock:
+				outOfStock++
+			default:
+				t.Errorf("%s ended %s", c.OrderID, c.Outcome)
+			}
+		}
+	}
+	lg, err := ReadLog(ctx, ins[0].Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged int
+	for i := range 100 {
+		if lg.Has(fmt.Sprintf("%s-buyer-%03d", run, i), "order.confirmed") {
+			logged++
+		}
+	}
+	if accepted != 10 || outOfStock != 90 || logged != 10 || lg.Stock[lst.ID] != 0 {
+		t.Errorf("accepted %d, out of stock %d, confirmed in the log %d, stock %d; want 10, 90, 10, 0",
+			accepted, outOfStock, logged, lg.Stock[lst.ID])
+	}
+	for _, id := range confirmed {
+		if !lg.Has(id, "payment.captured") {
+			t.Errorf("confirmed order %s has no captured payment", id)
+		}
+	}
+}
