@@ -81,7 +81,9 @@ func queryParam(name, desc string) obj {
 
 func jsonSchema(s obj) obj { return obj{"application/json": obj{"schema": s}} }
 
-func resp200(desc string, content obj) obj { return obj{"200": obj{"description": desc, "content": content}} }
+func resp200(desc string, content obj) obj {
+	return obj{"200": obj{"description": desc, "content": content}}
+}
 
 func withProblems(r obj, codes ...int) obj {
 	for _, c := range codes {
