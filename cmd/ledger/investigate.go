@@ -286,6 +286,9 @@ type printer struct {
 	tw     *tabwriter.Writer
 	json   *json.Encoder
 	header bool
+	// stream prints fixed-width columns, line by line: a tabwriter aligns
+	// only what it holds, and tail flushes every event.
+	stream bool
 }
 
 func newPrinter(w io.Writer, asJSON bool) *printer {
@@ -300,6 +303,11 @@ const recordedLayout = "2006-01-02T15:04:05.000Z07:00"
 func (p *printer) print(e events.Event) error {
 	if p.json != nil {
 		return p.json.Encode(eventhttp.ToJSON(e))
+	}
+	if p.stream {
+		_, err := fmt.Fprintf(p.w, "%-9d %-24s %-25s %-28s %-32s %-36s %d\n", e.Position, e.RecordedAt.UTC().Format(recordedLayout),
+			e.OccurredAt.Format(time.RFC3339), e.Type, e.Context()+"/"+e.AggregateID, orDash(e.CorrelationID), e.PolicyPosition)
+		return err
 	}
 	if !p.header {
 		fmt.Fprintln(p.tw, "POSITION\tRECORDED (UTC)\tBUSINESS TIME\tTYPE\tAGGREGATE\tCORRELATION\tPOLICY")
@@ -558,7 +566,9 @@ func runTail(ctx context.Context, g *globals, o *tailOpts, stdout io.Writer) err
 		}
 		start = head + 1
 	}
-	return tailEvents(ctx, n.store, start, &logRange{subjects: o.subjects, types: types}, o.count, newPrinter(stdout, g.json))
+	p := newPrinter(stdout, g.json)
+	p.stream = true
+	return tailEvents(ctx, n.store, start, &logRange{subjects: o.subjects, types: types}, o.count, p)
 }
 
 // errTailDone ends a subscription after --count events.
