@@ -1,0 +1,188 @@
+package auth
+
+import (
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Roles of the ledger's NATS users. Each service role may append only to its
+// own context; projections may also append notary checkpoints; the
+// investigator only reads; the operator administers.
+const (
+	RoleListing      = "listing"
+	RoleOrder        = "order"
+	RolePayment      = "payment"
+	RolePolicy       = "policy"
+	RoleProjections  = "projections"
+	RoleInvestigator = "investigator"
+	RoleOperator     = "operator"
+)
+
+// Roles lists every role, in the order credentials are generated.
+func Roles() []string {
+	return []string{RoleListing, RoleOrder, RolePayment, RolePolicy, RoleProjections, RoleInvestigator, RoleOperator}
+}
+
+// Bucket names the roles' JetStream KV and Object Store buckets. They repeat
+// the names the services and projections use (services/order CheckoutConfig,
+// projections StateBucket and SnapshotBucket): this package sits below them
+// and cannot import them.
+const (
+	CheckoutBucket    = "ledger_checkout"
+	ProjectionsBucket = "LEDGER_PROJECTIONS"
+	SnapshotsBucket   = "LEDGER_SNAPSHOTS"
+)
+
+const (
+	stream = "LEDGER"
+	api    = "$JS.API."
+	// responseTTL bounds how long a responder may answer a request it
+	// received; service replies (micro, $SRV discovery) are single messages.
+	responseTTL = time.Minute
+)
+
+// serviceRequests lists, per service role, the other services it calls: the
+// checkout process manager in order reserves stock at listing and authorizes
+// payments at payment.
+var serviceRequests = map[string][]string{
+	RoleOrder: {RoleListing, RolePayment},
+}
+
+// Permissions returns the default permissions of role; nil means everything
+// (the operator). It panics on an unknown role: roles are constants.
+func Permissions(role string) *server.Permissions {
+	switch role {
+	case RoleListing, RoleOrder, RolePayment, RolePolicy:
+		return servicePermissions(role)
+	case RoleProjections:
+		return projectionsPermissions()
+	case RoleInvestigator:
+		return investigatorPermissions()
+	case RoleOperator:
+		return nil
+	}
+	panic("auth: unknown role " + role)
+}
+
+// readLedger is what every reader of the log needs: stream info, the
+// leader's message get (last by subject: aggregate heads, idempotency
+// records, the policy fence), direct gets, and ordered consumers, which the
+// client creates as ephemeral consumers under a generated name, pulls from
+// and deletes when it resets. The optional filter subject of the create
+// request is part of its subject, hence the two forms.
+func readLedger() []string {
+	return []string{
+		api + "INFO",
+		api + "STREAM.INFO." + stream,
+		api + "STREAM.MSG.GET." + stream,
+		api + "DIRECT.GET." + stream,
+		api + "DIRECT.GET." + stream + ".>",
+		api + "CONSUMER.CREATE." + stream + ".*",
+		api + "CONSUMER.CREATE." + stream + ".*.>",
+		api + "CONSUMER.INFO." + stream + ".*",
+		api + "CONSUMER.DELETE." + stream + ".*",
+		api + "CONSUMER.MSG.NEXT." + stream + ".*",
+	}
+}
+
+// kvBucket is full use of one KV bucket: create or update its stream, read
+// (direct and leader gets, watchers), write and purge keys.
+func kvBucket(bucket string) []string {
+	s := "KV_" + bucket
+	return append(bucketStream(s), "$KV."+bucket+".>")
+}
+
+// objectBucket is full use of one Object Store bucket: chunks and metadata
+// are messages on $O.<bucket>.C.> and $O.<bucket>.M.>; deleting an object
+// purges its chunk subject.
+func objectBucket(bucket string) []string {
+	s := "OBJ_" + bucket
+	return append(bucketStream(s), "$O."+bucket+".>")
+}
+
+// bucketStream is the JetStream API of a bucket's own stream.
+func bucketStream(s string) []string {
+	return []string{
+		api + "STREAM.CREATE." + s,
+		api + "STREAM.UPDATE." + s,
+		api + "STREAM.INFO." + s,
+		api + "STREAM.PURGE." + s,
+		api + "STREAM.MSG.GET." + s,
+		api + "STREAM.MSG.DELETE." + s,
+		api + "DIRECT.GET." + s,
+		api + "DIRECT.GET." + s + ".>",
+		api + "CONSUMER.CREATE." + s + ".>",
+		api + "CONSUMER.INFO." + s + ".*",
+		api + "CONSUMER.DELETE." + s + ".*",
+		api + "CONSUMER.MSG.NEXT." + s + ".*",
+		"$JS.ACK." + s + ".>",
+		"$JS.FC." + s + ".>",
+	}
+}
+
+// inbox is where JetStream API answers, publish acknowledgements, pulled
+// messages and service replies arrive.
+const inbox = "_INBOX.>"
+
+// servicePermissions: append to ledger.<ctx>.> (events, the idempotency
+// records ledger.<ctx>._idem.* and fence records ledger.<ctx>._fence of the
+// same atomic batch), read the log, serve svc.ledger.<ctx>.> and micro
+// discovery, and call the services the role depends on.
+func servicePermissions(role string) *server.Permissions {
+	pub := append(readLedger(), "ledger."+role+".>")
+	for _, other := range serviceRequests[role] {
+		pub = append(pub, "svc.ledger."+other+".>")
+	}
+	if role == RoleOrder {
+		pub = append(pub, kvBucket(CheckoutBucket)...)
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox, "svc.ledger." + role + ".>", "$SRV.>"}},
+		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL},
+	}
+}
+
+// projectionsPermissions: read everything, manage durable consumers on the
+// log (create, update, delete, pull, acknowledge), keep checkpoints and
+// snapshots in its buckets, and append notary checkpoints.
+func projectionsPermissions() *server.Permissions {
+	pub := append(readLedger(),
+		api+"CONSUMER.DURABLE.CREATE."+stream+".*",
+		api+"CONSUMER.LIST."+stream,
+		api+"CONSUMER.NAMES."+stream,
+		"$JS.ACK."+stream+".>",
+		"ledger.notary.>",
+	)
+	pub = append(pub, kvBucket(ProjectionsBucket)...)
+	pub = append(pub, objectBucket(SnapshotsBucket)...)
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
+	}
+}
+
+// investigatorPermissions: read and replay the log, list streams; never
+// append, never change a stream, never write a bucket. The deny list
+// repeats what the allow list already leaves out, so that a later widening
+// of the allow list cannot grant these by accident.
+func investigatorPermissions() *server.Permissions {
+	pub := append(readLedger(), api+"STREAM.NAMES", api+"STREAM.LIST")
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: pub, Deny: []string{
+			"ledger.>",
+			api + "STREAM.CREATE.>",
+			api + "STREAM.UPDATE.>",
+			api + "STREAM.DELETE.>",
+			api + "STREAM.PURGE.>",
+			api + "STREAM.MSG.DELETE.>",
+			api + "STREAM.SNAPSHOT.>",
+			api + "STREAM.RESTORE.>",
+			api + "CONSUMER.DURABLE.CREATE.>",
+			"$KV.>",
+			"$O.>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
+	}
+}
