@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/eventhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,7 +23,6 @@ const (
 	maxBodyBytes      = 1 << 20
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 15 * time.Second
-	writeTimeout      = 60 * time.Second
 	idleTimeout       = 120 * time.Second
 	maxHeaderBytes    = 32 << 10
 )
@@ -44,6 +45,10 @@ func newAPI(n *node, log *zap.Logger) *api {
 	})
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	eventhttp.New(n.store, eventhttp.Options{KnownType: func(t string) bool {
+		_, ok := contracts.CurrentVersion(t)
+		return ok
+	}}).Register(a.mux)
 	a.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openAPIDoc)
@@ -78,7 +83,9 @@ func (a *api) serveHTTP(ctx context.Context, addr string) error {
 		return usagef("http: cannot listen on %s: %v", addr, err)
 	}
 	srv := &http.Server{Handler: http.MaxBytesHandler(a.mux, maxBodyBytes), ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
+		// No server-wide write timeout: /v1/subscribe streams for as long
+		// as the client stays; every other handler ends with its request.
+		ReadTimeout: readTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("http listening", zap.String("addr", ln.Addr().String()))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/marketledger/ledger/projections"
 	"io"
 	"os"
 	"os/signal"
@@ -197,6 +198,8 @@ type replayOpts struct {
 	from, to string
 	subjects []string
 	types    []string
+	model    string
+	out      string
 }
 
 func newReplayCmd(g *globals) *cobra.Command {
@@ -215,14 +218,38 @@ draws a progress bar on stderr.
   ledger replay --data ./demo --type order.rejected --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.model != "" {
+				return replayModel(cmd.Context(), g, o, cmd.OutOrStdout())
+			}
 			return runReplay(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
+	c.Flags().StringVar(&o.model, "model", "", "rebuild this read model as of --to instead of printing events (with --out)")
+	c.Flags().StringVar(&o.out, "out", "", "directory for --model's JSON and CSV")
 	c.Flags().StringVar(&o.from, "from", "", "first event: a position, an RFC 3339 recorded instant, or business:<instant>")
 	c.Flags().StringVar(&o.to, "to", "", "last event (inclusive), in the same syntax; default the head of the log")
 	c.Flags().StringArrayVar(&o.subjects, "subject", nil, "subject pattern, e.g. ledger.order.> (repeatable)")
 	c.Flags().StringArrayVar(&o.types, "type", nil, "event type, e.g. order.placed (repeatable)")
 	return c
+}
+
+// replayModel rebuilds one read model as of --to (a position, a recorded
+// instant, or business:<instant>) and writes it to --out.
+func replayModel(ctx context.Context, g *globals, o *replayOpts, w io.Writer) error {
+	if o.out == "" || o.to == "" {
+		return usagef("--model needs --to (the instant to rebuild it as of) and --out (a directory)")
+	}
+	clock, value := "", o.to
+	if v, ok := strings.CutPrefix(o.to, "business:"); ok {
+		clock, value = string(projections.ClockBusiness), v
+	} else if _, err := strconv.ParseUint(o.to, 10, 64); err != nil {
+		clock = string(projections.ClockRecorded)
+	}
+	at, err := projections.ParseAsOf(clock, value)
+	if err != nil {
+		return err
+	}
+	return writeModelAsOf(ctx, g, w, o.model, at, o.out)
 }
 
 func runReplay(ctx context.Context, g *globals, o *replayOpts, stdout, stderr io.Writer) error {
