@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/marketledger/ledger/adapters/eventstoredb v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
 	github.com/marketledger/ledger/projections v0.0.0-00010101000000-000000000000
@@ -16,6 +17,14 @@ require (
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
 	go.uber.org/zap v1.28.0
+)
+
+require (
+	github.com/EventStore/EventStore-Client-Go/v4 v4.2.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/tools v0.51.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20241007155032-5fefd90f89a9 // indirect
+	google.golang.org/grpc v1.67.1 // indirect
 )
 
 require (
@@ -65,3 +74,7 @@ replace github.com/marketledger/ledger/services/payment => ../../services/paymen
 replace github.com/marketledger/ledger/services/policy => ../../services/policy
 
 replace github.com/marketledger/ledger/projections => ../../projections
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/testkit => ../../testkit
