@@ -63,11 +63,7 @@ func TestConformanceModel(t *testing.T) {
 func conformanceOptions() testkit.ConformanceOptions {
 	return testkit.ConformanceOptions{
 		Timeout: 60 * time.Second,
-		KnownFailures: map[string]string{
-			// TestLoadAcrossDecisions covers the same ground with sparse positions.
-			"LoadReturnsVerifiedChainInOrder": "the subtest expects a decision's positions to be dense " +
-				"(it enumerates FirstPosition..LastPosition); EventStoreDB's $all positions are log offsets, " +
-				"increasing but not dense (docs/eventstoredb.md)",
-		},
+		// $all positions are log offsets: increasing, not dense.
+		SparsePositions: true,
 	}
 }
