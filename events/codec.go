@@ -132,11 +132,17 @@ func decode(subject string, header nats.Header, data []byte) (Event, error) {
 	const op = "events.Decode"
 	var e Event
 	for k, vs := range header {
-		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "ce-") && !knownHeaders[lk] {
+		// Only ce- attributes and content-type are the envelope's; NATS's
+		// own headers pass. Checked without lower-casing every key: this
+		// runs for every event read.
+		isCE := len(k) > 3 && k[0]|0x20 == 'c' && k[1]|0x20 == 'e' && k[2] == '-'
+		if !isCE && !strings.EqualFold(k, HeaderContentType) {
+			continue
+		}
+		if isCE && !knownHeaders[k] && !knownHeaders[strings.ToLower(k)] {
 			return e, invalid(op, k, "unknown CloudEvents attribute")
 		}
-		if (strings.HasPrefix(lk, "ce-") || lk == HeaderContentType) && len(vs) != 1 {
+		if len(vs) != 1 {
 			return e, invalid(op, k, "attribute must appear exactly once")
 		}
 	}
@@ -205,7 +211,8 @@ func decodeNumbers(op string, header nats.Header, e *Event) error {
 		return invalid(op, HeaderTime, "required attribute is missing")
 	}
 	t, err := time.Parse(timeLayout, ts)
-	if err != nil || t.Format(timeLayout) != ts {
+	var buf [64]byte
+	if err != nil || string(t.AppendFormat(buf[:0], timeLayout)) != ts {
 		return invalid(op, HeaderTime, "must be an RFC 3339 instant with offset in canonical form")
 	}
 	e.OccurredAt = t
