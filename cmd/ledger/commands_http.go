@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/service"
 	"github.com/marketledger/ledger/services/payment"
 	"github.com/marketledger/ledger/services/policy"
 )
@@ -104,39 +106,11 @@ func paymentID(cmd any) string {
 	return ""
 }
 
-// statusOf maps an error kind to its HTTP status. A command that breaks its
-// contract (the contracts validator speaks) is 400; one that breaks a
-// business rule is 422; a freeze is 423 Locked.
-func statusOf(err error) int {
-	var e *events.Error
-	if errors.As(err, &e) && e.Kind == events.KindInvalid && strings.HasPrefix(e.Op, "contracts.") {
-		return http.StatusBadRequest
-	}
-	switch events.KindOf(err) {
-	case events.KindInvalid:
-		return http.StatusUnprocessableEntity
-	case events.KindNotFound:
-		return http.StatusNotFound
-	case events.KindConflict, events.KindDuplicate:
-		return http.StatusConflict
-	case events.KindFrozen:
-		return http.StatusLocked
-	case events.KindUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
+// writeError answers with the error's problem: the same mapping of error
+// kinds to statuses as the services' NATS endpoints (events/service).
 func writeError(w http.ResponseWriter, err error) {
-	status := statusOf(err)
-	var e *events.Error
-	field, rule := "", ""
-	if errors.As(err, &e) {
-		field, rule = e.Field, e.Rule
-	}
-	title := http.StatusText(status)
-	if k := events.KindOf(err); k != events.KindOther {
-		title = k.String()
-	}
-	writeProblem(w, status, title, err.Error(), field, rule)
+	p := service.ProblemOf(err)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(p)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
 	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -165,7 +166,7 @@ func (f *fakeListing) serve(t testing.TB, nc *nats.Conn) {
 	g := svc.AddGroup(listingPrefix)
 	for _, verb := range []string{"reserve_stock", "release_stock"} {
 		if err := g.AddEndpoint(verb, micro.HandlerFunc(func(req micro.Request) {
-			out := responder{nc: nc, reply: req.Reply()}
+			out := service.NewResponder(nc, req.Reply())
 			go f.handle(verb, req.Data(), out)
 		})); err != nil {
 			t.Fatal(err)
@@ -173,7 +174,7 @@ func (f *fakeListing) serve(t testing.TB, nc *nats.Conn) {
 	}
 }
 
-func (f *fakeListing) handle(verb string, data []byte, out responder) {
+func (f *fakeListing) handle(verb string, data []byte, out service.Responder) {
 	var c struct {
 		ListingID      string `json:"listing_id"`
 		OrderID        string `json:"order_id"`
@@ -200,10 +201,10 @@ func (f *fakeListing) handle(verb string, data []byte, out responder) {
 				Stock: s.Stock - c.Quantity}}, nil
 		})
 	if err != nil {
-		out.fail(ProblemOf(err))
+		out.Fail(ProblemOf(err))
 		return
 	}
-	out.ok(struct{}{})
+	out.OK(struct{}{})
 }
 
 // fakePayment answers authorize and void like the payment service: one

@@ -2,14 +2,13 @@ package order
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/events/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -112,151 +111,31 @@ func reply(id string, r command.Result[Order]) Reply {
 	return out
 }
 
-// Problem is the JSON body of an error reply (RFC 9457 problem details,
-// with the field and rule of the events.Error).
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Field  string `json:"field,omitempty"`
-	Rule   string `json:"rule,omitempty"`
-}
+// Problem is the RFC 9457 body of a refused command.
+type Problem = service.Problem
 
-// ProblemOf maps an error to its status code and problem body: 422 for
-// invalid input, 404, 409 for conflicts and reused keys, 423 when a policy
-// rule blocks the command, 503 when the log is unavailable.
-func ProblemOf(err error) Problem {
-	p := Problem{Status: 500, Detail: err.Error()}
-	var e *events.Error
-	if errors.As(err, &e) {
-		p.Field, p.Rule = e.Field, e.Rule
-		switch e.Kind {
-		case events.KindInvalid:
-			p.Status = 422
-		case events.KindNotFound:
-			p.Status = 404
-		case events.KindConflict, events.KindDuplicate:
-			p.Status = 409
-		case events.KindFrozen:
-			p.Status = 423
-		case events.KindUnavailable:
-			p.Status = 503
-		}
-		p.Type, p.Title = "urn:ledger:problem:"+e.Kind.String(), e.Kind.String()
-	} else {
-		p.Type, p.Title = "urn:ledger:problem:other", "other"
-	}
-	return p
-}
+// ProblemOf maps an error to its problem and status.
+func ProblemOf(err error) Problem { return service.ProblemOf(err) }
 
-// ServeOption changes how Serve exposes the service.
-type ServeOption func(*serveConfig)
+// ServeOption configures Serve.
+type ServeOption func(*service.Config)
 
-type serveConfig struct{ prefix string }
-
-// WithSubjectPrefix serves the endpoints under prefix instead of
-// SubjectPrefix. While the LEDGER stream captures every subject under
-// "ledger.>", requests on SubjectPrefix are also stored by JetStream, which
-// answers them with a publish acknowledgement; deployments and tests use a
-// prefix outside the stream until the stream's subjects exclude the
-// services' request subjects.
+// WithSubjectPrefix serves on prefix instead of SubjectPrefix.
 func WithSubjectPrefix(prefix string) ServeOption {
-	return func(c *serveConfig) { c.prefix = prefix }
+	return func(c *service.Config) { c.Prefix = prefix }
 }
 
-// Serve exposes every order command over NATS request-reply as the micro
-// service ServiceName: the command "order.<verb>" is the endpoint
-// "order.<verb>" on subject "svc.ledger.order.<verb>", its request the
-// command's JSON body and its reply a Reply, or a micro error whose code is
-// the problem status ("423 frozen" for a policy refusal) and whose data is
-// the JSON Problem.
+// Serve exposes every order command as a NATS micro endpoint of service
+// "ledger-order": endpoint "order_<verb>" on subject "svc.ledger.order.<verb>",
+// its request the command's contract JSON, its reply a Reply, its refusal a
+// micro error with a Problem body.
 func (s *Service) Serve(nc *nats.Conn, opts ...ServeOption) (micro.Service, error) {
-	cfg := serveConfig{prefix: SubjectPrefix}
+	cfg := service.Config{Name: ServiceName, Description: "order commands of the marketplace ledger",
+		Context: contracts.ServiceOrder, Commands: Commands, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
+		Handle:    func(ctx context.Context, name string, body []byte) (any, error) { return s.Handle(ctx, name, body) },
+		Correlate: WithCorrelationID}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	svc, err := micro.AddService(nc, micro.Config{Name: ServiceName, Version: "1.0.0",
-		Description: "order commands of the marketplace ledger"})
-	if err != nil {
-		return nil, err
-	}
-	sem := make(chan struct{}, MaxInFlight)
-	g := svc.AddGroup(cfg.prefix)
-	for _, name := range Commands {
-		verb := name[len(contracts.ServiceOrder)+1:]
-		h := micro.HandlerFunc(func(req micro.Request) {
-			// Decisions wait on the log; deciding them one at a time per
-			// endpoint would serialise unrelated orders.
-			// The reply is published on the connection, not through req:
-			// micro reads req's state when the handler returns.
-			sem <- struct{}{}
-			out := responder{nc: nc, reply: req.Reply()}
-			data, corr := req.Data(), req.Headers().Get("Ledger-Correlation-Id")
-			go func() {
-				defer func() { <-sem }()
-				s.respond(name, data, corr, out)
-			}()
-		})
-		if err := g.AddEndpoint(contracts.ServiceOrder+"_"+verb, h, micro.WithEndpointSubject(verb),
-			micro.WithEndpointMetadata(map[string]string{"command": name})); err != nil {
-			svc.Stop()
-			return nil, err
-		}
-	}
-	return svc, nil
-}
-
-func (s *Service) respond(name string, data []byte, corr string, out responder) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if corr != "" {
-		ctx = WithCorrelationID(ctx, corr)
-	}
-	if !json.Valid(data) {
-		out.fail(Problem{Type: "urn:ledger:problem:malformed", Title: "malformed", Status: 400,
-			Detail: "the request body is not one JSON value"})
-		return
-	}
-	r, err := s.Handle(ctx, name, data)
-	if err != nil {
-		out.fail(ProblemOf(err))
-		return
-	}
-	out.ok(r)
-}
-
-// responder answers one request in the micro service's wire format.
-type responder struct {
-	nc    *nats.Conn
-	reply string
-}
-
-func (r responder) ok(v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		r.fail(ProblemOf(err))
-		return
-	}
-	_ = r.nc.Publish(r.reply, body)
-}
-
-// fail sends a micro error: the status as the code ("423 frozen" for a
-// policy refusal), the detail as the description, the Problem as the body.
-func (r responder) fail(p Problem) {
-	body, _ := json.Marshal(p)
-	code := itoa(p.Status)
-	if p.Status == 423 {
-		code = "423 frozen"
-	}
-	m := nats.NewMsg(r.reply)
-	m.Header.Set(micro.ErrorHeader, p.Detail)
-	m.Header.Set(micro.ErrorCodeHeader, code)
-	m.Data = body
-	_ = r.nc.PublishMsg(m)
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
+	return service.Serve(nc, cfg)
 }

@@ -2,7 +2,6 @@ package payment
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/events/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -177,112 +177,34 @@ func viewOf(s State) View {
 	return v
 }
 
-// Serve exposes every command as a NATS micro endpoint of service
-// "ledger-payment" on subject ledger.svc.payment.<verb> (authorize,
-// capture, void, refund, settle). A request body is the command's JSON
-// (contracts); the reply is a Reply, or a micro error whose code is the
-// HTTP status and whose body is a Problem. The header Correlation-Id, when
-// present, becomes the events' correlation id.
+// Serve exposes every payment command as a NATS micro endpoint of service
+// "ledger-payment": endpoint "payment_<verb>" on subject
+// "svc.ledger.payment.<verb>", its request the command's contract JSON, its
+// reply a Reply, its refusal a micro error with a Problem body.
 func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
-	svc, err := micro.AddService(nc, micro.Config{Name: ServiceName, Version: "1.0.0",
-		Description: "payments: authorize, capture, void, refund, settle, with double-entry postings"})
-	if err != nil {
-		return nil, err
+	names := make([]string, len(routes))
+	for i, r := range routes {
+		names[i] = r.name
 	}
-	g := svc.AddGroup(SubjectPrefix)
-	sem := make(chan struct{}, MaxInFlight)
-	for _, r := range routes {
-		if err := g.AddEndpoint(r.verb, s.endpoint(r, sem), micro.WithEndpointMetadata(map[string]string{"command": r.name})); err != nil {
-			svc.Stop()
-			return nil, err
-		}
-	}
-	return svc, nil
+	return service.Serve(nc, service.Config{Name: ServiceName,
+		Description: "payments: authorize, capture, void, refund, settle, with double-entry postings",
+		Context:     contracts.ServicePayment, Commands: names, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
+		Timeout: RequestTimeout, Correlate: WithCorrelationID,
+		Handle: func(ctx context.Context, name string, body []byte) (any, error) {
+			cmd, err := contracts.DecodeCommand(name, body)
+			if err != nil {
+				return nil, err
+			}
+			res, err := s.Handle(ctx, cmd)
+			if err != nil {
+				return nil, err
+			}
+			return NewReply(res.State.ID, res), nil
+		}})
 }
 
-// endpoint decides each request on its own goroutine (at most MaxInFlight
-// at once): a micro subscription delivers serially, and one slow append
-// must not hold up unrelated payments.
-func (s *Service) endpoint(r route, sem chan struct{}) micro.Handler {
-	return micro.HandlerFunc(func(req micro.Request) {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			s.serveOne(r, req)
-		}()
-	})
-}
+// Problem is the RFC 9457 body of a refused command.
+type Problem = service.Problem
 
-func (s *Service) serveOne(r route, req micro.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
-	defer cancel()
-	if id := req.Headers().Get("Correlation-Id"); id != "" {
-		ctx = WithCorrelationID(ctx, id)
-	}
-	cmd, err := contracts.DecodeCommand(r.name, req.Data())
-	if err != nil {
-		respondError(req, http400(err))
-		return
-	}
-	res, err := s.Handle(ctx, cmd)
-	if err != nil {
-		respondError(req, err)
-		return
-	}
-	_ = req.RespondJSON(NewReply(res.State.ID, res))
-}
-
-// badRequest marks an input that failed its contract at the edge (400), as
-// opposed to a valid command a business rule refused (422).
-type badRequest struct{ error }
-
-func (b badRequest) Unwrap() error { return b.error }
-
-func http400(err error) error { return badRequest{err} }
-
-// Problem is the JSON body of an error reply (RFC 9457 problem details,
-// with the ledger's field and rule).
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Field  string `json:"field,omitempty"`
-	Rule   string `json:"rule,omitempty"`
-}
-
-// NewProblem classifies err: 400 input against its contract, 422 a rule
-// refused a valid command, 404 unknown aggregate, 409 conflict or reused
-// idempotency key, 423 frozen by policy, 503 log unavailable, 500 other.
-func NewProblem(err error) Problem {
-	k := events.KindOf(err)
-	p := Problem{Type: "urn:marketledger:problem:" + k.String(), Detail: err.Error()}
-	var e *events.Error
-	if errors.As(err, &e) {
-		p.Field, p.Rule = e.Field, e.Rule
-	}
-	var br badRequest
-	switch {
-	case errors.As(err, &br):
-		p.Status, p.Title, p.Type = 400, "input breaks its contract", "urn:marketledger:problem:bad_request"
-	case k == events.KindInvalid:
-		p.Status, p.Title = 422, "refused by a business rule"
-	case k == events.KindNotFound:
-		p.Status, p.Title = 404, "not found"
-	case k == events.KindConflict || k == events.KindDuplicate:
-		p.Status, p.Title = 409, "conflict"
-	case k == events.KindFrozen:
-		p.Status, p.Title = 423, "frozen by policy"
-	case k == events.KindUnavailable:
-		p.Status, p.Title = 503, "log unavailable; retry with the same idempotency key"
-	default:
-		p.Status, p.Title = 500, "internal error"
-	}
-	return p
-}
-
-func respondError(req micro.Request, err error) {
-	p := NewProblem(err)
-	body, _ := json.Marshal(p)
-	_ = req.Error(fmt.Sprint(p.Status), p.Detail, body, micro.WithHeaders(micro.Headers{"Content-Type": {"application/problem+json"}}))
-}
+// NewProblem maps an error to its problem and status.
+func NewProblem(err error) Problem { return service.ProblemOf(err) }

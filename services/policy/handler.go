@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/events/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -96,118 +96,63 @@ func NewReply(r command.Result[State]) Reply {
 }
 
 // Serve exposes every command as a NATS micro endpoint of service
-// "ledger-policy" on svc.ledger.policy.<verb> (impose_freeze, lift_freeze,
-// set_floor_price, lift_floor_price) and the query "list". A command
-// request is the command's JSON (contracts) and its reply a Reply; a list
-// request is a ListRequest and its reply a Listing. Errors are micro errors
-// whose code is the HTTP status and whose body is a Problem. Policy
-// commands are rare: each endpoint decides its requests in order.
+// "ledger-policy": endpoint "policy_<verb>" on svc.ledger.policy.<verb>
+// (impose_freeze, lift_freeze, set_floor_price, lift_floor_price) and the
+// query "list". A command request is the command's JSON (contracts) and its
+// reply a Reply; a list request is a ListRequest and its reply a Listing.
+// Errors are micro errors whose code is the HTTP status and whose body is a
+// Problem.
 func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
-	svc, err := micro.AddService(nc, micro.Config{Name: ServiceName, Version: "1.0.0",
-		Description: "regulatory policy: freezes and floor prices, and the policy timeline"})
+	names := make([]string, len(routes))
+	for i, r := range routes {
+		names[i] = r.name
+	}
+	svc, err := service.Serve(nc, service.Config{Name: ServiceName,
+		Description: "regulatory policy: freezes and floor prices, and the policy timeline",
+		Context:     contracts.ServicePolicy, Commands: names, Prefix: SubjectPrefix, Timeout: RequestTimeout,
+		Handle: func(ctx context.Context, name string, body []byte) (any, error) {
+			cmd, err := contracts.DecodeCommand(name, body)
+			if err != nil {
+				return nil, err
+			}
+			res, err := s.Handle(ctx, cmd)
+			if err != nil {
+				return nil, err
+			}
+			return NewReply(res), nil
+		}})
 	if err != nil {
 		return nil, err
 	}
-	g := svc.AddGroup(SubjectPrefix)
-	for _, r := range routes {
-		if err := g.AddEndpoint(r.verb, s.endpoint(r), micro.WithEndpointMetadata(map[string]string{"command": r.name})); err != nil {
-			svc.Stop()
-			return nil, err
-		}
-	}
-	if err := g.AddEndpoint("list", micro.HandlerFunc(s.serveList)); err != nil {
+	list := micro.HandlerFunc(func(req micro.Request) { s.serveList(service.NewResponder(nc, req.Reply()), req.Data()) })
+	if err := svc.AddGroup(SubjectPrefix).AddEndpoint("list", list); err != nil {
 		svc.Stop()
 		return nil, err
 	}
 	return svc, nil
 }
 
-func (s *Service) endpoint(r route) micro.Handler {
-	return micro.HandlerFunc(func(req micro.Request) {
-		ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
-		defer cancel()
-		cmd, err := contracts.DecodeCommand(r.name, req.Data())
-		if err != nil {
-			respondError(req, badRequest{err})
-			return
-		}
-		res, err := s.Handle(ctx, cmd)
-		if err != nil {
-			respondError(req, err)
-			return
-		}
-		_ = req.RespondJSON(NewReply(res))
-	})
-}
-
-func (s *Service) serveList(req micro.Request) {
+func (s *Service) serveList(out service.Responder, data []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
 	defer cancel()
 	var q ListRequest
-	if len(req.Data()) > 0 {
-		if err := json.Unmarshal(req.Data(), &q); err != nil {
-			respondError(req, badRequest{&events.Error{Op: "policy.list", Kind: events.KindInvalid, Field: "/as_of", Rule: "RFC 3339 instant: " + err.Error()}})
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &q); err != nil {
+			out.Fail(Problem{Type: "urn:marketledger:problem:invalid", Title: "invalid", Status: 400,
+				Detail: err.Error(), Field: "/as_of", Rule: "RFC 3339 instant with offset"})
 			return
 		}
 	}
 	l, err := s.List(ctx, q.AsOf)
 	if err != nil {
-		respondError(req, err)
+		out.Fail(NewProblem(err))
 		return
 	}
-	_ = req.RespondJSON(l)
+	out.OK(l)
 }
 
-// badRequest marks an input that failed its contract at the edge (400), as
-// opposed to a valid command a business rule refused (422).
-type badRequest struct{ error }
+// Problem is the RFC 9457 body of a refused command.
+type Problem = service.Problem
 
-func (b badRequest) Unwrap() error { return b.error }
-
-// Problem is the JSON body of an error reply (RFC 9457 problem details,
-// with the ledger's field and rule).
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Field  string `json:"field,omitempty"`
-	Rule   string `json:"rule,omitempty"`
-}
-
-// NewProblem classifies err: 400 input against its contract, 422 a rule
-// refused a valid command (an issuer without the role included), 404
-// unknown rule, 409 conflict or reused idempotency key, 503 log
-// unavailable, 500 other.
-func NewProblem(err error) Problem {
-	k := events.KindOf(err)
-	p := Problem{Type: "urn:marketledger:problem:" + k.String(), Detail: err.Error()}
-	var e *events.Error
-	if errors.As(err, &e) {
-		p.Field, p.Rule = e.Field, e.Rule
-	}
-	var br badRequest
-	switch {
-	case errors.As(err, &br):
-		p.Status, p.Title, p.Type = 400, "input breaks its contract", "urn:marketledger:problem:bad_request"
-	case k == events.KindInvalid:
-		p.Status, p.Title = 422, "refused by a business rule"
-	case k == events.KindNotFound:
-		p.Status, p.Title = 404, "not found"
-	case k == events.KindConflict || k == events.KindDuplicate:
-		p.Status, p.Title = 409, "conflict"
-	case k == events.KindFrozen:
-		p.Status, p.Title = 423, "frozen by policy"
-	case k == events.KindUnavailable:
-		p.Status, p.Title = 503, "unavailable; retry with the same idempotency key"
-	default:
-		p.Status, p.Title = 500, "internal error"
-	}
-	return p
-}
-
-func respondError(req micro.Request, err error) {
-	p := NewProblem(err)
-	body, _ := json.Marshal(p)
-	_ = req.Error(fmt.Sprint(p.Status), p.Detail, body, micro.WithHeaders(micro.Headers{"Content-Type": {"application/problem+json"}}))
-}
+// NewProblem maps an error to its problem and status.
+func NewProblem(err error) Problem { return service.ProblemOf(err) }
