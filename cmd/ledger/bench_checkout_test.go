@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/order"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The checkout benchmark's shape: 64 HTTP clients, each running checkouts
+// back to back for benchSeconds (LEDGER_BENCH_SECONDS overrides it) over
+// benchListings listings, on the embedded default with fsync on every write.
+const (
+	benchClients  = 64
+	benchSeconds  = 10
+	benchListings = 256
+	rawBatchMsgs  = 64  // messages per raw atomic batch
+	rawBatches    = 100 // raw batches measured
+	rawMsgBytes   = 512
+)
+
+// benchAddr returns a free loopback address.
+func benchAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// benchServe runs `ledger serve` (all four services, embedded server, fsync
+// always) in-process on a temporary data directory and random ports, and
+// returns its HTTP base URL and NATS URL once /readyz answers. It stops
+// with tb's cleanup.
+func benchServe(tb testing.TB) (base, natsURL string) {
+	tb.Helper()
+	addr := benchAddr(tb)
+	g := &globals{dataDir: tb.TempDir()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, g, &serveOpts{services: "listing,order,payment,policy", http: addr, host: "127.0.0.1",
+			port: -1, replicas: 1})
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			tb.Errorf("serve did not stop within 30 s")
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			tb.Fatalf("serve exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("serve not ready within 30 s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // starting: nothing to await but the socket
+	}
+	info, err := readServeInfo(g.dataDir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return "http://" + addr, info.NATS
+}
+
+// rawAtomicBatchRate publishes rawBatches atomic batches of rawBatchMsgs
+// messages straight to JetStream, on subjects outside the event space, and
+// returns messages per second: what the server alone does on this machine.
+func rawAtomicBatchRate(tb testing.TB, nc *nats.Conn) float64 {
+	tb.Helper()
+	body := bytes.Repeat([]byte("x"), rawMsgBytes)
+	start := time.Now()
+	for range rawBatches {
+		id := events.NewID()
+		for j := 1; j <= rawBatchMsgs; j++ {
+			m := nats.NewMsg("ledger.raw._bench." + strconv.Itoa(j))
+			m.Data = body
+			m.Header.Set("Nats-Batch-Id", id)
+			m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(j))
+			if j < rawBatchMsgs {
+				if err := nc.PublishMsg(m); err != nil {
+					tb.Fatal(err)
+				}
+				continue
+			}
+			m.Header.Set("Nats-Batch-Commit", "1")
+			resp, err := nc.RequestMsg(m, 10*time.Second)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			var ack struct {
+				Error *struct {
+					Description string `json:"description"`
+				} `json:"error"`
+			}
+			if json.Unmarshal(resp.Data, &ack); ack.Error != nil {
+				tb.Fatalf("raw atomic batch: %s", ack.Error.Description)
+			}
+		}
+	}
+	return float64(rawBatches*rawBatchMsgs) / time.Since(start).Seconds()
+}
+
+// httpClient keeps one connection per benchmark client alive.
+var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
+
+// postCommand sends one command and returns the status and body.
+func postCommand(base, name string, cmd any) (int, []byte, error) {
+	body, _ := json.Marshal(cmd)
+	resp, err := httpClient.Post(base+"/v1/commands/"+name, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func streamLastSeq(tb testing.TB, js jetstream.JetStream) uint64 {
+	s, err := js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s.CachedInfo().State.LastSeq
+}
+
+// quantile returns the q-quantile of sorted durations, in milliseconds.
+func quantile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return float64(sorted[int(q*float64(len(sorted)-1))]) / 1e6
+}
+
+// BenchmarkCheckoutHTTP measures checkouts per second through the HTTP API
+// of `ledger serve` from 64 concurrent clients: each checkout is order.place,
+// listing.reserve_stock, payment.authorize, payment.capture and
+// order.confirm, sent with the checkout manager's idempotency keys (the
+// manager, running in the same process, drives the same steps and is
+// answered with the first result). It reports checkouts/s and their p50 and
+// p99 latency, the latency of place+authorize+capture alone, and the raw
+// JetStream atomic-batch rate measured on the same server in the same run.
+func BenchmarkCheckoutHTTP(b *testing.B) {
+	seconds := benchSeconds
+	if s, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_SECONDS")); err == nil && s > 0 {
+		seconds = s
+	}
+	for range b.N {
+		base, natsURL := benchServe(b)
+		nc, err := nats.Connect(natsURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		raw := rawAtomicBatchRate(b, nc)
+
+		idr := func(m int64) contracts.Money { return contracts.Money{AmountMinor: m, Currency: "IDR"} }
+		var wg sync.WaitGroup
+		for c := range 16 {
+			wg.Go(func() {
+				for i := c; i < benchListings; i += 16 {
+					code, body, err := postCommand(base, "listing.create", contracts.CreateListing{ListingID: fmt.Sprintf("bl-%03d", i),
+						SellerID: fmt.Sprintf("seller-%02d", i%32), Title: "bench item", Category: "fashion",
+						Channel: contracts.Channels[i%2], Jurisdiction: "ID", Origin: contracts.OriginDomestic,
+						Price: idr(int64(10_000+i) * 100), Stock: 1_000_000_000})
+					if err != nil || code != http.StatusOK {
+						b.Errorf("listing.create: %d %s %v", code, body, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if b.Failed() {
+			return
+		}
+
+		type sample struct{ checkout, pac time.Duration }
+		samples := make([][]sample, benchClients)
+		errs := make([]error, benchClients)
+		before := streamLastSeq(b, js)
+		stop := time.Now().Add(time.Duration(seconds) * time.Second)
+		start := time.Now()
+		for c := range benchClients {
+			wg.Go(func() {
+				for n := 0; time.Now().Before(stop); n++ {
+					id := fmt.Sprintf("bo-%02d-%06d", c, n)
+					listingID := fmt.Sprintf("bl-%03d", (c*7+n)%benchListings)
+					var pac time.Duration
+					step := func(name string, cmd any, out any, blocked bool) error {
+						t0 := time.Now()
+						code, body, err := postCommand(base, name, cmd)
+						if blocked {
+							pac += time.Since(t0)
+						}
+						if err != nil || code != http.StatusOK {
+							return fmt.Errorf("%s %s: %d %s %v", name, id, code, body, err)
+						}
+						if out != nil {
+							return json.Unmarshal(body, out)
+						}
+						return nil
+					}
+					t0 := time.Now()
+					var placed struct {
+						State order.Order `json:"state"`
+					}
+					err := step("order.place", contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1}, &placed, true)
+					o := placed.State
+					if err == nil {
+						err = step("listing.reserve_stock", contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
+							IdempotencyKey: order.StepKey(o.ID, "reserve")}, nil, false)
+					}
+					if err == nil {
+						err = step("payment.authorize", contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID,
+							BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
+							Amount: o.Total, IdempotencyKey: order.StepKey(o.ID, "authorize")}, nil, true)
+					}
+					if err == nil {
+						err = step("payment.capture", contracts.CapturePayment{PaymentID: order.PaymentID(o.ID),
+							IdempotencyKey: "capture:" + o.ID}, nil, true)
+					}
+					if err == nil {
+						err = step("order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: order.PaymentID(o.ID),
+							IdempotencyKey: order.StepKey(o.ID, "confirm")}, nil, false)
+					}
+					if err != nil {
+						errs[c] = err
+						return
+					}
+					samples[c] = append(samples[c], sample{time.Since(t0), pac})
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(start)
+		stored := streamLastSeq(b, js) - before
+		for _, err := range errs {
+			if err != nil {
+				b.Error(err)
+			}
+		}
+		all := slices.Concat(samples...)
+		if len(all) == 0 {
+			b.Fatal("no checkout completed")
+		}
+		var co, pac []time.Duration
+		for _, s := range all {
+			co, pac = append(co, s.checkout), append(pac, s.pac)
+		}
+		slices.Sort(co)
+		slices.Sort(pac)
+		rate := float64(len(all)) / elapsed.Seconds()
+		msgRate := float64(stored) / elapsed.Seconds()
+		res := map[string]any{
+			"bench": "checkout_http", "clients": benchClients, "seconds": round2(elapsed.Seconds()), "checkouts": len(all),
+			"checkouts_per_s": round2(rate), "checkout_p50_ms": round2(quantile(co, 0.50)), "checkout_p99_ms": round2(quantile(co, 0.99)),
+			"place_authorize_capture_p50_ms": round2(quantile(pac, 0.50)), "place_authorize_capture_p99_ms": round2(quantile(pac, 0.99)),
+			"stream_msgs_per_s": round2(msgRate), "raw_atomic_batch_msgs_per_s": round2(raw), "raw_batch_msgs": rawBatchMsgs,
+			"stream_to_raw_ratio": round2(msgRate / raw), "target_checkouts_per_s": 1500, "target_p99_ms": 50,
+		}
+		out, _ := json.Marshal(res)
+		fmt.Printf("checkouts (place, reserve, authorize, capture, confirm) over HTTP, %d clients, fsync always: %.0f/s  p50 %.1f ms  p99 %.1f ms (target >= 1500/s, p99 <= 50 ms)\n",
+			benchClients, rate, quantile(co, 0.50), quantile(co, 0.99))
+		fmt.Printf("place+authorize+capture latency:  p50 %.1f ms  p99 %.1f ms\n", quantile(pac, 0.50), quantile(pac, 0.99))
+		fmt.Printf("stream messages stored: %.0f/s;  raw atomic batch (%d msgs/batch) on the same server: %.0f msgs/s;  ratio %.2f\n",
+			msgRate, rawBatchMsgs, raw, msgRate/raw)
+		fmt.Printf("BENCH_JSON %s\n", out)
+		b.ReportMetric(rate, "checkouts/s")
+		b.ReportMetric(quantile(co, 0.99), "p99_ms")
+	}
+}
+
+func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }
