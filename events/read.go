@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -307,6 +308,18 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	// A read of every subject must see every position: the stream denies
+	// deletes and purges and has no limits, so a position the server skips
+	// was lost (a damaged block it could not read) or removed behind the
+	// ledger's back, and reading past it would hide the loss.
+	whole := len(subjects) == 1 && subjects[0] == SubjectPrefix+">"
+	var next uint64
+	switch cfg.DeliverPolicy {
+	case jetstream.DeliverAllPolicy:
+		next = 1
+	case jetstream.DeliverByStartSequencePolicy:
+		next = cfg.OptStartSeq
+	}
 	c := &chunk{}
 	for {
 		m, err := it.Next()
@@ -322,6 +335,14 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 			fail(KindIntegrity, err)
 			return
 		}
+		if whole && next != 0 && meta.Sequence.Stream != next {
+			if len(c.msgs) > 0 && !send(c) {
+				return
+			}
+			send(&chunk{err: missingPositions(next, meta.Sequence.Stream-1)})
+			return
+		}
+		next = meta.Sequence.Stream + 1
 		last := meta.NumPending == 0 || (to > 0 && meta.Sequence.Stream >= to)
 		if to == 0 || meta.Sequence.Stream <= to {
 			c.msgs = append(c.msgs, m)
@@ -339,6 +360,17 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 			return
 		}
 	}
+}
+
+// missingPositions is the error of a read of the whole log that found the
+// positions from..to absent.
+func missingPositions(from, to uint64) error {
+	field := "position " + strconv.FormatUint(from, 10)
+	if to > from {
+		field = fmt.Sprintf("positions %d to %d", from, to)
+	}
+	return &Error{Op: "events.Read", Kind: KindIntegrity, Field: field,
+		Rule: "missing from the stream, which denies deletes and purges: the message was lost or removed outside the ledger"}
 }
 
 func decodeStored(subject string, h nats.Header, data []byte, seq uint64, ts time.Time) (Event, error) {
