@@ -208,25 +208,47 @@ func (s *JetStreamStore) send(live []*pending) { s.sendAttempt(live, 0) }
 const contendedRetries = 3
 
 func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
+	// The fence checks the policy position the batch's fenced decisions
+	// were made under, never the committer's newest: a batch split and
+	// resent after the policy moved must still be refused.
+	live, decidedAt, nfenced := s.sameFence(live)
+	if len(live) == 0 {
+		return
+	}
 	var msgs []*nats.Msg
-	nfenced := 0
+	sourceHead, isSource, err := s.sourceFence(live)
+	if err != nil {
+		s.resolveUnknown(live, err)
+		return
+	}
+	if isSource {
+		// Policy decisions carry the same check as fenced ones, on the
+		// newest policy position: on a replicated stream the server then
+		// never has a policy append and a fenced batch in flight at once
+		// (it refuses the second with 10164), so a fence cannot miss a
+		// policy event that is proposed but not yet applied.
+		msgs = append(msgs, fenceMsg(live, sourceHead, len(live)))
+	}
 	for _, p := range live {
 		msgs = append(msgs, p.msgs...)
-		if p.d.Fence {
-			nfenced++
-		}
 	}
-	s.mu.Lock()
-	fenceHead := s.fenceHead
-	s.mu.Unlock()
 	if nfenced > 0 {
-		msgs = append(msgs, fenceMsg(live, fenceHead, nfenced))
+		msgs = append(msgs, fenceMsg(live, decidedAt, nfenced))
 	}
 	ack, err := s.publishBatch(msgs)
 	switch {
 	case err == nil:
-		s.settle(live, ack.Sequence-uint64(len(msgs))+1)
-	case isCheckFailure(err) && nfenced > 0 && s.fenceMoved():
+		first := ack.Sequence - uint64(len(msgs)) + 1
+		if isSource {
+			first++ // the source fence comes first
+		}
+		s.settle(live, first)
+	case isCheckFailure(err) && isSource && attempt < sourceRetries:
+		// Another policy event, or a fenced batch, got in first: read the
+		// new head and try again (a real aggregate conflict fails again).
+		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
+		s.sendAttempt(live, attempt+1)
+	case isCheckFailure(err) && nfenced > 0 && s.fenceMovedFrom(decidedAt):
 		var unfenced []*pending
 		for _, p := range live {
 			if p.d.Fence {
@@ -280,19 +302,60 @@ func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
 	return m
 }
 
-// fenceMoved asks the leader for the newest policy position and reports
-// whether it is past the committer's fence head (updating it).
-func (s *JetStreamStore) fenceMoved() bool {
+// sourceRetries bounds the resends of a policy batch whose head check lost.
+const sourceRetries = 8
+
+// sourceFence reports whether live holds policy decisions (a batch never
+// mixes them with fenced ones) and, if so, the policy head to check.
+func (s *JetStreamStore) sourceFence(live []*pending) (uint64, bool, error) {
+	if len(live) == 0 || live[0].d.Aggregate.Context != fenceContext {
+		return 0, false, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	head, err := s.PolicyHead(ctx)
+	return head, true, err
+}
+
+// sameFence keeps the fenced decisions of live made under the newest policy
+// position among them (failing the others: a newer policy exists) and
+// returns that position and how many fenced decisions remain.
+func (s *JetStreamStore) sameFence(live []*pending) ([]*pending, uint64, int) {
+	var newest uint64
+	for _, p := range live {
+		if p.d.Fence && p.d.Events[0].PolicyPosition > newest {
+			newest = p.d.Events[0].PolicyPosition
+		}
+	}
+	kept, n := live[:0:0], 0
+	for _, p := range live {
+		switch {
+		case !p.d.Fence:
+			kept = append(kept, p)
+		case p.d.Events[0].PolicyPosition < newest:
+			p.result <- appendResult{err: s.policyConflict(p.d.Events[0].PolicyPosition, newest)}
+		default:
+			kept = append(kept, p)
+			n++
+		}
+	}
+	return kept, newest, n
+}
+
+// fenceMovedFrom asks the leader for the newest policy position and reports
+// whether it differs from decidedAt, the position a refused batch's fenced
+// decisions were made under (updating the committer's fence head).
+func (s *JetStreamStore) fenceMovedFrom(decidedAt uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	pos, err := s.PolicyHead(ctx)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil || pos == s.fenceHead {
+	if err != nil {
 		return false
 	}
+	s.mu.Lock()
 	s.fenceHead = pos // the leader's answer is authoritative, up or down
-	return true
+	s.mu.Unlock()
+	return pos != decidedAt
 }
 
 func (s *JetStreamStore) currentFence() uint64 {

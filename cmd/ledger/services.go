@@ -53,7 +53,8 @@ const feeBasisPoints = 500
 var allServices = []string{contracts.ServiceListing, contracts.ServiceOrder, contracts.ServicePayment, contracts.ServicePolicy}
 
 // newStack starts the services named in enabled (all four when nil) on one
-// store; those that honour policy share one policy view.
+// store; those that honour policy share one policy view, with its guard
+// before effective instants on (the real clock; see policyview.DefaultGuard).
 func newStack(ctx context.Context, st *events.JetStreamStore, clock func() time.Time, enabled map[string]bool) (*stack, error) {
 	on := func(name string) bool { return enabled == nil || enabled[name] }
 	s := &stack{}

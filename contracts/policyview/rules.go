@@ -118,3 +118,17 @@ func (rs Rules) lift(id string, kind contracts.RuleKind, at time.Time) Rules {
 	}
 	return out
 }
+
+// early returns the rules with every effective instant moved d earlier: the
+// guard of View.SetGuard. Lifts are not moved: a rule ends no earlier.
+func (rs Rules) early(d time.Duration) Rules {
+	if d <= 0 || len(rs) == 0 {
+		return rs
+	}
+	out := make(Rules, len(rs))
+	for i, r := range rs {
+		r.EffectiveAt = r.EffectiveAt.Add(-d)
+		out[i] = r
+	}
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -33,6 +34,7 @@ const DefaultWaitMax = 10 * time.Second
 type View struct {
 	src     Source
 	waitMax time.Duration
+	guard   atomic.Int64 // nanoseconds; see SetGuard
 
 	mu      sync.Mutex
 	rules   Rules
@@ -54,6 +56,7 @@ func Start(ctx context.Context, src Source) (*View, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	v := &View{src: src, waitMax: DefaultWaitMax, changed: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	v.guard.Store(int64(DefaultGuard))
 	go v.follow(runCtx)
 	if err := v.waitFor(ctx, head); err != nil {
 		v.Close()
@@ -61,6 +64,18 @@ func Start(ctx context.Context, src Source) (*View, error) {
 	}
 	return v, nil
 }
+
+// DefaultGuard is how long before a rule's effective instant the view's
+// snapshots already hold it in force. On the real clock a decision made a
+// moment before the instant is stored a moment after it; refusing slightly
+// early keeps "nothing accepted from the instant" true by the server's
+// recorded time as well as by the decision clock, as long as an append takes
+// less than the guard (ADR 0004).
+const DefaultGuard = time.Second
+
+// SetGuard sets the guard (DefaultGuard unless set). A simulated business
+// clock, whose decisions are stored in business-time order, sets it to 0.
+func (v *View) SetGuard(d time.Duration) { v.guard.Store(int64(d)) }
 
 // Close stops following the log. Snapshots taken later fail.
 func (v *View) Close() {
@@ -87,7 +102,7 @@ func (v *View) Snapshot(ctx context.Context, refresh bool) (command.Policy[Rules
 	if v.err != nil {
 		return command.Policy[Rules]{}, v.err
 	}
-	return command.Policy[Rules]{Position: v.pos, Rules: v.rules}, nil
+	return command.Policy[Rules]{Position: v.pos, Rules: v.rules.early(time.Duration(v.guard.Load()))}, nil
 }
 
 // Position returns the position of the newest policy message applied.

@@ -180,9 +180,6 @@ func TestFreezeScheduledAhead(t *testing.T) {
 		if after == 0 {
 			t.Errorf("no in-scope trade between the freeze's append and its instant: the schedule was not exercised")
 		}
-		if gap := instant.Sub(lastAt); gap > time.Second {
-			t.Errorf("last in-scope trade %s before the instant: trade did not go on until it", gap)
-		}
 		t.Logf("seed %d: %d in-scope transactions after the freeze's append, the last %s before its instant (#%d), %d refused after",
 			seed, after, instant.Sub(lastAt), last, load.RefusedAfter())
 	})

@@ -8,16 +8,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketledger/ledger/contracts/policyview"
+
 	"github.com/marketledger/ledger/events"
 )
 
 // Judge checks what the loops saw against the freeze: every blocked step
 // of an in-scope checkout sent after cut was refused, none was refused
 // before early (the instant a scheduled freeze takes effect; zero for a
-// freeze effective at once), and every control checkout was accepted.
+// freeze effective at once) less the policy view's guard, and every control
+// checkout was accepted. The services refuse from the guard before the
+// instant so that nothing they accept is stored after it (ADR 0004).
 func (l *Load) Judge(cut, early time.Time) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !early.IsZero() {
+		early = early.Add(-policyview.DefaultGuard)
+	}
 	var out []string
 	for _, c := range l.Checkouts {
 		for _, s := range c.Steps {
