@@ -124,7 +124,18 @@ func (r *runner) run(ctx context.Context, cons jetstream.Consumer) {
 	defer close(r.done)
 	wait := min(max(r.eng.cfg.CheckpointInterval, 20*time.Millisecond), time.Second)
 	for ctx.Err() == nil {
+		if cons == nil {
+			// Recreating the consumer after a gap failed (no stream
+			// leader during a failover): try again before fetching.
+			if cons, _ = r.consumer(ctx); cons == nil {
+				sleepCtx(ctx, wait)
+				continue
+			}
+		}
 		batch, err := cons.Fetch(r.eng.cfg.FetchBatch, jetstream.FetchMaxWait(wait))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			cons = nil // lost with its server's state: recreate it where the checkpoint says
+		}
 		if err != nil {
 			sleepCtx(ctx, wait) // the server is away; the consumer is durable, try again
 			continue
@@ -143,6 +154,7 @@ func (r *runner) run(ctx context.Context, cons jetstream.Consumer) {
 		}
 		if gap {
 			if cons, err = r.consumer(ctx); err != nil {
+				cons = nil
 				sleepCtx(ctx, wait)
 			}
 		}
