@@ -43,9 +43,10 @@ const commandTimeout = 15 * time.Second
 // postings of every currency sum to zero, no listing is oversold, the
 // violations audit is empty (no blocked operation was accepted under a
 // freeze), and every read model folded incrementally step by step equals,
-// byte for byte, a fold of the whole log from zero. The same seed gives the
-// same sequence of steps; the history names them so that a failing run can
-// be read and replayed.
+// byte for byte, a fold of the whole log from zero. The same seed draws the
+// same choices; which of several concurrent reservations wins is the
+// server's to decide and can differ between runs, so the history records
+// what each step did.
 type Sim struct {
 	url  string
 	seed uint64
