@@ -75,11 +75,13 @@ func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 	if fault != nil {
 		go func() { faulted <- fault(ctx) }()
 	}
+	asked := time.Now()
 	_, acked, err := ImposeFreeze(ctx, ins[rng.IntN(len(ins))], Freeze(rule, load.Category, time.Time{}))
 	if err != nil {
 		t.Fatalf("impose freeze: %v", err)
 	}
 	load.Cut.Store(&acked)
+	t.Logf("freeze acknowledged %s after it was asked for", acked.Sub(asked))
 	if fault != nil {
 		if err := <-faulted; err != nil {
 			t.Fatalf("fault: %v", err)
