@@ -129,68 +129,81 @@ func TestFreezeNowUnderConcurrentCheckouts(t *testing.T) {
 // by decision time and by the server's recorded time.
 func TestFreezeScheduledAhead(t *testing.T) {
 	ForSeeds(t, 2, func(t *testing.T, seed uint64) {
-		ins := nodeInstances(t, 3)
-		ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
-		defer cancel()
-		rng := rand.New(rand.NewPCG(seed, 0))
-		run := runID(seed)
-		load := &Load{RunID: run, Category: "cat-" + run, Instances: ins, Loops: 32, Control: 4, Seed: seed}
-		if err := CreateListings(ctx, ins[0], load.Listings()...); err != nil {
-			t.Fatal(err)
-		}
-		reached := load.Accepted(int64(1 + rng.IntN(8)))
-		stop := load.Run(ctx)
-		defer stop()
-		select {
-		case <-reached:
-		case <-ctx.Done():
-			t.Fatalf("no checkout accepted before the run's deadline: %v", load.Errs)
-		}
-		instant := time.Now().Add(2*time.Second + time.Duration(rng.IntN(500))*time.Millisecond).Round(0)
-		load.Cut.Store(&instant)
-		rule := "freeze-" + run
-		if _, _, err := ImposeFreeze(ctx, ins[rng.IntN(len(ins))], Freeze(rule, load.Category, instant)); err != nil {
-			t.Fatalf("impose freeze: %v", err)
-		}
-		if err := Await(ctx, time.Minute, "64 refusals and 4 control checkouts after the instant", func() bool {
-			return load.RefusedAfter() >= 64 && load.ControlAfter() >= 4
-		}); err != nil {
-			t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)
-		}
-		stop()
-		for _, err := range load.Errs {
-			t.Errorf("checkout loop: %v", err)
-		}
-		for _, v := range load.Judge(instant, instant) {
-			t.Error(v)
-		}
-		lg := JudgeLog(t, ctx, ins[0].Store, rule)
-		f := lg.Freezes[rule]
-		if !f.InForce.Equal(instant) {
-			t.Errorf("freeze in force from %s, want the scheduled %s", f.InForce, instant)
-		}
-		var after, last int
-		var lastAt time.Time
-		for i, x := range lg.InScope(f) {
-			if x.Position > f.Position {
-				after++
-			}
-			if x.OccurredAt.After(lastAt) {
-				last, lastAt = i, x.OccurredAt
-			}
-		}
-		if after == 0 {
-			t.Errorf("no in-scope trade between the freeze's append and its instant: the schedule was not exercised")
-		}
-		t.Logf("seed %d: %d in-scope transactions after the freeze's append, the last %s before its instant (#%d), %d refused after",
-			seed, after, instant.Sub(lastAt), last, load.RefusedAfter())
+		scheduledFreeze(t, seed, nodeInstances(t, 3), nil)
 	})
+}
+
+// scheduledFreeze runs the checkout loops across ins, appends a freeze
+// effective 2 to 2.5 seconds ahead, and judges the loops and the log
+// against its instant. fault, if set, runs at the instant itself.
+func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(seed, 0))
+	run := runID(seed)
+	load := &Load{RunID: run, Category: "cat-" + run, Instances: ins, Loops: 32, Control: 4, Seed: seed}
+	if err := CreateListings(ctx, ins[0], load.Listings()...); err != nil {
+		t.Fatal(err)
+	}
+	reached := load.Accepted(int64(1 + rng.IntN(8)))
+	stop := load.Run(ctx)
+	defer stop()
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		t.Fatalf("no checkout accepted before the run's deadline: %v", load.Errs)
+	}
+	instant := time.Now().Add(2*time.Second + time.Duration(rng.IntN(500))*time.Millisecond).Round(0)
+	load.Cut.Store(&instant)
+	rule := "freeze-" + run
+	if _, _, err := ImposeFreeze(ctx, ins[rng.IntN(len(ins))], Freeze(rule, load.Category, instant)); err != nil {
+		t.Fatalf("impose freeze: %v", err)
+	}
+	if fault != nil {
+		time.Sleep(time.Until(instant)) // the fault belongs to a wall-clock instant
+		if err := fault(ctx); err != nil {
+			t.Fatalf("fault: %v", err)
+		}
+	}
+	if err := Await(ctx, time.Minute, "64 refusals and 4 control checkouts after the instant", func() bool {
+		return load.RefusedAfter() >= 64 && load.ControlAfter() >= 4
+	}); err != nil {
+		t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)
+	}
+	stop()
+	for _, err := range load.Errs {
+		t.Errorf("checkout loop: %v", err)
+	}
+	for _, v := range load.Judge(instant, instant) {
+		t.Error(v)
+	}
+	lg := JudgeLog(t, ctx, ins[0].Store, rule)
+	f := lg.Freezes[rule]
+	if !f.InForce.Equal(instant) {
+		t.Errorf("freeze in force from %s, want the scheduled %s", f.InForce, instant)
+	}
+	var after int
+	var lastAt time.Time
+	for _, x := range lg.InScope(f) {
+		if x.Position > f.Position {
+			after++
+		}
+		if x.OccurredAt.After(lastAt) {
+			lastAt = x.OccurredAt
+		}
+	}
+	if after == 0 {
+		t.Errorf("no in-scope trade between the freeze's append and its instant: the schedule was not exercised")
+	}
+	t.Logf("seed %d: %d in-scope transactions after the freeze's append, the last %s before its instant, %d refused after",
+		seed, after, instant.Sub(lastAt), load.RefusedAfter())
 }
 
 // TestFreezeNowOnClusterWithStepdown: the same as
 // TestFreezeNowUnderConcurrentCheckouts on a three-node cluster, with the
 // stream leader asked to step down at the moment the freeze is appended,
-// and instances connected to different nodes.
+// and instances connected to different nodes; then a scheduled freeze with
+// a stepdown at its instant, and the hundred buyers.
 func TestFreezeNowOnClusterWithStepdown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
@@ -204,6 +217,15 @@ func TestFreezeNowOnClusterWithStepdown(t *testing.T) {
 			t.Logf("stream leader %s stepped down, %s leads", old, leader)
 			return err
 		})
+	})
+	stepdown := func(ctx context.Context) error {
+		old := c.StreamLeader()
+		leader, err := c.StepDownStreamLeader(ctx)
+		t.Logf("stream leader %s stepped down, %s leads", old, leader)
+		return err
+	}
+	t.Run("scheduled", func(t *testing.T) {
+		ForSeeds(t, 1, func(t *testing.T, seed uint64) { scheduledFreeze(t, seed, ins, stepdown) })
 	})
 	t.Run("hundred-buyers", func(t *testing.T) { hundredBuyers(t, ins, "cl") })
 }
