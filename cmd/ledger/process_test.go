@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -83,7 +85,10 @@ func startServe(t *testing.T, bin, natsURL, services string) *ledgerProc {
 	t.Helper()
 	p := &ledgerProc{name: services, addr: freeAddr(t)}
 	out := &procOutput{}
-	p.cmd = exec.Command(bin, "serve", "--nats", natsURL, "--data", t.TempDir(), "--services", services, "--http", p.addr)
+	p.cmd = exec.Command(bin, "serve", "--nats", natsURL, "--data", t.TempDir(), "--services", services, "--http", p.addr,
+		// One process of a deployment runs the read models: their durable
+		// consumers are shared by name.
+		"--projections="+strconv.FormatBool(strings.Contains(services, "listing")))
 	p.cmd.Stdout, p.cmd.Stderr = out, out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -25,12 +25,13 @@ import (
 )
 
 type serveOpts struct {
-	services string
-	http     string
-	host     string
-	port     int
-	replicas int
-	lazy     bool
+	services    string
+	projections bool
+	http        string
+	host        string
+	port        int
+	replicas    int
+	lazy        bool
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -52,6 +53,7 @@ checks the stream there (--replicas 3 on a cluster).`,
 		},
 	}
 	c.Flags().StringVar(&o.services, "services", strings.Join(allServices, ","), "comma-separated services this process runs (listing, order, payment, policy)")
+	c.Flags().BoolVar(&o.projections, "projections", true, "run the read models and the notary (exactly one process of a deployment should)")
 	c.Flags().StringVar(&o.http, "http", "127.0.0.1:8080", "address of the HTTP API (health, metrics, OpenAPI)")
 	c.Flags().StringVar(&o.host, "host", "127.0.0.1", "address of the embedded NATS server's client port")
 	c.Flags().IntVar(&o.port, "port", embedded.DefaultPort, "client port of the embedded NATS server")
@@ -169,18 +171,22 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		defer removeServeInfo(g.dataDir)
 	}
 	a := newAPI(n, log)
-	eng, err := startProjections(ctx, n, a)
-	if err != nil {
-		return err
+	if o.projections {
+		eng, err := startProjections(ctx, n, a)
+		if err != nil {
+			return err
+		}
+		defer eng.Stop()
+		a.ready = eng.Err
 	}
-	defer eng.Stop()
-	a.ready = eng.Err
 	a.mountCommands(st)
 	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
 	} else {
 		a.mountSnapshots(key)
-		go runNotary(ctx, n, key, log)
+		if o.projections {
+			go runNotary(ctx, n, key, log)
+		}
 	}
 	err = a.serveHTTP(ctx, o.http)
 	log.Info("shut down: HTTP drained, pending appends settled, store closed")

@@ -218,7 +218,10 @@ func startLedgerServe(ctx context.Context, t *testing.T, bin, urls, services str
 	t.Helper()
 	s := &ledgerServe{services: services, http: "127.0.0.1:" + strconv.Itoa(freePorts(t, 1)[0]), out: &syncBuffer{}}
 	s.proc = startChild(t, "ledger serve "+services, s.out, bin, "serve", "--nats", urls, "--replicas", "3",
-		"--data", t.TempDir(), "--services", services, "--http", s.http)
+		"--data", t.TempDir(), "--services", services, "--http", s.http,
+		// One process of a deployment runs the read models: their durable
+		// consumers are shared by name.
+		"--projections="+strconv.FormatBool(strings.Contains(services, "listing")))
 	t.Cleanup(func() {
 		if s.proc.running() {
 			s.proc.stop(t)
