@@ -20,10 +20,10 @@ func newDiffCmd(g *globals) *cobra.Command {
 	var clock string
 	var models []string
 	c := &cobra.Command{
-		Use:   "diff --at T1 --at T2",
-		Short: "What changed in the read models between two instants: added, removed and changed rows",
+		Use:     "diff --at T1 --at T2",
+		Short:   "What changed in the read models between two instants: added, removed and changed rows",
 		Example: `  ledger diff --data ./d --at 2023-10-04T16:59:59+07:00 --at 2023-10-04T17:30:00+07:00 --model catalogue`,
-		Args: cobra.NoArgs,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(at) != 2 {
 				return usagef("give exactly two --at instants (or positions), got %d", len(at))
