@@ -82,31 +82,12 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 		})
 }
 
-// Reply is the JSON answer to a command served over NATS.
-type Reply struct {
-	AggregateID string `json:"aggregate_id"`
-	// Version is the listing's version after the command.
-	Version uint64 `json:"version"`
-	// Replayed is true when the idempotency key had been used by the same
-	// command: nothing new was appended.
-	Replayed bool `json:"replayed,omitempty"`
-	// Events are the types of the events appended, in order.
-	Events []string `json:"events,omitempty"`
-	// FirstPosition and LastPosition are the global positions of the
-	// appended events (0 when none were appended).
-	FirstPosition uint64  `json:"first_position,omitempty"`
-	LastPosition  uint64  `json:"last_position,omitempty"`
-	State         Listing `json:"state"`
-}
+// Reply is what a command answers: the listing after it and where its events
+// went.
+type Reply = service.Reply[Listing]
 
-func reply(id string, r command.Result[Listing]) Reply {
-	out := Reply{AggregateID: id, Version: r.Version, Replayed: r.Replayed, State: r.State,
-		FirstPosition: r.Appended.FirstPosition, LastPosition: r.Appended.LastPosition}
-	for _, e := range r.Events {
-		out.Events = append(out.Events, e.Type)
-	}
-	return out
-}
+func reply(id string, r command.Result[Listing]) Reply { return service.NewReply(id, r) }
+
 
 // Problem is the RFC 9457 body of a refused command.
 type Problem = service.Problem
