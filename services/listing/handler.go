@@ -88,7 +88,6 @@ type Reply = service.Reply[Listing]
 
 func reply(id string, r command.Result[Listing]) Reply { return service.NewReply(id, r) }
 
-
 // Problem is the RFC 9457 body of a refused command.
 type Problem = service.Problem
 

@@ -91,7 +91,6 @@ type Reply = service.Reply[Order]
 
 func reply(id string, r command.Result[Order]) Reply { return service.NewReply(id, r) }
 
-
 // Problem is the RFC 9457 body of a refused command.
 type Problem = service.Problem
 
