@@ -38,13 +38,19 @@ func newServeCmd(g *globals) *cobra.Command {
 	o := &serveOpts{}
 	c := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the ledger: the embedded NATS server and the LEDGER stream",
+		Short: "Run the ledger: embedded NATS, the services, the read models, the notary and the HTTP API",
 		Long: `serve starts an embedded NATS server with JetStream (fsync on every write) on
 127.0.0.1:4222, creates the LEDGER stream or checks that an existing one keeps
-the ledger's guarantees, and runs until SIGINT or SIGTERM.
+the ledger's guarantees, and runs the listing, order, payment and policy
+services (NATS micro on svc.ledger.<context>.<verb>, HTTP POST
+/v1/commands/<context>.<verb>), the checkout process manager, the read models
+and the notary, until SIGINT or SIGTERM; then it stops taking work, lets what
+was acknowledged finish, and exits.
 
 With --nats it connects to an existing NATS cluster instead and creates or
-checks the stream there (--replicas 3 on a cluster).`,
+checks the stream there (--replicas 3 on a cluster). --services runs a subset,
+so each service can be its own process; exactly one process of a deployment
+should keep --projections on. The HTTP API is described at /openapi.json.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
