@@ -29,6 +29,7 @@ const (
 	HeaderPolicyPosition   = "ce-policyposition"
 	HeaderAggregateVersion = "ce-aggregateversion"
 	HeaderPrevHash         = "ce-prevhash"
+	HeaderPrevPosition     = "ce-prevposition"
 	HeaderHash             = "ce-hash"
 
 	// SpecVersion is the CloudEvents version the envelope follows.
@@ -94,6 +95,7 @@ func Encode(e *Event) (*nats.Msg, error) {
 	h.Set(HeaderPolicyPosition, strconv.FormatUint(e.PolicyPosition, 10))
 	h.Set(HeaderAggregateVersion, strconv.FormatUint(e.AggregateVersion, 10))
 	h.Set(HeaderPrevHash, e.PrevHash)
+	h.Set(HeaderPrevPosition, strconv.FormatUint(e.PrevPosition, 10))
 	h.Set(HeaderHash, e.Hash)
 	h.Set(nats.MsgIdHdr, e.ID)
 	m.Data = e.Data
@@ -106,7 +108,7 @@ var knownHeaders = map[string]bool{
 	HeaderSpecVersion: true, HeaderID: true, HeaderType: true, HeaderSource: true,
 	HeaderSubject: true, HeaderTime: true, HeaderDataSchema: true,
 	HeaderCorrelationID: true, HeaderCausationID: true, HeaderPolicyPosition: true,
-	HeaderAggregateVersion: true, HeaderPrevHash: true, HeaderHash: true,
+	HeaderAggregateVersion: true, HeaderPrevHash: true, HeaderHash: true, HeaderPrevPosition: true,
 }
 
 // Decode parses a stored message strictly: every required attribute present
@@ -236,6 +238,12 @@ func decodeNumbers(op string, header nats.Header, e *Event) error {
 	}
 	if e.AggregateVersion == 0 {
 		return invalid(op, HeaderAggregateVersion, "must be at least 1")
+	}
+	// Optional: stores other than JetStream (EventStoreDB) do not write it.
+	if pp := header.Get(HeaderPrevPosition); pp != "" {
+		if e.PrevPosition, err = parseUint(pp); err != nil {
+			return invalid(op, HeaderPrevPosition, err.Error())
+		}
 	}
 	return nil
 }

@@ -92,6 +92,12 @@ type Event struct {
 	// PrevHash is the hex SHA-256 of the aggregate's previous event
 	// (GenesisHash for the first one).
 	PrevHash string
+	// PrevPosition is the position of the aggregate's previous event when an
+	// earlier decision stored it; 0 when the previous event is the one just
+	// before this one in the log (same decision) or there is none. It lets
+	// an aggregate be read back along its own chain, one direct read per
+	// event, however long the log has grown.
+	PrevPosition uint64
 	// Hash is the hex SHA-256 of this event's canonical encoding.
 	Hash string
 	// Position is the global position: the stream sequence of the event.

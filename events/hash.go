@@ -43,6 +43,11 @@ func (e *Event) computeHash(occurredAt []byte) string {
 	b = appendString(b, e.CausationID)
 	b = appendField(b, strconv.AppendUint(num[:0], e.PolicyPosition, 10))
 	b = appendField(b, strconv.AppendUint(num[:0], e.AggregateVersion, 10))
+	if e.PrevPosition != 0 {
+		// Only when set, so that events of stores that do not keep it hash
+		// as they always did.
+		b = appendField(b, strconv.AppendUint(num[:0], e.PrevPosition, 10))
+	}
 	b = appendString(b, ContentTypeJSON)
 	b = appendField(b, e.Data)
 	sum := sha256.Sum256(b)
@@ -63,6 +68,15 @@ func appendField(b, f []byte) []byte {
 // aggregate whose last event had version lastVersion and hash lastHash, and
 // computes each event's hash. It returns the hash of the last event.
 func Seal(evs []Event, lastVersion uint64, lastHash string) string {
+	return SealAt(evs, lastVersion, lastHash, 0)
+}
+
+// SealAt is Seal for a store that knows the position of the aggregate's last
+// event (lastPosition): the decision's first event records it.
+func SealAt(evs []Event, lastVersion uint64, lastHash string, lastPosition uint64) string {
+	if len(evs) > 0 {
+		evs[0].PrevPosition = lastPosition
+	}
 	prev := lastHash
 	for i := range evs {
 		evs[i].AggregateVersion = lastVersion + uint64(i) + 1

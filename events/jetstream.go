@@ -275,7 +275,7 @@ func prefixField(prefix string, err error) error {
 func (s *JetStreamStore) prepare(d Decision, h head, idemSubj string) (*pending, error) {
 	evs := make([]Event, len(d.Events))
 	copy(evs, d.Events)
-	lastHash := Seal(evs, h.version, h.hash)
+	lastHash := SealAt(evs, h.version, h.hash, h.seq)
 	p := &pending{d: d, expect: h, idem: idemSubj, result: make(chan appendResult, 1)}
 	p.last = head{version: h.version + uint64(len(evs)), hash: lastHash}
 	for i := range evs {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -141,39 +142,47 @@ func (s *JetStreamStore) headIsCurrent(ctx context.Context, ref AggregateRef, v 
 	return m != nil && m.Sequence == h.seq, nil
 }
 
-// loadOrdered reads an aggregate from the stream leader: message by message
-// for the first loadGets events (no server-side consumer to create and clean
-// up, which thousands of loads a second would pile up), then, for a long
-// aggregate, with an ordered consumer from where it stopped.
+// MaxAggregateEvents bounds how many events Load reads back for one
+// aggregate.
+const MaxAggregateEvents = 1 << 20
+
+// loadOrdered reads an aggregate back along its own chain, newest first:
+// the last message of the aggregate's subjects, then each event's previous
+// one (PrevPosition, or the position just before within a decision), each a
+// read by position from the stream leader. Filtered scans from the start of
+// the stream grow with the whole log; this grows with the aggregate only.
 func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]Event, error) {
-	var all []Event
-	subj := ref.Subject()
-	from := uint64(1)
-	for range loadGets {
-		m, err := s.msgGet(ctx, map[string]any{"seq": from, "next_by_subj": subj})
-		if err != nil || m == nil {
-			return all, err
-		}
+	m, err := s.getLast(ctx, ref.Subject())
+	if err != nil || m == nil {
+		return nil, err
+	}
+	var back []Event
+	for {
 		e, err := decodeStored(m.Subject, m.Header, m.Data, m.Sequence, m.Time)
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, e)
-		from = m.Sequence + 1
-	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
-	for e, err := range s.read(ctx, []string{subj}, cfg, 0) {
-		if err != nil {
+		if e.Context() != ref.Context || e.AggregateID != ref.ID {
+			return nil, integrity(&e, "the chain of %s leads to an event of %s/%s", ref, e.Context(), e.AggregateID)
+		}
+		back = append(back, e)
+		if e.AggregateVersion <= 1 || len(back) >= MaxAggregateEvents {
+			break
+		}
+		prev := e.PrevPosition
+		if prev == 0 {
+			prev = e.Position - 1
+		}
+		if m, err = s.msgGet(ctx, map[string]any{"seq": prev}); err != nil {
 			return nil, err
 		}
-		all = append(all, e)
+		if m == nil {
+			return nil, integrity(&e, "previous event at position %d is missing from the stream", prev)
+		}
 	}
-	return all, nil
+	slices.Reverse(back)
+	return back, nil
 }
-
-// loadGets is how many events Load fetches one by one before it opens a
-// consumer for the rest.
-const loadGets = 32
 
 // Read implements Store.
 func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, error] {
