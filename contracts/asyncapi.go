@@ -160,10 +160,11 @@ func cloudEventsHeaders() obj {
 		events.HeaderAggregateVersion: uintStr("1-based index of the event in its aggregate"),
 		events.HeaderPrevHash:         hex("hex SHA-256 of the aggregate's previous event (the genesis hash for the first)"),
 		events.HeaderHash:             hex("hex SHA-256 of this event's canonical encoding"),
+		events.HeaderPrevPosition:     uintStr("position of the aggregate's previous event when an earlier decision stored it; 0 within a decision or for the first"),
 	}
 	required := []string{}
 	for k := range props {
-		if k != events.HeaderCorrelationID && k != events.HeaderCausationID {
+		if k != events.HeaderCorrelationID && k != events.HeaderCausationID && k != events.HeaderPrevPosition {
 			required = append(required, k)
 		}
 	}

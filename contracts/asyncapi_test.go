@@ -128,7 +128,7 @@ func checkHeaders(t *testing.T, doc map[string]any) {
 	}
 	sort.Strings(got)
 	want := []string{events.HeaderAggregateVersion, events.HeaderCausationID, events.HeaderCorrelationID,
-		events.HeaderDataSchema, events.HeaderHash, events.HeaderID, events.HeaderPolicyPosition, events.HeaderPrevHash,
+		events.HeaderDataSchema, events.HeaderHash, events.HeaderID, events.HeaderPolicyPosition, events.HeaderPrevHash, events.HeaderPrevPosition,
 		events.HeaderSource, events.HeaderSpecVersion, events.HeaderSubject, events.HeaderTime, events.HeaderType,
 		events.HeaderContentType}
 	sort.Strings(want)

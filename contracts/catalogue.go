@@ -64,7 +64,7 @@ Generated from the registry in ` + "`contracts`" + ` and its JSON Schemas by ` +
   ` + "`ledger.<context>.<aggregate_id>.<name>`" + ` for type ` + "`<context>.<name>`" + `. The AsyncAPI document is
   ` + "[`contracts/asyncapi.yaml`](../contracts/asyncapi.yaml)" + `.
 - **Envelope**: CloudEvents 1.0 in binary mode over NATS headers (` + "`ce-id`, `ce-type`, `ce-source`, `ce-subject`, `ce-time`, `ce-dataschema`" + `,
-  ` + "`ce-correlationid`, `ce-causationid`, `ce-policyposition`, `ce-aggregateversion`, `ce-prevhash`, `ce-hash`" + `) and a JSON body.
+  ` + "`ce-correlationid`, `ce-causationid`, `ce-policyposition`, `ce-aggregateversion`, `ce-prevhash`, `ce-prevposition`, `ce-hash`" + `) and a JSON body.
   ` + "`ce-dataschema`" + ` is ` + "`urn:marketledger:schema:<type>:v<N>`" + `, the ` + "`$id`" + ` of the body's schema.
 - **Money**: ` + "`{\"amount_minor\": int, \"currency\": \"ISO 4217\"}`" + `, integer minor units (cents, sen), never floats;
   a price is at least 1 and every amount at most 2^53-1. IDR uses its ISO 4217 exponent 2: Rp 150.000 is 15000000.
