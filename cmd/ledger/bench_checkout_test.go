@@ -15,11 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/services/order"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/services/order"
 )
 
 // The checkout benchmark's shape: 64 HTTP clients, each running checkouts
@@ -49,10 +51,11 @@ func benchAddr(tb testing.TB) string {
 // always) in-process on a temporary data directory and random ports, and
 // returns its HTTP base URL and NATS URL once /readyz answers. It stops
 // with tb's cleanup.
-func benchServe(tb testing.TB) (base, natsURL string) {
+func benchServe(tb testing.TB) (base, natsURL, dataDir string) {
 	tb.Helper()
 	addr := benchAddr(tb)
 	g := &globals{dataDir: tb.TempDir()}
+	httpClient.Transport = bearer{token: issueTestToken(tb, g.dataDir, "operator"), next: benchTransport}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -90,7 +93,7 @@ func benchServe(tb testing.TB) (base, natsURL string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return "http://" + addr, info.NATS
+	return "http://" + addr, info.NATS, g.dataDir
 }
 
 // rawAtomicBatchRate publishes rawBatches atomic batches of rawBatchMsgs
@@ -132,7 +135,11 @@ func rawAtomicBatchRate(tb testing.TB, nc *nats.Conn) float64 {
 }
 
 // httpClient keeps one connection per benchmark client alive.
-var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}, Timeout: 30 * time.Second}
+// benchServe sets its token on it.
+var (
+	benchTransport = &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}
+	httpClient     = &http.Client{Transport: benchTransport, Timeout: 30 * time.Second}
+)
 
 // postCommand sends one command and returns the status and body.
 func postCommand(base, name string, cmd any) (int, []byte, error) {
@@ -176,12 +183,8 @@ func BenchmarkCheckoutHTTP(b *testing.B) {
 		seconds = s
 	}
 	for range b.N {
-		base, natsURL := benchServe(b)
-		nc, err := nats.Connect(natsURL)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer nc.Close()
+		base, natsURL, dataDir := benchServe(b)
+		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
 		js, _ := jetstream.New(nc)
 		raw := rawAtomicBatchRate(b, nc)
 

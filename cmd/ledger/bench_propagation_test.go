@@ -13,8 +13,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/nats-io/nats.go"
-	"go.uber.org/zap"
+	"github.com/marketledger/ledger/events/embedded"
 )
 
 // propagationRuns is how many freezes (and floor prices) the propagation
@@ -24,19 +23,14 @@ const propagationRuns = 50
 // serviceStack starts the one service named on its own connection and
 // store against the node, as a separate process would: its own policy view,
 // its own runner caches.
-func serviceStack(tb testing.TB, ctx context.Context, url, service string) *stack {
+func serviceStack(tb testing.TB, ctx context.Context, n *node, service string) *stack {
 	tb.Helper()
-	nc, err := nats.Connect(url)
+	c, err := n.open(ctx, service)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(nc.Close)
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	s, err := newStack(ctx, st, time.Now, map[string]bool{service: true})
+	tb.Cleanup(c.close)
+	s, err := newStack(ctx, sameStore(c.store), time.Now, map[string]bool{service: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -79,15 +73,15 @@ func BenchmarkFreezePropagation(b *testing.B) {
 	for range b.N {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		n, err := openNode(ctx, &globals{dataDir: b.TempDir()}, "127.0.0.1", -1, 1, false, zap.NewNop())
+		n, err := openNode(ctx, &globals{dataDir: b.TempDir()}, nodeConfig{port: embedded.RandomPort})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(n.Close)
-		pol := serviceStack(b, ctx, n.url, contracts.ServicePolicy)
-		lst := serviceStack(b, ctx, n.url, contracts.ServiceListing)
-		ord := serviceStack(b, ctx, n.url, contracts.ServiceOrder)
-		pay := serviceStack(b, ctx, n.url, contracts.ServicePayment)
+		pol := serviceStack(b, ctx, n, contracts.ServicePolicy)
+		lst := serviceStack(b, ctx, n, contracts.ServiceListing)
+		ord := serviceStack(b, ctx, n, contracts.ServiceOrder)
+		pay := serviceStack(b, ctx, n, contracts.ServicePayment)
 		idr := func(m int64) contracts.Money { return contracts.Money{AmountMinor: m, Currency: "IDR"} }
 		for r := range runs {
 			if _, err := lst.listing.Create(ctx, contracts.CreateListing{ListingID: fmt.Sprintf("pl-%03d", r), SellerID: "seller-1",

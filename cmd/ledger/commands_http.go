@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/service"
@@ -19,7 +20,7 @@ import (
 // POST /v1/commands/<name> ("order.place"), the body being the command's
 // contract JSON, and the policy timeline as GET /v1/policy/rules.
 func (a *api) mountCommands(st *stack) {
-	a.mux.HandleFunc("POST /v1/commands/{name}", func(w http.ResponseWriter, r *http.Request) {
+	a.mux.Handle("POST /v1/commands/{name}", httpauth.RequireCommand()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -32,9 +33,9 @@ func (a *api) mountCommands(st *stack) {
 			return
 		}
 		writeJSON(w, http.StatusOK, reply)
-	})
+	})))
 	if st.policy != nil {
-		a.mux.HandleFunc("GET /v1/policy/rules", func(w http.ResponseWriter, r *http.Request) {
+		a.mux.Handle("GET /v1/policy/rules", httpauth.Require(httpauth.PolicyRulesRoles...)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			asOf, err := parseInstant(r.URL.Query().Get("as_of"))
 			if err != nil {
 				writeProblem(w, http.StatusBadRequest, "invalid as_of", err.Error(), "as_of", "RFC 3339 instant with offset")
@@ -46,7 +47,7 @@ func (a *api) mountCommands(st *stack) {
 				return
 			}
 			writeJSON(w, http.StatusOK, l)
-		})
+		})))
 	}
 }
 

@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 )
 
 // corruptMarker is a string that occurs in exactly one stored event body
@@ -96,7 +97,7 @@ func TestCorruptedBlockIsReportedByVerifyAndReplay(t *testing.T) {
 // state is a message the server dropped.
 func logStreamState(ctx context.Context, t *testing.T, g *globals, damaged uint64) {
 	t.Helper()
-	n, err := openNode(ctx, g, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +147,12 @@ func streamBlocks(t *testing.T, dir string) []string {
 // of the listing.created event, the one whose body carries the marker.
 func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle string) uint64 {
 	t.Helper()
-	n, err := openNode(ctx, g, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	st, err := newStack(ctx, n.store, time.Now, nil)
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle s
 	// The bundle verifies against the intact log: the failure below is the
 	// corruption's, not the bundle's.
 	var out bytes.Buffer
-	if err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundle, "nats://"+strings.TrimPrefix(n.url, "nats://"), ""); err != nil {
+	if err := runVerify(ctx, &globals{dataDir: t.TempDir(), credsDir: credentialsDir(g.dataDir)}, &out, bundle, "nats://"+strings.TrimPrefix(n.url, "nats://"), ""); err != nil {
 		t.Fatalf("verify --against the intact log: %v\n%s", err, out.String())
 	}
 	return damaged

@@ -18,12 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 )
 
 // Bounds of the crash test. Every wait below is bounded by crashTimeout.
@@ -44,6 +46,7 @@ const (
 // data directory, so that a restart comes back where its clients expect it.
 type crashServe struct {
 	bin, dir, http string
+	token          string // an operator's API token
 	port           int
 	cmd            *exec.Cmd
 	exited         chan struct{}
@@ -93,6 +96,9 @@ func newCrashServe(t *testing.T, bin string) *crashServe {
 // start runs `ledger serve` and waits until /readyz answers 200.
 func (s *crashServe) start(ctx context.Context, t *testing.T) {
 	t.Helper()
+	if s.token == "" {
+		s.token = issueTestToken(t, s.dir, "operator")
+	}
 	s.cmd = exec.Command(s.bin, "serve", "--data", s.dir, "--port", strconv.Itoa(s.port), "--http", s.http)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
@@ -315,7 +321,7 @@ func TestCrashUnderLoadLosesNoAcknowledgedCheckout(t *testing.T) {
 	defer cancel()
 	srv := newCrashServe(t, bin)
 	srv.start(ctx, t)
-	c := &crashClient{base: "http://" + srv.http, hc: &http.Client{Timeout: 10 * time.Second}}
+	c := &crashClient{base: "http://" + srv.http, hc: &http.Client{Timeout: 10 * time.Second, Transport: bearer{token: srv.token}}}
 
 	for i := range crashListings {
 		code, b, err := c.send(ctx, "listing.create", fmt.Sprintf("crash-l-%d", i), "", contracts.CreateListing{ListingID: fmt.Sprintf("crash-l-%d", i),
@@ -375,7 +381,7 @@ func TestCrashUnderLoadLosesNoAcknowledgedCheckout(t *testing.T) {
 
 	// Read the log through the restarted server, as every other ledger
 	// subcommand does: the data directory says where it serves.
-	n, err := openNode(ctx, &globals{dataDir: srv.dir}, "127.0.0.1", -1, 1, false, zap.NewNop())
+	n, err := openNode(ctx, &globals{dataDir: srv.dir}, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
 	if err != nil {
 		t.Fatal(err)
 	}

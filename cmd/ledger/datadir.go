@@ -49,7 +49,10 @@ func (l *dirLock) Release() {
 type serveInfo struct {
 	NATS string `json:"nats"`
 	HTTP string `json:"http,omitempty"`
-	PID  int    `json:"pid"`
+	// TLSCA is the CA file that signs the server's certificate, when the
+	// client port uses TLS.
+	TLSCA string `json:"tls_ca,omitempty"`
+	PID   int    `json:"pid"`
 }
 
 func writeServeInfo(dir string, info serveInfo) error {

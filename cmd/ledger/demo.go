@@ -10,11 +10,12 @@ import (
 	"sort"
 	"time"
 
-	"github.com/marketledger/ledger/cmd/ledger/internal/market"
-	"github.com/marketledger/ledger/events/embedded"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/market"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 )
 
 type demoOpts struct {
@@ -112,13 +113,13 @@ type snapshotReport struct {
 func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uint64, sc market.Scale, asJSON bool) error {
 	start := time.Now()
 	g := &globals{dataDir: dir}
-	n, err := openNode(ctx, g, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 	if err != nil {
 		return err
 	}
 	defer n.Close()
 	clock := &market.Clock{}
-	st, err := newStack(ctx, n.store, clock.Now, nil)
+	st, err := newStack(ctx, n.storeOf(ctx), clock.Now, nil)
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/marketledger/ledger/projections"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/projections"
 )
 
 func newDiffCmd(g *globals) *cobra.Command {
@@ -72,7 +74,7 @@ type rowChange struct {
 }
 
 func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.AsOf, names []string) error {
-	n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 	if err != nil {
 		return err
 	}
@@ -155,7 +157,7 @@ func writeModelAsOf(ctx context.Context, g *globals, w io.Writer, name string, a
 	if _, err := projections.NewModel(name); err != nil {
 		return err
 	}
-	n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 	if err != nil {
 		return err
 	}

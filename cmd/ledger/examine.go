@@ -12,6 +12,7 @@ import (
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/market"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/projections"
 )
 
@@ -56,7 +57,11 @@ func examine(ctx context.Context, n *node, rep *demoReport, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if _, _, err := projections.NewNotary(n.store, key).Checkpoint(ctx); err != nil {
+	notary, err := n.as(ctx, auth.RoleProjections)
+	if err != nil {
+		return err
+	}
+	if _, _, err := projections.NewNotary(notary.store, key).Checkpoint(ctx); err != nil {
 		return fmt.Errorf("notary checkpoint: %w", err)
 	}
 	for _, t := range []time.Time{market.FreezeStarts.Add(-time.Second), market.FreezeStarts} {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,13 +10,15 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/eventhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/eventhttp"
 )
 
 // HTTP limits: a bound on everything a client controls.
@@ -27,33 +30,49 @@ const (
 	maxHeaderBytes    = 32 << 10
 )
 
-// api is the HTTP surface of `ledger serve`.
+// api is the HTTP surface of `ledger serve`. Health, readiness and the
+// OpenAPI document are open; every other endpoint group needs a bearer
+// token of a role it admits (internal/httpauth), and every client is
+// bounded in requests in flight.
 type api struct {
 	mux   *http.ServeMux
 	reg   *prometheus.Registry
 	node  *node
 	log   *zap.Logger
 	ready func() error
+	authn *httpauth.Authenticator
+	limit *httpauth.Limiter
 }
 
-func newAPI(n *node, log *zap.Logger) *api {
-	a := &api{mux: http.NewServeMux(), reg: prometheus.NewRegistry(), node: n, log: log}
+func newAPI(n *node, tokens httpauth.TokenLookup, log *zap.Logger) *api {
+	a := &api{mux: http.NewServeMux(), reg: prometheus.NewRegistry(), node: n, log: log,
+		authn: httpauth.NewAuthenticator(tokens, log), limit: httpauth.NewLimiter(0, 0, log)}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newStoreCollector(n.store))
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	a.mux.HandleFunc("GET /readyz", a.readyz)
-	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	a.mux.Handle("GET /metrics", httpauth.Require(httpauth.MetricsRoles...)(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
+	events := http.NewServeMux()
 	eventhttp.New(n.store, eventhttp.Options{KnownType: func(t string) bool {
 		_, ok := contracts.CurrentVersion(t)
 		return ok
-	}}).Register(a.mux)
+	}}).Register(events)
+	read := httpauth.Require(httpauth.ReadRoles...)
+	a.mux.Handle("GET /v1/events", read(events))
+	a.mux.Handle("GET /v1/subscribe", read(events))
 	a.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openAPIDoc)
 	})
 	return a
+}
+
+// handler is the whole API with its bounds: body size, authentication,
+// then the per-client limit (which knows the caller's token).
+func (a *api) handler() http.Handler {
+	return http.MaxBytesHandler(a.authn.Middleware(a.limit.Middleware(a.mux)), maxBodyBytes)
 }
 
 // readyz answers 200 only when the log answers: the stream is reachable and
@@ -77,18 +96,24 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 
 // serveHTTP listens on addr until ctx ends, then shuts down gracefully:
 // in-flight requests finish (bounded), new ones are refused.
-func (a *api) serveHTTP(ctx context.Context, addr string) error {
+// With tlsCfg it serves HTTPS only.
+func (a *api) serveHTTP(ctx context.Context, addr string, tlsCfg *tls.Config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return usagef("http: cannot listen on %s: %v", addr, err)
 	}
-	srv := &http.Server{Handler: http.MaxBytesHandler(a.mux, maxBodyBytes), ReadHeaderTimeout: readHeaderTimeout,
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: readHeaderTimeout,
 		// No server-wide write timeout: /v1/subscribe streams for as long
 		// as the client stays; every other handler ends with its request.
-		ReadTimeout: readTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
+		ReadTimeout: readTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
+		// TLS handshake failures and the like, as structured warnings.
+		ErrorLog: zap.NewStdLog(a.log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel)))}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	a.log.Info("http listening", zap.String("addr", ln.Addr().String()))
+	a.log.Info("http listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", tlsCfg != nil))
 	select {
 	case err := <-errc:
 		return err

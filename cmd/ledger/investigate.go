@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/marketledger/ledger/projections"
 	"io"
 	"os"
 	"os/signal"
@@ -16,13 +15,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/marketledger/ledger/projections"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/events/eventhttp"
-	"github.com/schollz/progressbar/v3"
-	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 )
 
 // progressMin is the range size (in positions) from which replay and trace
@@ -48,7 +50,7 @@ func openLog(ctx context.Context, g *globals) (*node, error) {
 			return nil, usagef("no ledger in data directory %s (run 'ledger demo --data %s' first, or use --nats)", g.dataDir, g.dataDir)
 		}
 	}
-	return openNode(ctx, g, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	return openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 }
 
 // boundKind says which clock a bound is on.

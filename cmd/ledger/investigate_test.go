@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rogpeppe/go-internal/testscript"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
-	"github.com/rogpeppe/go-internal/testscript"
-	"go.uber.org/zap"
+	"github.com/marketledger/ledger/events/embedded/auth"
 )
 
 func TestMain(m *testing.M) {
@@ -75,7 +76,7 @@ func fixtureLog() []fixtureStep {
 // store and the contracts' checks, and stops the server.
 func writeFixture(dir string) error {
 	ctx := context.Background()
-	n, err := openNode(ctx, &globals{dataDir: dir}, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	n, err := openNode(ctx, &globals{dataDir: dir}, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
 	if err != nil {
 		return err
 	}
@@ -183,7 +184,7 @@ func (s *syncBuffer) String() string {
 
 func TestTailFollowsNewEventsUntilCancelled(t *testing.T) {
 	ctx := context.Background()
-	n, err := openNode(ctx, &globals{dataDir: t.TempDir()}, "127.0.0.1", embedded.RandomPort, 1, false, zap.NewNop())
+	n, err := openNode(ctx, &globals{dataDir: t.TempDir()}, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/marketledger/ledger/events"
 	"github.com/spf13/cobra"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // Exit codes: 0 success, 1 failure, 2 bad input (usage, flags, arguments,
@@ -62,9 +63,11 @@ func oneLine(err error) string {
 
 // globals are the flags every subcommand shares.
 type globals struct {
-	dataDir string
-	natsURL string
-	json    bool
+	dataDir  string
+	natsURL  string
+	credsDir string
+	tlsCA    string
+	json     bool
 }
 
 func newRoot() *cobra.Command {
@@ -84,10 +87,12 @@ By default it runs on an embedded NATS server with its data in --data; with
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data", "./data", "data directory of the embedded server (JetStream store, keys, credentials)")
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "URL of an existing NATS cluster to use instead of the embedded server")
+	root.PersistentFlags().StringVar(&g.credsDir, "creds", "", "directory of the NATS users' nkey seeds (default DATA/credentials; with --nats, used when it exists)")
+	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", "", "CA certificate (PEM) that signs the NATS server's certificate, when it uses TLS")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print data as JSON")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g), newSnapshotCmd(g), newVerifyCmd(g), newDiffCmd(g), newMirrorCmd(g), newReplayCmd(g), newTraceCmd(g), newTailCmd(g))
+	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g), newSnapshotCmd(g), newVerifyCmd(g), newDiffCmd(g), newMirrorCmd(g), newTokenCmd(g), newCredentialsCmd(g), newReplayCmd(g), newTraceCmd(g), newTailCmd(g))
 	return root
 }

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/marketledger/ledger/adapters/eventstoredb"
 	"github.com/marketledger/ledger/contracts"
-	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 )
 
 func newMirrorCmd(g *globals) *cobra.Command {
@@ -42,7 +44,7 @@ ledger did not write. See docs/eventstoredb.md.`,
 			if err != nil {
 				return err
 			}
-			n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 			if err != nil {
 				return err
 			}

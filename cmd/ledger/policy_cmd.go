@@ -7,10 +7,12 @@ import (
 	"io"
 	"time"
 
-	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/services/policy"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/services/policy"
 )
 
 // policyFlags are the flags of `ledger policy freeze` and `lift`.
@@ -135,12 +137,12 @@ func withPolicy(ctx context.Context, g *globals, w io.Writer, name string, cmd a
 	if err != nil {
 		return err
 	}
-	n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RolePolicy, port: embedded.RandomPort})
 	if err != nil {
 		return err
 	}
 	defer n.Close()
-	st, err := newStack(ctx, n.store, time.Now, map[string]bool{contracts.ServicePolicy: true})
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, map[string]bool{contracts.ServicePolicy: true})
 	if err != nil {
 		return err
 	}
@@ -171,12 +173,12 @@ func newPolicyListCmd(g *globals) *cobra.Command {
 				return usagef("--as-of: %v", err)
 			}
 			ctx := cmd.Context()
-			n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 			if err != nil {
 				return err
 			}
 			defer n.Close()
-			st, err := newStack(ctx, n.store, time.Now, map[string]bool{contracts.ServicePolicy: true})
+			st, err := newStack(ctx, sameStore(n.store), time.Now, map[string]bool{contracts.ServicePolicy: true})
 			if err != nil {
 				return err
 			}

@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ledgerProc is one `ledger serve` child process and its HTTP address.
@@ -29,6 +30,15 @@ type ledgerProc struct {
 	name string
 	cmd  *exec.Cmd
 	addr string
+	log  *logNode
+}
+
+// logNode is the NATS server the processes share, with the ledger's
+// least-privilege users (their seeds in creds) and an API tokens file
+// holding an operator's and a policy issuer's token.
+type logNode struct {
+	url, creds, tokens string
+	operator, issuer   string
 }
 
 // procOutput is a bytes.Buffer the child's output goroutine and the test
@@ -57,35 +67,38 @@ func buildLedger(t *testing.T) string {
 
 // startLogNode starts one embedded JetStream server with the LEDGER stream
 // on a random loopback port, as the single server the processes share.
-func startLogNode(t *testing.T) string {
+func startLogNode(t *testing.T) *logNode {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
+	dir := t.TempDir()
+	set, err := auth.Ensure(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, Configure: set.Configure})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connectAs(t, srv.ClientURL(), dir, auth.RoleOperator)
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	return srv.ClientURL()
+	return &logNode{url: srv.ClientURL(), creds: set.Dir(), tokens: filepath.Join(set.Dir(), tokensFile),
+		operator: issueTestToken(t, dir, "operator"), issuer: issueTestToken(t, dir, "policy_issuer")}
 }
 
 // startServe starts `ledger serve --services services` against natsURL and
 // waits until its /readyz answers 200. The process is stopped by SIGTERM
 // (killed if it does not exit) in t's cleanup.
-func startServe(t *testing.T, bin, natsURL, services string) *ledgerProc {
+func startServe(t *testing.T, bin string, node *logNode, services string) *ledgerProc {
 	t.Helper()
-	p := &ledgerProc{name: services, addr: freeAddr(t)}
+	p := &ledgerProc{name: services, addr: freeAddr(t), log: node}
 	out := &procOutput{}
-	p.cmd = exec.Command(bin, "serve", "--nats", natsURL, "--data", t.TempDir(), "--services", services, "--http", p.addr,
+	p.cmd = exec.Command(bin, "serve", "--nats", node.url, "--creds", node.creds, "--tokens", node.tokens,
+		"--data", t.TempDir(), "--services", services, "--http", p.addr,
 		// One process of a deployment runs the read models: their durable
 		// consumers are shared by name.
 		"--projections="+strconv.FormatBool(strings.Contains(services, "listing")))
@@ -142,7 +155,11 @@ func (p *ledgerProc) post(t *testing.T, name string, cmd any) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post("http://"+p.addr+"/v1/commands/"+name, "application/json", bytes.NewReader(body))
+	token := p.log.operator
+	if strings.HasPrefix(name, "policy.") {
+		token = p.log.issuer
+	}
+	resp, err := tokenClient(token).Post("http://"+p.addr+"/v1/commands/"+name, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("%s to %s: %v", name, p.name, err)
 	}
@@ -198,12 +215,12 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 		t.Skip("builds the binary and runs four processes")
 	}
 	bin := buildLedger(t)
-	url := startLogNode(t)
+	node := startLogNode(t)
 	procs := map[string]*ledgerProc{}
 	// In turn: processes starting at the same instant race to create the
 	// read models' shared durable consumers and the loser exits (10012).
 	for _, svc := range allServices {
-		procs[svc] = startServe(t, bin, url, svc)
+		procs[svc] = startServe(t, bin, node, svc)
 	}
 	lst, ord, pay, pol := procs["listing"], procs["order"], procs["payment"], procs["policy"]
 

@@ -3,28 +3,34 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/projections"
-	"github.com/marketledger/ledger/services/order"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/events/embedded/tlsconf"
+	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/services/order"
 )
 
 type serveOpts struct {
+	tlsCert     string
+	tlsKey      string
+	tokens      string
 	services    string
 	projections bool
 	http        string
@@ -47,10 +53,22 @@ services (NATS micro on svc.ledger.<context>.<verb>, HTTP POST
 and the notary, until SIGINT or SIGTERM; then it stops taking work, lets what
 was acknowledged finish, and exits.
 
+The embedded server admits only the ledger's NATS users, one per role, each
+allowed only what its work needs (a service appends only to its own context);
+their nkey seeds are written to DATA/credentials on first start, for the
+stock nats CLI (--nkey) and the other ledger subcommands. Each service runs
+as its own user even inside one process. --tls-cert and --tls-key turn on
+TLS for the NATS client port and the HTTP API.
+
+The HTTP API wants a bearer token on every endpoint but /healthz, /readyz and
+/openapi.json; issue tokens with 'ledger token issue' (they are in force
+within a second, no restart). The API is described at /openapi.json.
+
 With --nats it connects to an existing NATS cluster instead and creates or
-checks the stream there (--replicas 3 on a cluster). --services runs a subset,
-so each service can be its own process; exactly one process of a deployment
-should keep --projections on. The HTTP API is described at /openapi.json.`,
+checks the stream there (--replicas 3 on a cluster), with the users' seeds in
+--creds (see docs/operations.md). --services runs a subset, so each service
+can be its own process; exactly one process of a deployment should keep
+--projections on.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -64,83 +82,11 @@ should keep --projections on. The HTTP API is described at /openapi.json.`,
 	c.Flags().StringVar(&o.host, "host", "127.0.0.1", "address of the embedded NATS server's client port")
 	c.Flags().IntVar(&o.port, "port", embedded.DefaultPort, "client port of the embedded NATS server")
 	c.Flags().IntVar(&o.replicas, "replicas", 1, "replicas of the LEDGER stream when it is created (3 on a cluster)")
+	c.Flags().StringVar(&o.tlsCert, "tls-cert", "", "certificate (PEM) for TLS on the NATS client port and the HTTP API (off by default; loopback)")
+	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	c.Flags().StringVar(&o.tokens, "tokens", "", "API tokens file (default DATA/credentials/tokens.json; see 'ledger token')")
 	c.Flags().BoolVar(&o.lazy, "unsafe-lazy-fsync", false, "do not fsync every write (acknowledged events can be lost on a crash; benchmarks only)")
 	return c
-}
-
-// node is a connection to the log: an embedded server or a cluster.
-type node struct {
-	srv   *embedded.Server // nil with --nats
-	lock  *dirLock         // held while srv runs
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	store *events.JetStreamStore
-	url   string
-}
-
-func (n *node) Close() {
-	if n.store != nil {
-		n.store.Close()
-	}
-	if n.nc != nil {
-		n.nc.Drain()
-		n.nc.Close()
-	}
-	if n.srv != nil {
-		n.srv.Shutdown()
-	}
-	n.lock.Release()
-}
-
-// openNode starts the embedded server (or connects with --nats), then
-// creates or checks the LEDGER stream and opens the store.
-func openNode(ctx context.Context, g *globals, host string, port, replicas int, lazy bool, log *zap.Logger) (*node, error) {
-	n := &node{url: g.natsURL}
-	if g.natsURL == "" {
-		if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
-			return nil, usagef("data directory %s: %v", g.dataDir, err)
-		}
-		lock, err := lockDataDir(g.dataDir)
-		switch {
-		case errors.Is(err, errDirBusy):
-			// Another ledger process serves this directory: use its server.
-			info, err := readServeInfo(g.dataDir)
-			if err != nil {
-				return nil, usagef("%v", err)
-			}
-			n.url = info.NATS
-		case err != nil:
-			return nil, usagef("data directory %s: %v", g.dataDir, err)
-		default:
-			srv, err := embedded.Start(embedded.Config{DataDir: g.dataDir, Host: host, Port: port, LazyFsync: lazy, ServerName: "ledger"})
-			if err != nil {
-				lock.Release()
-				return nil, usagef("%v", err)
-			}
-			n.srv, n.url, n.lock = srv, srv.ClientURL(), lock
-		}
-	}
-	nc, err := nats.Connect(n.url, nats.Name("ledger"), nats.MaxReconnects(-1))
-	if err != nil {
-		n.Close()
-		return nil, fmt.Errorf("connect to %s: %w", n.url, err)
-	}
-	n.nc = nc
-	if n.js, err = jetstream.New(nc); err != nil {
-		n.Close()
-		return nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := events.EnsureStream(cctx, n.js, replicas); err != nil {
-		n.Close()
-		return nil, err
-	}
-	if n.store, err = events.NewJetStreamStore(cctx, nc, events.WithLogger(log), events.WithTypeChecker(contracts.Checker{})); err != nil {
-		n.Close()
-		return nil, err
-	}
-	return n, nil
 }
 
 func runServe(ctx context.Context, g *globals, o *serveOpts) error {
@@ -148,37 +94,74 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	if err != nil {
 		return err
 	}
+	if err := checkCredentialsDir(g.credsDir); err != nil {
+		return err
+	}
+	serverTLS, err := o.serverTLS()
+	if err != nil {
+		return err
+	}
 	log := newLogger()
 	defer log.Sync()
-	n, err := openNode(ctx, g, o.host, o.port, o.replicas, o.lazy, log)
+	// The node's own user is the investigator: the HTTP API's reads use it.
+	// Each service, the projections and the notary act as their own users.
+	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, host: o.host, port: o.port, replicas: o.replicas,
+		lazy: o.lazy, serverTLS: serverTLS, ensure: true, log: log})
 	if err != nil {
 		return err
 	}
 	defer n.Close()
-	st, err := newStack(ctx, n.store, time.Now, enabled)
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	stopMicro, err := serveMicro(n, st)
+	stopMicro, err := serveMicro(ctx, n, st)
 	if err != nil {
 		return err
 	}
 	defer stopMicro()
 	if st.order != nil {
-		go runCheckout(ctx, n, st, log)
+		oc, err := n.as(ctx, auth.RoleOrder)
+		if err != nil {
+			return err
+		}
+		go runCheckout(ctx, oc, st, log)
 	}
 	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir), zap.String("services", o.services),
-		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy))
+		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy), zap.Bool("nats_auth", n.creds != ""),
+		zap.Bool("tls", serverTLS != nil))
 	if n.srv != nil {
-		if err := writeServeInfo(g.dataDir, serveInfo{NATS: n.url, HTTP: o.http, PID: os.Getpid()}); err != nil {
+		ca := ""
+		if g.tlsCA != "" {
+			if ca, err = filepath.Abs(g.tlsCA); err != nil {
+				return err
+			}
+		}
+		if err := writeServeInfo(g.dataDir, serveInfo{NATS: n.url, HTTP: o.http, TLSCA: ca, PID: os.Getpid()}); err != nil {
 			return err
 		}
 		defer removeServeInfo(g.dataDir)
 	}
-	a := newAPI(n, log)
+	tokensPath := o.tokens
+	if tokensPath == "" {
+		tokensPath = filepath.Join(credentialsDir(g.dataDir), tokensFile)
+	}
+	tokens, err := httpauth.OpenTokenFile(tokensPath, log)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if tokens.Len() == 0 {
+		log.Warn("no API tokens yet: every endpoint but /healthz, /readyz and /openapi.json answers 401; issue one with 'ledger token issue'",
+			zap.String("tokens", tokensPath))
+	}
+	a := newAPI(n, tokens, log)
 	if o.projections {
-		eng, err := startProjections(ctx, n, a)
+		pc, err := n.as(ctx, auth.RoleProjections)
+		if err != nil {
+			return err
+		}
+		eng, err := startProjections(ctx, pc, a)
 		if err != nil {
 			return err
 		}
@@ -191,17 +174,37 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	} else {
 		a.mountSnapshots(key)
 		if o.projections {
-			go runNotary(ctx, n, key, log)
+			pc, err := n.as(ctx, auth.RoleProjections)
+			if err != nil {
+				return err
+			}
+			go runNotary(ctx, pc, key, log)
 		}
 	}
-	err = a.serveHTTP(ctx, o.http)
+	err = a.serveHTTP(ctx, o.http, serverTLS)
 	log.Info("shut down: HTTP drained, pending appends settled, store closed")
 	return err
 }
 
+// serverTLS loads --tls-cert and --tls-key, if given: one certificate for
+// the NATS client port and the HTTP API.
+func (o *serveOpts) serverTLS() (*tls.Config, error) {
+	if o.tlsCert == "" && o.tlsKey == "" {
+		return nil, nil
+	}
+	if o.tlsCert == "" || o.tlsKey == "" {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	cfg, err := tlsconf.Server(tlsconf.Files{Cert: o.tlsCert, Key: o.tlsKey}, false)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return cfg, nil
+}
+
 // startProjections runs every read model from its durable consumer, with
 // lag exported on /metrics; /readyz fails while the engine has failed.
-func startProjections(ctx context.Context, n *node, a *api) (*projections.Engine, error) {
+func startProjections(ctx context.Context, n *roleConn, a *api) (*projections.Engine, error) {
 	models, err := projections.NewModels(projections.ModelNames()...)
 	if err != nil {
 		return nil, err
@@ -222,7 +225,7 @@ const notaryEvery = time.Minute
 
 // runNotary folds the log into the Merkle tree and appends signed
 // checkpoints until ctx ends, restarting after a failure.
-func runNotary(ctx context.Context, n *node, key ed25519.PrivateKey, log *zap.Logger) {
+func runNotary(ctx context.Context, n *roleConn, key ed25519.PrivateKey, log *zap.Logger) {
 	for ctx.Err() == nil {
 		if err := projections.NewNotary(n.store, key).Run(ctx, notaryEvery); err != nil && ctx.Err() == nil {
 			log.Warn("notary stopped; restarting", zap.Error(err))
@@ -252,47 +255,48 @@ func parseServices(list string) (map[string]bool, error) {
 
 // serveMicro exposes the running services over NATS request-reply
 // (svc.ledger.<context>.<verb>, discoverable with `nats micro ls`).
-func serveMicro(n *node, st *stack) (func(), error) {
+func serveMicro(ctx context.Context, n *node, st *stack) (func(), error) {
 	var stops []func() error
 	stop := func() {
 		for _, s := range stops {
 			s()
 		}
 	}
-	add := func(svc micro.Service, err error) error {
+	add := func(role string, serve func(*nats.Conn) (micro.Service, error)) error {
+		c, err := n.as(ctx, role)
 		if err != nil {
-			stop()
+			return err
+		}
+		svc, err := serve(c.nc)
+		if err != nil {
 			return err
 		}
 		stops = append(stops, svc.Stop)
 		return nil
 	}
+	var err error
 	if st.listing != nil {
-		if err := add(st.listing.Serve(n.nc)); err != nil {
-			return nil, err
-		}
+		err = add(auth.RoleListing, func(nc *nats.Conn) (micro.Service, error) { return st.listing.Serve(nc) })
 	}
-	if st.order != nil {
-		if err := add(st.order.Serve(n.nc)); err != nil {
-			return nil, err
-		}
+	if err == nil && st.order != nil {
+		err = add(auth.RoleOrder, func(nc *nats.Conn) (micro.Service, error) { return st.order.Serve(nc) })
 	}
-	if st.payment != nil {
-		if err := add(st.payment.Serve(n.nc)); err != nil {
-			return nil, err
-		}
+	if err == nil && st.payment != nil {
+		err = add(auth.RolePayment, st.payment.Serve)
 	}
-	if st.policy != nil {
-		if err := add(st.policy.Serve(n.nc)); err != nil {
-			return nil, err
-		}
+	if err == nil && st.policy != nil {
+		err = add(auth.RolePolicy, st.policy.Serve)
+	}
+	if err != nil {
+		stop()
+		return nil, err
 	}
 	return stop, nil
 }
 
 // runCheckout drives the checkout process manager until ctx ends; it is
 // restarted after a failure, resuming from its checkpoint.
-func runCheckout(ctx context.Context, n *node, st *stack, log *zap.Logger) {
+func runCheckout(ctx context.Context, n *roleConn, st *stack, log *zap.Logger) {
 	for ctx.Err() == nil {
 		c := order.NewCheckout(order.CheckoutConfig{Store: n.store, Conn: n.nc, Orders: st.order, Clock: time.Now})
 		if err := c.Run(ctx); err != nil && ctx.Err() == nil {

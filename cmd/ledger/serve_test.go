@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,11 +28,12 @@ func TestServeAnswersHealthMetricsAndOpenAPIThenStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	g := &globals{dataDir: t.TempDir()}
+	hc := tokenClient(issueTestToken(t, g.dataDir, "operator"))
 	go func() { done <- runServe(ctx, g, &serveOpts{http: addr, host: "127.0.0.1", port: -1, replicas: 1}) }()
 	get := func(path string) (int, string) {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			resp, err := http.Get("http://" + addr + path)
+			resp, err := hc.Get("http://" + addr + path)
 			if err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()

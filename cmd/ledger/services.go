@@ -22,8 +22,8 @@ func (contractsCodec) Decode(typ string, version int, data []byte) (any, error) 
 	return contracts.Decode(typ, version, data)
 }
 
-// stack is the four services in one process, on one store and one policy
-// view, deciding on one clock.
+// stack is the four services in one process, sharing one policy view and
+// deciding on one clock.
 type stack struct {
 	view    *policyview.View
 	listing *listing.Service
@@ -52,21 +52,36 @@ const feeBasisPoints = 500
 // allServices are the services a ledger process can run, in start order.
 var allServices = []string{contracts.ServiceListing, contracts.ServiceOrder, contracts.ServicePayment, contracts.ServicePolicy}
 
-// newStack starts the services named in enabled (all four when nil) on one
-// store; those that honour policy share one policy view, with its guard
+// newStack starts the services named in enabled (all four when nil), each
+// on the store storeOf gives for its name (its own NATS user in `ledger
+// serve`); those that honour policy share one policy view, with its guard
 // before effective instants on (the real clock; see policyview.DefaultGuard).
-func newStack(ctx context.Context, st *events.JetStreamStore, clock func() time.Time, enabled map[string]bool) (*stack, error) {
+func newStack(ctx context.Context, storeOf func(service string) (*events.JetStreamStore, error), clock func() time.Time, enabled map[string]bool) (*stack, error) {
 	on := func(name string) bool { return enabled == nil || enabled[name] }
 	s := &stack{}
-	if on(contracts.ServiceListing) || on(contracts.ServiceOrder) || on(contracts.ServicePayment) {
-		view, err := policyview.Start(ctx, st)
+	stores := map[string]*events.JetStreamStore{}
+	for _, name := range allServices {
+		if !on(name) {
+			continue
+		}
+		st, err := storeOf(name)
 		if err != nil {
 			return nil, err
 		}
-		s.view = view
+		stores[name] = st
+	}
+	for _, name := range []string{contracts.ServiceListing, contracts.ServiceOrder, contracts.ServicePayment} {
+		if st := stores[name]; st != nil {
+			view, err := policyview.Start(ctx, st)
+			if err != nil {
+				return nil, err
+			}
+			s.view = view
+			break
+		}
 	}
 	runner := func(service string) *command.Runner {
-		return &command.Runner{Store: st, Codec: contractsCodec{}, Source: contracts.Source(service), Clock: clock}
+		return &command.Runner{Store: stores[service], Codec: contractsCodec{}, Source: contracts.Source(service), Clock: clock}
 	}
 	if on(contracts.ServiceListing) {
 		s.listing = listing.New(runner(contracts.ServiceListing), s.view.Snapshot)
@@ -76,16 +91,22 @@ func newStack(ctx context.Context, st *events.JetStreamStore, clock func() time.
 	}
 	var err error
 	if on(contracts.ServicePayment) {
-		if s.payment, err = payment.New(ctx, payment.Config{Store: st, Clock: clock, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot}); err != nil {
+		if s.payment, err = payment.New(ctx, payment.Config{Store: stores[contracts.ServicePayment], Clock: clock, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot}); err != nil {
 			s.Close()
 			return nil, err
 		}
 	}
 	if on(contracts.ServicePolicy) {
-		if s.policy, err = policy.New(policy.Config{Store: st, Clock: clock, Authorizer: policyIssuers}); err != nil {
+		if s.policy, err = policy.New(policy.Config{Store: stores[contracts.ServicePolicy], Clock: clock, Authorizer: policyIssuers}); err != nil {
 			s.Close()
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// sameStore gives every service one store: for read-only uses of a service
+// (the policy list) on the caller's own connection.
+func sameStore(st *events.JetStreamStore) func(string) (*events.JetStreamStore, error) {
+	return func(string) (*events.JetStreamStore, error) { return st, nil }
 }

@@ -11,9 +11,13 @@ import (
 	"os"
 	"strings"
 
-	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
+
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/projections"
 )
 
 func newSnapshotCmd(g *globals) *cobra.Command {
@@ -40,7 +44,7 @@ log position.`,
 				return usagef("--out is required: the bundle file to write")
 			}
 			ctx := cmd.Context()
-			n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 			if err != nil {
 				return err
 			}
@@ -107,13 +111,13 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 	if against == "" {
 		rep, err = projections.VerifyBundle(r, int64(len(data)), trusted)
 	} else {
-		lg := &globals{dataDir: g.dataDir}
+		lg := &globals{dataDir: g.dataDir, credsDir: g.credsDir, tlsCA: g.tlsCA}
 		if strings.HasPrefix(against, "nats://") || strings.HasPrefix(against, "tls://") {
 			lg.natsURL = against
 		} else {
 			lg.dataDir = against
 		}
-		n, oerr := openNode(ctx, lg, "127.0.0.1", -1, 1, false, zap.NewNop())
+		n, oerr := openNode(ctx, lg, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 		if oerr != nil {
 			return oerr
 		}
@@ -151,7 +155,7 @@ func printVerify(w io.Writer, path string, rep projections.Report) {
 // mountSnapshots serves GET /v1/snapshots?as_of=T[&clock=business]: the
 // same bundle `ledger snapshot` writes.
 func (a *api) mountSnapshots(key ed25519.PrivateKey) {
-	a.mux.HandleFunc("GET /v1/snapshots", func(w http.ResponseWriter, r *http.Request) {
+	a.mux.Handle("GET /v1/snapshots", httpauth.Require(httpauth.ReadRoles...)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		at, err := projections.ParseAsOf(q.Get("clock"), q.Get("as_of"))
 		if err != nil {
@@ -166,7 +170,7 @@ func (a *api) mountSnapshots(key ed25519.PrivateKey) {
 		w.Header().Set("Content-Type", "application/zip")
 		w.Header().Set("Content-Disposition", `attachment; filename="snapshot.zip"`)
 		w.Write(buf.Bytes())
-	})
+	})))
 }
 
 func checkLine(c projections.Check) string {

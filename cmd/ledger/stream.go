@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/marketledger/ledger/events"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 )
 
 func newStreamCmd(g *globals) *cobra.Command {
@@ -19,7 +21,7 @@ func newStreamCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			n, err := openNode(ctx, g, "127.0.0.1", -1, 1, false, zap.NewNop())
+			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
 			if err != nil {
 				return err
 			}

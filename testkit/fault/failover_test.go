@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Bounds of the failover test; every wait is bounded by failoverTimeout.
@@ -47,13 +48,18 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), failoverTimeout)
 	defer cancel()
 
-	nodes := startNATSCluster(t, natsBin)
+	access := makeLedgerAccess(t, ledgerBin)
+	nodes := startNATSCluster(t, natsBin, access.accounts)
 	var urls []string
 	for _, nd := range nodes {
 		urls = append(urls, nd.url)
 	}
 	all := strings.Join(urls, ",")
-	nc, err := nats.Connect(all, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	operator, err := nats.NkeyOptionFromSeed(access.seed("operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(all, operator, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +85,9 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 
 	procs := map[string]*ledgerServe{}
 	for _, svc := range []string{contracts.ServiceListing, contracts.ServicePayment, contracts.ServiceOrder} {
-		procs[svc] = startLedgerServe(ctx, t, ledgerBin, all, svc)
+		procs[svc] = startLedgerServe(ctx, t, ledgerBin, all, svc, access)
 	}
-	c := &httpClient{hc: &http.Client{Timeout: 10 * time.Second}, base: map[string]string{}}
+	c := &httpClient{hc: &http.Client{Timeout: 10 * time.Second, Transport: bearer{access.token}}, base: map[string]string{}}
 	for svc, p := range procs {
 		c.base[svc] = "http://" + p.http
 	}

@@ -3,6 +3,7 @@ package fault
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -131,6 +132,50 @@ func (c *child) stop(t *testing.T) {
 	}
 }
 
+// ledgerAccess is the ledger's NATS users and an operator's API token, made
+// with the ledger binary as docs/operations.md tells an operator to.
+type ledgerAccess struct {
+	creds    string // directory of the users' seeds
+	tokens   string // the API tokens file
+	accounts string // the nats-server accounts block with the users
+	token    string // an operator's API token
+}
+
+func makeLedgerAccess(t *testing.T, ledgerBin string) ledgerAccess {
+	t.Helper()
+	data := t.TempDir()
+	run := func(args ...string) []byte {
+		out, err := exec.Command(ledgerBin, append([]string{"--data", data}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("ledger %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	run("credentials", "init")
+	a := ledgerAccess{creds: filepath.Join(data, "credentials"), tokens: filepath.Join(data, "credentials", "tokens.json"),
+		accounts: string(run("credentials", "server-config", "--account", "LEDGER"))}
+	var issued struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(run("token", "issue", "--role", "operator", "--subject", "fault-test", "--json"), &issued); err != nil || issued.Token == "" {
+		t.Fatalf("ledger token issue: %v", err)
+	}
+	a.token = issued.Token
+	return a
+}
+
+// seed is role's seed file.
+func (a ledgerAccess) seed(role string) string { return filepath.Join(a.creds, role+".nk") }
+
+// bearer adds a bearer token to every request.
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
 // natsNode is one nats-server process of the cluster.
 type natsNode struct {
 	name, conf, url string
@@ -139,9 +184,10 @@ type natsNode struct {
 }
 
 // startNATSCluster starts three nats-server processes routed to each other
-// on loopback, each with JetStream and fsync on every write. Cleanup kills
+// on loopback, each with JetStream, fsync on every write and the ledger's
+// users (accounts, from `ledger credentials server-config`). Cleanup kills
 // those still running.
-func startNATSCluster(t *testing.T, bin string) []*natsNode {
+func startNATSCluster(t *testing.T, bin, accounts string) []*natsNode {
 	t.Helper()
 	const n = 3
 	ports := freePorts(t, 2*n)
@@ -165,7 +211,8 @@ cluster {
   listen: "127.0.0.1:%d"
   routes: [%s]
 }
-`, nd.name, ports[i], filepath.Join(dir, "store"), ports[n+i], strings.Join(routes, ", "))
+%s
+`, nd.name, ports[i], filepath.Join(dir, "store"), ports[n+i], strings.Join(routes, ", "), accounts)
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -214,10 +261,11 @@ type ledgerServe struct {
 
 // startLedgerServe starts `ledger serve --nats urls --services services`
 // and waits until its /readyz answers 200. Cleanup stops it.
-func startLedgerServe(ctx context.Context, t *testing.T, bin, urls, services string) *ledgerServe {
+func startLedgerServe(ctx context.Context, t *testing.T, bin, urls, services string, access ledgerAccess) *ledgerServe {
 	t.Helper()
 	s := &ledgerServe{services: services, http: "127.0.0.1:" + strconv.Itoa(freePorts(t, 1)[0]), out: &syncBuffer{}}
 	s.proc = startChild(t, "ledger serve "+services, s.out, bin, "serve", "--nats", urls, "--replicas", "3",
+		"--creds", access.creds, "--tokens", access.tokens,
 		"--data", t.TempDir(), "--services", services, "--http", s.http,
 		// One process of a deployment runs the read models: their durable
 		// consumers are shared by name.

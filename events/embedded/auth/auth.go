@@ -38,7 +38,7 @@ const SeedExt = ".nk"
 // written by an older model is rewritten with the current permissions (the
 // keys are kept), so that an upgrade which needs a new API call does not
 // leave a service locked out.
-const configVersion = 1
+const configVersion = 2
 
 // User is one role's nkey user as the server sees it.
 type User struct {

@@ -86,6 +86,28 @@ func readLedger() []string {
 	}
 }
 
+// readBuckets is read-only use of the read models' buckets: as-of queries
+// (snapshots, diffs, bundles) start from the snapshot the projections
+// stored nearest before the instant asked for. Reading a KV key is a direct
+// or leader get; reading an object is an ordered consumer on its chunks.
+func readBuckets() []string {
+	var out []string
+	for _, s := range []string{"KV_" + ProjectionsBucket, "OBJ_" + SnapshotsBucket} {
+		out = append(out,
+			api+"STREAM.INFO."+s,
+			api+"STREAM.MSG.GET."+s,
+			api+"DIRECT.GET."+s,
+			api+"DIRECT.GET."+s+".>",
+			api+"CONSUMER.CREATE."+s+".>",
+			api+"CONSUMER.INFO."+s+".*",
+			api+"CONSUMER.DELETE."+s+".*",
+			api+"CONSUMER.MSG.NEXT."+s+".*",
+			"$JS.FC."+s+".>",
+		)
+	}
+	return out
+}
+
 // kvBucket is full use of one KV bucket: create or update its stream, read
 // (direct and leader gets, watchers), write and purge keys.
 func kvBucket(bucket string) []string {
@@ -169,6 +191,7 @@ func projectionsPermissions() *server.Permissions {
 // of the allow list cannot grant these by accident.
 func investigatorPermissions() *server.Permissions {
 	pub := append(readLedger(), api+"STREAM.NAMES", api+"STREAM.LIST")
+	pub = append(pub, readBuckets()...)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: pub, Deny: []string{
 			"ledger.>",

@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 )
 
 // issueAll writes a tokens file with one token per role and returns the

@@ -68,15 +68,21 @@ func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	return s.principal, true
 }
 
+// TokenLookup finds the principal of a token: *Tokens, or a TokenFile that
+// follows its file.
+type TokenLookup interface {
+	Lookup(token string) (Principal, bool)
+}
+
 // Authenticator identifies callers by bearer token.
 type Authenticator struct {
-	tokens *Tokens
+	tokens TokenLookup
 	log    *zap.Logger
 }
 
 // NewAuthenticator returns an authenticator over tokens; refusals are
 // logged on log (nil: not logged).
-func NewAuthenticator(tokens *Tokens, log *zap.Logger) *Authenticator {
+func NewAuthenticator(tokens TokenLookup, log *zap.Logger) *Authenticator {
 	if log == nil {
 		log = zap.NewNop()
 	}

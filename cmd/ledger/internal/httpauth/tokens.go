@@ -88,6 +88,8 @@ func (t *Tokens) Len() int { return len(t.byHash) }
 var (
 	hashRe = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 	roleRe = regexp.MustCompile(`^[a-z_]{1,32}$`)
+	// tokenIDRe is a prefix of a token's hash, as TokenID shows it.
+	tokenIDRe = regexp.MustCompile(`^[0-9a-fA-F]{8,64}$`)
 )
 
 // LoadTokens reads a tokens file. A file that others may write is refused:
@@ -257,4 +259,54 @@ func writeFileAtomic(path string, b []byte) error {
 		return fmt.Errorf("httpauth: %w", err)
 	}
 	return nil
+}
+
+// ReadEntries returns the entries of the tokens file at path (none when it
+// does not exist), after checking them as a server would.
+func ReadEntries(path string) ([]Entry, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("httpauth: tokens file: %w", err)
+	}
+	if _, err := ParseTokens(b); err != nil {
+		return nil, fmt.Errorf("httpauth: tokens file %s: %w", path, err)
+	}
+	return decodeEntries(b)
+}
+
+// RevokeTokens removes from the tokens file at path every entry whose
+// subject is subject, or whose hash starts with subject when it is at least
+// 8 hex digits (a TokenID). It returns how many it removed; a server that
+// follows the file (TokenFile) refuses them within a second.
+func RevokeTokens(path, subject string) (int, error) {
+	entries, err := ReadEntries(path)
+	if err != nil {
+		return 0, err
+	}
+	idLike := tokenIDRe.MatchString(subject)
+	kept := entries[:0]
+	for _, e := range entries {
+		if e.Subject == subject || (idLike && strings.HasPrefix(e.TokenSHA256, strings.ToLower(subject))) {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	removed := len(entries) - len(kept)
+	if removed == 0 {
+		return 0, nil
+	}
+	if len(kept) == 0 {
+		if err := os.Remove(path); err != nil {
+			return 0, fmt.Errorf("httpauth: %w", err)
+		}
+		return removed, nil
+	}
+	out, err := json.MarshalIndent(kept, "", "  ")
+	if err != nil {
+		return 0, err
+	}
+	return removed, writeFileAtomic(path, append(out, '\n'))
 }

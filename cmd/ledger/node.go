@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/events/embedded/tlsconf"
+)
+
+// nodeConfig says how a subcommand reaches the log and as whom.
+type nodeConfig struct {
+	// role is the NATS user the subcommand acts as (auth.Role*): the least
+	// privileged one its work needs.
+	role string
+	// host and port of the embedded server, when this process starts it
+	// (embedded.RandomPort for any free port).
+	host string
+	port int
+	// replicas of the LEDGER stream when it is created.
+	replicas int
+	// lazy turns off fsync on every write (benchmarks only).
+	lazy bool
+	// serverTLS, when set, turns on TLS on the embedded server's client port.
+	serverTLS *tls.Config
+	// ensure creates the stream if it is missing (as the operator) even when
+	// this process did not start the server: `ledger serve` does.
+	ensure bool
+	log    *zap.Logger
+}
+
+// roleConn is one NATS connection as one role, with the log on it.
+type roleConn struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store *events.JetStreamStore
+}
+
+func (c *roleConn) close() {
+	if c.store != nil {
+		c.store.Close()
+	}
+	if c.nc != nil {
+		c.nc.Drain()
+		c.nc.Close()
+	}
+}
+
+// node is a connection to the log: an embedded server or a cluster. Its own
+// connection (nc, js, store) is the subcommand's role; `as` opens others,
+// so that in one process each service still acts as its own NATS user.
+type node struct {
+	srv   *embedded.Server // nil when joining a running serve or with --nats
+	lock  *dirLock         // held while srv runs
+	url   string
+	tlsCA string // CA file trusted for the server's certificate ("" none)
+	// creds is the credentials directory (one nkey seed per role); "" means
+	// connect without credentials (--nats to a cluster without users).
+	creds string
+	opts  []nats.Option
+	log   *zap.Logger
+
+	role string
+	*roleConn
+
+	mu    sync.Mutex
+	roles map[string]*roleConn
+}
+
+func (n *node) Close() {
+	n.mu.Lock()
+	for _, c := range n.roles {
+		c.close()
+	}
+	n.roles = nil
+	n.mu.Unlock()
+	if n.roleConn != nil {
+		n.roleConn.close()
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+	}
+	n.lock.Release()
+}
+
+// connect opens a connection as role.
+func (n *node) connect(role string) (*nats.Conn, error) {
+	opts := append([]nats.Option{nats.Name("ledger-" + role), nats.MaxReconnects(-1)}, n.opts...)
+	if n.creds == "" {
+		nc, err := nats.Connect(n.url, opts...)
+		if errors.Is(err, nats.ErrAuthorization) {
+			return nil, usagef("connect to %s: the server wants credentials: give --creds DIR (the directory of <role>%s seed files)", n.url, auth.SeedExt)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", n.url, err)
+		}
+		return nc, nil
+	}
+	seed := filepath.Join(n.creds, role+auth.SeedExt)
+	if _, err := os.Stat(seed); err != nil {
+		return nil, usagef("credentials for role %s: %v (the embedded server writes them on first start; for a cluster see docs/operations.md)", role, err)
+	}
+	nc, err := auth.Connect(n.url, seed, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s as %s (%s): %w", n.url, role, seed, err)
+	}
+	return nc, nil
+}
+
+// open connects as role and opens the log on the connection.
+func (n *node) open(ctx context.Context, role string) (*roleConn, error) {
+	nc, err := n.connect(role)
+	if err != nil {
+		return nil, err
+	}
+	c := &roleConn{nc: nc}
+	if c.js, err = jetstream.New(nc); err != nil {
+		c.close()
+		return nil, err
+	}
+	if c.store, err = events.NewJetStreamStore(ctx, nc, events.WithLogger(n.log), events.WithTypeChecker(contracts.Checker{})); err != nil {
+		c.close()
+		return nil, fmt.Errorf("open the log as %s: %w", role, err)
+	}
+	return c, nil
+}
+
+// as returns the connection of role, opening it on first use.
+func (n *node) as(ctx context.Context, role string) (*roleConn, error) {
+	if role == n.role {
+		return n.roleConn, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c, ok := n.roles[role]; ok {
+		return c, nil
+	}
+	c, err := n.open(ctx, role)
+	if err != nil {
+		return nil, err
+	}
+	if n.roles == nil {
+		n.roles = map[string]*roleConn{}
+	}
+	n.roles[role] = c
+	return c, nil
+}
+
+// storeOf returns the store of a service's own NATS user.
+func (n *node) storeOf(ctx context.Context) func(service string) (*events.JetStreamStore, error) {
+	return func(service string) (*events.JetStreamStore, error) {
+		c, err := n.as(ctx, service)
+		if err != nil {
+			return nil, err
+		}
+		return c.store, nil
+	}
+}
+
+// credentialsDir is where the embedded server keeps its users' seeds.
+func credentialsDir(dataDir string) string { return filepath.Join(dataDir, auth.Dir) }
+
+// openNode starts the embedded server with its least-privilege users (or
+// joins the server of a `ledger serve` running on the same data directory,
+// or connects to --nats), makes sure the LEDGER stream exists and keeps the
+// ledger's guarantees, and connects as cfg.role.
+func openNode(ctx context.Context, g *globals, cfg nodeConfig) (*node, error) {
+	if cfg.log == nil {
+		cfg.log = zap.NewNop()
+	}
+	if cfg.host == "" {
+		cfg.host = "127.0.0.1"
+	}
+	if cfg.replicas == 0 {
+		cfg.replicas = 1
+	}
+	if cfg.role == "" {
+		cfg.role = auth.RoleInvestigator
+	}
+	n := &node{url: g.natsURL, role: cfg.role, log: cfg.log, tlsCA: g.tlsCA}
+	if g.natsURL == "" {
+		if err := n.startOrJoin(g, cfg); err != nil {
+			n.Close()
+			return nil, err
+		}
+	} else if g.credsDir != "" {
+		n.creds = g.credsDir
+	} else if _, err := os.Stat(filepath.Join(credentialsDir(g.dataDir), auth.RoleOperator+auth.SeedExt)); err == nil {
+		n.creds = credentialsDir(g.dataDir)
+	}
+	if n.tlsCA != "" {
+		opt, err := tlsconf.ClientOption(tlsconf.Files{CA: n.tlsCA})
+		if err != nil {
+			n.Close()
+			return nil, usagef("--tls-ca: %v", err)
+		}
+		n.opts = append(n.opts, opt)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if n.srv != nil || cfg.ensure {
+		if err := n.ensureStream(cctx, cfg.replicas); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	c, err := n.open(cctx, cfg.role)
+	if err != nil {
+		n.Close()
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("no %s stream at %s: start 'ledger serve' first", events.StreamName, n.url)
+		}
+		return nil, err
+	}
+	n.roleConn = c
+	return n, nil
+}
+
+// startOrJoin starts the embedded server on the data directory, or, when a
+// `ledger serve` holds the directory, takes its address from serve.json.
+func (n *node) startOrJoin(g *globals, cfg nodeConfig) error {
+	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+		return usagef("data directory %s: %v", g.dataDir, err)
+	}
+	n.creds = credentialsDir(g.dataDir)
+	if g.credsDir != "" {
+		n.creds = g.credsDir
+	}
+	lock, err := lockDataDir(g.dataDir)
+	switch {
+	case errors.Is(err, errDirBusy):
+		info, err := readServeInfo(g.dataDir)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		n.url = info.NATS
+		if n.tlsCA == "" {
+			n.tlsCA = info.TLSCA
+		}
+		return nil
+	case err != nil:
+		return usagef("data directory %s: %v", g.dataDir, err)
+	}
+	n.lock = lock
+	set, err := auth.Ensure(g.dataDir)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	n.creds = set.Dir()
+	configure := set.Configure
+	if cfg.serverTLS != nil {
+		configure = tlsconf.Chain(set.Configure, tlsconf.Configure(cfg.serverTLS))
+	}
+	srv, err := embedded.Start(embedded.Config{DataDir: g.dataDir, Host: cfg.host, Port: cfg.port, LazyFsync: cfg.lazy,
+		ServerName: "ledger", Configure: func(o *server.Options) { configure(o) }})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	n.srv, n.url = srv, srv.ClientURL()
+	return nil
+}
+
+// ensureStream creates the LEDGER stream if it is missing, or checks an
+// existing one, as the operator: no other role may create streams.
+func (n *node) ensureStream(ctx context.Context, replicas int) error {
+	nc, err := n.connect(auth.RoleOperator)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	_, err = events.EnsureStream(ctx, js, replicas)
+	return err
+}
+
+// checkCredentialsDir reports a --creds directory that does not exist.
+func checkCredentialsDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = fs.ErrInvalid
+		}
+		return usagef("--creds %s: %v (want the directory holding <role>%s seed files)", dir, err, auth.SeedExt)
+	}
+	return nil
+}

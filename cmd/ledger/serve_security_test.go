@@ -1,0 +1,366 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/events/embedded/tlsconf"
+	"github.com/marketledger/ledger/events/embedded/tlsconf/tlstest"
+)
+
+// servedLedger is an in-process `ledger serve` on the embedded default.
+type servedLedger struct {
+	g      *globals
+	base   string // http:// or https:// and the address
+	info   serveInfo
+	client *http.Client // trusts the server's certificate, sends no token
+}
+
+// startServed runs serve until t ends and waits until /readyz answers.
+func startServed(t *testing.T, g *globals, o *serveOpts, client *http.Client) *servedLedger {
+	t.Helper()
+	addr := freeAddr(t)
+	o.http, o.host, o.port, o.replicas = addr, "127.0.0.1", -1, 1
+	if o.services == "" {
+		o.services = strings.Join(allServices, ",")
+	}
+	scheme := "http://"
+	if o.tlsCert != "" {
+		scheme = "https://"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, g, o) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop within 30 s")
+		}
+	})
+	s := &servedLedger{g: g, base: scheme + addr, client: client}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get(s.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited before it was ready: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not ready within 30 s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // starting: nothing to await but its socket
+	}
+	info, err := readServeInfo(g.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.info = info
+	return s
+}
+
+// call sends one request with token ("" for none) and returns the status
+// and body.
+func (s *servedLedger) call(t *testing.T, method, path, token string, body any) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, s.base+path, r)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestServeEnforcesLeastPrivilegeByDefault runs `ledger serve` with no
+// security flags and shows that the embedded server admits only the
+// ledger's users, that each user is held to its role on the server side,
+// that the HTTP API needs a token of the right role for every endpoint
+// group, and that the other subcommands find the credentials themselves.
+func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
+	g := &globals{dataDir: t.TempDir()}
+	tokens := map[string]string{}
+	for _, role := range httpauth.Roles() {
+		tokens[role] = issueTestToken(t, g.dataDir, role)
+	}
+	s := startServed(t, g, &serveOpts{projections: true}, http.DefaultClient)
+
+	// Credentials: one seed per role, private to the user.
+	dir := credentialsDir(g.dataDir)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("credentials directory: %v %v; want mode 0700", fi, err)
+	}
+	for _, role := range auth.Roles() {
+		fi, err := os.Stat(filepath.Join(dir, role+auth.SeedExt))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("seed of %s: %v; want mode 0600", role, err)
+		}
+	}
+
+	// NATS: no credentials, no connection.
+	if nc, err := nats.Connect(s.info.NATS, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("the embedded server accepted a connection without credentials")
+	}
+	// The investigator reads the stream but cannot append, nor change it.
+	inv := connectAs(t, s.info.NATS, g.dataDir, auth.RoleInvestigator)
+	js, _ := jetstream.New(inv)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatalf("investigator: stream info: %v", err)
+	}
+	before := stream.CachedInfo().State.LastSeq
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	if _, err := js.Publish(short, "ledger.order.o-x.order.placed", []byte("{}")); err == nil {
+		t.Error("investigator appended to ledger.order")
+	}
+	cancelShort()
+	short, cancelShort = context.WithTimeout(ctx, time.Second)
+	if err := js.DeleteStream(short, events.StreamName); err == nil {
+		t.Error("investigator deleted the stream")
+	}
+	cancelShort()
+	// The listing service's user cannot append an order event.
+	lst := connectAs(t, s.info.NATS, g.dataDir, auth.RoleListing)
+	ljs, _ := jetstream.New(lst)
+	short, cancelShort = context.WithTimeout(ctx, time.Second)
+	if _, err := ljs.Publish(short, "ledger.order.o-x.order.placed", []byte("{}")); err == nil {
+		t.Error("the listing user appended to ledger.order")
+	}
+	cancelShort()
+	if info, err := stream.Info(ctx); err != nil || info.State.LastSeq != before {
+		t.Fatalf("denied appends moved the log: %d -> %v (%v)", before, info.State.LastSeq, err)
+	}
+
+	// HTTP: every endpoint group answers 401 without a token, 403 to a
+	// role it does not admit, and works for one it does.
+	idr := func(m int64) contracts.Money { return contracts.Money{AmountMinor: m, Currency: "IDR"} }
+	listing := contracts.CreateListing{ListingID: "sec-1", SellerID: "seller-1", Title: "Batik shirt", Category: "fashion",
+		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Origin: contracts.OriginDomestic, Price: idr(150_000_00), Stock: 10}
+	freeze := contracts.ImposeFreeze{RuleID: "sec-freeze", Scope: contracts.Scope{Jurisdictions: []string{"ID"},
+		Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+	place := contracts.PlaceOrder{OrderID: "sec-o-1", BuyerID: "buyer-1", ListingID: "sec-1", Quantity: 1}
+	cases := []struct {
+		method, path string
+		body         any
+		denied       []string // roles answered 403
+		allowed      string   // a role answered 2xx (or the endpoint's own answer)
+		want         int
+	}{
+		{"GET", "/metrics", nil, []string{"regulator", "buyer", "policy_issuer"}, "operator", 200},
+		{"GET", "/v1/events?from=1", nil, []string{"buyer", "seller", "policy_issuer"}, "regulator", 200},
+		{"POST", "/v1/commands/listing.create", listing, []string{"buyer", "regulator", "investigator", "policy_issuer"}, "seller", 200},
+		{"POST", "/v1/commands/order.place", place, []string{"regulator", "policy_issuer"}, "buyer", 200},
+		{"POST", "/v1/commands/policy.impose_freeze", freeze, []string{"operator", "regulator", "seller", "buyer"}, "policy_issuer", 200},
+		{"GET", "/v1/policy/rules", nil, nil, "regulator", 200},
+		// Once the log holds events: a bundle as of its first position.
+		{"GET", "/v1/snapshots?as_of=1", nil, []string{"buyer", "seller"}, "regulator", 200},
+	}
+	for _, c := range cases {
+		if code, b := s.call(t, c.method, c.path, "", c.body); code != http.StatusUnauthorized || !strings.Contains(string(b), "bearer") {
+			t.Errorf("%s %s without a token: %d %s; want 401", c.method, c.path, code, b)
+		}
+		if code, _ := s.call(t, c.method, c.path, "mlt_not-a-token-anyone-was-given", c.body); code != http.StatusUnauthorized {
+			t.Errorf("%s %s with an unknown token: %d; want 401", c.method, c.path, code)
+		}
+		for _, role := range c.denied {
+			if code, b := s.call(t, c.method, c.path, tokens[role], c.body); code != http.StatusForbidden {
+				t.Errorf("%s %s as %s: %d %s; want 403", c.method, c.path, role, code, b)
+			}
+		}
+		if code, b := s.call(t, c.method, c.path, tokens[c.allowed], c.body); code != c.want {
+			t.Errorf("%s %s as %s: %d %s; want %d", c.method, c.path, c.allowed, code, b, c.want)
+		}
+	}
+	// Health, readiness and the OpenAPI document stay open.
+	for _, p := range []string{"/healthz", "/readyz", "/openapi.json"} {
+		if code, _ := s.call(t, "GET", p, "", nil); code != http.StatusOK {
+			t.Errorf("GET %s without a token: %d; want 200", p, code)
+		}
+	}
+	// The regulator changed nothing: refused commands are never appended.
+	// The freeze is in force: a social-commerce order is now refused.
+	if code, b := s.call(t, "POST", "/v1/commands/order.place", tokens["buyer"],
+		contracts.PlaceOrder{OrderID: "sec-o-2", BuyerID: "buyer-1", ListingID: "sec-1", Quantity: 1}); code != http.StatusLocked {
+		t.Errorf("order.place under the freeze: %d %s; want 423", code, b)
+	}
+
+	// A token issued while serve runs is in force without a restart; a
+	// revoked one is refused.
+	late := issueTestToken(t, g.dataDir, "regulator")
+	waitStatus(t, s, late, http.StatusOK)
+	if n, err := httpauth.RevokeTokens(filepath.Join(dir, tokensFile), "test-regulator"); err != nil || n != 2 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	waitStatus(t, s, late, http.StatusUnauthorized)
+
+	// Other subcommands join the running server with their own users.
+	var out, errOut bytes.Buffer
+	if err := runReplay(ctx, &globals{dataDir: g.dataDir, json: true}, &replayOpts{}, &out, &errOut); err != nil {
+		t.Fatalf("replay beside serve: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "policy.freeze_imposed") {
+		t.Errorf("replay beside serve did not see the freeze:\n%s", out.String())
+	}
+}
+
+// waitStatus waits until GET /v1/events answers want to token: the tokens
+// file is followed within a second.
+func waitStatus(t *testing.T, s *servedLedger, token string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := s.call(t, "GET", "/v1/events?from=1", token, nil)
+		if code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /v1/events: %d; want %d within 10 s", code, want)
+		}
+		time.Sleep(50 * time.Millisecond) // the file is re-read at most once a second
+	}
+}
+
+// TestServeWithTLS turns on TLS with --tls-cert and --tls-key on a CA made
+// for the test: HTTPS and NATS over TLS work for clients that trust the CA,
+// plain-text clients and clients trusting another CA are refused, and the
+// other subcommands trust the CA serve names in serve.json.
+func TestServeWithTLS(t *testing.T) {
+	ca := tlstest.NewCA(t, "ledger test CA")
+	cert := ca.Server("ledger")
+	g := &globals{dataDir: t.TempDir(), tlsCA: ca.File()}
+	token := issueTestToken(t, g.dataDir, "regulator")
+	trusting := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}}
+	s := startServed(t, g, &serveOpts{tlsCert: cert.Cert, tlsKey: cert.Key}, trusting)
+
+	if code, b := s.call(t, "GET", "/v1/events?from=1", token, nil); code != http.StatusOK {
+		t.Errorf("HTTPS GET /v1/events: %d %s", code, b)
+	}
+	plain := strings.Replace(s.base, "https://", "http://", 1)
+	if resp, err := http.Get(plain + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP was answered 200 on the TLS port")
+		}
+	}
+	other := tlstest.NewCA(t, "another CA")
+	foreign := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: other.Pool(), MinVersion: tls.VersionTLS12}}}
+	if _, err := foreign.Get(s.base + "/healthz"); err == nil {
+		t.Error("a client trusting another CA accepted the server's certificate")
+	}
+
+	seed := filepath.Join(credentialsDir(g.dataDir), auth.RoleInvestigator+auth.SeedExt)
+	if nc, err := auth.Connect(s.info.NATS, seed, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("NATS accepted a plain-text connection")
+	}
+	secure, err := tlsconf.ClientOption(tlsconf.Files{CA: ca.File()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := auth.Connect(s.info.NATS, seed, secure, nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatalf("NATS over TLS: %v", err)
+	}
+	nc.Close()
+	wrong, _ := tlsconf.ClientOption(tlsconf.Files{CA: other.File()})
+	if nc, err := auth.Connect(s.info.NATS, seed, wrong, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("NATS over TLS with another CA connected")
+	}
+
+	// A subcommand on the same data directory trusts the CA serve names.
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := runReplay(ctx, &globals{dataDir: g.dataDir}, &replayOpts{}, &out, &errOut); err != nil {
+		t.Fatalf("replay beside a TLS serve: %v\n%s", err, errOut.String())
+	}
+}
+
+// TestServeRefusesBadSecurityInput: a malformed seed, an expired
+// certificate, a tokens file naming an unknown role, each refused at start
+// with an error that names the file and the rule, without the secret.
+func TestServeRefusesBadSecurityInput(t *testing.T) {
+	run := func(g *globals, o *serveOpts) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		o.http, o.host, o.port, o.replicas = freeAddr(t), "127.0.0.1", -1, 1
+		return runServe(ctx, g, o)
+	}
+
+	g := &globals{dataDir: t.TempDir()}
+	if _, err := auth.Ensure(g.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	seed := filepath.Join(credentialsDir(g.dataDir), auth.RoleOrder+auth.SeedExt)
+	secret := "SUNOTAREALSEEDBUTLOOKSLIKEONE"
+	if err := os.WriteFile(seed, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(g, &serveOpts{})
+	if err == nil || !strings.Contains(err.Error(), "order"+auth.SeedExt) || strings.Contains(err.Error(), secret) {
+		t.Errorf("malformed seed: %v; want an error naming the file and not its content", err)
+	}
+
+	ca := tlstest.NewCA(t, "ledger test CA")
+	expired := ca.Issue("old", true, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	err = run(&globals{dataDir: t.TempDir()}, &serveOpts{tlsCert: expired.Cert, tlsKey: expired.Key})
+	if err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired certificate: %v; want an error saying it expired", err)
+	}
+
+	g = &globals{dataDir: t.TempDir()}
+	tokensPath := filepath.Join(credentialsDir(g.dataDir), tokensFile)
+	os.MkdirAll(filepath.Dir(tokensPath), 0o700)
+	bad := `[{"token_sha256": "` + strings.Repeat("ab", 32) + `", "role": "superuser", "subject": "mallory"}]`
+	if err := os.WriteFile(tokensPath, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(g, &serveOpts{})
+	if err == nil || !strings.Contains(err.Error(), "unknown role") || strings.Contains(err.Error(), strings.Repeat("ab", 32)) {
+		t.Errorf("tokens file with an unknown role: %v; want an error naming the rule and not the hash", err)
+	}
+	if !errors.As(err, new(usageError)) {
+		t.Errorf("tokens file with an unknown role: %T; want a usage error (exit 2)", err)
+	}
+}
