@@ -59,8 +59,9 @@ func benchServe(tb testing.TB) (base, natsURL, dataDir string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
+		// The benchmark's clients share one token: let it have them all in flight.
 		done <- runServe(ctx, g, &serveOpts{services: "listing,order,payment,policy", http: addr, host: "127.0.0.1",
-			port: -1, replicas: 1})
+			port: -1, replicas: 1, perClient: benchClients})
 	}()
 	tb.Cleanup(func() {
 		cancel()

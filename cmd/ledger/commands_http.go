@@ -27,6 +27,17 @@ func (a *api) mountCommands(st *stack) {
 			writeProblem(w, http.StatusRequestEntityTooLarge, "body too large", err.Error(), "", "")
 			return
 		}
+		if p, ok := httpauth.PrincipalFrom(r.Context()); ok {
+			var owner errNotOwner
+			switch err := checkOwner(r.Context(), st, p, name, body); {
+			case errors.As(err, &owner):
+				writeProblem(w, http.StatusForbidden, "forbidden", owner.detail, owner.field, "a buyer or seller token acts only for its own subject")
+				return
+			case err != nil:
+				writeError(w, err)
+				return
+			}
+		}
 		reply, err := dispatch(r.Context(), st, name, body)
 		if err != nil {
 			writeError(w, err)

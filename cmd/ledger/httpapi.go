@@ -44,9 +44,9 @@ type api struct {
 	limit *httpauth.Limiter
 }
 
-func newAPI(n *node, tokens httpauth.TokenLookup, log *zap.Logger) *api {
+func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *zap.Logger) *api {
 	a := &api{mux: http.NewServeMux(), reg: prometheus.NewRegistry(), node: n, log: log,
-		authn: httpauth.NewAuthenticator(tokens, log), limit: httpauth.NewLimiter(0, 0, log)}
+		authn: httpauth.NewAuthenticator(tokens, log), limit: limit}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newStoreCollector(n.store))
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -28,6 +28,10 @@ import (
 )
 
 type serveOpts struct {
+	// perClient and total bound the HTTP requests in flight (0: the
+	// httpauth defaults).
+	perClient   int
+	total       int
 	tlsCert     string
 	tlsKey      string
 	tokens      string
@@ -84,6 +88,8 @@ can be its own process; exactly one process of a deployment should keep
 	c.Flags().IntVar(&o.replicas, "replicas", 1, "replicas of the LEDGER stream when it is created (3 on a cluster)")
 	c.Flags().StringVar(&o.tlsCert, "tls-cert", "", "certificate (PEM) for TLS on the NATS client port and the HTTP API (off by default; loopback)")
 	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	c.Flags().IntVar(&o.perClient, "max-in-flight-per-client", httpauth.DefaultPerClient, "HTTP requests in flight per client (its token, or its address without one); more are answered 429")
+	c.Flags().IntVar(&o.total, "max-in-flight", httpauth.DefaultTotal, "HTTP requests in flight in all; more are answered 503")
 	c.Flags().StringVar(&o.tokens, "tokens", "", "API tokens file (default DATA/credentials/tokens.json; see 'ledger token')")
 	c.Flags().BoolVar(&o.lazy, "unsafe-lazy-fsync", false, "do not fsync every write (acknowledged events can be lost on a crash; benchmarks only)")
 	return c
@@ -155,7 +161,10 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		log.Warn("no API tokens yet: every endpoint but /healthz, /readyz and /openapi.json answers 401; issue one with 'ledger token issue'",
 			zap.String("tokens", tokensPath))
 	}
-	a := newAPI(n, tokens, log)
+	if o.perClient < 0 || o.total < 0 || (o.total > 0 && o.perClient > o.total) {
+		return usagef("--max-in-flight-per-client %d and --max-in-flight %d: want 0 < per client <= total", o.perClient, o.total)
+	}
+	a := newAPI(n, tokens, httpauth.NewLimiter(o.perClient, o.total, log), log)
 	if o.projections {
 		pc, err := n.as(ctx, auth.RoleProjections)
 		if err != nil {

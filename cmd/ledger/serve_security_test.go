@@ -188,8 +188,8 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 	}{
 		{"GET", "/metrics", nil, []string{"regulator", "buyer", "policy_issuer"}, "operator", 200},
 		{"GET", "/v1/events?from=1", nil, []string{"buyer", "seller", "policy_issuer"}, "regulator", 200},
-		{"POST", "/v1/commands/listing.create", listing, []string{"buyer", "regulator", "investigator", "policy_issuer"}, "seller", 200},
-		{"POST", "/v1/commands/order.place", place, []string{"regulator", "policy_issuer"}, "buyer", 200},
+		{"POST", "/v1/commands/listing.create", listing, []string{"buyer", "regulator", "investigator", "policy_issuer"}, "operator", 200},
+		{"POST", "/v1/commands/order.place", place, []string{"regulator", "policy_issuer"}, "operator", 200},
 		{"POST", "/v1/commands/policy.impose_freeze", freeze, []string{"operator", "regulator", "seller", "buyer"}, "policy_issuer", 200},
 		{"GET", "/v1/policy/rules", nil, nil, "regulator", 200},
 		// Once the log holds events: a bundle as of its first position.
@@ -217,10 +217,37 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 			t.Errorf("GET %s without a token: %d; want 200", p, code)
 		}
 	}
-	// The regulator changed nothing: refused commands are never appended.
+	// Buyer and seller tokens act only for their subject (test-<role>).
+	own := []struct {
+		role, name string
+		body       any
+		want       int
+	}{
+		{"seller", "listing.create", contracts.CreateListing{ListingID: "sec-2", SellerID: "seller-9", Title: "Not mine", Category: "fashion",
+			Channel: contracts.ChannelMarketplace, Jurisdiction: "ID", Origin: contracts.OriginDomestic, Price: idr(150_000_00), Stock: 1}, http.StatusForbidden},
+		{"seller", "listing.change_price", contracts.ChangePrice{ListingID: "sec-1", Price: idr(140_000_00)}, http.StatusForbidden},
+		{"buyer", "order.place", contracts.PlaceOrder{OrderID: "sec-o-9", BuyerID: "buyer-9", ListingID: "sec-1", Quantity: 1}, http.StatusForbidden},
+		{"buyer", "order.cancel", contracts.CancelOrder{OrderID: "sec-o-1", Reason: "not mine"}, http.StatusForbidden},
+		{"buyer", "listing.reserve_stock", contracts.ReserveStock{ListingID: "sec-1", OrderID: "sec-o-1", Quantity: 1}, http.StatusForbidden},
+		{"operator", "listing.change_price", contracts.ChangePrice{ListingID: "sec-1", Price: idr(149_000_00)}, http.StatusOK},
+	}
+	for _, c := range own {
+		if code, b := s.call(t, "POST", "/v1/commands/"+c.name, tokens[c.role], c.body); code != c.want {
+			t.Errorf("%s as %s: %d %s; want %d", c.name, c.role, code, b, c.want)
+		}
+	}
+	mine := contracts.CreateListing{ListingID: "sec-3", SellerID: "test-seller", Title: "Mine", Category: "fashion",
+		Channel: contracts.ChannelMarketplace, Jurisdiction: "ID", Origin: contracts.OriginDomestic, Price: idr(150_000_00), Stock: 5}
+	if code, b := s.call(t, "POST", "/v1/commands/listing.create", tokens["seller"], mine); code != http.StatusOK {
+		t.Errorf("listing.create of the seller's own listing: %d %s", code, b)
+	}
+	if code, b := s.call(t, "POST", "/v1/commands/listing.change_stock", tokens["seller"], contracts.ChangeStock{ListingID: "sec-3", Stock: 7}); code != http.StatusOK {
+		t.Errorf("listing.change_stock of the seller's own listing: %d %s", code, b)
+	}
+
 	// The freeze is in force: a social-commerce order is now refused.
 	if code, b := s.call(t, "POST", "/v1/commands/order.place", tokens["buyer"],
-		contracts.PlaceOrder{OrderID: "sec-o-2", BuyerID: "buyer-1", ListingID: "sec-1", Quantity: 1}); code != http.StatusLocked {
+		contracts.PlaceOrder{OrderID: "sec-o-2", BuyerID: "test-buyer", ListingID: "sec-1", Quantity: 1}); code != http.StatusLocked {
 		t.Errorf("order.place under the freeze: %d %s; want 423", code, b)
 	}
 

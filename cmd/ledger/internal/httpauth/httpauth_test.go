@@ -66,7 +66,7 @@ type group struct {
 var groups = []group{
 	{"listing commands", "POST", "/v1/commands/listing.create", []string{"seller", "operator"}},
 	{"order commands", "POST", "/v1/commands/order.place", []string{"buyer", "seller", "operator"}},
-	{"payment commands", "POST", "/v1/commands/payment.capture", []string{"buyer", "operator"}},
+	{"payment commands", "POST", "/v1/commands/payment.capture", []string{"operator"}},
 	{"policy commands", "POST", "/v1/commands/policy.impose_freeze", []string{"policy_issuer"}},
 	{"events", "GET", "/v1/events", []string{"regulator", "operator", "investigator"}},
 	{"snapshots", "GET", "/v1/snapshots?as_of=2023-10-04T17:00:00%2B07:00", []string{"regulator", "operator", "investigator"}},

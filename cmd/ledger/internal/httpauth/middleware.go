@@ -28,10 +28,14 @@ var (
 	// commandRoles admits callers to commands by context. Policy commands
 	// are the policy issuer's alone: not even the operator may freeze or
 	// lift, so that running the marketplace and regulating it stay apart.
+	// Payments are moved by the checkout process manager (and refunds by
+	// the operator), never by a buyer's own request. Which listings and
+	// orders a buyer or seller may touch is checked against the token's
+	// subject where the command is decided (cmd/ledger checkOwner).
 	commandRoles = map[string][]string{
 		"listing": {RoleSeller, RoleOperator},
 		"order":   {RoleBuyer, RoleSeller, RoleOperator},
-		"payment": {RoleBuyer, RoleOperator},
+		"payment": {RoleOperator},
 		"policy":  {RolePolicyIssuer},
 	}
 )

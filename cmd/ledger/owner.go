@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
+	"github.com/marketledger/ledger/contracts"
+)
+
+// errNotOwner is a command a buyer or seller token may not send: it names
+// another party, or an aggregate of another party.
+type errNotOwner struct {
+	field, detail string
+}
+
+func (e errNotOwner) Error() string { return e.detail }
+
+// checkOwner binds buyer and seller tokens to their subject: a seller
+// creates listings as itself and changes only its own listings and orders;
+// a buyer places orders as itself and cancels or completes only its own.
+// Commands that only the services send each other (stock reservations,
+// payments, confirmations) are the operator's over HTTP. Other roles pass:
+// the command's role check already admitted them. A body that breaks its
+// contract passes too, for dispatch to refuse with the contract's error;
+// an aggregate that does not exist passes, for its service to answer 404.
+func checkOwner(ctx context.Context, st *stack, p httpauth.Principal, name string, body []byte) error {
+	if p.Role != httpauth.RoleBuyer && p.Role != httpauth.RoleSeller {
+		return nil
+	}
+	cmd, err := contracts.DecodeCommand(name, body)
+	if err != nil {
+		return nil
+	}
+	self := p.Subject
+	mustBe := func(field, got string) error {
+		if got == self {
+			return nil
+		}
+		return errNotOwner{field, fmt.Sprintf("%s %s may act only as itself: %s is %q", p.Role, self, field, got)}
+	}
+	listingOf := func(id string) error {
+		if st.listing == nil {
+			return nil // dispatch answers that the service does not run here
+		}
+		l, v, err := st.listing.Load(ctx, id)
+		if err != nil || v == 0 {
+			return err
+		}
+		if l.SellerID != self {
+			return errNotOwner{"listing_id", fmt.Sprintf("listing %s is not seller %s's", id, self)}
+		}
+		return nil
+	}
+	orderOf := func(id string) error {
+		if st.order == nil {
+			return nil
+		}
+		o, v, err := st.order.Load(ctx, id)
+		if err != nil || v == 0 {
+			return err
+		}
+		party := o.BuyerID
+		if p.Role == httpauth.RoleSeller {
+			party = o.SellerID
+		}
+		if party != self {
+			return errNotOwner{"order_id", fmt.Sprintf("order %s is not %s %s's", id, p.Role, self)}
+		}
+		return nil
+	}
+	if p.Role == httpauth.RoleSeller {
+		switch c := cmd.(type) {
+		case contracts.CreateListing:
+			return mustBe("seller_id", c.SellerID)
+		case contracts.ChangePrice:
+			return listingOf(c.ListingID)
+		case contracts.ChangeStock:
+			return listingOf(c.ListingID)
+		case contracts.Delist:
+			return listingOf(c.ListingID)
+		case contracts.CancelOrder:
+			return orderOf(c.OrderID)
+		case contracts.ShipOrder:
+			return orderOf(c.OrderID)
+		}
+	} else {
+		switch c := cmd.(type) {
+		case contracts.PlaceOrder:
+			return mustBe("buyer_id", c.BuyerID)
+		case contracts.CancelOrder:
+			return orderOf(c.OrderID)
+		case contracts.CompleteOrder:
+			return orderOf(c.OrderID)
+		}
+	}
+	return errNotOwner{"", fmt.Sprintf("%s may not send %s over HTTP: the services send it to each other, or the operator does", p.Role, name)}
+}
