@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 )
 
@@ -41,6 +42,17 @@ func buildOpenAPI() ([]byte, error) {
 			[]any{queryParam("as_of", "RFC 3339 instant with offset, or a position"), queryParam("clock", "business (default), recorded or position")},
 			withProblems(obj{"200": obj{"description": "the bundle", "content": obj{"application/zip": obj{}}}}, 400, 404))},
 	}
+	for _, p := range []string{"/healthz", "/readyz", "/openapi.json"} {
+		paths[p].(obj)["get"].(obj)["security"] = []obj{} // open: probes and discovery
+	}
+	secure := func(path string, roles []string) {
+		secured(paths[path].(obj)["get"].(obj), roles)
+	}
+	secure("/metrics", httpauth.MetricsRoles)
+	secure("/v1/policy/rules", httpauth.PolicyRulesRoles)
+	secure("/v1/events", httpauth.ReadRoles)
+	secure("/v1/subscribe", httpauth.ReadRoles)
+	secure("/v1/snapshots", httpauth.ReadRoles)
 	for _, c := range contracts.Commands {
 		schema, err := contracts.CommandSchema(c)
 		if err != nil {
@@ -55,6 +67,7 @@ func buildOpenAPI() ([]byte, error) {
 			withProblems(resp200("the aggregate after the command, with the events appended and their positions", jsonSchema(obj{"type": "object"})), 400, 404, 409, 422, 423, 503))
 		o["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s}}}
 		o["tags"] = []string{c.Service}
+		secured(o, httpauth.CommandRoles(c.Name))
 		paths["/v1/commands/"+c.Name] = obj{"post": o}
 	}
 	doc := obj{
@@ -62,9 +75,13 @@ func buildOpenAPI() ([]byte, error) {
 		"info": obj{"title": "marketledger HTTP API", "version": "1.0.0",
 			"description": "The HTTP surface of `ledger serve`. Commands are validated against their contracts before deciding; " +
 				"a refused command appends nothing. Errors are application/problem+json (RFC 9457) with `field` (a JSON pointer) and `rule`."},
-		"servers":    []obj{{"url": "http://127.0.0.1:8080"}},
-		"paths":      paths,
-		"components": obj{"schemas": obj{"Problem": problemSchema}},
+		"servers":  []obj{{"url": "http://127.0.0.1:8080"}},
+		"paths":    paths,
+		"security": []obj{{"bearer": []string{}}},
+		"components": obj{"schemas": obj{"Problem": problemSchema}, "securitySchemes": obj{"bearer": obj{
+			"type": "http", "scheme": "bearer",
+			"description": "A token from `ledger token issue --role ROLE --subject WHO`; each operation lists the roles it admits. " +
+				"Buyer and seller tokens act only for their subject."}}},
 	}
 	return json.MarshalIndent(doc, "", "  ")
 }
@@ -90,6 +107,14 @@ func jsonSchema(s obj) obj { return obj{"application/json": obj{"schema": s}} }
 
 func resp200(desc string, content obj) obj {
 	return obj{"200": obj{"description": desc, "content": content}}
+}
+
+// secured marks an operation as needing a bearer token of one of roles, with
+// the answers of the authentication, role and in-flight checks.
+func secured(o obj, roles []string) {
+	o["description"] = "Roles: " + strings.Join(roles, ", ") + "."
+	o["x-roles"] = roles
+	withProblems(o["responses"].(obj), 401, 403, 429)
 }
 
 func withProblems(r obj, codes ...int) obj {
