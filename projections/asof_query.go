@@ -107,15 +107,15 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model)
 		s.Snapshots[m.Name()] = from[i]
 		start = min(start, from[i])
 	}
-	if err := q.restoreAll(ctx, models, picks); err != nil {
-		return nil, err
-	}
+	ready := q.restoreAsync(ctx, models, picks)
 	if start < pos {
-		n, err := foldCount(ctx, q.store, events.Query{From: start + 1, To: pos}, models, from, nil)
+		n, err := foldCount(ctx, q.store, events.Query{From: start + 1, To: pos}, models, from, nil, ready)
 		s.Replayed = n
 		if err != nil {
 			return nil, err
 		}
+	} else if err := <-ready; err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -159,9 +159,7 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 		s.Snapshots[m.Name()] = from[i]
 		start, needTo, indexedTo = min(start, from[i]), max(needTo, end), min(indexedTo, last)
 	}
-	if err := q.restoreAll(ctx, models, picks); err != nil {
-		return nil, err
-	}
+	ready := q.restoreAsync(ctx, models, picks)
 	ranges := [][2]uint64{{start + 1, needTo}, {indexedTo + 1, b.head}}
 	if needTo >= indexedTo {
 		ranges = [][2]uint64{{start + 1, b.head}}
@@ -180,9 +178,15 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 		if r[0] > r[1] {
 			continue
 		}
-		n, err := foldCount(ctx, q.store, events.Query{From: r[0], To: r[1]}, models, from, keep)
+		n, err := foldCount(ctx, q.store, events.Query{From: r[0], To: r[1]}, models, from, keep, ready)
+		ready = nil // restored before the first range applied anything
 		s.Replayed += n
 		if err != nil {
+			return nil, err
+		}
+	}
+	if ready != nil { // no range to read: the snapshots are the answer
+		if err := <-ready; err != nil {
 			return nil, err
 		}
 	}
@@ -196,15 +200,30 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 	return s, nil
 }
 
-// foldCount is Fold that also counts the events read.
-func foldCount(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, keep Filter) (int, error) {
+// foldCount is Fold that also counts the events read. With ready, the
+// models apply nothing before it yields, and the tail is read ahead
+// meanwhile.
+func foldCount(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, keep Filter, ready <-chan error) (int, error) {
 	n := 0
 	counting := func(e *events.Event) bool {
 		n++
 		return keep == nil || keep(e)
 	}
-	_, _, err := Fold(ctx, store, q, models, from, counting)
+	_, _, err := fold(ctx, store, q, models, from, counting, ready, readAhead)
 	return n, err
+}
+
+// readAhead is how many chunks of 256 events an as-of query reads ahead
+// while its models are being restored: a tail of up to about 16k events is
+// read in parallel with the restore.
+const readAhead = 64
+
+// restoreAsync runs restoreAll on its own goroutine; the channel yields its
+// result once.
+func (q *Querier) restoreAsync(ctx context.Context, models []Model, picks []*SnapshotEntry) <-chan error {
+	ready := make(chan error, 1)
+	go func() { ready <- q.restoreAll(ctx, models, picks) }()
+	return ready
 }
 
 func lastWhere(es []SnapshotEntry, ok func(SnapshotEntry) bool) int {

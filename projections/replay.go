@@ -16,11 +16,20 @@ type Filter func(e *events.Event) bool
 // and of the last event applied. Payloads are decoded once for all models,
 // on a goroutine of their own, while the models apply the previous chunk.
 func Fold(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, filter Filter) (lastRead, lastApplied uint64, err error) {
+	return fold(ctx, store, q, models, from, filter, nil, 4)
+}
+
+// fold is Fold whose models apply nothing until ready yields (nil: at
+// once), while up to ahead chunks of 256 events are read and decoded: an
+// as-of query reads its tail while the models are still being restored from
+// their snapshots.
+func fold(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, filter Filter,
+	ready <-chan error, ahead int) (lastRead, lastApplied uint64, err error) {
 	type item struct {
 		e       events.Event
 		payload any
 	}
-	chunks := make(chan []item, 4)
+	chunks := make(chan []item, ahead)
 	errc := make(chan error, 1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -56,6 +65,16 @@ func Fold(ctx context.Context, store events.Store, q events.Query, models []Mode
 			}
 		}
 	}()
+	if ready != nil {
+		select {
+		case err := <-ready:
+			if err != nil {
+				return 0, 0, err
+			}
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		}
+	}
 	for c := range chunks {
 		for i := range c {
 			it := &c[i]
