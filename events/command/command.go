@@ -109,6 +109,14 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	refreshPolicy := false
 	var lastErr error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {
+		if attempt > 0 && meta.IdempotencyKey != "" {
+			// The decision that won the race may have been this command's
+			// own, sent twice at once (a retry, a second process manager):
+			// it gets the first result, not a decision on the new state.
+			if res, done, err := replay(ctx, r, agg, ref, meta, digest); done || err != nil {
+				return res, err
+			}
+		}
 		state, version, err := load(ctx, r, agg, ref)
 		if err != nil {
 			return Result[S]{}, err
@@ -124,6 +132,14 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 		now := r.Clock()
 		payloads, err := decide(state, pol.Rules, now)
 		if err != nil {
+			if meta.IdempotencyKey != "" {
+				// Refused on a state this very command may have made: sent
+				// twice at once, the other copy landed after the lookup
+				// above. Its result is this command's result.
+				if res, done, rerr := replay(ctx, r, agg, ref, meta, digest); done || rerr != nil {
+					return res, rerr
+				}
+			}
 			return Result[S]{}, err
 		}
 		if len(payloads) == 0 {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -42,6 +43,9 @@ type CheckoutConfig struct {
 	// and "position" when empty. Two managers with one key share progress.
 	Bucket string
 	Key    string
+	// Concurrency bounds the checkouts in progress at once; 64 when zero.
+	// Steps of one order always run one after another, in log order.
+	Concurrency int
 }
 
 // Checkout is the process manager that drives an order from placement to
@@ -52,8 +56,10 @@ type CheckoutConfig struct {
 // releases the stock.
 //
 // It is driven by the log: it follows every event from a checkpoint in
-// JetStream KV, advanced only after an order event was fully handled, so a
-// restart handles the unfinished order again. Every command it sends
+// JetStream KV. Orders are checked out concurrently (Concurrency at once),
+// the events of one order strictly in log order; the checkpoint advances
+// only to a position below which every event was fully handled, so a
+// restart handles every unfinished order again. Every command it sends
 // carries an idempotency key derived from the order id and the step, so
 // that handling an order twice never reserves, charges or confirms twice.
 type Checkout struct {
@@ -80,6 +86,9 @@ func NewCheckout(cfg CheckoutConfig) *Checkout {
 	if cfg.Key == "" {
 		cfg.Key = "position"
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 64
+	}
 	return &Checkout{cfg: cfg}
 }
 
@@ -97,7 +106,7 @@ func (c *Checkout) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		from, err := c.checkpoint(ctx, kv)
 		if err == nil {
-			err = c.cfg.Store.Subscribe(ctx, from+1, func(e events.Event) error { return c.handle(ctx, kv, e) })
+			err = c.follow(ctx, kv, from)
 		}
 		if ctx.Err() != nil {
 			break
@@ -121,27 +130,198 @@ func (c *Checkout) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint6
 	return binary.BigEndian.Uint64(e.Value()), nil
 }
 
-// handle runs one event's step and advances the checkpoint past it. Events
-// of other contexts are not checkpointed one by one: handling them again
-// after a restart does nothing.
-func (c *Checkout) handle(ctx context.Context, kv jetstream.KeyValue, e events.Event) error {
-	if e.Context() != contracts.ServiceOrder {
+// follow handles the log after position from until ctx ends or a step
+// fails (returned, for Run to resume from the checkpoint).
+func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint64) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := newWatermark(from)
+	committed := make(chan struct{})
+	go func() { defer close(committed); c.commit(ctx, kv, w) }()
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, c.cfg.Concurrency)
+		mu   sync.Mutex
+		last = map[string]chan struct{}{} // per order: its latest step's end
+	)
+	err := c.cfg.Store.Subscribe(ctx, from+1, func(e events.Event) error {
+		if !checkoutEvent(e) {
+			w.pass(e.Position)
+			return nil
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		done := make(chan struct{})
+		mu.Lock()
+		prev := last[e.AggregateID]
+		last[e.AggregateID] = done
+		mu.Unlock()
+		w.start(e.Position)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			defer func() {
+				close(done)
+				mu.Lock()
+				if last[e.AggregateID] == done {
+					delete(last, e.AggregateID)
+				}
+				mu.Unlock()
+			}()
+			if prev != nil {
+				select {
+				case <-prev:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if err := c.step(ctx, e); err != nil {
+				cancel(fmt.Errorf("checkout: %s at position %d: %w", e.Type, e.Position, err))
+				return
+			}
+			w.finish(e.Position)
+		}()
 		return nil
+	})
+	cause := context.Cause(ctx)
+	cancel(err)
+	wg.Wait()
+	<-committed
+	// Keep what was finished for the next start; a failure here only means
+	// more is handled again, idempotently.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+	defer fcancel()
+	if p, ok := w.advance(); ok {
+		_ = c.put(fctx, kv, p)
 	}
-	var err error
+	if cause != nil {
+		return cause
+	}
+	return err
+}
+
+// checkoutEvent reports whether e is an event the manager acts on.
+func checkoutEvent(e events.Event) bool {
+	if e.Context() != contracts.ServiceOrder {
+		return false
+	}
+	switch e.Type {
+	case "order.placed", "order.cancelled", "order.rejected":
+		return true
+	}
+	return false
+}
+
+// step runs one event's part of its order's checkout.
+func (c *Checkout) step(ctx context.Context, e events.Event) error {
 	switch e.Type {
 	case "order.placed":
-		err = c.placed(ctx, e)
+		return c.placed(ctx, e)
 	case "order.cancelled", "order.rejected":
-		err = c.unwind(ctx, e.AggregateID)
+		return c.unwind(ctx, e.AggregateID)
 	}
-	if err != nil {
-		return err
+	return nil
+}
+
+// commit writes the watermark to the checkpoint whenever it advances,
+// coalescing advances made while a write is in progress.
+func (c *Checkout) commit(ctx context.Context, kv jetstream.KeyValue, w *watermark) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.moved:
+		}
+		if p, ok := w.advance(); ok {
+			if err := c.put(ctx, kv, p); err != nil {
+				select { // the bucket is unreachable: try again shortly
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				w.retreat(p)
+			}
+		}
 	}
-	var pos [8]byte
-	binary.BigEndian.PutUint64(pos[:], e.Position)
-	_, err = kv.Put(ctx, c.cfg.Key, pos[:])
+}
+
+func (c *Checkout) put(ctx context.Context, kv jetstream.KeyValue, p uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], p)
+	_, err := kv.Put(ctx, c.cfg.Key, b[:])
 	return err
+}
+
+// watermark is the highest position below which every event of the log is
+// handled: the events in progress hold it back.
+type watermark struct {
+	mu       sync.Mutex
+	seen     uint64          // last position delivered
+	inFlight map[uint64]bool // positions started and not finished
+	written  uint64          // last position handed out by advance
+	moved    chan struct{}   // signalled when the watermark may have moved
+}
+
+func newWatermark(from uint64) *watermark {
+	return &watermark{seen: from, written: from, inFlight: map[uint64]bool{}, moved: make(chan struct{}, 1)}
+}
+
+func (w *watermark) signal() {
+	select {
+	case w.moved <- struct{}{}:
+	default:
+	}
+}
+
+// pass marks a position that needs no handling.
+func (w *watermark) pass(p uint64) {
+	w.mu.Lock()
+	w.seen = p
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *watermark) start(p uint64) {
+	w.mu.Lock()
+	w.seen = p
+	w.inFlight[p] = true
+	w.mu.Unlock()
+}
+
+func (w *watermark) finish(p uint64) {
+	w.mu.Lock()
+	delete(w.inFlight, p)
+	w.mu.Unlock()
+	w.signal()
+}
+
+// advance returns the watermark if it moved past what it last returned.
+func (w *watermark) advance() (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	mark := w.seen
+	for p := range w.inFlight {
+		mark = min(mark, p-1)
+	}
+	if mark <= w.written {
+		return 0, false
+	}
+	w.written = mark
+	return mark, true
+}
+
+// retreat forgets that p was handed out, after writing it failed.
+func (w *watermark) retreat(p uint64) {
+	w.mu.Lock()
+	if w.written == p {
+		w.written = 0
+	}
+	w.mu.Unlock()
+	w.signal()
 }
 
 // placed drives one order through its checkout.
@@ -189,9 +369,18 @@ func (c *Checkout) pay(ctx context.Context, o Order, corr string, deadline time.
 	_, err = c.cfg.Orders.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: PaymentID(o.ID),
 		IdempotencyKey: StepKey(o.ID, "confirm")})
 	if events.KindOf(err) == events.KindConflict {
-		// Cancelled by the buyer while the payment was being authorized:
-		// the authorization must not outlive the order.
-		return c.void(ctx, o.ID, corr, "order cancelled during checkout")
+		now, _, lerr := c.cfg.Orders.Load(ctx, o.ID)
+		if lerr != nil {
+			return lerr
+		}
+		if now.Status == StatusCancelled || now.Status == StatusRejected {
+			// Cancelled by the buyer while the payment was being
+			// authorized: the authorization must not outlive the order.
+			return c.void(ctx, o.ID, corr, "order cancelled during checkout")
+		}
+		if now.Status != StatusPlaced {
+			return nil // confirmed (and on) by another hand: the checkout is done
+		}
 	}
 	return err
 }
