@@ -227,8 +227,13 @@ func (c *Checkout) step(ctx context.Context, e events.Event) error {
 	return nil
 }
 
-// commit writes the watermark to the checkpoint whenever it advances,
-// coalescing advances made while a write is in progress.
+// checkpointEvery is the least time between two checkpoint writes: each is
+// a synced write to the server, and a checkpoint that lags by a moment only
+// means a moment more of idempotent steps handled again after a restart.
+const checkpointEvery = 100 * time.Millisecond
+
+// commit writes the watermark to the checkpoint whenever it advances, at
+// most every checkpointEvery, coalescing the advances made in between.
 func (c *Checkout) commit(ctx context.Context, kv jetstream.KeyValue, w *watermark) {
 	for {
 		select {
@@ -236,15 +241,20 @@ func (c *Checkout) commit(ctx context.Context, kv jetstream.KeyValue, w *waterma
 			return
 		case <-w.moved:
 		}
-		if p, ok := w.advance(); ok {
-			if err := c.put(ctx, kv, p); err != nil {
-				select { // the bucket is unreachable: try again shortly
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				w.retreat(p)
-			}
+		p, ok := w.advance()
+		if !ok {
+			continue
+		}
+		err := c.put(ctx, kv, p)
+		// After a write, wait a moment before the next; after a failure
+		// (the bucket unreachable) as well, then hand p out again.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(checkpointEvery):
+		}
+		if err != nil {
+			w.retreat(p)
 		}
 	}
 }
