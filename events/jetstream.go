@@ -175,12 +175,13 @@ func (s *JetStreamStore) Append(ctx context.Context, d Decision) (Appended, erro
 	if err := s.validateDecision(d); err != nil {
 		return Appended{}, withOp(op, err)
 	}
+	// A used idempotency key is not looked up first: the batch itself
+	// checks that the key's record subject is empty, and a refusal is
+	// answered below from the record that made it. The common case, a key
+	// never used, costs no read.
 	var idemSubj string
 	if d.IdempotencyKey != "" {
 		idemSubj = idemSubject(d.Aggregate.Context, d.IdempotencyKey)
-		if a, found, err := s.lookupIdempotency(ctx, idemSubj, d); found || err != nil {
-			return a, err
-		}
 	}
 	h, err := s.resolveHead(ctx, d.Aggregate, d.ExpectedVersion)
 	if err != nil {

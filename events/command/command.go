@@ -101,11 +101,10 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	if err != nil {
 		return Result[S]{}, err
 	}
-	if meta.IdempotencyKey != "" {
-		if res, done, err := replay(ctx, r, agg, ref, meta, digest); done || err != nil {
-			return res, err
-		}
-	}
+	// A used idempotency key is not looked up before deciding: a command
+	// sent again is decided again, and its first result is answered when
+	// the decision is refused, decides nothing, or its append finds the
+	// key's record. A key never used costs no read.
 	refreshPolicy := false
 	var lastErr error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {
@@ -143,6 +142,11 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 			return Result[S]{}, err
 		}
 		if len(payloads) == 0 {
+			if meta.IdempotencyKey != "" {
+				if res, done, err := replay(ctx, r, agg, ref, meta, digest); done || err != nil {
+					return res, err
+				}
+			}
 			return Result[S]{State: state, Version: version}, nil
 		}
 		evs, err := build(r, ref, meta, payloads, pol.Position, now)

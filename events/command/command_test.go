@@ -150,53 +150,60 @@ func TestRunDecidesAgainUnderANewerPolicy(t *testing.T) {
 	}
 }
 
-// racingStore lets another sender's decision land between a command's
-// idempotency lookup and its decision: the first lookup answers "not
-// found", as it would have a moment earlier, after running interleave.
+// racingStore lets another sender's decision land at a chosen moment of a
+// command's run: just before its first load (so it decides on a state the
+// other copy made) or just after it (so it decides on a state that is no
+// longer current).
 type racingStore struct {
 	*events.JetStreamStore
 	once       sync.Once
+	afterLoad  bool
 	interleave func()
 }
 
-func (s *racingStore) LookupIdempotency(ctx context.Context, ref events.AggregateRef, key, digest string) (events.Appended, bool, error) {
-	raced := false
-	s.once.Do(func() { s.interleave(); raced = true })
-	if raced {
-		return events.Appended{}, false, nil
+func (s *racingStore) Load(ctx context.Context, ref events.AggregateRef, after uint64) ([]events.Event, error) {
+	if !s.afterLoad {
+		s.once.Do(s.interleave)
+		return s.JetStreamStore.Load(ctx, ref, after)
 	}
-	return s.JetStreamStore.LookupIdempotency(ctx, ref, key, digest)
+	evs, err := s.JetStreamStore.Load(ctx, ref, after)
+	s.once.Do(s.interleave)
+	return evs, err
 }
 
 // TestRunSameKeyRacingGetsTheFirstResult: one idempotent command sent twice
-// at once (two process managers handling the same step) where the second
-// looked its key up just before the first stored it. The decider refuses
-// to apply it twice; the second sender must still get the first result,
-// not the refusal.
+// at once (two process managers handling the same step), the other copy
+// landing before or after this one loaded the aggregate. The decider
+// refuses to apply it twice; both senders must get the first result, and
+// it is stored once.
 func TestRunSameKeyRacingGetsTheFirstResult(t *testing.T) {
-	r, st := newRunner(t)
-	agg := counter(false)
-	once := func(s int, _ struct{}, _ time.Time) ([]any, error) {
-		if s > 0 {
-			return nil, &events.Error{Op: "confirm", Kind: events.KindConflict, Rule: "already confirmed"}
-		}
-		return []any{added{N: 1}}, nil
-	}
-	meta := command.Meta{CommandID: "c1", IdempotencyKey: "confirm:o1", Command: "confirm o1"}
-	var first command.Result[int]
-	var firstErr error
-	racing := &racingStore{JetStreamStore: st, interleave: func() {
-		first, firstErr = command.Run(context.Background(), r, agg, "o1", meta, nil, once)
-	}}
-	second, err := command.Run(context.Background(), &command.Runner{Store: racing, Codec: codec{}, Source: "/test", Clock: time.Now},
-		agg, "o1", meta, nil, once)
-	if firstErr != nil {
-		t.Fatal(firstErr)
-	}
-	if err != nil || !second.Replayed || second.Appended.LastPosition != first.Appended.LastPosition {
-		t.Fatalf("second sender: %+v, %v; want the first result (position %d)", second, err, first.Appended.LastPosition)
-	}
-	if got, v, err := command.Load(context.Background(), r, agg, "o1"); err != nil || got != 1 || v != 1 {
-		t.Errorf("state %d at version %d (%v); want 1 at 1", got, v, err)
+	for _, afterLoad := range []bool{false, true} {
+		t.Run(fmt.Sprintf("afterLoad=%t", afterLoad), func(t *testing.T) {
+			r, st := newRunner(t)
+			agg := counter(false)
+			once := func(s int, _ struct{}, _ time.Time) ([]any, error) {
+				if s > 0 {
+					return nil, &events.Error{Op: "confirm", Kind: events.KindConflict, Rule: "already confirmed"}
+				}
+				return []any{added{N: 1}}, nil
+			}
+			meta := command.Meta{CommandID: "c1", IdempotencyKey: "confirm:o1", Command: "confirm o1"}
+			var first command.Result[int]
+			var firstErr error
+			racing := &racingStore{JetStreamStore: st, afterLoad: afterLoad, interleave: func() {
+				first, firstErr = command.Run(context.Background(), r, agg, "o1", meta, nil, once)
+			}}
+			second, err := command.Run(context.Background(), &command.Runner{Store: racing, Codec: codec{}, Source: "/test", Clock: time.Now},
+				agg, "o1", meta, nil, once)
+			if firstErr != nil {
+				t.Fatal(firstErr)
+			}
+			if err != nil || !second.Replayed || second.Appended.LastPosition != first.Appended.LastPosition {
+				t.Fatalf("second sender: %+v, %v; want the first result (position %d)", second, err, first.Appended.LastPosition)
+			}
+			if got, v, err := command.Load(context.Background(), r, agg, "o1"); err != nil || got != 1 || v != 1 {
+				t.Errorf("state %d at version %d (%v); want 1 at 1", got, v, err)
+			}
+		})
 	}
 }
