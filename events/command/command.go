@@ -105,7 +105,7 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	// sent again is decided again, and its first result is answered when
 	// the decision is refused, decides nothing, or its append finds the
 	// key's record. A key never used costs no read.
-	refreshPolicy := false
+	refreshPolicy, verify := false, false
 	var lastErr error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {
 		if attempt > 0 && meta.IdempotencyKey != "" {
@@ -116,9 +116,16 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 				return res, err
 			}
 		}
-		state, version, err := load(ctx, r, agg, ref)
-		if err != nil {
-			return Result[S]{}, err
+		// The first attempt decides on the cached state as it is, without
+		// asking the store whether it is still current: the append's
+		// expected version catches a stale one. A refusal or a no-op on an
+		// unverified state is decided again on a verified one.
+		state, version, unverified := cachedState(r, agg, ref)
+		if !unverified || attempt > 0 || verify {
+			unverified = false
+			if state, version, err = load(ctx, r, agg, ref); err != nil {
+				return Result[S]{}, err
+			}
 		}
 		var pol Policy[P]
 		if policy != nil {
@@ -130,6 +137,10 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 		// events record as their occurred-at.
 		now := r.Clock()
 		payloads, err := decide(state, pol.Rules, now)
+		if unverified && (err != nil || len(payloads) == 0) {
+			verify = true
+			continue
+		}
 		if err != nil {
 			if meta.IdempotencyKey != "" {
 				// Refused on a state this very command may have made: sent
@@ -194,6 +205,20 @@ func replay[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.
 		return Result[S]{}, true, err
 	}
 	return Result[S]{State: state, Version: a.Version, Appended: a, Replayed: true}, true, nil
+}
+
+// cachedState returns a copy of the cached state of ref, if any, not
+// checked against the store.
+func cachedState[S any](r *Runner, agg Aggregate[S], ref events.AggregateRef) (S, uint64, bool) {
+	if agg.Clone != nil {
+		if c, ok := r.cache.get(ref); ok {
+			if cs, ok := c.state.(S); ok {
+				return agg.Clone(cs), c.version, true
+			}
+		}
+	}
+	var zero S
+	return zero, 0, false
 }
 
 // Load folds an aggregate's events into its state.

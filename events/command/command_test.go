@@ -207,3 +207,38 @@ func TestRunSameKeyRacingGetsTheFirstResult(t *testing.T) {
 		})
 	}
 }
+
+// TestRunDecidesAgainWhenTheCachedStateIsStale: a runner decides first on
+// its cached state without asking the store; another process moved the
+// aggregate since. A refusal on the stale state must not reach the caller:
+// the command is decided again on the current state.
+func TestRunDecidesAgainWhenTheCachedStateIsStale(t *testing.T) {
+	r, st := newRunner(t)
+	other := &command.Runner{Store: st, Codec: codec{}, Source: "/other", Clock: time.Now}
+	agg := counter(true)
+	ctx := context.Background()
+	if _, err := command.Run(ctx, r, agg, "c3", command.Meta{CommandID: "a", Command: "a"}, nil, add(1)); err != nil {
+		t.Fatal(err) // r caches the counter at 1
+	}
+	if _, err := command.Run(ctx, other, agg, "c3", command.Meta{CommandID: "b", Command: "b"}, nil, add(1)); err != nil {
+		t.Fatal(err) // the other process moves it to 2
+	}
+	atLeastTwo := func(s int, _ struct{}, _ time.Time) ([]any, error) {
+		if s < 2 {
+			return nil, &events.Error{Op: "take", Kind: events.KindInvalid, Rule: fmt.Sprintf("needs 2, has %d", s)}
+		}
+		return []any{added{N: 10}}, nil
+	}
+	res, err := command.Run(ctx, r, agg, "c3", command.Meta{CommandID: "c", Command: "c"}, nil, atLeastTwo)
+	if err != nil || res.State != 12 {
+		t.Fatalf("decided on a stale state: %+v, %v; want state 12", res, err)
+	}
+	// A decision on the stale state that the store refuses is decided again.
+	if _, err := command.Run(ctx, other, agg, "c3", command.Meta{CommandID: "d", Command: "d"}, nil, add(1)); err != nil {
+		t.Fatal(err)
+	}
+	res, err = command.Run(ctx, r, agg, "c3", command.Meta{CommandID: "e", Command: "e"}, nil, add(100))
+	if err != nil || res.State != 113 {
+		t.Fatalf("after a conflict on the stale state: %+v, %v; want state 113", res, err)
+	}
+}
