@@ -105,68 +105,77 @@ func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersio
 	if err := ValidateAggregateID(ref.ID); err != nil {
 		return nil, withOp(op, err)
 	}
-	if afterVersion > 0 {
-		if current, err := s.headIsCurrent(ctx, ref, afterVersion); err != nil || current {
-			return nil, err
-		}
-	}
-	all, err := s.loadOrdered(ctx, ref)
+	last, err := s.getLast(ctx, ref.Subject())
 	if err != nil {
 		return nil, withOp(op, err)
 	}
-	if err := VerifyChain(all, 0, GenesisHash); err != nil {
-		return nil, err
-	}
-	if n := len(all); n > 0 {
-		s.remember(ref, head{version: all[n-1].AggregateVersion, seq: all[n-1].Position, hash: all[n-1].Hash})
-	}
-	if afterVersion >= uint64(len(all)) {
+	if last == nil {
 		return nil, nil
 	}
-	return all[afterVersion:], nil
-}
-
-// headIsCurrent reports whether the aggregate's newest stored event is the
-// head this store knows at version v.
-func (s *JetStreamStore) headIsCurrent(ctx context.Context, ref AggregateRef, v uint64) (bool, error) {
-	s.mu.Lock()
-	h, ok := s.heads[ref]
-	s.mu.Unlock()
-	if !ok || h.version != v {
-		return false, nil
+	if afterVersion > 0 {
+		s.mu.Lock()
+		h, ok := s.heads[ref]
+		s.mu.Unlock()
+		if ok && h.version == afterVersion && last.Sequence == h.seq {
+			return nil, nil // the caller holds the newest version
+		}
 	}
-	m, err := s.getLast(ctx, ref.Subject())
+	// Walk back from the newest event to the caller's version: the cost
+	// grows with what is new, not with the aggregate's whole history.
+	evs, anchor, err := s.loadOrdered(ctx, ref, last, afterVersion)
 	if err != nil {
-		return false, err
+		return nil, withOp(op, err)
 	}
-	return m != nil && m.Sequence == h.seq, nil
+	if afterVersion > 0 && anchor.version != afterVersion {
+		// The walk never met the caller's version (the aggregate is behind
+		// it): hand back the whole history, which the caller starts over
+		// from.
+		return s.Load(ctx, ref, 0)
+	}
+	if err := VerifyChain(evs, anchor.version, anchor.hash); err != nil {
+		return nil, err
+	}
+	if n := len(evs); n > 0 {
+		s.remember(ref, head{version: evs[n-1].AggregateVersion, seq: evs[n-1].Position, hash: evs[n-1].Hash})
+	}
+	return evs, nil
 }
 
 // MaxAggregateEvents bounds how many events Load reads back for one
 // aggregate.
 const MaxAggregateEvents = 1 << 20
 
+// anchor is where a chain walked back ends: the genesis, or the event the
+// caller already holds, whose hash the first returned event must link to.
+type anchor struct {
+	version uint64
+	hash    string
+}
+
 // loadOrdered reads an aggregate back along its own chain, newest first:
-// the last message of the aggregate's subjects, then each event's previous
-// one (PrevPosition, or the position just before within a decision), each a
-// read by position from the stream leader. Filtered scans from the start of
-// the stream grow with the whole log; this grows with the aggregate only.
-func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]Event, error) {
-	m, err := s.getLast(ctx, ref.Subject())
-	if err != nil || m == nil {
-		return nil, err
-	}
+// from last (its newest message), each event's previous one (PrevPosition,
+// or the position just before within a decision), each a read by position
+// from the stream leader, down to version after+1. The event at version
+// after (when after > 0) is read too, as the anchor the first returned one
+// must link to. Filtered scans from the start of the stream grow with the
+// whole log; this grows with what is read only.
+func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef, last *storedMsg, after uint64) ([]Event, anchor, error) {
+	m := last
 	var back []Event
 	for {
 		e, err := decodeStored(m.Subject, m.Header, m.Data, m.Sequence, m.Time)
 		if err != nil {
-			return nil, err
+			return nil, anchor{}, err
 		}
 		if e.Context() != ref.Context || e.AggregateID != ref.ID {
-			return nil, integrity(&e, "the chain of %s leads to an event of %s/%s", ref, e.Context(), e.AggregateID)
+			return nil, anchor{}, integrity(&e, "the chain of %s leads to an event of %s/%s", ref, e.Context(), e.AggregateID)
+		}
+		if after > 0 && e.AggregateVersion == after {
+			slices.Reverse(back)
+			return back, anchor{version: after, hash: e.Hash}, nil
 		}
 		back = append(back, e)
-		if e.AggregateVersion <= 1 || len(back) >= MaxAggregateEvents {
+		if e.AggregateVersion <= 1 || len(back) >= MaxAggregateEvents || (after > 0 && e.AggregateVersion < after) {
 			break
 		}
 		prev := e.PrevPosition
@@ -174,14 +183,14 @@ func (s *JetStreamStore) loadOrdered(ctx context.Context, ref AggregateRef) ([]E
 			prev = e.Position - 1
 		}
 		if m, err = s.msgGet(ctx, map[string]any{"seq": prev}); err != nil {
-			return nil, err
+			return nil, anchor{}, err
 		}
 		if m == nil {
-			return nil, integrity(&e, "previous event at position %d is missing from the stream", prev)
+			return nil, anchor{}, integrity(&e, "previous event at position %d is missing from the stream", prev)
 		}
 	}
 	slices.Reverse(back)
-	return back, nil
+	return back, anchor{hash: GenesisHash}, nil
 }
 
 // Read implements Store.
