@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -37,65 +36,17 @@ const (
 	rawMsgBytes   = 512
 )
 
-// benchAddr returns a free loopback address.
-func benchAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // benchServe runs `ledger serve` (all four services, embedded server, fsync
 // always) in-process on a temporary data directory and random ports, and
 // returns its HTTP base URL and NATS URL once /readyz answers. It stops
 // with tb's cleanup.
 func benchServe(tb testing.TB) (base, natsURL, dataDir string) {
 	tb.Helper()
-	addr := benchAddr(tb)
 	g := &globals{dataDir: tb.TempDir()}
 	httpClient.Transport = bearer{token: issueTestToken(tb, g.dataDir, "operator"), next: benchTransport}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		// The benchmark's clients share one token: let it have them all in flight.
-		done <- runServe(ctx, g, &serveOpts{services: "listing,order,payment,policy", http: addr, host: "127.0.0.1",
-			port: -1, replicas: 1, perClient: benchClients})
-	}()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			tb.Errorf("serve did not stop within 30 s")
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case err := <-done:
-			tb.Fatalf("serve exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("serve not ready within 30 s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // starting: nothing to await but the socket
-	}
-	info, err := readServeInfo(g.dataDir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return "http://" + addr, info.NATS, g.dataDir
+	// The benchmark's clients share one token: let it have them all in flight.
+	s := startServed(tb, g, &serveOpts{perClient: benchClients}, http.DefaultClient)
+	return s.base, s.info.NATS, g.dataDir
 }
 
 // rawAtomicBatchRate publishes rawBatches atomic batches of rawBatchMsgs

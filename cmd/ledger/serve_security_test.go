@@ -33,8 +33,10 @@ type servedLedger struct {
 	client *http.Client // trusts the server's certificate, sends no token
 }
 
-// startServed runs serve until t ends and waits until /readyz answers.
-func startServed(t *testing.T, g *globals, o *serveOpts, client *http.Client) *servedLedger {
+// startServed runs serve (all four services unless o says otherwise, the
+// embedded server, random ports) until t ends and waits until /readyz
+// answers.
+func startServed(t testing.TB, g *globals, o *serveOpts, client *http.Client) *servedLedger {
 	t.Helper()
 	addr := freeAddr(t)
 	o.http, o.host, o.port, o.replicas = addr, "127.0.0.1", -1, 1

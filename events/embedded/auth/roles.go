@@ -88,24 +88,9 @@ func readLedger() []string {
 
 // readBuckets is read-only use of the read models' buckets: as-of queries
 // (snapshots, diffs, bundles) start from the snapshot the projections
-// stored nearest before the instant asked for. Reading a KV key is a direct
-// or leader get; reading an object is an ordered consumer on its chunks.
+// stored nearest before the instant asked for.
 func readBuckets() []string {
-	var out []string
-	for _, s := range []string{"KV_" + ProjectionsBucket, "OBJ_" + SnapshotsBucket} {
-		out = append(out,
-			api+"STREAM.INFO."+s,
-			api+"STREAM.MSG.GET."+s,
-			api+"DIRECT.GET."+s,
-			api+"DIRECT.GET."+s+".>",
-			api+"CONSUMER.CREATE."+s+".>",
-			api+"CONSUMER.INFO."+s+".*",
-			api+"CONSUMER.DELETE."+s+".*",
-			api+"CONSUMER.MSG.NEXT."+s+".*",
-			"$JS.FC."+s+".>",
-		)
-	}
-	return out
+	return append(bucketRead("KV_"+ProjectionsBucket), bucketRead("OBJ_"+SnapshotsBucket)...)
 }
 
 // kvBucket is full use of one KV bucket: create or update its stream, read
@@ -123,22 +108,30 @@ func objectBucket(bucket string) []string {
 	return append(bucketStream(s), "$O."+bucket+".>")
 }
 
-// bucketStream is the JetStream API of a bucket's own stream.
+// bucketStream is the JetStream API of a bucket's own stream: reading it,
+// and creating, changing and writing it.
 func bucketStream(s string) []string {
+	return append(bucketRead(s),
+		api+"STREAM.CREATE."+s,
+		api+"STREAM.UPDATE."+s,
+		api+"STREAM.PURGE."+s,
+		api+"STREAM.MSG.DELETE."+s,
+		"$JS.ACK."+s+".>",
+	)
+}
+
+// bucketRead is reading a bucket's stream: a KV key is a direct or leader
+// get, an object an ordered consumer on its chunks (with flow control).
+func bucketRead(s string) []string {
 	return []string{
-		api + "STREAM.CREATE." + s,
-		api + "STREAM.UPDATE." + s,
 		api + "STREAM.INFO." + s,
-		api + "STREAM.PURGE." + s,
 		api + "STREAM.MSG.GET." + s,
-		api + "STREAM.MSG.DELETE." + s,
 		api + "DIRECT.GET." + s,
 		api + "DIRECT.GET." + s + ".>",
 		api + "CONSUMER.CREATE." + s + ".>",
 		api + "CONSUMER.INFO." + s + ".*",
 		api + "CONSUMER.DELETE." + s + ".*",
 		api + "CONSUMER.MSG.NEXT." + s + ".*",
-		"$JS.ACK." + s + ".>",
 		"$JS.FC." + s + ".>",
 	}
 }
