@@ -28,6 +28,7 @@ func (a *api) mountCommands(st *stack) {
 			return
 		}
 		if p, ok := httpauth.PrincipalFrom(r.Context()); ok {
+			body = scopeKey(p, body)
 			var owner errNotOwner
 			switch err := checkOwner(r.Context(), st, p, name, body); {
 			case errors.As(err, &owner):

@@ -48,11 +48,7 @@ func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *
 	a := &api{mux: http.NewServeMux(), reg: prometheus.NewRegistry(), node: n, log: log,
 		authn: httpauth.NewAuthenticator(tokens, log), limit: limit}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.reg.MustRegister(newStoreCollector(n.store))
-	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.reg.MustRegister(newStoreCollector(n.stores))
 	a.mux.Handle("GET /metrics", httpauth.Require(httpauth.MetricsRoles...)(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
 	events := http.NewServeMux()
 	eventhttp.New(n.store, eventhttp.Options{KnownType: func(t string) bool {
@@ -70,9 +66,17 @@ func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *
 }
 
 // handler is the whole API with its bounds: body size, authentication,
-// then the per-client limit (which knows the caller's token).
+// then the per-client limit (which knows the caller's token). Health and
+// readiness stay outside the limit, so that a probe is answered however
+// many streams the clients hold open.
 func (a *api) handler() http.Handler {
-	return http.MaxBytesHandler(a.authn.Middleware(a.limit.Middleware(a.mux)), maxBodyBytes)
+	top := http.NewServeMux()
+	top.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	top.HandleFunc("GET /readyz", a.readyz)
+	top.Handle("/", a.authn.Middleware(a.limit.Middleware(a.mux)))
+	return http.MaxBytesHandler(top, maxBodyBytes)
 }
 
 // readyz answers 200 only when the log answers: the stream is reachable and
@@ -150,17 +154,18 @@ func writeProblem(w http.ResponseWriter, status int, title, detail, field, rule 
 	json.NewEncoder(w).Encode(problem{Type: "about:blank", Title: title, Status: status, Detail: detail, Field: field, Rule: rule})
 }
 
-// storeCollector exports the store's append counters.
+// storeCollector exports the append counters of every store of the
+// process (one per NATS user).
 type storeCollector struct {
-	st                                        *events.JetStreamStore
+	stores                                    func() []*events.JetStreamStore
 	batches, decisions, conflicts, policyConf *prometheus.Desc
 }
 
-func newStoreCollector(st *events.JetStreamStore) *storeCollector {
+func newStoreCollector(stores func() []*events.JetStreamStore) *storeCollector {
 	d := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc("ledger_store_"+name, help, nil, nil)
 	}
-	return &storeCollector{st: st,
+	return &storeCollector{stores: stores,
 		batches:    d("batches_total", "Atomic batches committed by this process."),
 		decisions:  d("decisions_total", "Decisions committed by this process."),
 		conflicts:  d("conflicts_total", "Decisions refused for a stale expected version."),
@@ -176,7 +181,14 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.st.Stats()
+	var s events.Stats
+	for _, st := range c.stores() {
+		one := st.Stats()
+		s.Batches += one.Batches
+		s.Decisions += one.Decisions
+		s.Conflicts += one.Conflicts
+		s.PolicyConflicts += one.PolicyConflicts
+	}
 	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(s.Batches))
 	ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(s.Decisions))
 	ch <- prometheus.MustNewConstMetric(c.conflicts, prometheus.CounterValue, float64(s.Conflicts))

@@ -161,6 +161,17 @@ func (n *node) as(ctx context.Context, role string) (*roleConn, error) {
 	return c, nil
 }
 
+// stores returns the stores of every connection the node opened.
+func (n *node) stores() []*events.JetStreamStore {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := []*events.JetStreamStore{n.store}
+	for _, c := range n.roles {
+		out = append(out, c.store)
+	}
+	return out
+}
+
 // storeOf returns the store of a service's own NATS user.
 func (n *node) storeOf(ctx context.Context) func(service string) (*events.JetStreamStore, error) {
 	return func(service string) (*events.JetStreamStore, error) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/events/embedded/tlsconf"
 	"github.com/marketledger/ledger/events/embedded/tlsconf/tlstest"
+	"github.com/marketledger/ledger/services/order"
 )
 
 // servedLedger is an in-process `ledger serve` on the embedded default.
@@ -245,6 +247,33 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 	}
 	if code, b := s.call(t, "POST", "/v1/commands/listing.change_stock", tokens["seller"], contracts.ChangeStock{ListingID: "sec-3", Stock: 7}); code != http.StatusOK {
 		t.Errorf("listing.change_stock of the seller's own listing: %d %s", code, b)
+	}
+
+	// A buyer cannot take the checkout manager's step keys: its keys live
+	// in a namespace of their own, and its order is checked out.
+	if code, b := s.call(t, "POST", "/v1/commands/order.place", tokens["buyer"], contracts.PlaceOrder{OrderID: "sec-o-5",
+		BuyerID: "test-buyer", ListingID: "sec-3", Quantity: 1, IdempotencyKey: order.StepKey("sec-o-5", "confirm")}); code != http.StatusOK {
+		t.Fatalf("order.place with the manager's key: %d %s", code, b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, b := s.call(t, "GET", "/v1/events?from=1&type=order.confirmed", tokens["regulator"], nil)
+		if strings.Contains(string(b), `"sec-o-5"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order sec-o-5 not confirmed within 20 s:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond) // the checkout runs on its own; nothing to await over HTTP but the log
+	}
+	// Commands on an aggregate that does not exist are refused before any
+	// decision, so that none can wait for someone else's id.
+	if code, b := s.call(t, "POST", "/v1/commands/order.cancel", tokens["buyer"], contracts.CancelOrder{OrderID: "sec-o-404", Reason: "x"}); code != http.StatusNotFound {
+		t.Errorf("order.cancel of an order that does not exist: %d %s; want 404", code, b)
+	}
+	// /metrics counts the appends of every service's store.
+	if code, b := s.call(t, "GET", "/metrics", tokens["operator"], nil); code != http.StatusOK || !regexp.MustCompile(`(?m)^ledger_store_decisions_total [1-9]`).Match(b) {
+		t.Errorf("/metrics: %d; want ledger_store_decisions_total above zero", code)
 	}
 
 	// The freeze is in force: a social-commerce order is now refused.

@@ -30,15 +30,16 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Long: `Every endpoint of the HTTP API but /healthz, /readyz and /openapi.json wants
 "Authorization: Bearer <token>", and each token grants one role:
 
-  seller         listing commands, order commands
-  buyer          order and payment commands
-  operator       every command but policy ones, events, snapshots, metrics
+  seller         its own listings; order.cancel and order.ship of its orders
+  buyer          order.place, order.cancel and order.complete, for its own orders
+  operator       every command but policy ones (payments too), events, snapshots, metrics
   regulator      events and snapshots, read only
   investigator   events and snapshots, read only
   policy_issuer  policy commands (freeze, lift, floor price); nobody else may
 
 Only the SHA-256 of a token is stored (DATA/credentials/tokens.json, 0600); the
-token itself is shown once, when it is issued. A running 'ledger serve' takes
+token itself is shown once, when it is issued. A buyer's or seller's
+--subject is its buyer or seller id: the token acts only for that id. A running 'ledger serve' takes
 issued and revoked tokens into account within a second.`,
 		Args: cobra.NoArgs,
 	}

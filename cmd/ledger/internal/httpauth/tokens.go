@@ -28,8 +28,8 @@ import (
 
 // Roles of API callers.
 const (
-	RoleSeller       = "seller"        // listing and order commands of a seller
-	RoleBuyer        = "buyer"         // order and payment commands of a buyer
+	RoleSeller       = "seller"        // a seller's own listings, and shipping its orders
+	RoleBuyer        = "buyer"         // a buyer's own orders
 	RoleOperator     = "operator"      // runs the marketplace: every command but policy, reads, metrics
 	RoleRegulator    = "regulator"     // reads events and snapshots, changes nothing
 	RoleInvestigator = "investigator"  // reads events and snapshots, changes nothing
