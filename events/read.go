@@ -126,6 +126,17 @@ func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersio
 	if err != nil {
 		return nil, withOp(op, err)
 	}
+	if afterVersion > 0 {
+		s.mu.Lock()
+		h, ok := s.heads[ref]
+		s.mu.Unlock()
+		if ok && h.version == afterVersion && h.hash != anchor.hash {
+			// The stored event at the caller's version is not the one this
+			// store saw there: start over from the genesis, where the
+			// chain check names what is wrong.
+			anchor.version = 0
+		}
+	}
 	if afterVersion > 0 && anchor.version != afterVersion {
 		// The walk never met the caller's version (the aggregate is behind
 		// it): hand back the whole history, which the caller starts over

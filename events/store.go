@@ -26,6 +26,11 @@ type Store interface {
 	Append(ctx context.Context, d Decision) (Appended, error)
 	// Load returns the events of one aggregate with a version above
 	// afterVersion, in order. An unknown aggregate gives an empty slice.
+	// When the stored history does not continue from afterVersion (it is
+	// shorter, or its event there is not the one this store saw), Load
+	// returns the whole history instead: a caller that passed
+	// afterVersion > 0 starts over when the first event is not
+	// afterVersion+1.
 	Load(ctx context.Context, ref AggregateRef, afterVersion uint64) ([]Event, error)
 	// Read yields the global log in order, from q.From up to q.To (or up to
 	// the head of the log when Read was called, if q.To is 0).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/marketledger/ledger/events"
@@ -204,13 +205,13 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 // models apply nothing before it yields, and the tail is read ahead
 // meanwhile.
 func foldCount(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, keep Filter, ready <-chan error) (int, error) {
-	n := 0
+	var n atomic.Int64 // the reader may still be counting after an early return
 	counting := func(e *events.Event) bool {
-		n++
+		n.Add(1)
 		return keep == nil || keep(e)
 	}
 	_, _, err := fold(ctx, store, q, models, from, counting, ready, readAhead)
-	return n, err
+	return int(n.Load()), err
 }
 
 // readAhead is how many chunks of 256 events an as-of query reads ahead

@@ -46,9 +46,10 @@ type nodeConfig struct {
 
 // roleConn is one NATS connection as one role, with the log on it.
 type roleConn struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	store *events.JetStreamStore
+	closed chan struct{} // closed when nc is
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	store  *events.JetStreamStore
 }
 
 func (c *roleConn) close() {
@@ -56,10 +57,20 @@ func (c *roleConn) close() {
 		c.store.Close()
 	}
 	if c.nc != nil {
-		c.nc.Drain()
+		// Drain lets handlers in progress answer (bounded by the
+		// connection's drain timeout); the connection closes when done.
+		if c.nc.Drain() == nil {
+			select {
+			case <-c.closed:
+			case <-time.After(drainWait):
+			}
+		}
 		c.nc.Close()
 	}
 }
+
+// drainWait bounds how long closing a connection waits for its drain.
+const drainWait = 5 * time.Second
 
 // node is a connection to the log: an embedded server or a cluster. Its own
 // connection (nc, js, store) is the subcommand's role; `as` opens others,
@@ -98,9 +109,13 @@ func (n *node) Close() {
 	n.lock.Release()
 }
 
-// connect opens a connection as role.
-func (n *node) connect(role string) (*nats.Conn, error) {
+// connect opens a connection as role; closed, when not nil, is closed
+// when the connection is.
+func (n *node) connect(role string, closed chan struct{}) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.Name("ledger-" + role), nats.MaxReconnects(-1)}, n.opts...)
+	if closed != nil {
+		opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	}
 	if n.creds == "" {
 		nc, err := nats.Connect(n.url, opts...)
 		if errors.Is(err, nats.ErrAuthorization) {
@@ -124,11 +139,12 @@ func (n *node) connect(role string) (*nats.Conn, error) {
 
 // open connects as role and opens the log on the connection.
 func (n *node) open(ctx context.Context, role string) (*roleConn, error) {
-	nc, err := n.connect(role)
+	closed := make(chan struct{})
+	nc, err := n.connect(role, closed)
 	if err != nil {
 		return nil, err
 	}
-	c := &roleConn{nc: nc}
+	c := &roleConn{nc: nc, closed: closed}
 	if c.js, err = jetstream.New(nc); err != nil {
 		c.close()
 		return nil, err
@@ -289,7 +305,7 @@ func (n *node) startOrJoin(g *globals, cfg nodeConfig) error {
 // ensureStream creates the LEDGER stream if it is missing, or checks an
 // existing one, as the operator: no other role may create streams.
 func (n *node) ensureStream(ctx context.Context, replicas int) error {
-	nc, err := n.connect(auth.RoleOperator)
+	nc, err := n.connect(auth.RoleOperator, nil)
 	if err != nil {
 		return err
 	}

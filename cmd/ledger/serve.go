@@ -132,7 +132,11 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		if err != nil {
 			return err
 		}
-		go runCheckout(ctx, oc, st, log)
+		// On shutdown the manager stops before the connections close.
+		cctx, stopCheckout := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); runCheckout(cctx, oc, st, log) }()
+		defer func() { stopCheckout(); <-done }()
 	}
 	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir), zap.String("services", o.services),
 		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy), zap.Bool("nats_auth", n.creds != ""),
@@ -307,7 +311,10 @@ func serveMicro(ctx context.Context, n *node, st *stack) (func(), error) {
 // restarted after a failure, resuming from its checkpoint.
 func runCheckout(ctx context.Context, n *roleConn, st *stack, log *zap.Logger) {
 	for ctx.Err() == nil {
-		c := order.NewCheckout(order.CheckoutConfig{Store: n.store, Conn: n.nc, Orders: st.order, Clock: time.Now})
+		c := order.NewCheckout(order.CheckoutConfig{Store: n.store, Conn: n.nc, Orders: st.order, Clock: time.Now,
+			OnError: func(err error) {
+				log.Warn("checkout process manager resumes from its checkpoint", zap.Error(err))
+			}})
 		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("checkout process manager stopped; restarting from its checkpoint", zap.Error(err))
 			select {

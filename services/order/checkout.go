@@ -44,8 +44,14 @@ type CheckoutConfig struct {
 	Bucket string
 	Key    string
 	// Concurrency bounds the checkouts in progress at once; 64 when zero.
-	// Steps of one order always run one after another, in log order.
+	// Steps of one order always run one after another, in log order;
+	// orders competing for a listing's last units may reserve them in
+	// another order than they were placed.
 	Concurrency int
+	// OnError, when set, hears why following the log stopped before the
+	// manager resumed from its checkpoint (a step that failed, the log or
+	// the bucket unreachable).
+	OnError func(error)
 }
 
 // Checkout is the process manager that drives an order from placement to
@@ -110,6 +116,9 @@ func (c *Checkout) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			break
+		}
+		if err != nil && c.cfg.OnError != nil {
+			c.cfg.OnError(err)
 		}
 		select { // the log or the bucket is unreachable: retry from the checkpoint
 		case <-ctx.Done():
@@ -176,7 +185,9 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 				select {
 				case <-prev:
 				case <-ctx.Done():
-					return
+				}
+				if ctx.Err() != nil {
+					return // the earlier step may not have finished: leave both to the restart
 				}
 			}
 			if err := c.step(ctx, e); err != nil {

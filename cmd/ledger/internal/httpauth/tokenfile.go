@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,6 +26,7 @@ type TokenFile struct {
 	checked time.Time
 	mod     time.Time
 	size    int64
+	ino     uint64
 	tokens  *Tokens
 }
 
@@ -81,13 +83,22 @@ func (f *TokenFile) reload(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if f.tokens != nil && fi.ModTime().Equal(f.mod) && fi.Size() == f.size {
+	// Every write replaces the file (a new inode), so the inode tells a
+	// rewrite apart even when its size and time do not.
+	if f.tokens != nil && fi.ModTime().Equal(f.mod) && fi.Size() == f.size && inode(fi) == f.ino {
 		return nil
 	}
 	t, err := LoadTokens(f.path)
 	if err != nil {
 		return err
 	}
-	f.tokens, f.mod, f.size = t, fi.ModTime(), fi.Size()
+	f.tokens, f.mod, f.size, f.ino = t, fi.ModTime(), fi.Size(), inode(fi)
 	return nil
+}
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }

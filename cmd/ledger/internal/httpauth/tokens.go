@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // Roles of API callers.
@@ -204,6 +205,11 @@ func NewToken(role, subject string) (token string, e Entry, err error) {
 // tokens file at path (created 0600 if missing; replaced atomically). It
 // returns the token, for the caller to show once (PrintIssued), and its entry.
 func IssueToken(path, role, subject string) (string, Entry, error) {
+	unlock, err := lockTokens(path)
+	if err != nil {
+		return "", Entry{}, err
+	}
+	defer unlock()
 	var entries []Entry
 	b, err := os.ReadFile(path)
 	switch {
@@ -282,6 +288,11 @@ func ReadEntries(path string) ([]Entry, error) {
 // 8 hex digits (a TokenID). It returns how many it removed; a server that
 // follows the file (TokenFile) refuses them within a second.
 func RevokeTokens(path, subject string) (int, error) {
+	unlock, err := lockTokens(path)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	entries, err := ReadEntries(path)
 	if err != nil {
 		return 0, err
@@ -309,4 +320,19 @@ func RevokeTokens(path, subject string) (int, error) {
 		return 0, err
 	}
 	return removed, writeFileAtomic(path, append(out, '\n'))
+}
+
+// lockTokens serialises changes to the tokens file at path between
+// processes (an issue and a revoke at once must not lose either), with an
+// exclusive lock on path.lock.
+func lockTokens(path string) (func(), error) {
+	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("httpauth: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("httpauth: lock %s: %w", path+".lock", err)
+	}
+	return func() { f.Close() }, nil
 }
