@@ -38,7 +38,13 @@ func startEngine(t testing.TB, env *env, reg prometheus.Registerer, models ...Mo
 
 func waitHead(t testing.TB, env *env, eng *Engine) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	waitHeadWithin(t, env, eng, 30*time.Second)
+}
+
+// waitHeadWithin is waitHead with its own bound (large logs).
+func waitHeadWithin(t testing.TB, env *env, eng *Engine, bound time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	if err := eng.WaitApplied(ctx, head(t, env)); err != nil {
 		t.Fatal(err)
