@@ -2,15 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func freeAddr(t testing.TB) string {
@@ -24,49 +22,24 @@ func freeAddr(t testing.TB) string {
 }
 
 func TestServeAnswersHealthMetricsAndOpenAPIThenStopsCleanly(t *testing.T) {
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	g := &globals{dataDir: t.TempDir()}
-	hc := tokenClient(issueTestToken(t, g.dataDir, "operator"))
-	go func() { done <- runServe(ctx, g, &serveOpts{http: addr, host: "127.0.0.1", port: -1, replicas: 1}) }()
-	get := func(path string) (int, string) {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			resp, err := hc.Get("http://" + addr + path)
-			if err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode, string(b)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("GET %s: %v", path, err)
-			}
-			time.Sleep(20 * time.Millisecond) // the server is still starting: nothing to await but the socket
-		}
-	}
-	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
+	token := issueTestToken(t, g.dataDir, "operator")
+	// startServed's cleanup cancels serve and fails the test unless it
+	// returns nil within 30 s.
+	s := startServed(t, g, &serveOpts{services: " "}, http.DefaultClient)
+	if code, body := s.call(t, "GET", "/healthz", "", nil); code != 200 || !strings.Contains(string(body), "ok") {
 		t.Errorf("/healthz = %d %s", code, body)
 	}
-	if code, body := get("/readyz"); code != 200 || !strings.Contains(body, "ready") {
+	if code, body := s.call(t, "GET", "/readyz", "", nil); code != 200 || !strings.Contains(string(body), "ready") {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "ledger_store_batches_total") {
+	if code, body := s.call(t, "GET", "/metrics", token, nil); code != 200 || !strings.Contains(string(body), "ledger_store_batches_total") {
 		t.Errorf("/metrics = %d, missing ledger_store_batches_total", code)
 	}
-	code, body := get("/openapi.json")
+	code, body := s.call(t, "GET", "/openapi.json", "", nil)
 	var doc map[string]any
-	if code != 200 || json.Unmarshal([]byte(body), &doc) != nil || doc["openapi"] == nil {
+	if code != 200 || json.Unmarshal(body, &doc) != nil || doc["openapi"] == nil {
 		t.Errorf("/openapi.json = %d, not an OpenAPI document", code)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve returned %v on shutdown", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not stop within 30 s of its context ending")
 	}
 }
 
