@@ -50,7 +50,8 @@ type CheckoutConfig struct {
 	Concurrency int
 	// OnError, when set, hears why following the log stopped before the
 	// manager resumed from its checkpoint (a step that failed, the log or
-	// the bucket unreachable).
+	// the bucket unreachable), and of every order left as it is because a
+	// step of it can never succeed.
 	OnError func(error)
 }
 
@@ -191,8 +192,18 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 				}
 			}
 			if err := c.step(ctx, e); err != nil {
-				cancel(fmt.Errorf("checkout: %s at position %d: %w", e.Type, e.Position, err))
-				return
+				err = fmt.Errorf("checkout: %s %s at position %d: %w", e.Type, e.AggregateID, e.Position, err)
+				if !permanent(err) {
+					cancel(err) // resume from the checkpoint, and try again
+					return
+				}
+				// A step that can never succeed (its command is refused as
+				// invalid, or its key was taken by another command) must not
+				// hold back every other order: the order is left as it
+				// is, for an operator, and said so.
+				if c.cfg.OnError != nil {
+					c.cfg.OnError(fmt.Errorf("%w; order left as it is, for an operator", err))
+				}
 			}
 			w.finish(e.Position)
 		}()
@@ -213,6 +224,16 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 		return cause
 	}
 	return err
+}
+
+// permanent reports whether a step's error will be the same however often
+// the step is tried.
+func permanent(err error) bool {
+	switch events.KindOf(err) {
+	case events.KindDuplicate, events.KindInvalid:
+		return true
+	}
+	return false
 }
 
 // checkoutEvent reports whether e is an event the manager acts on.

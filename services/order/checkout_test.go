@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -192,5 +193,46 @@ func TestHundredBuyers(t *testing.T) {
 	if stock != 0 || holders != 10 || pay.authorizations() != 10 {
 		t.Errorf("stock %d, holders %d, authorizations %d; want 0, 10, 10 (placed %d, refused %d)",
 			stock, holders, pay.authorizations(), placed.Load(), refused.Load())
+	}
+}
+
+// TestCheckoutOneStuckOrderDoesNotHoldBackOthers: a step that can never
+// succeed (its idempotency key already taken by another command) leaves
+// that order as it is, says so, and the next orders are checked out.
+func TestCheckoutOneStuckOrderDoesNotHoldBackOthers(t *testing.T) {
+	e, _ := checkoutEnv(t)
+	// Another command takes o1's confirmation key first.
+	taken := place()
+	taken.OrderID, taken.IdempotencyKey = "o-taken", StepKey("o1", "confirm")
+	if _, err := e.svc.Place(t.Context(), taken); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var heard []error
+	m := e.manager(time.Minute)
+	m.cfg.OnError = func(err error) { mu.Lock(); heard = append(heard, err); mu.Unlock() }
+	runManager(t, m)
+	if _, err := e.svc.Place(t.Context(), place()); err != nil {
+		t.Fatal(err)
+	}
+	second := place()
+	second.OrderID = "o2"
+	if _, err := e.svc.Place(t.Context(), second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "o2 confirmed", func() bool { return e.status(t, "o2") == StatusConfirmed })
+	reported := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, err := range heard {
+			if events.KindOf(err) == events.KindDuplicate && strings.Contains(err.Error(), "o1") {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "the stuck order reported", reported) // o1's steps run beside o2's
+	if s := e.status(t, "o1"); s != StatusPlaced {
+		t.Errorf("o1 is %s; want it left placed", s)
 	}
 }
