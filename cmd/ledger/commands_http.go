@@ -27,19 +27,22 @@ func (a *api) mountCommands(st *stack) {
 			writeProblem(w, http.StatusRequestEntityTooLarge, "body too large", err.Error(), "", "")
 			return
 		}
-		if p, ok := httpauth.PrincipalFrom(r.Context()); ok {
-			body = scopeKey(p, body)
-			var owner errNotOwner
-			switch err := checkOwner(r.Context(), st, p, name, body); {
-			case errors.As(err, &owner):
-				writeProblem(w, http.StatusForbidden, "forbidden", owner.detail, owner.field, "a buyer or seller token acts only for its own subject")
-				return
-			case err != nil:
-				writeError(w, err)
-				return
-			}
+		p, _ := httpauth.PrincipalFrom(r.Context()) // RequireCommand admitted a caller
+		cmd, err := contracts.DecodeCommand(name, scopeKey(p, body))
+		if err != nil {
+			writeError(w, err)
+			return
 		}
-		reply, err := dispatch(r.Context(), st, name, body)
+		var owner errNotOwner
+		switch err := checkOwner(r.Context(), st, p, name, cmd); {
+		case errors.As(err, &owner):
+			writeProblem(w, http.StatusForbidden, "forbidden", owner.detail, owner.field, "a buyer or seller token acts only for its own subject")
+			return
+		case err != nil:
+			writeError(w, err)
+			return
+		}
+		reply, err := dispatchDecoded(r.Context(), st, name, cmd)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -74,14 +77,20 @@ func dispatch(ctx context.Context, st *stack, name string, body []byte) (any, er
 	if err != nil {
 		return nil, err
 	}
+	return dispatchDecoded(ctx, st, name, cmd)
+}
+
+// dispatchDecoded hands a command contracts.DecodeCommand already decoded
+// and validated to its service.
+func dispatchDecoded(ctx context.Context, st *stack, name string, cmd any) (any, error) {
 	switch ctxName, _, _ := strings.Cut(name, "."); ctxName {
 	case contracts.ServiceListing:
 		if st.listing != nil {
-			return st.listing.Handle(ctx, name, body)
+			return st.listing.HandleDecoded(ctx, cmd)
 		}
 	case contracts.ServiceOrder:
 		if st.order != nil {
-			return st.order.Handle(ctx, name, body)
+			return st.order.HandleDecoded(ctx, cmd)
 		}
 	case contracts.ServicePayment:
 		if st.payment != nil {

@@ -57,15 +57,10 @@ func scopeKey(p httpauth.Principal, body []byte) []byte {
 // a buyer places orders as itself and cancels or completes only its own.
 // Commands that only the services send each other (stock reservations,
 // payments, confirmations) are the operator's over HTTP. Other roles pass:
-// the command's role check already admitted them. A body that breaks its
-// contract passes too, for dispatch to refuse with the contract's error;
-// an aggregate that does not exist passes, for its service to answer 404.
-func checkOwner(ctx context.Context, st *stack, p httpauth.Principal, name string, body []byte) error {
+// the command's role check already admitted them. cmd is the command named
+// name as contracts.DecodeCommand decoded and validated it.
+func checkOwner(ctx context.Context, st *stack, p httpauth.Principal, name string, cmd any) error {
 	if p.Role != httpauth.RoleBuyer && p.Role != httpauth.RoleSeller {
-		return nil
-	}
-	cmd, err := contracts.DecodeCommand(name, body)
-	if err != nil {
 		return nil
 	}
 	self := p.Subject

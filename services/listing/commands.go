@@ -24,7 +24,13 @@ func (s *Service) Handle(ctx context.Context, name string, body []byte) (Reply, 
 	if err != nil {
 		return Reply{}, err
 	}
-	id, res, err := s.dispatch(ctx, v)
+	return s.HandleDecoded(ctx, v)
+}
+
+// HandleDecoded is Handle for a command contracts.DecodeCommand already
+// decoded and validated.
+func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
+	id, res, err := s.dispatch(ctx, cmd)
 	if err != nil {
 		return Reply{}, err
 	}
