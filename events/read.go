@@ -112,13 +112,12 @@ func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersio
 	if last == nil {
 		return nil, nil
 	}
-	if afterVersion > 0 {
-		s.mu.Lock()
-		h, ok := s.heads[ref]
-		s.mu.Unlock()
-		if ok && h.version == afterVersion && last.Sequence == h.seq {
-			return nil, nil // the caller holds the newest version
-		}
+	s.mu.Lock()
+	h, known := s.heads[ref]
+	s.mu.Unlock()
+	known = known && afterVersion > 0 && h.version == afterVersion // this store saw the caller's version
+	if known && last.Sequence == h.seq {
+		return nil, nil // the caller holds the newest version
 	}
 	// Walk back from the newest event to the caller's version: the cost
 	// grows with what is new, not with the aggregate's whole history.
@@ -126,16 +125,11 @@ func (s *JetStreamStore) Load(ctx context.Context, ref AggregateRef, afterVersio
 	if err != nil {
 		return nil, withOp(op, err)
 	}
-	if afterVersion > 0 {
-		s.mu.Lock()
-		h, ok := s.heads[ref]
-		s.mu.Unlock()
-		if ok && h.version == afterVersion && h.hash != anchor.hash {
-			// The stored event at the caller's version is not the one this
-			// store saw there: start over from the genesis, where the
-			// chain check names what is wrong.
-			anchor.version = 0
-		}
+	if known && h.hash != anchor.hash {
+		// The stored event at the caller's version is not the one this
+		// store saw there: start over from the genesis, where the chain
+		// check names what is wrong.
+		anchor.version = 0
 	}
 	if afterVersion > 0 && anchor.version != afterVersion {
 		// The walk never met the caller's version (the aggregate is behind
