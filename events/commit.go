@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -19,13 +20,16 @@ import (
 // a forming or in-flight batch waits: its expected version can only be
 // checked once the earlier decision is settled. At most one batch with fenced
 // decisions is in flight, because on a replicated stream concurrent checks on
-// the same policy subject refuse each other (JetStream error 10164).
+// the same policy subject refuse each other (JetStream error 10164). Policy
+// decisions win: while one waits or is in flight, no new batch with fenced
+// decisions is sent (they would be refused after it anyway), so a freeze
+// never queues behind this process's own fenced load.
 func (s *JetStreamStore) commitLoop() {
 	defer close(s.done)
 	var carry []*pending
 	inflight := 0
 	busy := make(map[AggregateRef]bool)
-	fencedBusy := false
+	fencedBusy, sourceBusy := false, 0
 	finished := make(chan []*pending, s.depth)
 	release := func(b []*pending) {
 		inflight--
@@ -33,6 +37,9 @@ func (s *JetStreamStore) commitLoop() {
 			delete(busy, p.d.Aggregate)
 			if p.d.Fence {
 				fencedBusy = false
+			}
+			if isPolicy(p) {
+				sourceBusy--
 			}
 		}
 	}
@@ -74,7 +81,7 @@ func (s *JetStreamStore) commitLoop() {
 			}
 			continue
 		}
-		batch, rest := s.collect(carry, busy, fencedBusy)
+		batch, rest := s.collect(carry, busy, fencedBusy, sourceBusy > 0)
 		carry = rest
 		if len(batch) == 0 {
 			release(<-finished) // everything waiting is behind an in-flight batch
@@ -89,6 +96,9 @@ func (s *JetStreamStore) commitLoop() {
 		for _, p := range batch {
 			busy[p.d.Aggregate] = true
 			fencedBusy = fencedBusy || p.d.Fence
+			if isPolicy(p) {
+				sourceBusy++
+			}
 		}
 		go func() {
 			s.commit(batch)
@@ -104,24 +114,33 @@ var fireAt = 64
 // lingerMax bounds the wait for the last batch's writers to come back.
 var lingerMax = 1 * time.Millisecond
 
+// isPolicy reports whether p is a policy decision: one that moves the fence.
+func isPolicy(p *pending) bool { return p.d.Aggregate.Context == fenceContext }
+
 // collect builds one batch from the waiting decisions (oldest first) and
 // whatever is queued now; what cannot go in this batch is returned in rest,
-// in order.
-func (s *JetStreamStore) collect(carry []*pending, busy map[AggregateRef]bool, fencedBusy bool) (batch, rest []*pending) {
+// in order. Fenced decisions are held back while a policy decision waits or
+// is in flight (sourceBusy): the policy decision goes first.
+func (s *JetStreamStore) collect(carry []*pending, busy map[AggregateRef]bool, fencedBusy, sourceBusy bool) (batch, rest []*pending) {
 	in := make(map[AggregateRef]bool)
 	n := 0
 	fenced, source := fencedBusy, false
+	policyWaits := sourceBusy
+	for _, p := range carry {
+		policyWaits = policyWaits || isPolicy(p)
+	}
 	take := func(p *pending) {
-		isSource := p.d.Aggregate.Context == fenceContext
+		isSource := isPolicy(p)
 		// A batch never mixes fenced decisions with policy decisions: the
 		// fence must be checked against the policy as it was before the batch.
 		if busy[p.d.Aggregate] || in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs-1 ||
-			(isSource && fenced) || (p.d.Fence && (source || fencedBusy)) {
+			(isSource && fenced) || (p.d.Fence && (source || fencedBusy || policyWaits)) {
 			rest = append(rest, p)
 			return
 		}
 		in[p.d.Aggregate] = true
 		fenced, source = fenced || p.d.Fence, source || isSource
+		policyWaits = policyWaits || isSource
 		n += len(p.msgs)
 		batch = append(batch, p)
 	}
@@ -199,13 +218,24 @@ func policyConflict(decided, now uint64) error {
 }
 
 // send commits live as one atomic batch. If any decision is fenced, the batch
-// ends with a fence record that checks the newest policy position; the server
-// refuses the whole batch if a policy event was stored since. A refused
-// check splits the batch in halves until the failing decision is alone.
+// ends with a fence record that checks the policy position the fenced
+// decisions were made under; a batch of policy decisions ends with a fence
+// record that checks the policy head before it. The server refuses the whole
+// batch if the check fails. A refused check splits the batch in halves until
+// the failing decision is alone.
 func (s *JetStreamStore) send(live []*pending) { s.sendAttempt(live, 0) }
 
 // contendedRetries bounds the resends of a lone decision refused with 10164.
 const contendedRetries = 3
+
+// fencedYieldRetries bounds the resends of a whole fenced batch refused with
+// 10164 while the policy head has not moved: another check on the policy
+// subject is in flight, perhaps a policy batch, and the fenced batch yields to
+// it (backs off for fencedYieldMax_ms, jittered) rather than splitting.
+const fencedYieldRetries = 4
+
+// fencedYieldMax is the longest back-off of a fenced batch that yields.
+const fencedYieldMax = 8 * time.Millisecond
 
 func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 	// The fence checks the policy position the batch's fenced decisions
@@ -215,20 +245,11 @@ func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 	if len(live) == 0 {
 		return
 	}
-	var msgs []*nats.Msg
-	sourceHead, isSource, err := s.sourceFence(live)
-	if err != nil {
-		s.resolveUnknown(live, err)
+	if hasPolicy(live) {
+		s.sendPolicy(live)
 		return
 	}
-	if isSource {
-		// Policy decisions carry the same check as fenced ones, on the
-		// newest policy position: on a replicated stream the server then
-		// never has a policy append and a fenced batch in flight at once
-		// (it refuses the second with 10164), so a fence cannot miss a
-		// policy event that is proposed but not yet applied.
-		msgs = append(msgs, fenceMsg(live, sourceHead, len(live)))
-	}
+	var msgs []*nats.Msg
 	for _, p := range live {
 		msgs = append(msgs, p.msgs...)
 	}
@@ -238,16 +259,7 @@ func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 	ack, err := s.publishBatch(msgs)
 	switch {
 	case err == nil:
-		first := ack.Sequence - uint64(len(msgs)) + 1
-		if isSource {
-			first++ // the source fence comes first
-		}
-		s.settle(live, first)
-	case isCheckFailure(err) && isSource && attempt < sourceRetries:
-		// Another policy event, or a fenced batch, got in first: read the
-		// new head and try again (a real aggregate conflict fails again).
-		time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond)
-		s.sendAttempt(live, attempt+1)
+		s.settle(live, ack.Sequence-uint64(len(msgs))+1)
 	case isCheckFailure(err) && nfenced > 0 && s.fenceMovedFrom(decidedAt):
 		var unfenced []*pending
 		for _, p := range live {
@@ -260,6 +272,12 @@ func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 		if len(unfenced) > 0 {
 			s.send(unfenced)
 		}
+	case nfenced > 0 && apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant && attempt < fencedYieldRetries:
+		// Another check on the policy subject is in flight. It may be a
+		// policy batch from another process: yield to it, so that a freeze
+		// is not starved by fenced load, and send the batch again whole.
+		time.Sleep(jitter(fencedYieldMax))
+		s.sendAttempt(live, attempt+1)
 	case isCheckFailure(err) && len(live) > 1:
 		mid := len(live) / 2
 		s.send(live[:mid])
@@ -271,22 +289,113 @@ func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
 		s.sendAttempt(live, attempt+1)
 	case isCheckFailure(err):
-		p := live[0]
-		s.stats.conflicts.Add(1)
-		s.learnHead(p.d.Aggregate)
-		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
-			Rule: "aggregate " + p.d.Aggregate.String() + " changed since the decision was made", Err: err}}
+		s.aggregateConflict(live[0], err)
 	case isRefusal(err):
-		for _, p := range live {
-			p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindInvalid, Rule: "refused by the server; nothing stored", Err: err}}
-		}
+		s.refused(live, err)
 	default:
 		s.resolveUnknown(live, err)
 	}
 }
 
-// fenceMsg is the batch's fence record: it carries the policy check and
-// says, for auditors, how many decisions of the batch were made under it.
+// sourceRetryWindow bounds how long a batch of policy decisions keeps
+// resending while its fence check loses to other checks on the policy subject
+// (10164) or to another policy batch (the head moved). Fenced batches yield to
+// it, so it loses only while one is in flight; the bound turns a stuck cluster
+// into an error rather than a hang.
+const sourceRetryWindow = 5 * time.Second
+
+// sourceRetryMax bounds the resends of a policy batch within the window.
+const sourceRetryMax = 5000
+
+// sourceBackoffMax is the longest pause between two sends of a policy batch:
+// short, so that it takes the first moment no fenced check is in flight.
+const sourceBackoffMax = 1 * time.Millisecond
+
+// sendPolicy commits live, which holds policy decisions (and perhaps
+// unfenced ones, never fenced ones), as one atomic batch ending with the
+// policy fence record. The record checks the policy head as it was before the
+// batch: the server evaluates the check against stored messages only, never
+// the batch's own. It is the batch's last message because on a replicated
+// stream the server holds the check's in-flight marker (which refuses every
+// other check on the policy subject with 10164) until the message carrying it
+// is applied, and applies a batch message by message: a check on the first
+// message would let a fenced check pass against a position inside the batch
+// while the rest is applied.
+func (s *JetStreamStore) sendPolicy(live []*pending) {
+	deadline := time.Now().Add(sourceRetryWindow)
+	for attempt := 0; ; attempt++ {
+		head, err := s.policyHead()
+		if err != nil {
+			s.resolveUnknown(live, err)
+			return
+		}
+		var msgs []*nats.Msg
+		npolicy := 0
+		for _, p := range live {
+			msgs = append(msgs, p.msgs...)
+			if isPolicy(p) {
+				npolicy += len(p.msgs)
+			}
+		}
+		msgs = append(msgs, sourceFenceMsg(head, len(live), npolicy))
+		ack, err := s.publishBatch(msgs)
+		retry := attempt < sourceRetryMax && time.Now().Before(deadline)
+		switch {
+		case err == nil:
+			s.settle(live, ack.Sequence-uint64(len(msgs))+1)
+			return
+		case apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant && retry:
+			// A check on the policy subject (a fenced batch, most
+			// likely) or on one of the batch's aggregates is in flight.
+			time.Sleep(jitter(sourceBackoffMax))
+			continue
+		case isCheckFailure(err) && retry && s.policyHeadMovedFrom(head):
+			continue // another policy batch got in first: check the new head
+		case isCheckFailure(err) && len(live) > 1:
+			// A real conflict on one of the batch's aggregates.
+			mid := len(live) / 2
+			s.send(live[:mid])
+			s.send(live[mid:])
+		case isCheckFailure(err):
+			s.aggregateConflict(live[0], err)
+		case isRefusal(err):
+			s.refused(live, err)
+		default:
+			s.resolveUnknown(live, err)
+		}
+		return
+	}
+}
+
+// hasPolicy reports whether live holds a policy decision.
+func hasPolicy(live []*pending) bool {
+	for _, p := range live {
+		if isPolicy(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// jitter returns a random pause in [0, max): concurrent writers that lost to
+// the same check do not come back in step.
+func jitter(max time.Duration) time.Duration { return rand.N(max) }
+
+func (s *JetStreamStore) aggregateConflict(p *pending, err error) {
+	s.stats.conflicts.Add(1)
+	s.learnHead(p.d.Aggregate)
+	p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
+		Rule: "aggregate " + p.d.Aggregate.String() + " changed since the decision was made", Err: err}}
+}
+
+func (s *JetStreamStore) refused(live []*pending, err error) {
+	for _, p := range live {
+		p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindInvalid, Rule: "refused by the server; nothing stored", Err: err}}
+	}
+}
+
+// fenceMsg is a batch's fence record: it carries the policy check and says,
+// for auditors, how many decisions of the batch were made under it.
 func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
 	ctx := fenceContext
 	for _, p := range live {
@@ -297,24 +406,41 @@ func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
 	}
 	m := nats.NewMsg(SubjectPrefix + ctx + "." + fenceToken)
 	m.Data = []byte(`{"policy_position":` + strconv.FormatUint(policyPos, 10) + `,"decisions":` + strconv.Itoa(nfenced) + `}`)
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(policyPos, 10))
-	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, FenceSubject)
+	setPolicyCheck(m, policyPos)
 	return m
 }
 
-// sourceRetries bounds the resends of a policy batch whose head check lost.
-const sourceRetries = 8
+// sourceFenceMsg is the fence record that ends a batch of policy decisions
+// (ledger.policy._fence). It checks that the policy head is still previous,
+// and states it, with the count of the batch's messages on the policy subject
+// before it, so that a follower of ledger.policy.> can check that it missed
+// nothing: every message it saw after previous and before the record belongs
+// to the batch, and there are exactly policyMsgs of them.
+func sourceFenceMsg(previous uint64, ndecisions, policyMsgs int) *nats.Msg {
+	m := nats.NewMsg(SubjectPrefix + fenceContext + "." + fenceToken)
+	p := strconv.FormatUint(previous, 10)
+	m.Data = []byte(`{"policy_position":` + p + `,"previous_policy_position":` + p +
+		`,"decisions":` + strconv.Itoa(ndecisions) + `,"policy_messages":` + strconv.Itoa(policyMsgs) + `}`)
+	setPolicyCheck(m, previous)
+	return m
+}
 
-// sourceFence reports whether live holds policy decisions (a batch never
-// mixes them with fenced ones) and, if so, the policy head to check.
-func (s *JetStreamStore) sourceFence(live []*pending) (uint64, bool, error) {
-	if len(live) == 0 || live[0].d.Aggregate.Context != fenceContext {
-		return 0, false, nil
-	}
+func setPolicyCheck(m *nats.Msg, policyPos uint64) {
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(policyPos, 10))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, FenceSubject)
+}
+
+// policyHead reads the policy head from the stream leader, bounded.
+func (s *JetStreamStore) policyHead() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	head, err := s.PolicyHead(ctx)
-	return head, true, err
+	return s.PolicyHead(ctx)
+}
+
+// policyHeadMovedFrom reports whether the policy head is no longer head.
+func (s *JetStreamStore) policyHeadMovedFrom(head uint64) bool {
+	now, err := s.policyHead()
+	return err == nil && now != head
 }
 
 // sameFence keeps the fenced decisions of live made under the newest policy

@@ -23,9 +23,10 @@ func TestFenceRefusesDecisionsMadeUnderAnOlderPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A policy batch ends with its fence record, which is then the head.
 	head, err := st.PolicyHead(ctx)
-	if err != nil || head != pol.LastPosition {
-		t.Fatalf("PolicyHead = %d, %v; want %d", head, err, pol.LastPosition)
+	if err != nil || head != pol.LastPosition+1 {
+		t.Fatalf("PolicyHead = %d, %v; want the fence record at %d", head, err, pol.LastPosition+1)
 	}
 	_, err = st.Append(ctx, order("o2", 0))
 	if !events.IsPolicyConflict(err) {
