@@ -78,6 +78,24 @@ Generated from the registry in ` + "`contracts`" + ` and its JSON Schemas by ` +
 - **Validation**: ` + "`contracts.Checker`" + ` (an ` + "`events.TypeChecker`" + `) refuses a body that breaks its schema before
   it is appended; errors name the JSON pointer and the rule (` + "`/price/amount_minor: minimum 1`" + `).
 
+## Control records
+
+The store's own records sit in the same atomic batches as events, on subjects whose third token starts
+with ` + "`_`" + ` (no aggregate id can); readers and views skip them, but their positions count.
+
+- **Idempotency** ` + "`ledger.<context>._idem.<sha256(key)>`" + `: ` + "`{\"key\", \"command_digest\", \"aggregate\", \"version\", \"events\"}`" + `,
+  right after the decision's events ([ADR 0005](adr/0005-idempotency-in-the-log.md)).
+- **Fence of fenced decisions** ` + "`ledger.<context>._fence`" + `, the last message of a batch with fenced decisions:
+  ` + "`{\"policy_position\": P, \"decisions\": N}`" + `; it carries the check "the last message on ` + "`ledger.policy.>`" + ` is at P",
+  the position the N decisions were made under ([ADR 0004](adr/0004-policy-fence.md)).
+- **Fence of a policy batch** ` + "`ledger.policy._fence`" + `, the last message of every batch of policy decisions:
+  ` + "`{\"policy_position\": H, \"previous_policy_position\": H, \"decisions\": N, \"policy_messages\": K}`" + `. H is the newest
+  position on ` + "`ledger.policy.>`" + ` before the batch (0 if none), which its check requires; K counts the batch's
+  messages on ` + "`ledger.policy.>`" + ` before the record (events and idempotency records). The record is then the
+  policy head, so each policy batch's record names the previous batch's record (or the last policy message
+  before the first such record): a follower of ` + "`ledger.policy.>`" + ` that saw, before this record, a last message
+  other than H or a count of messages after H other than K has missed a policy message.
+
 ## Chart of accounts
 
 Payment events carry double-entry postings ` + "`{account, amount_minor, currency}`" + `: signed minor units, a
