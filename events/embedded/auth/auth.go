@@ -37,8 +37,10 @@ const SeedExt = ".nk"
 // configVersion is the version of the default permission model. A config
 // written by an older model is rewritten with the current permissions (the
 // keys are kept), so that an upgrade which needs a new API call does not
-// leave a service locked out.
-const configVersion = 2
+// leave a service locked out, and so that a narrowing (version 3: no
+// credential may shorten or delete the LEDGER stream) reaches the users of
+// an existing data directory on its next start.
+const configVersion = 3
 
 // User is one role's nkey user as the server sees it.
 type User struct {

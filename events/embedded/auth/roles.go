@@ -8,7 +8,8 @@ import (
 
 // Roles of the ledger's NATS users. Each service role may append only to its
 // own context; projections may also append notary checkpoints; the
-// investigator only reads; the operator administers.
+// investigator only reads; the operator administers everything but the
+// LEDGER stream's history (see shrinkLedger).
 const (
 	RoleListing      = "listing"
 	RoleOrder        = "order"
@@ -49,8 +50,11 @@ var serviceRequests = map[string][]string{
 	RoleOrder: {RoleListing, RolePayment},
 }
 
-// Permissions returns the default permissions of role; nil means everything
-// (the operator). It panics on an unknown role: roles are constants.
+// Permissions returns the default permissions of role. No role may shorten
+// or remove the LEDGER stream: every seed is written to the data directory,
+// and a credential kept next to the log must not be able to rewrite what
+// the log says (docs/adr/0012-the-log-cannot-shrink.md). It panics on an
+// unknown role: roles are constants.
 func Permissions(role string) *server.Permissions {
 	switch role {
 	case RoleListing, RoleOrder, RolePayment, RolePolicy:
@@ -60,9 +64,32 @@ func Permissions(role string) *server.Permissions {
 	case RoleInvestigator:
 		return investigatorPermissions()
 	case RoleOperator:
-		return nil
+		return operatorPermissions()
 	}
 	panic("auth: unknown role " + role)
+}
+
+// shrinkLedger is every JetStream API request that can take history out of
+// the LEDGER stream or replace it: changing its settings (limits that
+// discard old messages, a max age, turning off deny-delete), deleting it
+// (after which a new, empty one could be created under the same name),
+// purging it, deleting one message, restoring over it from a snapshot,
+// removing a peer (which on a cluster drops that replica's copy), and
+// purging the whole account. The stream's deny-delete and deny-purge flags
+// refuse some of these already; the permissions refuse all of them before
+// the request reaches JetStream, whatever the stream's settings. Creating
+// the stream stays allowed: on an existing stream with other settings it
+// fails, so it cannot replace one.
+func shrinkLedger() []string {
+	return []string{
+		api + "STREAM.UPDATE." + stream,
+		api + "STREAM.DELETE." + stream,
+		api + "STREAM.PURGE." + stream,
+		api + "STREAM.MSG.DELETE." + stream,
+		api + "STREAM.RESTORE." + stream,
+		api + "STREAM.PEER.REMOVE." + stream,
+		api + "ACCOUNT.PURGE.>",
+	}
 }
 
 // readLedger is what every reader of the log needs: stream info, the
@@ -153,7 +180,7 @@ func servicePermissions(role string) *server.Permissions {
 		pub = append(pub, kvBucket(CheckoutBucket)...)
 	}
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub},
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: shrinkLedger()},
 		Subscribe: &server.SubjectPermission{Allow: []string{inbox, "svc.ledger." + role + ".>", "$SRV.>"}},
 		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL},
 	}
@@ -173,8 +200,19 @@ func projectionsPermissions() *server.Permissions {
 	pub = append(pub, kvBucket(ProjectionsBucket)...)
 	pub = append(pub, objectBucket(SnapshotsBucket)...)
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub},
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: shrinkLedger()},
 		Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
+	}
+}
+
+// operatorPermissions: everything (creating the LEDGER stream on first
+// start, the buckets, any JetStream API the stock CLI uses, appending
+// through any context) but shrinkLedger. Real maintenance that must change
+// the stream's settings uses a break-glass administrator that is never
+// written to the data directory (BreakGlass).
+func operatorPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Deny: shrinkLedger()},
 	}
 }
 
@@ -186,19 +224,19 @@ func investigatorPermissions() *server.Permissions {
 	pub := append(readLedger(), api+"STREAM.NAMES", api+"STREAM.LIST")
 	pub = append(pub, readBuckets()...)
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: pub, Deny: []string{
+		Publish: &server.SubjectPermission{Allow: pub, Deny: append(shrinkLedger(),
 			"ledger.>",
-			api + "STREAM.CREATE.>",
-			api + "STREAM.UPDATE.>",
-			api + "STREAM.DELETE.>",
-			api + "STREAM.PURGE.>",
-			api + "STREAM.MSG.DELETE.>",
-			api + "STREAM.SNAPSHOT.>",
-			api + "STREAM.RESTORE.>",
-			api + "CONSUMER.DURABLE.CREATE.>",
+			api+"STREAM.CREATE.>",
+			api+"STREAM.UPDATE.>",
+			api+"STREAM.DELETE.>",
+			api+"STREAM.PURGE.>",
+			api+"STREAM.MSG.DELETE.>",
+			api+"STREAM.SNAPSHOT.>",
+			api+"STREAM.RESTORE.>",
+			api+"CONSUMER.DURABLE.CREATE.>",
 			"$KV.>",
 			"$O.>",
-		}},
+		)},
 		Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
 	}
 }
