@@ -92,6 +92,7 @@ func CheckStreamConfig(cfg jetstream.StreamConfig) error {
 	add(cfg.AllowRollup, "allow_rollup_hdrs must be false")
 	add(!cfg.AllowAtomicPublish, "allow_atomic must be true")
 	add(!cfg.AllowDirect, "allow_direct must be true")
+	add(cfg.Discard != jetstream.DiscardNew, "discard must be new (with discard old, any limit drops the oldest events)")
 	add(cfg.MaxMsgs > 0, "max_msgs must be unlimited")
 	add(cfg.MaxBytes > 0, "max_bytes must be unlimited")
 	add(cfg.MaxAge > 0, "max_age must be unlimited")

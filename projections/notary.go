@@ -97,11 +97,21 @@ type Notary struct {
 	read      uint64 // every position up to read is folded
 	version   uint64 // the notary aggregate's version, once loaded
 	loaded    bool
+
+	onCheckpoint func(contracts.NotaryCheckpointed, events.Appended)
 }
 
 // NewNotary returns a notary on store signing with key.
 func NewNotary(store LogStore, key ed25519.PrivateKey) *Notary {
 	return &Notary{store: store, key: key}
+}
+
+// OnCheckpoint has Run call fn after each checkpoint it appends, with the
+// checkpoint and where it was appended: `ledger serve` keeps the last one
+// in the data directory, as evidence of how long the log was should the
+// log itself be shortened or replaced. Call it before Run.
+func (n *Notary) OnCheckpoint(fn func(contracts.NotaryCheckpointed, events.Appended)) {
+	n.onCheckpoint = fn
 }
 
 // PublicKey returns the notary's public key.
@@ -220,8 +230,11 @@ func (n *Notary) Run(ctx context.Context, every time.Duration) error {
 		if err != nil || head == last {
 			continue // the log is away or idle: nothing new to sign
 		}
-		if _, a, err := n.Checkpoint(ctx); err == nil {
+		if c, a, err := n.Checkpoint(ctx); err == nil {
 			last = a.LastPosition
+			if fn := n.onCheckpoint; fn != nil {
+				fn(c, a)
+			}
 		} else if ctx.Err() == nil {
 			return err
 		}

@@ -66,6 +66,35 @@ See docs/operations.md.`,
 		},
 	}
 	conf.Flags().StringVar(&account, "account", "LEDGER", "NATS account the users belong to")
-	c.AddCommand(init, conf)
+	var out string
+	glass := &cobra.Command{
+		Use:   "break-glass",
+		Short: "Create a break-glass administrator's seed outside the data directory and print its public key",
+		Long: `No credential in DATA/credentials may change or delete the LEDGER stream.
+Maintenance that must (a restore, a change of settings) uses a break-glass
+administrator: create its seed with this command in a file outside the data
+directory (kept offline, with whoever may do maintenance), then start
+'ledger serve --break-glass-admin <public key>' for the maintenance only.
+Nothing of it is written to the data directory. See docs/operations.md.`,
+		Example: `  ledger credentials break-glass --data ./data --out /secure/ledger-admin.nk
+  ledger serve --data ./data --break-glass-admin UD...   # for the maintenance only
+  nats --nkey /secure/ledger-admin.nk stream info LEDGER`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return usagef("--out: required (a file outside the data directory)")
+			}
+			pub, err := auth.NewBreakGlassSeed(out, g.dataDir)
+			if err != nil {
+				return usagef("--out: %v", err)
+			}
+			w := cmd.OutOrStdout()
+			return printJSONOr(w, g.json, map[string]string{"nkey": pub, "seed_file": out}, func() {
+				fmt.Fprintf(w, "%s  %s\n", pub, out)
+			})
+		},
+	}
+	glass.Flags().StringVar(&out, "out", "", "file to write the new seed to (mode 0600; must not exist and must be outside the data directory)")
+	c.AddCommand(init, conf, glass)
 	return c
 }

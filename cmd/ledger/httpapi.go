@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,8 +41,12 @@ type api struct {
 	node  *node
 	log   *zap.Logger
 	ready func() error
-	authn *httpauth.Authenticator
-	limit *httpauth.Limiter
+	// history, when set, compares the stream with what the ledger
+	// recorded of it (checkHistory); without it only the stream's
+	// settings are checked.
+	history *historyGuard
+	authn   *httpauth.Authenticator
+	limit   *httpauth.Limiter
 }
 
 func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *zap.Logger) *api {
@@ -79,12 +84,21 @@ func (a *api) handler() http.Handler {
 	return http.MaxBytesHandler(top, maxBodyBytes)
 }
 
-// readyz answers 200 only when the log answers: the stream is reachable and
-// its settings still keep the guarantees.
+// readyz answers 200 only when the log answers: the stream is reachable,
+// its settings still keep the guarantees, and it holds every position the
+// ledger recorded it held (checkHistory).
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	s, err := a.node.js.Stream(ctx, events.StreamName)
+	var err error
+	if a.history != nil {
+		// First: it names what is missing, a missing stream included.
+		err = a.history.check(ctx)
+	}
+	var s jetstream.Stream
+	if err == nil {
+		s, err = a.node.js.Stream(ctx, events.StreamName)
+	}
 	if err == nil {
 		err = events.CheckStreamConfig(s.CachedInfo().Config)
 	}

@@ -41,7 +41,11 @@ type nodeConfig struct {
 	// ensure creates the stream if it is missing (as the operator) even when
 	// this process did not start the server: `ledger serve` does.
 	ensure bool
-	log    *zap.Logger
+	// breakGlass, when set, is the public nkey of a break-glass
+	// administrator the embedded server admits for this process's life
+	// (auth.BreakGlass): the one user that may change the stream.
+	breakGlass string
+	log        *zap.Logger
 }
 
 // roleConn is one NATS connection as one role, with the log on it.
@@ -241,7 +245,7 @@ func openNode(ctx context.Context, g *globals, cfg nodeConfig) (*node, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if n.srv != nil || cfg.ensure {
-		if err := n.ensureStream(cctx, cfg.replicas); err != nil {
+		if err := n.ensureStream(cctx, cfg.replicas, g.dataDir); err != nil {
 			n.Close()
 			return nil, err
 		}
@@ -290,8 +294,15 @@ func (n *node) startOrJoin(g *globals, cfg nodeConfig) error {
 	}
 	n.creds = set.Dir()
 	configure := set.Configure
+	if cfg.breakGlass != "" {
+		admit, err := auth.BreakGlass(cfg.breakGlass)
+		if err != nil {
+			return usagef("--break-glass-admin: %v", err)
+		}
+		configure = tlsconf.Chain(configure, admit)
+	}
 	if cfg.serverTLS != nil {
-		configure = tlsconf.Chain(set.Configure, tlsconf.Configure(cfg.serverTLS))
+		configure = tlsconf.Chain(configure, tlsconf.Configure(cfg.serverTLS))
 	}
 	srv, err := embedded.Start(embedded.Config{DataDir: g.dataDir, Host: cfg.host, Port: cfg.port, LazyFsync: cfg.lazy,
 		ServerName: "ledger", Configure: func(o *server.Options) { configure(o) }})
@@ -303,8 +314,12 @@ func (n *node) startOrJoin(g *globals, cfg nodeConfig) error {
 }
 
 // ensureStream creates the LEDGER stream if it is missing, or checks an
-// existing one, as the operator: no other role may create streams.
-func (n *node) ensureStream(ctx context.Context, replicas int) error {
+// existing one, as the operator: no other role may create streams. A
+// missing stream is created only when nothing in dataDir or the read
+// models' checkpoints says the log once held events: an empty stream
+// created in place of a deleted one would be served as if history had
+// never been.
+func (n *node) ensureStream(ctx context.Context, replicas int, dataDir string) error {
 	nc, err := n.connect(auth.RoleOperator, nil)
 	if err != nil {
 		return err
@@ -313,6 +328,11 @@ func (n *node) ensureStream(ctx context.Context, replicas int) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
+	}
+	if _, err := js.Stream(ctx, events.StreamName); errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err := checkHistory(ctx, js, dataDir); err != nil {
+			return fmt.Errorf("%w; refusing to create an empty stream in its place", err)
+		}
 	}
 	_, err = events.EnsureStream(ctx, js, replicas)
 	return err

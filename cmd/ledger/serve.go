@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
 	"github.com/marketledger/ledger/events/embedded/auth"
@@ -42,6 +43,7 @@ type serveOpts struct {
 	port        int
 	replicas    int
 	lazy        bool
+	breakGlass  string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -91,6 +93,7 @@ can be its own process; exactly one process of a deployment should keep
 	c.Flags().IntVar(&o.perClient, "max-in-flight-per-client", httpauth.DefaultPerClient, "HTTP requests in flight per client (its token, or its address without one); more are answered 429")
 	c.Flags().IntVar(&o.total, "max-in-flight", httpauth.DefaultTotal, "HTTP requests in flight in all; more are answered 503")
 	c.Flags().StringVar(&o.tokens, "tokens", "", "API tokens file (default DATA/credentials/tokens.json; see 'ledger token')")
+	c.Flags().StringVar(&o.breakGlass, "break-glass-admin", "", "public nkey (U...) of a break-glass administrator the embedded NATS server admits until this process stops: the only user that may change or delete the LEDGER stream (see docs/operations.md)")
 	c.Flags().BoolVar(&o.lazy, "unsafe-lazy-fsync", false, "do not fsync every write (acknowledged events can be lost on a crash; benchmarks only)")
 	return c
 }
@@ -112,11 +115,30 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	// The node's own user is the investigator: the HTTP API's reads use it.
 	// Each service, the projections and the notary act as their own users.
 	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, host: o.host, port: o.port, replicas: o.replicas,
-		lazy: o.lazy, serverTLS: serverTLS, ensure: true, log: log})
+		lazy: o.lazy, serverTLS: serverTLS, ensure: true, breakGlass: o.breakGlass, log: log})
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	if o.breakGlass != "" {
+		if n.srv == nil {
+			return usagef("--break-glass-admin applies to the embedded NATS server only; on a cluster, add the administrator to the servers' configuration (docs/operations.md)")
+		}
+		log.Warn("break-glass administrator admitted until this process stops: it may change or delete the LEDGER stream",
+			zap.String("nkey", o.breakGlass))
+	}
+	// Fail closed: a log that holds less than the ledger recorded of it
+	// is not served (docs/adr/0012-the-log-cannot-shrink.md).
+	if err := checkHistory(ctx, n.js, g.dataDir); err != nil {
+		return fmt.Errorf("%w; refusing to serve", err)
+	}
+	if err := raiseWatermarkToHead(ctx, n.js, g.dataDir); err != nil {
+		return fmt.Errorf("record the log's length in %s: %w", watermarkFile, err)
+	}
+	wctx, stopWatermark := context.WithCancel(ctx)
+	watermarkDone := make(chan struct{})
+	go func() { defer close(watermarkDone); keepWatermark(wctx, n.js, g.dataDir, log) }()
+	defer func() { stopWatermark(); <-watermarkDone }()
 	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled)
 	if err != nil {
 		return err
@@ -169,6 +191,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return usagef("--max-in-flight-per-client %d and --max-in-flight %d: want 0 < per client <= total", o.perClient, o.total)
 	}
 	a := newAPI(n, tokens, httpauth.NewLimiter(o.perClient, o.total, log), log)
+	a.history = &historyGuard{js: n.js, dataDir: g.dataDir}
 	if o.projections {
 		pc, err := n.as(ctx, auth.RoleProjections)
 		if err != nil {
@@ -191,7 +214,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 			if err != nil {
 				return err
 			}
-			go runNotary(ctx, pc, key, log)
+			go runNotary(ctx, pc, key, g.dataDir, log)
 		}
 	}
 	err = a.serveHTTP(ctx, o.http, serverTLS)
@@ -237,10 +260,19 @@ func startProjections(ctx context.Context, n *roleConn, a *api) (*projections.En
 const notaryEvery = time.Minute
 
 // runNotary folds the log into the Merkle tree and appends signed
-// checkpoints until ctx ends, restarting after a failure.
-func runNotary(ctx context.Context, n *roleConn, key ed25519.PrivateKey, log *zap.Logger) {
+// checkpoints until ctx ends, restarting after a failure. Each checkpoint
+// is also recorded in dataDir's watermark file, the evidence of the log's
+// length that outlives the stream.
+func runNotary(ctx context.Context, n *roleConn, key ed25519.PrivateKey, dataDir string, log *zap.Logger) {
+	record := func(c contracts.NotaryCheckpointed, a events.Appended) {
+		if err := recordCheckpoint(ctx, n.js, dataDir, c, a); err != nil {
+			log.Warn("could not record the notary's checkpoint", zap.String("file", watermarkFile), zap.Error(err))
+		}
+	}
 	for ctx.Err() == nil {
-		if err := projections.NewNotary(n.store, key).Run(ctx, notaryEvery); err != nil && ctx.Err() == nil {
+		notary := projections.NewNotary(n.store, key)
+		notary.OnCheckpoint(record)
+		if err := notary.Run(ctx, notaryEvery); err != nil && ctx.Err() == nil {
 			log.Warn("notary stopped; restarting", zap.Error(err))
 			select {
 			case <-ctx.Done():

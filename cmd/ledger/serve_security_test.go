@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,20 @@ type servedLedger struct {
 // answers.
 func startServed(t testing.TB, g *globals, o *serveOpts, client *http.Client) *servedLedger {
 	t.Helper()
+	s, stop := launchServed(t, g, o, client)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return s
+}
+
+// launchServed is startServed with the stop left to the caller: stop
+// cancels serve and returns what it returned (an error if it did not stop
+// within 30 s).
+func launchServed(t testing.TB, g *globals, o *serveOpts, client *http.Client) (*servedLedger, func() error) {
+	t.Helper()
 	addr := freeAddr(t)
 	o.http, o.host, o.port, o.replicas = addr, "127.0.0.1", -1, 1
 	if o.services == "" {
@@ -52,17 +67,19 @@ func startServed(t testing.TB, g *globals, o *serveOpts, client *http.Client) *s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, g, o) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(30 * time.Second):
+				stopErr = errors.New("serve did not stop within 30 s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop within 30 s")
-		}
-	})
+		})
+		return stopErr
+	}
 	s := &servedLedger{g: g, base: scheme + addr, client: client}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -75,20 +92,23 @@ func startServed(t testing.TB, g *globals, o *serveOpts, client *http.Client) *s
 		}
 		select {
 		case err := <-done:
+			cancel()
 			t.Fatalf("serve exited before it was ready: %v", err)
 		default:
 		}
 		if time.Now().After(deadline) {
+			stop()
 			t.Fatalf("serve not ready within 30 s: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond) // starting: nothing to await but its socket
 	}
 	info, err := readServeInfo(g.dataDir)
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
 	s.info = info
-	return s
+	return s, stop
 }
 
 // call sends one request with token ("" for none) and returns the status

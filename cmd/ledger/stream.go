@@ -17,7 +17,13 @@ func newStreamCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stream",
 		Short: "Show the LEDGER stream's settings and state, and check its guarantees",
-		Args:  cobra.NoArgs,
+		Long: `stream shows the LEDGER stream's settings and state and checks that it keeps
+the ledger's guarantees: settings that never drop a message, positions from 1
+with none deleted, and a last position at or past everything the ledger
+recorded of its log (the read models' checkpoints, the notary's last signed
+checkpoint and DATA/ledger-watermark.json). A stream that holds less is
+reported with what is missing, and the exit status is 1.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
@@ -31,8 +37,12 @@ func newStreamCmd(g *globals) *cobra.Command {
 				return err
 			}
 			info := s.CachedInfo()
+			problem := checkHistory(ctx, n.js, g.dataDir)
 			if g.json {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(info)
+				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(info); err != nil {
+					return err
+				}
+				return problem
 			}
 			c, st := info.Config, info.State
 			w := cmd.OutOrStdout()
@@ -40,6 +50,10 @@ func newStreamCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "subjects %v, storage %s, replicas %d\n", c.Subjects, c.Storage, c.Replicas)
 			fmt.Fprintf(w, "deny_delete %t, deny_purge %t, allow_rollup %t, allow_atomic %t, allow_direct %t, dedupe window %s\n",
 				c.DenyDelete, c.DenyPurge, c.AllowRollup, c.AllowAtomicPublish, c.AllowDirect, c.Duplicates)
+			if problem != nil {
+				fmt.Fprintf(w, "guarantees: FAILED: %v\n", problem)
+				return problem
+			}
 			fmt.Fprintln(w, "guarantees: ok")
 			return nil
 		},
