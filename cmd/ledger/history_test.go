@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -245,5 +247,82 @@ func TestRecreatedLogIsNotServed(t *testing.T) {
 	wantAll(t, "serve's refusal", err.Error(), "holds no events", watermarkFile, "refusing to serve")
 	if strings.Contains(err.Error(), "projection '") {
 		t.Errorf("refusal names a projection checkpoint that was deleted: %v", err)
+	}
+}
+
+// TestNotaryCheckpointMarksTheLog: the notary's checkpoint, recorded in
+// the watermark file with the position and id of its event, tells a
+// stream deleted and filled again past that position from the one the
+// notary signed; and a recorded checkpoint whose claims were changed does
+// not verify.
+func TestNotaryCheckpointMarksTheLog(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := fixtureDir(t)
+	seed := filepath.Join(t.TempDir(), "admin.nk")
+	pub, err := auth.NewBreakGlassSeed(seed, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := openNode(ctx, &globals{dataDir: dir}, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort, breakGlass: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	key, err := projections.LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := n.as(ctx, auth.RoleProjections)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, a, err := projections.NewNotary(pc.store, key).Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := recordCheckpoint(ctx, pc.js, dir, c, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkHistory(ctx, n.js, dir); err != nil {
+		t.Fatalf("the log as signed: %v", err)
+	}
+
+	nc, err := auth.Connect(n.url, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	admin, _ := jetstream.New(nc)
+	if err := admin.DeleteStream(ctx, events.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, admin, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.LastPosition + 2 {
+		if _, err := admin.Publish(ctx, fmt.Sprintf("ledger.listing.l-%d.listing.created", i), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = checkHistory(ctx, n.js, dir)
+	if err == nil {
+		t.Fatal("a stream filled again past the notary's checkpoint passed")
+	}
+	wantAll(t, "the check", err.Error(), fmt.Sprintf("position %d holds event", a.LastPosition), "the stream was replaced")
+
+	// Change the recorded checkpoint's claims without its key.
+	w, err := readWatermark(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Notary.TreeSize++
+	b, _ := json.Marshal(w)
+	if err := os.WriteFile(filepath.Join(dir, watermarkFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = checkHistory(ctx, n.js, dir)
+	if err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Errorf("a watermark with a changed checkpoint: %v", err)
 	}
 }
