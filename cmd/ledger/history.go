@@ -171,7 +171,7 @@ type historyError struct {
 }
 
 func (e *historyError) Error() string {
-	return e.held + " but " + strings.Join(e.problems, " and ") + ": history is missing"
+	return e.held + " but " + strings.Join(e.problems, "; ") + ": history is missing"
 }
 
 // evidence is what the ledger recorded of its log's length: every

@@ -142,6 +142,7 @@ func serveAgain(t *testing.T, g *globals) error {
 	if err == nil {
 		t.Fatal("serve ran on a log that lost history")
 	}
+	t.Logf("serve: %v", err)
 	return err
 }
 

@@ -53,8 +53,11 @@ func newServeCmd(g *globals) *cobra.Command {
 		Short: "Run the ledger: embedded NATS, the services, the read models, the notary and the HTTP API",
 		Long: `serve starts an embedded NATS server with JetStream (fsync on every write) on
 127.0.0.1:4222, creates the LEDGER stream or checks that an existing one keeps
-the ledger's guarantees, and runs the listing, order, payment and policy
-services (NATS micro on svc.ledger.<context>.<verb>, HTTP POST
+the ledger's guarantees and holds every position the ledger recorded it held
+(the read models' checkpoints, the notary's last checkpoint and
+DATA/ledger-watermark.json; a log that lost history is refused), and runs
+the listing, order, payment and policy services (NATS micro on
+svc.ledger.<context>.<verb>, HTTP POST
 /v1/commands/<context>.<verb>), the checkout process manager, the read models
 and the notary, until SIGINT or SIGTERM; then it stops taking work, lets what
 was acknowledged finish, and exits.
