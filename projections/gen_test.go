@@ -150,6 +150,17 @@ func (g *generator) imposeFreeze(at time.Time, id string) {
 		EffectiveAt: at, LegalBasis: "Permendag 31/2023", Issuer: "Kementerian Perdagangan RI"}
 	a := g.appendOne(context.Background(), "policy", id, 0, f, dayStart.Add(-30*time.Minute), false)
 	g.policy = a.LastPosition
+	// A policy batch ends with its fence record, which is then the head of
+	// the policy subject that fenced decisions are checked against.
+	if h, ok := g.st.(interface {
+		PolicyHead(context.Context) (uint64, error)
+	}); ok {
+		head, err := h.PolicyHead(context.Background())
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		g.policy = head
+	}
 }
 
 // runFlows runs the checkouts on several workers, so that positions
