@@ -74,18 +74,20 @@ type PaymentSettled struct {
 
 // Payment commands.
 
-// AuthorizePayment asks for a pending transfer of the order's total. It
-// carries the order's policy scope because the payment service must honour
-// a freeze without calling the order service.
+// AuthorizePayment asks for a pending transfer of the order's total. The
+// payment service takes the order's parties, policy scope and total from
+// the log (the order's own events), never from the caller: the fields that
+// restate them are optional, and a command whose stated value differs from
+// the order's is refused, naming the field (ADR 0014).
 type AuthorizePayment struct {
 	PaymentID      string  `json:"payment_id" schema:"id" doc:"the new payment's id, chosen by the caller"`
-	OrderID        string  `json:"order_id" schema:"id" doc:"the order to pay for"`
-	BuyerID        string  `json:"buyer_id" schema:"id" doc:"the paying buyer"`
-	SellerID       string  `json:"seller_id" schema:"id" doc:"the order's seller"`
-	Channel        Channel `json:"channel" doc:"the order's sales channel"`
-	Jurisdiction   string  `json:"jurisdiction" schema:"country" doc:"the order's ISO 3166-1 alpha-2 jurisdiction"`
-	Category       string  `json:"category" schema:"slug" doc:"the order's category"`
-	Amount         Money   `json:"amount" doc:"the order's total"`
+	OrderID        string  `json:"order_id" schema:"id" doc:"the order to pay for; it must be in the log"`
+	BuyerID        string  `json:"buyer_id,omitempty" schema:"id" doc:"the order's buyer; taken from the order, refused when it differs"`
+	SellerID       string  `json:"seller_id,omitempty" schema:"id" doc:"the order's seller; taken from the order, refused when it differs"`
+	Channel        Channel `json:"channel,omitempty" doc:"the order's sales channel; taken from the order, refused when it differs"`
+	Jurisdiction   string  `json:"jurisdiction,omitempty" schema:"country" doc:"the order's ISO 3166-1 alpha-2 jurisdiction; taken from the order, refused when it differs"`
+	Category       string  `json:"category,omitempty" schema:"slug" doc:"the order's category; taken from the order, refused when it differs"`
+	Amount         Money   `json:"amount,omitzero" doc:"the order's total; taken from the order, refused when it differs"`
 	IdempotencyKey string  `json:"idempotency_key,omitempty" schema:"key" doc:"retries with the same key return the first result"`
 }
 

@@ -102,8 +102,31 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 	}
 	return command.Run(ctx, s.runner, aggregate, id, meta, policy,
 		func(st State, rules policyview.Rules, now time.Time) ([]any, error) {
-			return s.decider.Decide(st, cmd, rules, now)
+			o, err := s.order(ctx, st, cmd)
+			if err != nil {
+				return nil, err
+			}
+			return s.decider.Decide(st, cmd, o, rules, now)
 		})
+}
+
+// order loads the order an authorization or a capture is judged by, from
+// the log (the order's own events), at every attempt. The other commands
+// need none. An order's scope never changes once placed, so the order
+// needs no fence of its own: the policy fence covers the decision.
+func (s *Service) order(ctx context.Context, st State, cmd any) (Order, error) {
+	var id string
+	switch c := cmd.(type) {
+	case contracts.AuthorizePayment:
+		id = c.OrderID
+	case contracts.CapturePayment:
+		id = st.OrderID
+	}
+	if id == "" || events.ValidateAggregateID(id) != nil {
+		return Order{ID: id}, nil // the decider refuses it, naming the field
+	}
+	o, _, err := command.Load(ctx, s.runner, OrderAggregate, id)
+	return o, err
 }
 
 type correlationKey struct{}

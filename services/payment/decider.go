@@ -178,16 +178,19 @@ type Decider struct {
 
 // Decide returns the events cmd produces on s under the policy rules in
 // force at now, or an error naming the field and rule it breaks. cmd is one
-// of the contracts payment commands (a value, not a pointer).
-func (d Decider) Decide(s State, cmd any, rules []contracts.Rule, now time.Time) ([]any, error) {
+// of the contracts payment commands (a value, not a pointer). o is the
+// order the payment is for, as the log has it (zero when the command needs
+// none): authorization and capture are judged by the order's scope and
+// unit price, never by what the caller says about them.
+func (d Decider) Decide(s State, cmd any, o Order, rules []contracts.Rule, now time.Time) ([]any, error) {
 	if s.Corrupt != nil {
 		return nil, s.Corrupt
 	}
 	switch c := cmd.(type) {
 	case contracts.AuthorizePayment:
-		return decideAuthorize(s, c, rules, now)
+		return decideAuthorize(s, c, o, rules, now)
 	case contracts.CapturePayment:
-		return decideCapture(s, c, rules, now)
+		return decideCapture(s, c, o, rules, now)
 	case contracts.VoidPayment:
 		return decideVoid(s, c)
 	case contracts.RefundPayment:
@@ -198,42 +201,67 @@ func (d Decider) Decide(s State, cmd any, rules []contracts.Rule, now time.Time)
 	return nil, &events.Error{Op: "payment.Decide", Kind: events.KindInvalid, Rule: fmt.Sprintf("%T is not a payment command", cmd)}
 }
 
-func decideAuthorize(s State, c contracts.AuthorizePayment, rules []contracts.Rule, now time.Time) ([]any, error) {
+// decideAuthorize reserves the order's total. The parties, the scope and
+// the amount are the order's, from the log; a command that states any of
+// them differently is refused, naming the field, so that no caller can
+// authorize a social-commerce order as a marketplace one.
+func decideAuthorize(s State, c contracts.AuthorizePayment, o Order, rules []contracts.Rule, now time.Time) ([]any, error) {
 	const op = "payment.authorize"
 	if s.Status != StatusNew {
 		return nil, wrongState(op, s, "a payment is authorized once; use a new payment_id")
 	}
-	if err := checkAmount(op, "/amount", c.Amount, ""); err != nil {
-		return nil, err
-	}
 	switch {
-	case !c.Channel.Valid():
-		return nil, invalid(op, "/channel", "enum [marketplace social_commerce]")
-	case !contracts.IsCountry(c.Jurisdiction):
-		return nil, invalid(op, "/jurisdiction", "ISO 3166-1 alpha-2 country code")
-	case c.OrderID == "" || c.BuyerID == "" || c.SellerID == "":
-		return nil, invalid(op, "", "order_id, buyer_id and seller_id are required")
+	case c.OrderID == "":
+		return nil, invalid(op, "/order_id", "required")
+	case !o.Placed || o.ID != c.OrderID:
+		return nil, &events.Error{Op: op, Kind: events.KindNotFound, Field: "/order_id",
+			Rule: fmt.Sprintf("no order %q in the log: a payment is for a placed order", c.OrderID)}
 	}
-	target := contracts.Target{Jurisdiction: c.Jurisdiction, Channel: c.Channel, Category: c.Category, SellerID: c.SellerID}
-	if err := frozen(contracts.OpPaymentAuthorize, target, rules, now); err != nil {
+	if err := agrees(op, c, o); err != nil {
 		return nil, err
 	}
-	x, cur := c.Amount.AmountMinor, c.Amount.Currency
+	if err := checkAmount(op, "/order_id", o.Total, ""); err != nil {
+		return nil, err
+	}
+	if err := blocked(contracts.OpPaymentAuthorize, o, rules, now); err != nil {
+		return nil, err
+	}
+	x, cur := o.Total.AmountMinor, o.Total.Currency
 	pending := []contracts.Posting{
-		{Account: contracts.BuyerAccount(c.BuyerID), AmountMinor: -x, Currency: cur},
-		{Account: contracts.EscrowAccount(c.OrderID), AmountMinor: x, Currency: cur},
+		{Account: contracts.BuyerAccount(o.BuyerID), AmountMinor: -x, Currency: cur},
+		{Account: contracts.EscrowAccount(o.ID), AmountMinor: x, Currency: cur},
 	}
 	if err := contracts.CheckPostings(pending); err != nil {
 		return nil, err
 	}
-	return []any{contracts.PaymentAuthorized{PaymentID: s.ID, OrderID: c.OrderID, BuyerID: c.BuyerID, SellerID: c.SellerID,
-		Channel: c.Channel, Jurisdiction: c.Jurisdiction, Category: c.Category, Amount: c.Amount, PendingPostings: pending}}, nil
+	return []any{contracts.PaymentAuthorized{PaymentID: s.ID, OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
+		Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, PendingPostings: pending}}, nil
+}
+
+// agrees refuses an authorization that states a field of the order other
+// than the log has it. Every such field may be left out.
+func agrees(op string, c contracts.AuthorizePayment, o Order) error {
+	for _, f := range []struct{ field, got, want string }{
+		{"/buyer_id", c.BuyerID, o.BuyerID},
+		{"/seller_id", c.SellerID, o.SellerID},
+		{"/channel", string(c.Channel), string(o.Channel)},
+		{"/jurisdiction", c.Jurisdiction, o.Jurisdiction},
+		{"/category", c.Category, o.Category},
+	} {
+		if f.got != "" && f.got != f.want {
+			return invalid(op, f.field, fmt.Sprintf("the order's %s %q, as the log has it (may be left out)", f.field[1:], f.want))
+		}
+	}
+	if c.Amount != (contracts.Money{}) && c.Amount != o.Total {
+		return invalid(op, "/amount", fmt.Sprintf("the order's total %s, as the log has it (may be left out)", o.Total))
+	}
+	return nil
 }
 
 // decideCapture posts the pending transfer, in full or in part. One capture
 // per payment: a partial capture releases the rest of the authorization, as
 // a TigerBeetle post_pending_transfer with a smaller amount does.
-func decideCapture(s State, c contracts.CapturePayment, rules []contracts.Rule, now time.Time) ([]any, error) {
+func decideCapture(s State, c contracts.CapturePayment, o Order, rules []contracts.Rule, now time.Time) ([]any, error) {
 	const op = "payment.capture"
 	if s.Status == StatusNew {
 		return nil, notFound(op, s.ID)
@@ -251,7 +279,15 @@ func decideCapture(s State, c contracts.CapturePayment, rules []contracts.Rule, 
 		}
 		amount = *c.Amount
 	}
-	if err := frozen(contracts.OpPaymentCapture, s.Target, rules, now); err != nil {
+	if !o.Placed || o.ID != s.OrderID {
+		// Authorized before payments took their scope from the log, for
+		// an order the log does not have: there is no scope to judge the
+		// capture by, so it is refused rather than let through. Voiding
+		// it stays possible.
+		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/payment_id",
+			Rule: fmt.Sprintf("payment %s is for order %q, which is not in the log: its policy scope cannot be judged; void it", s.ID, s.OrderID)}
+	}
+	if err := blocked(contracts.OpPaymentCapture, o, rules, now); err != nil {
 		return nil, err
 	}
 	ps := []contracts.Posting{

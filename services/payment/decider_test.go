@@ -21,6 +21,7 @@ type scenario struct {
 	rules []contracts.Rule
 	now   time.Time
 	cmd   any
+	order *Order
 }
 
 // Given starts a scenario on payment "p1" with its past events.
@@ -38,6 +39,10 @@ func (s *scenario) At(now time.Time) *scenario { s.now = now; return s }
 // Fee sets the platform fee.
 func (s *scenario) Fee(bps int64) *scenario { s.d.FeeBasisPoints = bps; return s }
 
+// For sets the order the payment is for, as the log has it. Without it
+// the order is o1 (see orderFor), priced as the command or the payment.
+func (s *scenario) For(o Order) *scenario { s.order = &o; return s }
+
 // When sets the command.
 func (s *scenario) When(cmd any) *scenario { s.cmd = cmd; return s }
 
@@ -46,7 +51,21 @@ func (s *scenario) decide() ([]any, error) {
 	for _, e := range s.given {
 		state = Evolve(state, e)
 	}
-	return s.d.Decide(state, s.cmd, s.rules, s.now)
+	o := orderFor(contracts.Money{AmountMinor: state.AuthorizedMinor, Currency: state.Currency})
+	if c, ok := s.cmd.(contracts.AuthorizePayment); ok {
+		o = orderFor(c.Amount)
+	}
+	if s.order != nil {
+		o = *s.order
+	}
+	return s.d.Decide(state, s.cmd, o, s.rules, s.now)
+}
+
+// orderFor is order o1 as the log has it: one unit at total from a
+// domestic social-commerce listing of seller s1 in Indonesia, bought by b1.
+func orderFor(total contracts.Money) Order {
+	return Order{ID: "o1", Placed: true, BuyerID: "b1", SellerID: "s1", UnitPrice: total, Total: total,
+		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Origin: contracts.OriginDomestic}
 }
 
 // Then asserts the events decided, that each passes its contract and that
@@ -148,21 +167,42 @@ func TestAuthorizeTwiceConflicts(t *testing.T) {
 func TestAuthorizeBadInput(t *testing.T) {
 	for name, tc := range map[string]struct {
 		edit  func(*contracts.AuthorizePayment)
+		kind  events.Kind
 		field string
 	}{
-		"zero":         {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = 0 }, "/amount/amount_minor"},
-		"negative":     {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = -5 }, "/amount/amount_minor"},
-		"overflow":     {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = contracts.MaxAmountMinor + 1 }, "/amount/amount_minor"},
-		"currency":     {func(c *contracts.AuthorizePayment) { c.Amount.Currency = "XYZ" }, "/amount/currency"},
-		"jurisdiction": {func(c *contracts.AuthorizePayment) { c.Jurisdiction = "QQ" }, "/jurisdiction"},
-		"channel":      {func(c *contracts.AuthorizePayment) { c.Channel = "tv" }, "/channel"},
+		"no order id":  {func(c *contracts.AuthorizePayment) { c.OrderID = "" }, events.KindInvalid, "/order_id"},
+		"other order":  {func(c *contracts.AuthorizePayment) { c.OrderID = "o2" }, events.KindNotFound, "/order_id"},
+		"zero":         {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = 0 }, events.KindInvalid, "/amount"},
+		"negative":     {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = -5 }, events.KindInvalid, "/amount"},
+		"overflow":     {func(c *contracts.AuthorizePayment) { c.Amount.AmountMinor = contracts.MaxAmountMinor + 1 }, events.KindInvalid, "/amount"},
+		"currency":     {func(c *contracts.AuthorizePayment) { c.Amount.Currency = "XYZ" }, events.KindInvalid, "/amount"},
+		"jurisdiction": {func(c *contracts.AuthorizePayment) { c.Jurisdiction = "QQ" }, events.KindInvalid, "/jurisdiction"},
+		"channel":      {func(c *contracts.AuthorizePayment) { c.Channel = "tv" }, events.KindInvalid, "/channel"},
+		"marketplace":  {func(c *contracts.AuthorizePayment) { c.Channel = contracts.ChannelMarketplace }, events.KindInvalid, "/channel"},
+		"seller":       {func(c *contracts.AuthorizePayment) { c.SellerID = "s2" }, events.KindInvalid, "/seller_id"},
+		"buyer":        {func(c *contracts.AuthorizePayment) { c.BuyerID = "b2" }, events.KindInvalid, "/buyer_id"},
+		"category":     {func(c *contracts.AuthorizePayment) { c.Category = "books" }, events.KindInvalid, "/category"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := authorize(100)
 			tc.edit(&c)
-			Given(t).When(c).ThenError(events.KindInvalid, tc.field)
+			Given(t).For(orderFor(usd(100))).When(c).ThenError(tc.kind, tc.field)
 		})
 	}
+}
+
+// TestAuthorizeFromTheOrder: a command that names only the order gets the
+// order's parties, scope and total.
+func TestAuthorizeFromTheOrder(t *testing.T) {
+	Given(t).For(orderFor(usd(700))).When(contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1"}).Then(authorized(700))
+}
+
+// TestAuthorizeMarketplaceClaimFrozen: claiming the marketplace channel for
+// a social-commerce order under a social-commerce freeze is refused.
+func TestAuthorizeMarketplaceClaimFrozen(t *testing.T) {
+	c := authorize(100)
+	c.Channel = contracts.ChannelMarketplace
+	Given(t).Under(freeze("r1", socialID, t0)).When(c).ThenError(events.KindInvalid, "/channel")
 }
 
 func TestAuthorizeFrozenInScope(t *testing.T) {
@@ -179,9 +219,11 @@ func TestAuthorizeBeforeFreezeInstant(t *testing.T) {
 func TestAuthorizeOutOfScope(t *testing.T) {
 	c := authorize(100)
 	c.Channel = contracts.ChannelMarketplace
+	o := orderFor(usd(100))
+	o.Channel = contracts.ChannelMarketplace
 	want := authorized(100)
 	want.Channel = contracts.ChannelMarketplace
-	Given(t).Under(freeze("r1", socialID, t0)).When(c).Then(want)
+	Given(t).For(o).Under(freeze("r1", socialID, t0)).When(c).Then(want)
 }
 
 func TestAuthorizeAfterLift(t *testing.T) {
@@ -190,11 +232,50 @@ func TestAuthorizeAfterLift(t *testing.T) {
 	Given(t).Under(r).When(authorize(100)).Then(authorized(100))
 }
 
-func TestAuthorizeFloorPriceNotJudged(t *testing.T) {
-	floor := contracts.FloorPriceSet{RuleID: "f1", Scope: contracts.Scope{All: true},
-		BlockedOperations: []contracts.Operation{contracts.OpPaymentAuthorize}, Amount: usd(10_000),
-		EffectiveAt: t0.Add(-time.Hour), LegalBasis: "x", Issuer: "y"}.Rule()
-	Given(t).Under(floor).When(authorize(100)).Then(authorized(100))
+func floorOn(amount contracts.Money, origin contracts.Origin, ops ...contracts.Operation) contracts.Rule {
+	return contracts.FloorPriceSet{RuleID: "f1", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
+		BlockedOperations: ops, Amount: amount, Origin: origin,
+		EffectiveAt: t0.Add(-time.Hour), LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}.Rule()
+}
+
+// TestAuthorizeFloorPrice: a floor on payment.authorize refuses an order
+// whose unit price is below it, exactly as order.place is refused: the
+// unit price, not the total, and only for the floor's origin.
+func TestAuthorizeFloorPrice(t *testing.T) {
+	below := orderFor(usd(99))
+	below.Total = usd(99 * 3) // three units: the total is above the floor, the unit price is not
+	e := Given(t).For(below).Under(floorOn(usd(100), "", contracts.OpPaymentAuthorize)).
+		When(contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1"}).ThenError(events.KindFrozen, "/order_id")
+	if !strings.Contains(e.Error(), "f1") || !strings.Contains(e.Error(), "Permendag 31/2023") {
+		t.Errorf("floor refusal does not name the rule and its basis: %v", e)
+	}
+	Given(t).For(orderFor(usd(100))).Under(floorOn(usd(100), "", contracts.OpPaymentAuthorize)).
+		When(authorize(100)).Then(authorized(100))
+	Given(t).For(orderFor(usd(99))).Under(floorOn(usd(100), contracts.OriginCrossBorder, contracts.OpPaymentAuthorize)).
+		When(authorize(99)).Then(authorized(99))
+	Given(t).For(orderFor(usd(99))).Under(floorOn(usd(100), "", contracts.OpOrderPlace)).
+		When(authorize(99)).Then(authorized(99))
+}
+
+// TestCaptureFloorPrice: a floor set after the authorization on
+// payment.capture refuses the capture; voiding stays possible.
+func TestCaptureFloorPrice(t *testing.T) {
+	Given(t, authorized(99)).Under(floorOn(usd(100), "", contracts.OpPaymentCapture)).
+		When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindFrozen, "/order_id")
+	Given(t, authorized(99)).Under(floorOn(usd(100), "", contracts.OpPaymentCapture)).
+		When(contracts.VoidPayment{PaymentID: "p1", Reason: "below the floor"}).
+		Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(99), Reason: "below the floor"})
+}
+
+// TestCaptureJudgedByTheOrder: a payment authorized (before payments took
+// their scope from the log) as a marketplace one for a social-commerce
+// order is judged at capture by the order, and an authorization for an
+// order the log does not have cannot be captured.
+func TestCaptureJudgedByTheOrder(t *testing.T) {
+	lied := authorized(500)
+	lied.Channel = contracts.ChannelMarketplace
+	Given(t, lied).Under(freeze("r1", socialID, t0)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindFrozen, "r1")
+	Given(t, authorized(500)).For(Order{ID: "o1"}).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
 }
 
 func TestCaptureFull(t *testing.T) {

@@ -128,9 +128,21 @@ func mustFail(t testing.TB, nc *nats.Conn, verb string, body any, status int, fi
 	return p
 }
 
+// auth authorizes payment id for order o-<id>, restating the order's
+// fields as the checkout does; withOrder puts that order in the log.
 func auth(id string, ch contracts.Channel, x int64) contracts.AuthorizePayment {
 	return contracts.AuthorizePayment{PaymentID: id, OrderID: "o-" + id, BuyerID: "b1", SellerID: "s1", Channel: ch,
 		Jurisdiction: "ID", Category: "fashion", Amount: usd(x)}
+}
+
+// withOrder places the order c is for, with the scope and total c states,
+// and returns c.
+func withOrder(t testing.TB, st events.Store, c contracts.AuthorizePayment) contracts.AuthorizePayment {
+	t.Helper()
+	placeOrder(t, st, contracts.OrderPlaced{OrderID: c.OrderID, BuyerID: c.BuyerID, ListingID: "l1", SellerID: c.SellerID,
+		Quantity: 1, UnitPrice: c.Amount, Total: c.Amount, Channel: c.Channel, Jurisdiction: c.Jurisdiction,
+		Category: c.Category, Origin: contracts.OriginDomestic})
+	return c
 }
 
 // TestFreezeHonouredOverNATS plays the day: trade before the freeze,
@@ -145,17 +157,19 @@ func TestFreezeHonouredOverNATS(t *testing.T) {
 	}
 	defer ms.Stop()
 	social := contracts.ChannelSocialCommerce
+	p1, p2, p3 := withOrder(t, st, auth("p1", social, 10_000)), withOrder(t, st, auth("p2", social, 5_000)), withOrder(t, st, auth("p3", social, 100))
+	p4, p5 := withOrder(t, st, auth("p4", contracts.ChannelMarketplace, 100)), withOrder(t, st, auth("p5", social, 100))
 
-	first := mustOK(t, nc, "authorize", auth("p1", social, 10_000))
+	first := mustOK(t, nc, "authorize", p1)
 	if first.Events[0].PolicyPosition != 0 || first.Payment.Status != StatusAuthorized {
 		t.Errorf("first authorization: %+v", first)
 	}
 	mustOK(t, nc, "capture", contracts.CapturePayment{PaymentID: "p1"})
-	mustOK(t, nc, "authorize", auth("p2", social, 5_000))
+	mustOK(t, nc, "authorize", p2)
 
 	fz := appendPolicy(t, st, "r1", freezeNow("r1"))
 
-	p := mustFail(t, nc, "authorize", auth("p3", social, 100), 423, "r1")
+	p := mustFail(t, nc, "authorize", p3, 423, "r1")
 	if !strings.Contains(p.Rule, "Permendag 31/2023") {
 		t.Errorf("frozen problem does not name the legal basis: %+v", p)
 	}
@@ -166,13 +180,13 @@ func TestFreezeHonouredOverNATS(t *testing.T) {
 	if got := settled.Payment.FeeMinor; got != 150 {
 		t.Errorf("fee on 6000 at 250 bps = %d, want 150", got)
 	}
-	other := mustOK(t, nc, "authorize", auth("p4", contracts.ChannelMarketplace, 100))
+	other := mustOK(t, nc, "authorize", p4)
 	if other.Events[0].PolicyPosition != fz.FirstPosition {
 		t.Errorf("out-of-scope authorization decided under %d, want the freeze's %d", other.Events[0].PolicyPosition, fz.FirstPosition)
 	}
 
 	appendPolicy(t, st, "r1", contracts.FreezeLifted{RuleID: "r1", EffectiveAt: time.Now(), LegalBasis: "served again", Issuer: "kemendag"})
-	mustOK(t, nc, "authorize", auth("p5", social, 100))
+	mustOK(t, nc, "authorize", p5)
 
 	checkReplay(t, svc, settled.Payment, "p1")
 }
@@ -204,7 +218,8 @@ func TestBadInputAppendsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ms.Stop()
-	mustOK(t, nc, "authorize", auth("p1", contracts.ChannelMarketplace, 1_000))
+	p1 := withOrder(t, st, auth("p1", contracts.ChannelMarketplace, 1_000))
+	mustOK(t, nc, "authorize", p1)
 	mustOK(t, nc, "capture", contracts.CapturePayment{PaymentID: "p1"})
 	ctx := context.Background()
 	before, err := st.LastPosition(ctx)
@@ -235,7 +250,7 @@ func TestBadInputAppendsNothing(t *testing.T) {
 		{"refund unknown", "refund", contracts.RefundPayment{PaymentID: "nope", RefundID: "f1", Amount: usd(1), Reason: "x"}, 404, "/payment_id"},
 		{"settle unknown", "settle", contracts.SettlePayment{PaymentID: "nope"}, 404, "/payment_id"},
 		{"capture twice", "capture", contracts.CapturePayment{PaymentID: "p1"}, 409, "/payment_id"},
-		{"authorize twice", "authorize", auth("p1", contracts.ChannelMarketplace, 1_000), 409, "/payment_id"},
+		{"authorize twice", "authorize", p1, 409, "/payment_id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mustFail(t, nc, tc.verb, tc.body, tc.status, tc.field)
@@ -264,6 +279,10 @@ func TestFreezeRace(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed))
 	st, _ := startStore(t)
 	svcs := []*Service{newService(t, st), newService(t, st)}
+	// Every payment is for one order: the payment service does not ask
+	// whether an order is paid already, and one order keeps the race about
+	// the freeze rather than about placing orders.
+	race := withOrder(t, st, auth("race", contracts.ChannelSocialCommerce, 100))
 	var (
 		wg       sync.WaitGroup
 		frozenAt sync.Map // set once the freeze is acknowledged
@@ -284,7 +303,9 @@ func TestFreezeRace(t *testing.T) {
 					return
 				}
 				id := fmt.Sprintf("w%d-%d", w, i)
-				_, err := svcs[(w+i)%2].Authorize(context.Background(), auth(id, contracts.ChannelSocialCommerce, 100))
+				c := race
+				c.PaymentID = id
+				_, err := svcs[(w+i)%2].Authorize(context.Background(), c)
 				mu.Lock()
 				switch {
 				case err == nil && after:

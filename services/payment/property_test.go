@@ -69,7 +69,17 @@ func (m *ledgerModel) togglePolicy(t *rapid.T) {
 
 func (m *ledgerModel) apply(t *rapid.T, pid string, cmd any) {
 	s := m.states[pid]
-	evs, err := m.d.Decide(s, cmd, m.rules, m.now)
+	// The order each payment is for, as the log has it: priced as the
+	// command asks, on the channel drawn for it.
+	o := Order{ID: s.OrderID, Placed: true, BuyerID: s.BuyerID, SellerID: s.SellerID, Channel: s.Target.Channel,
+		Jurisdiction: s.Target.Jurisdiction, Category: s.Target.Category,
+		Total: contracts.Money{AmountMinor: s.AuthorizedMinor, Currency: s.Currency}}
+	if c, ok := cmd.(contracts.AuthorizePayment); ok {
+		o = Order{ID: c.OrderID, Placed: true, BuyerID: c.BuyerID, SellerID: c.SellerID, Channel: c.Channel,
+			Jurisdiction: c.Jurisdiction, Category: c.Category, Total: c.Amount}
+	}
+	o.UnitPrice = o.Total
+	evs, err := m.d.Decide(s, cmd, o, m.rules, m.now)
 	if err != nil {
 		return
 	}

@@ -9,10 +9,31 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
+// blocked returns the KindFrozen error of the first rule in force at now
+// that blocks op on the order: a freeze of its scope, or else a floor price
+// above its unit price, judged exactly as order.place judges the order
+// (policyview.Rules.Check on the same target and unit price). A regulator
+// who sets a floor on payment.authorize or payment.capture gets it
+// enforced by the service that performs the operation (ADR 0014).
+func blocked(op contracts.Operation, o Order, rules []contracts.Rule, now time.Time) error {
+	if err := frozen(op, o.Target(), rules, now); err != nil {
+		return err
+	}
+	err := policyview.Rules(rules).Check(op, o.Target(), o.UnitPrice, now)
+	if e, ok := err.(*events.Error); ok && e.Field != "" {
+		// The offending value is the order's unit price, which the
+		// command names by its order id (order.place names it by the
+		// listing id).
+		e.Field = "/order_id"
+		if ref, ok := policyview.RefusalOf(err); ok && ref.Floor != nil {
+			e.Rule = fmt.Sprintf("%s: the unit price of order %s is %s, the floor %s", e.Rule, o.ID, o.UnitPrice, ref.Floor)
+		}
+	}
+	return err
+}
+
 // frozen returns the KindFrozen error of the first freeze in force at now
-// that blocks op on target, or nil. Floor prices are not judged here: they
-// are about unit prices, which the listing and order services see and a
-// payment does not; a payment honours them through the order it pays for.
+// that blocks op on target, or nil.
 func frozen(op contracts.Operation, target contracts.Target, rules []contracts.Rule, now time.Time) error {
 	for _, r := range rules {
 		if r.Kind != contracts.RuleFreeze || !r.Blocks(op, target, contracts.Money{}, now) {
