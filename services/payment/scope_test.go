@@ -111,7 +111,7 @@ func TestFloorOnPaymentsHonoured(t *testing.T) {
 
 	appendPolicy(t, st, "floor-1", contracts.FloorPriceSet{RuleID: "floor-1", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
 		BlockedOperations: []contracts.Operation{contracts.OpPaymentAuthorize, contracts.OpPaymentCapture},
-		Amount: usd(5_000), Origin: contracts.OriginCrossBorder, EffectiveAt: time.Now(), LegalBasis: "Permendag 31/2023", Issuer: "kemendag"})
+		Amount:            usd(5_000), Origin: contracts.OriginCrossBorder, EffectiveAt: time.Now(), LegalBasis: "Permendag 31/2023", Issuer: "kemendag"})
 
 	p := mustFail(t, nc, "authorize", restate("p-cheap", cheap), 423, "/order_id")
 	if p.Rule == "" {
