@@ -89,6 +89,12 @@ func BenchmarkFreezePropagation(b *testing.B) {
 				Origin: contracts.OriginDomestic, Price: idr(150_000_00), Stock: 1_000_000}); err != nil {
 				b.Fatal(err)
 			}
+			// The payment probes pay for this order: the payment service
+			// takes an authorization's scope from the order in the log.
+			if _, err := ord.order.Place(ctx, contracts.PlaceOrder{OrderID: fmt.Sprintf("pp-order-%03d", r), BuyerID: "buyer-1",
+				ListingID: fmt.Sprintf("pl-%03d", r), Quantity: 1}); err != nil {
+				b.Fatal(err)
+			}
 		}
 		var orderLat, payLat, listLat, viewLat []time.Duration
 		commands := 0
@@ -116,7 +122,7 @@ func BenchmarkFreezePropagation(b *testing.B) {
 			wg.Go(func() {
 				pLat, pN, pErr = untilRefused(acked, func(k int) error {
 					_, err := pay.payment.Authorize(ctx, contracts.AuthorizePayment{PaymentID: fmt.Sprintf("pp-%03d-%d", r, k),
-						OrderID: fmt.Sprintf("po-%03d-%d", r, k), BuyerID: "buyer-1", SellerID: "seller-1",
+						OrderID: fmt.Sprintf("pp-order-%03d", r), BuyerID: "buyer-1", SellerID: "seller-1",
 						Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: cat, Amount: idr(150_000_00)})
 					return err
 				})

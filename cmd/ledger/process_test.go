@@ -272,7 +272,10 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 	if refunded.Payment.RefundedMinor != paid[0].Total.AmountMinor {
 		t.Errorf("refund before the freeze: %+v", refunded.Payment)
 	}
-	// An authorization held across the freeze, to be voided during it.
+	// An authorization held across the freeze, to be voided during it, for
+	// an order placed before it (the payment service judges a payment by
+	// the order as the log has it).
+	ord.must(t, "order.place", contracts.PlaceOrder{OrderID: "ord-held", BuyerID: "buyer-held", ListingID: "sc-1", Quantity: 1}, nil)
 	pay.must(t, "payment.authorize", contracts.AuthorizePayment{PaymentID: "held-1", OrderID: "ord-held", BuyerID: "buyer-held",
 		SellerID: "seller-1", Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Amount: idr(150_000_00),
 		IdempotencyKey: "held-1"}, nil)
@@ -287,8 +290,11 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 	// Right after the acknowledgement, with no wait: every process decides
 	// under the freeze.
 	ord.expect(t, http.StatusLocked, "order.place", contracts.PlaceOrder{OrderID: "ord-frozen", BuyerID: "buyer-x", ListingID: "sc-1", Quantity: 1})
-	pay.expect(t, http.StatusLocked, "payment.authorize", contracts.AuthorizePayment{PaymentID: "pay-frozen", OrderID: "ord-frozen",
-		BuyerID: "buyer-x", SellerID: "seller-1", Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion",
+	pay.expect(t, http.StatusLocked, "payment.authorize", contracts.AuthorizePayment{PaymentID: "pay-frozen", OrderID: "ord-held"})
+	// A payment client that calls the social-commerce order a marketplace
+	// one is refused, naming the field: the scope is the order's.
+	pay.expect(t, http.StatusUnprocessableEntity, "payment.authorize", contracts.AuthorizePayment{PaymentID: "pay-claim", OrderID: "ord-held",
+		BuyerID: "buyer-held", SellerID: "seller-1", Channel: contracts.ChannelMarketplace, Jurisdiction: "ID", Category: "fashion",
 		Amount: idr(150_000_00)})
 	pay.expect(t, http.StatusLocked, "payment.capture", contracts.CapturePayment{PaymentID: "held-1"})
 	lst.expect(t, http.StatusLocked, "listing.create", contracts.CreateListing{ListingID: "xb-1", SellerID: "seller-3", Title: "Imported lamp",

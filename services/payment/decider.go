@@ -48,8 +48,10 @@ type State struct {
 	OrderID  string
 	BuyerID  string
 	SellerID string
-	// Target is the order's policy scope, recorded at authorization, so that
-	// a capture can be judged against a freeze without asking the order.
+	// Target is the policy scope payment.authorized recorded. A capture
+	// is judged by the order as the log has it, not by this: an
+	// authorization written before payments took their scope from the log
+	// may carry a scope its caller stated (ADR 0014).
 	Target   contracts.Target
 	Currency string
 	// The amounts, in minor units of Currency.
