@@ -3,6 +3,7 @@ package contracts
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,35 @@ type Money struct {
 // exactly. It also keeps the sum of a movement's legs far from int64
 // overflow, and a typo of many zeros is refused rather than booked.
 const MaxAmountMinor = math.MaxInt64 / 1024
+
+// AddMinor returns a+b and true, or 0 and false when the sum overflows
+// int64. Every sum of minor units the ledger keeps (the legs of a movement,
+// an account's balance, a seller's day of sales) goes through it or
+// SubMinor, so that money is never wrapped modulo 2^64: a wrapped balance can
+// still sum to zero with the others, and no zero-sum assertion would see it.
+// It works through math/bits so that the check is exact rather than a
+// comparison that the compiler may reason away.
+func AddMinor(a, b int64) (int64, bool) {
+	s, _ := bits.Add64(uint64(a), uint64(b), 0)
+	r := int64(s)
+	// Signed overflow happened iff a and b share a sign that r does not.
+	if (a >= 0) == (b >= 0) && (r >= 0) != (a >= 0) {
+		return 0, false
+	}
+	return r, true
+}
+
+// SubMinor returns a-b and true, or 0 and false when the difference
+// overflows int64 (math.MinInt64 has no negation, so a-b is not a+(-b)).
+func SubMinor(a, b int64) (int64, bool) {
+	d, _ := bits.Sub64(uint64(a), uint64(b), 0)
+	r := int64(d)
+	// Signed overflow happened iff a and b differ in sign and r's sign is not a's.
+	if (a >= 0) != (b >= 0) && (r >= 0) != (a >= 0) {
+		return 0, false
+	}
+	return r, true
+}
 
 // Validate checks that m is a positive amount in a known currency. Fields of
 // the error are relative ("/amount_minor"); callers prefix the path of m.

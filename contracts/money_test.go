@@ -125,7 +125,7 @@ func TestCheckPostings(t *testing.T) {
 	}
 }
 
-func TestAddInt64(t *testing.T) {
+func TestAddMinor(t *testing.T) {
 	tests := []struct {
 		a, b int64
 		want int64
@@ -138,9 +138,32 @@ func TestAddInt64(t *testing.T) {
 		{math.MinInt64, 0, math.MinInt64, true},
 	}
 	for _, tt := range tests {
-		got, ok := addInt64(tt.a, tt.b)
+		got, ok := AddMinor(tt.a, tt.b)
 		if got != tt.want || ok != tt.ok {
-			t.Errorf("addInt64(%d, %d) = %d, %v; want %d, %v", tt.a, tt.b, got, ok, tt.want, tt.ok)
+			t.Errorf("AddMinor(%d, %d) = %d, %v; want %d, %v", tt.a, tt.b, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestSubMinor(t *testing.T) {
+	tests := []struct {
+		a, b int64
+		want int64
+		ok   bool
+	}{
+		{3, 2, 1, true},
+		{0, math.MinInt64, 0, false},
+		{-1, math.MinInt64, math.MaxInt64, true},
+		{math.MinInt64, 1, 0, false},
+		{math.MaxInt64, -1, 0, false},
+		{math.MaxInt64, math.MaxInt64, 0, true},
+		{-2, math.MaxInt64, 0, false},
+		{-1, math.MaxInt64, math.MinInt64, true},
+	}
+	for _, tt := range tests {
+		got, ok := SubMinor(tt.a, tt.b)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("SubMinor(%d, %d) = %d, %v; want %d, %v", tt.a, tt.b, got, ok, tt.want, tt.ok)
 		}
 	}
 }

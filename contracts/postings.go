@@ -2,7 +2,6 @@ package contracts
 
 import (
 	"fmt"
-	"math/bits"
 	"regexp"
 	"strconv"
 )
@@ -92,7 +91,7 @@ func CheckPostings(ps []Posting) error {
 		if !seen {
 			order = append(order, p.Currency)
 		}
-		sum, ok := addInt64(s, p.AmountMinor)
+		sum, ok := AddMinor(s, p.AmountMinor)
 		if !ok {
 			return invalidAt(op, at+"/amount_minor", "sum per currency overflows int64")
 		}
@@ -104,16 +103,4 @@ func CheckPostings(ps []Posting) error {
 		}
 	}
 	return nil
-}
-
-// addInt64 adds with overflow detection, through math/bits so that the
-// check is exact rather than a comparison that the compiler may reason away.
-func addInt64(a, b int64) (int64, bool) {
-	s, _ := bits.Add64(uint64(a), uint64(b), 0)
-	r := int64(s)
-	// Signed overflow happened iff a and b share a sign that r does not.
-	if (a >= 0) == (b >= 0) && (r >= 0) != (a >= 0) {
-		return 0, false
-	}
-	return r, true
 }

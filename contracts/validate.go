@@ -50,7 +50,7 @@ func (e PaymentSettled) validate() error {
 	if e.Net.Currency != e.Gross.Currency {
 		return invalidAt("", "/net/currency", "same currency as /gross/currency")
 	}
-	if sum, ok := addInt64(e.Net.AmountMinor, e.FeeMinor); !ok || sum != e.Gross.AmountMinor {
+	if sum, ok := AddMinor(e.Net.AmountMinor, e.FeeMinor); !ok || sum != e.Gross.AmountMinor {
 		return invalidAt("", "/net/amount_minor", "/net/amount_minor + /fee_minor equals /gross/amount_minor")
 	}
 	return checkMovement("/postings", e.Postings, e.Gross)

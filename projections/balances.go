@@ -39,22 +39,28 @@ func NewBalances() *Balances {
 // Name implements Model.
 func (m *Balances) Name() string { return ModelBalances }
 
-// Apply implements Model.
+// Apply implements Model. Every sum is overflow-checked and computed in
+// full before the model changes: an event that would take a balance past
+// int64 stops the model with an integrity error naming the position, the
+// account and the currency, and leaves the model as it was. (A wrapped
+// balance would go unseen by the zero-sum check, which holds modulo 2^64.)
 func (m *Balances) Apply(e events.Event, payload any) error {
 	const op = "projections.Balances"
-	var moved []contracts.Posting
+	var (
+		authorized, released []contracts.Posting
+		moved                []contracts.Posting
+		paymentID            string
+	)
 	switch p := payload.(type) {
 	case contracts.PaymentAuthorized:
 		if err := contracts.CheckPostings(p.PendingPostings); err != nil {
 			return positionErr(op, e.Position, err)
 		}
-		m.state.Authorizations[p.PaymentID] = p.PendingPostings
-		addAll(m.state.Pending, p.PendingPostings, 1)
+		paymentID, authorized = p.PaymentID, p.PendingPostings
 	case contracts.PaymentCaptured:
-		m.release(p.PaymentID)
-		moved = p.Postings
+		paymentID, released, moved = p.PaymentID, m.state.Authorizations[p.PaymentID], p.Postings
 	case contracts.PaymentVoided:
-		m.release(p.PaymentID)
+		paymentID, released = p.PaymentID, m.state.Authorizations[p.PaymentID]
 	case contracts.PaymentRefunded:
 		moved = p.Postings
 	case contracts.PaymentSettled:
@@ -66,10 +72,39 @@ func (m *Balances) Apply(e events.Event, payload any) error {
 		if err := contracts.CheckPostings(moved); err != nil {
 			return positionErr(op, e.Position, err)
 		}
-		addAll(m.state.Balances, moved, 1)
-		for _, p := range moved {
-			m.totals[p.Currency] += p.AmountMinor
+	}
+	// Pending: an authorization adds its legs, a capture or a void takes
+	// them out again; an event does one or the other.
+	pending, err := sums(m.state.Pending, authorized, released)
+	if err != nil {
+		return invariantErr(op, e.Position, "pending "+err.Error())
+	}
+	balances, err := sums(m.state.Balances, moved, nil)
+	if err != nil {
+		return invariantErr(op, e.Position, err.Error())
+	}
+	totals := map[string]int64{}
+	for _, p := range moved {
+		t, seen := totals[p.Currency]
+		if !seen {
+			t = m.totals[p.Currency]
 		}
+		if t, err = add(t, p.AmountMinor, "all accounts", p.Currency); err != nil {
+			return invariantErr(op, e.Position, err.Error())
+		}
+		totals[p.Currency] = t
+	}
+	// Every sum fits: apply them.
+	set(m.state.Pending, pending)
+	set(m.state.Balances, balances)
+	for cur, t := range totals {
+		m.totals[cur] = t
+	}
+	switch {
+	case authorized != nil:
+		m.state.Authorizations[paymentID] = authorized
+	case paymentID != "":
+		delete(m.state.Authorizations, paymentID)
 	}
 	return m.checkZero(e.Position)
 }
@@ -85,30 +120,73 @@ func (m *Balances) checkZero(pos uint64) error {
 	return nil
 }
 
-func (m *Balances) release(paymentID string) {
-	if legs, ok := m.state.Authorizations[paymentID]; ok {
-		addAll(m.state.Pending, legs, -1)
-		delete(m.state.Authorizations, paymentID)
+// cell is one account's balance in one currency.
+type cell struct{ account, currency string }
+
+// sums returns the balances of book that plus and minus touch, after
+// adding every leg of plus and subtracting every leg of minus, without
+// changing book. A sum past int64 is an error naming the account and the
+// currency.
+func sums(book map[string]map[string]int64, plus, minus []contracts.Posting) (map[cell]int64, error) {
+	out := map[cell]int64{}
+	for i, legs := range [][]contracts.Posting{plus, minus} {
+		for _, p := range legs {
+			c := cell{p.Account, p.Currency}
+			v, seen := out[c]
+			if !seen {
+				v = book[p.Account][p.Currency]
+			}
+			var err error
+			if i == 0 {
+				v, err = add(v, p.AmountMinor, p.Account, p.Currency)
+			} else {
+				v, err = sub(v, p.AmountMinor, p.Account, p.Currency)
+			}
+			if err != nil {
+				return nil, err
+			}
+			out[c] = v
+		}
+	}
+	return out, nil
+}
+
+// set writes balances into book, dropping those that reach zero so that
+// the snapshot does not depend on how a zero was reached.
+func set(book map[string]map[string]int64, balances map[cell]int64) {
+	for c, v := range balances {
+		byCur := book[c.account]
+		if v == 0 {
+			delete(byCur, c.currency)
+			if len(byCur) == 0 {
+				delete(book, c.account)
+			}
+			continue
+		}
+		if byCur == nil {
+			byCur = map[string]int64{}
+			book[c.account] = byCur
+		}
+		byCur[c.currency] = v
 	}
 }
 
-// addAll adds sign*amount of every leg, dropping balances that reach zero so
-// that the snapshot does not depend on how a zero was reached.
-func addAll(book map[string]map[string]int64, legs []contracts.Posting, sign int64) {
-	for _, p := range legs {
-		byCur := book[p.Account]
-		if byCur == nil {
-			byCur = map[string]int64{}
-			book[p.Account] = byCur
-		}
-		byCur[p.Currency] += sign * p.AmountMinor
-		if byCur[p.Currency] == 0 {
-			delete(byCur, p.Currency)
-			if len(byCur) == 0 {
-				delete(book, p.Account)
-			}
-		}
+// add is contracts.AddMinor with an error naming what overflowed.
+func add(a, b int64, account, currency string) (int64, error) {
+	s, ok := contracts.AddMinor(a, b)
+	if !ok {
+		return 0, fmt.Errorf("balance of %s in %s overflows int64: %d + %d", account, currency, a, b)
 	}
+	return s, nil
+}
+
+// sub is contracts.SubMinor with an error naming what overflowed.
+func sub(a, b int64, account, currency string) (int64, error) {
+	d, ok := contracts.SubMinor(a, b)
+	if !ok {
+		return 0, fmt.Errorf("balance of %s in %s overflows int64: %d - %d", account, currency, a, b)
+	}
+	return d, nil
 }
 
 // Snapshot implements Model.
@@ -128,9 +206,13 @@ func (m *Balances) Restore(data []byte) error {
 	if n.state.Authorizations == nil {
 		n.state.Authorizations = map[string][]contracts.Posting{}
 	}
-	for _, byCur := range n.state.Balances {
-		for cur, v := range byCur {
-			n.totals[cur] += v
+	for _, account := range sortedKeys(n.state.Balances) {
+		for cur, v := range n.state.Balances[account] {
+			t, err := add(n.totals[cur], v, "all accounts (at "+account+")", cur)
+			if err != nil {
+				return &events.Error{Op: "projections.Restore", Kind: events.KindIntegrity, Field: m.Name(), Err: err}
+			}
+			n.totals[cur] = t
 		}
 	}
 	if err := n.checkZero(0); err != nil {

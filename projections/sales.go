@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -49,26 +50,53 @@ func NewSellerSales() *SellerSales {
 // Name implements Model.
 func (m *SellerSales) Name() string { return ModelSales }
 
-// Apply implements Model.
+// Apply implements Model. Every sum of minor units is overflow-checked: an
+// event that would take a day's sum past int64 stops the model with an
+// integrity error naming the position, the seller, the day and the
+// currency, and changes nothing.
 func (m *SellerSales) Apply(e events.Event, payload any) error {
+	var (
+		seller string
+		amount contracts.Money
+		column func(*DaySales) *int64
+	)
 	switch p := payload.(type) {
 	case contracts.OrderPlaced:
-		d := m.day(p.SellerID, e.OccurredAt, p.Total.Currency)
-		d.OrdersPlaced++
-		d.UnitsPlaced += p.Quantity
-		d.PlacedMinor += p.Total.AmountMinor
+		seller, amount = p.SellerID, p.Total
+		column = func(d *DaySales) *int64 { return &d.PlacedMinor }
 	case contracts.PaymentAuthorized:
 		m.state.Payments[p.PaymentID] = p.SellerID
+		return nil
 	case contracts.PaymentCaptured:
-		if s, ok := m.state.Payments[p.PaymentID]; ok {
-			m.day(s, e.OccurredAt, p.Amount.Currency).CapturedMinor += p.Amount.AmountMinor
-		}
+		seller, amount = m.state.Payments[p.PaymentID], p.Amount
+		column = func(d *DaySales) *int64 { return &d.CapturedMinor }
 	case contracts.PaymentRefunded:
-		if s, ok := m.state.Payments[p.PaymentID]; ok {
-			m.day(s, e.OccurredAt, p.Amount.Currency).RefundedMinor += p.Amount.AmountMinor
-		}
+		seller, amount = m.state.Payments[p.PaymentID], p.Amount
+		column = func(d *DaySales) *int64 { return &d.RefundedMinor }
 	case contracts.PaymentSettled:
-		m.day(p.SellerID, e.OccurredAt, p.Net.Currency).SettledMinor += p.Net.AmountMinor
+		seller, amount = p.SellerID, p.Net
+		column = func(d *DaySales) *int64 { return &d.SettledMinor }
+	default:
+		return nil
+	}
+	if seller == "" {
+		return nil // a capture or refund of a payment this model never saw authorized
+	}
+	day := e.OccurredAt.In(WIB).Format(time.DateOnly)
+	old := int64(0)
+	if d, ok := m.state.Days[seller+"|"+day+"|"+amount.Currency]; ok {
+		old = *column(d)
+	}
+	sum, ok := contracts.AddMinor(old, amount.AmountMinor)
+	if !ok {
+		return invariantErr("projections.SellerSales", e.Position, fmt.Sprintf(
+			"sales of seller %s on %s in %s overflow int64: %d + %d", seller, day, amount.Currency, old, amount.AmountMinor))
+	}
+	d := m.day(seller, e.OccurredAt, amount.Currency)
+	*column(d) = sum
+	if p, ok := payload.(contracts.OrderPlaced); ok {
+		d.OrdersPlaced++
+		d.UnitsPlaced += p.Quantity // at most 10 000 an order: no count of orders reaches 2^63 / 10 000
 	}
 	return nil
 }
