@@ -181,14 +181,38 @@ func TestFreezeHonouredOverNATS(t *testing.T) {
 		t.Errorf("fee on 6000 at 250 bps = %d, want 150", got)
 	}
 	other := mustOK(t, nc, "authorize", p4)
-	if other.Events[0].PolicyPosition != fz.FirstPosition {
-		t.Errorf("out-of-scope authorization decided under %d, want the freeze's %d", other.Events[0].PolicyPosition, fz.FirstPosition)
+	// The policy head after the freeze is the fence record that closes its
+	// batch, just after the freeze.
+	head, err := st.PolicyHead(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := other.Events[0].PolicyPosition; got != head || head <= fz.LastPosition {
+		t.Errorf("out-of-scope authorization decided under %d, want the policy head %d after the freeze at %d", got, head, fz.LastPosition)
 	}
 
 	appendPolicy(t, st, "r1", contracts.FreezeLifted{RuleID: "r1", EffectiveAt: time.Now(), LegalBasis: "served again", Issuer: "kemendag"})
+	// A view that has not applied the lift yet refuses (the safe side), and
+	// a refusal is not retried: wait, bounded, until the view has it.
+	if head, err = st.PolicyHead(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitView(t, svc, head)
 	mustOK(t, nc, "authorize", p5)
 
 	checkReplay(t, svc, settled.Payment, "p1")
+}
+
+// waitView waits, at most 10 s, until the service's policy view has applied
+// position pos.
+func waitView(t *testing.T, svc *Service, pos uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); svc.view.Position() < pos; {
+		if time.Now().After(deadline) {
+			t.Fatalf("policy view at %d, not at %d after 10 s", svc.view.Position(), pos)
+		}
+		time.Sleep(time.Millisecond) // the view announces nothing public: poll it
+	}
 }
 
 // checkReplay loads a payment from the log and compares it with the state
