@@ -75,3 +75,45 @@ func (op Operation) Valid() bool {
 	}
 	return false
 }
+
+// Activation says how a policy change takes effect: at a position in the
+// log, never at a bare instant (ADR 0004).
+type Activation string
+
+// The activations.
+const (
+	// ActivationOnRecording: the change event is its own activation; it is
+	// in force for every event stored after it.
+	ActivationOnRecording Activation = "on_recording"
+	// ActivationScheduled: the change waits for its policy.rule_activated
+	// event, which the policy service appends when its clock reaches the
+	// change's effective_at. A change with no activation field (written
+	// before activations existed) is read as scheduled.
+	ActivationScheduled Activation = "scheduled"
+)
+
+// Activations lists every Activation, in schema order.
+var Activations = []Activation{ActivationOnRecording, ActivationScheduled}
+
+// Valid reports whether a is a known activation.
+func (a Activation) Valid() bool { return a == ActivationOnRecording || a == ActivationScheduled }
+
+// PolicyChange names the policy event a policy.rule_activated activates
+// (the event name within the policy context).
+type PolicyChange string
+
+// The policy changes an activation can activate.
+const (
+	ChangeFreezeImposed    PolicyChange = "freeze_imposed"
+	ChangeFreezeLifted     PolicyChange = "freeze_lifted"
+	ChangeFloorPriceSet    PolicyChange = "floor_price_set"
+	ChangeFloorPriceLifted PolicyChange = "floor_price_lifted"
+)
+
+// PolicyChanges lists every PolicyChange, in schema order.
+var PolicyChanges = []PolicyChange{ChangeFreezeImposed, ChangeFreezeLifted, ChangeFloorPriceSet, ChangeFloorPriceLifted}
+
+// Valid reports whether c is a known policy change.
+func (c PolicyChange) Valid() bool {
+	return c == ChangeFreezeImposed || c == ChangeFreezeLifted || c == ChangeFloorPriceSet || c == ChangeFloorPriceLifted
+}

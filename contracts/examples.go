@@ -66,16 +66,17 @@ var eventExamples = map[eventKey]any{
 			{Account: "seller_payable:s-77", AmountMinor: 14250000, Currency: "IDR"},
 			{Account: "platform_fee_revenue", AmountMinor: 750000, Currency: "IDR"}}},
 	{"policy.freeze_imposed", 1}: FreezeImposed{RuleID: "permendag-31-2023-social", Scope: exSocialID,
-		BlockedOperations: FreezeOperations, EffectiveAt: exFreezeAt, LegalBasis: exPermendag, Issuer: exIssuer,
+		BlockedOperations: FreezeOperations, EffectiveAt: exFreezeAt, Activation: ActivationScheduled, LegalBasis: exPermendag, Issuer: exIssuer,
 		Description: "social commerce may promote goods but not take orders or payments"},
-	{"policy.freeze_lifted", 1}: FreezeLifted{RuleID: "permendag-31-2023-social", EffectiveAt: exLiftAt,
+	{"policy.freeze_lifted", 1}: FreezeLifted{RuleID: "permendag-31-2023-social", EffectiveAt: exLiftAt, Activation: ActivationScheduled,
 		LegalBasis: "licence as an e-commerce platform", Issuer: exIssuer},
 	{"policy.floor_price_set", 1}: FloorPriceSet{RuleID: "permendag-31-2023-floor", Scope: exCrossID,
 		BlockedOperations: FloorPriceOperations, Amount: exFloor, Origin: OriginCrossBorder, EffectiveAt: exFreezeAt,
+		Activation: ActivationScheduled, LegalBasis: exPermendag, Issuer: exIssuer},
+	{"policy.floor_price_lifted", 1}: FloorPriceLifted{RuleID: "permendag-31-2023-floor", EffectiveAt: exLiftAt, Activation: ActivationOnRecording,
 		LegalBasis: exPermendag, Issuer: exIssuer},
-	{"policy.floor_price_lifted", 1}: FloorPriceLifted{RuleID: "permendag-31-2023-floor", EffectiveAt: exLiftAt,
-		LegalBasis: exPermendag, Issuer: exIssuer},
-	{"notary.checkpointed", 1}: exampleCheckpoint(),
+	{"policy.rule_activated", 1}: RuleActivated{RuleID: "permendag-31-2023-social", Activates: ChangeFreezeImposed, ScheduledAt: exFreezeAt},
+	{"notary.checkpointed", 1}:   exampleCheckpoint(),
 }
 
 var commandExamples = map[string]any{

@@ -50,7 +50,8 @@ type FreezeImposed struct {
 	RuleID            string      `json:"rule_id" schema:"id" doc:"the rule (aggregate id)"`
 	Scope             Scope       `json:"scope" doc:"the trade the freeze applies to"`
 	BlockedOperations []Operation `json:"blocked_operations" schema:"minItems=1,maxItems=5,unique" doc:"operations refused in scope"`
-	EffectiveAt       time.Time   `json:"effective_at" doc:"RFC 3339 instant from which the freeze applies"`
+	EffectiveAt       time.Time   `json:"effective_at" doc:"RFC 3339 instant from which the freeze applies when scheduled; the decision instant, for information only, when activation is on_recording"`
+	Activation        Activation  `json:"activation,omitempty" doc:"on_recording: in force from this event's position; scheduled: from its policy.rule_activated at effective_at; absent (older events): scheduled"`
 	LegalBasis        string      `json:"legal_basis" schema:"text=500" doc:"the law or order that requires it, e.g. Permendag 31/2023"`
 	Issuer            string      `json:"issuer" schema:"text=200" doc:"who imposed it (holder of the policy role)"`
 	Description       string      `json:"description,omitempty" schema:"text=2000" doc:"free text for operators and regulators"`
@@ -58,10 +59,11 @@ type FreezeImposed struct {
 
 // FreezeLifted records the end of a freeze from EffectiveAt.
 type FreezeLifted struct {
-	RuleID      string    `json:"rule_id" schema:"id" doc:"the freeze lifted (aggregate id)"`
-	EffectiveAt time.Time `json:"effective_at" doc:"RFC 3339 instant from which trade is allowed again"`
-	LegalBasis  string    `json:"legal_basis" schema:"text=500" doc:"the law or order that allows it"`
-	Issuer      string    `json:"issuer" schema:"text=200" doc:"who lifted it (holder of the policy role)"`
+	RuleID      string     `json:"rule_id" schema:"id" doc:"the freeze lifted (aggregate id)"`
+	EffectiveAt time.Time  `json:"effective_at" doc:"RFC 3339 instant from which trade is allowed again when scheduled; the decision instant, for information only, when activation is on_recording"`
+	Activation  Activation `json:"activation,omitempty" doc:"on_recording: effective from this event's position; scheduled: from its policy.rule_activated at effective_at; absent (older events): scheduled"`
+	LegalBasis  string     `json:"legal_basis" schema:"text=500" doc:"the law or order that allows it"`
+	Issuer      string     `json:"issuer" schema:"text=200" doc:"who lifted it (holder of the policy role)"`
 }
 
 // FloorPriceSet records a minimum unit price: from EffectiveAt, the blocked
@@ -73,7 +75,8 @@ type FloorPriceSet struct {
 	BlockedOperations []Operation `json:"blocked_operations" schema:"minItems=1,maxItems=5,unique" doc:"operations refused below the floor"`
 	Amount            Money       `json:"amount" doc:"the minimum unit price"`
 	Origin            Origin      `json:"origin,omitempty" doc:"origin of goods the floor applies to; empty means all"`
-	EffectiveAt       time.Time   `json:"effective_at" doc:"RFC 3339 instant from which the floor applies"`
+	EffectiveAt       time.Time   `json:"effective_at" doc:"RFC 3339 instant from which the floor applies when scheduled; the decision instant, for information only, when activation is on_recording"`
+	Activation        Activation  `json:"activation,omitempty" doc:"on_recording: in force from this event's position; scheduled: from its policy.rule_activated at effective_at; absent (older events): scheduled"`
 	LegalBasis        string      `json:"legal_basis" schema:"text=500" doc:"the law or order that requires it"`
 	Issuer            string      `json:"issuer" schema:"text=200" doc:"who set it (holder of the policy role)"`
 	Description       string      `json:"description,omitempty" schema:"text=2000" doc:"free text for operators and regulators"`
@@ -81,10 +84,11 @@ type FloorPriceSet struct {
 
 // FloorPriceLifted records the end of a floor price from EffectiveAt.
 type FloorPriceLifted struct {
-	RuleID      string    `json:"rule_id" schema:"id" doc:"the floor lifted (aggregate id)"`
-	EffectiveAt time.Time `json:"effective_at" doc:"RFC 3339 instant from which the floor no longer applies"`
-	LegalBasis  string    `json:"legal_basis" schema:"text=500" doc:"the law or order that allows it"`
-	Issuer      string    `json:"issuer" schema:"text=200" doc:"who lifted it (holder of the policy role)"`
+	RuleID      string     `json:"rule_id" schema:"id" doc:"the floor lifted (aggregate id)"`
+	EffectiveAt time.Time  `json:"effective_at" doc:"RFC 3339 instant from which the floor no longer applies when scheduled; the decision instant, for information only, when activation is on_recording"`
+	Activation  Activation `json:"activation,omitempty" doc:"on_recording: effective from this event's position; scheduled: from its policy.rule_activated at effective_at; absent (older events): scheduled"`
+	LegalBasis  string     `json:"legal_basis" schema:"text=500" doc:"the law or order that allows it"`
+	Issuer      string     `json:"issuer" schema:"text=200" doc:"who lifted it (holder of the policy role)"`
 }
 
 // Rule is the read view of a policy rule, as deciders and projections keep
@@ -122,23 +126,12 @@ func (r Rule) InForce(t time.Time) bool {
 	return !t.Before(r.EffectiveAt) && (r.LiftedAt.IsZero() || t.Before(r.LiftedAt))
 }
 
-// Blocks reports whether the rule, in force at t, refuses op on target at
-// the given unit price (ignored by a freeze). A floor price refuses a price
-// in another currency, because it cannot be compared without a rate.
+// Blocks reports whether the rule, in force at instant at by its stated
+// instants, refuses op on target at the given unit price. It reads the
+// instants the events state, for displays that ask "as of an instant";
+// enforcement reads positions (RuleTimeline.Enforced and Matches).
 func (r Rule) Blocks(op Operation, t Target, unitPrice Money, at time.Time) bool {
-	if !r.InForce(at) || !slices.Contains(r.BlockedOperations, op) || !r.Scope.Covers(t) {
-		return false
-	}
-	switch r.Kind {
-	case RuleFreeze:
-		return true
-	case RuleFloorPrice:
-		if r.Floor == nil || (r.Origin != "" && r.Origin != t.Origin) {
-			return false
-		}
-		return unitPrice.Currency != r.Floor.Currency || unitPrice.AmountMinor < r.Floor.AmountMinor
-	}
-	return false
+	return r.InForce(at) && r.Matches(op, t, unitPrice)
 }
 
 // Policy commands.
@@ -196,7 +189,7 @@ type LiftFloorPrice struct {
 // ago). Nothing earlier is accepted.
 const EffectiveTolerance = 5 * time.Second
 
-// RecordingWindow is how far before its recording a stated effective
+// RecordingWindow (deprecated with InForceFrom) is how far before its recording a stated effective
 // instant is still taken as "from the recording". The policy service states
 // instants no earlier than EffectiveTolerance before its decision; the
 // append that follows can take seconds more (a leader election), so the
@@ -213,7 +206,9 @@ const RecordingWindow = time.Hour
 // before the policy event could have known it, and none may be judged
 // against it. Any other stated instant stands as it is: a freeze scheduled
 // ahead, or a simulated day whose business clock is far from the server's.
-// Services and the audit all use this one function (ADR 0004).
+//
+// Deprecated: enforcement is positional (RuleTimeline); no service uses
+// this. It remains for readers of logs written before activations.
 func InForceFrom(effective, recorded time.Time) time.Time {
 	if recorded.IsZero() || !effective.Before(recorded) || recorded.Sub(effective) > RecordingWindow {
 		return effective

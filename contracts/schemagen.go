@@ -155,6 +155,10 @@ var enumDefs = map[reflect.Type]struct {
 	reflect.TypeFor[Origin]():  {"origin", "where goods ship from", func() []string { return strs(Origins) }},
 	reflect.TypeFor[Operation](): {"operation", "an operation a policy rule can block (a command name)",
 		func() []string { return strs(Operations) }},
+	reflect.TypeFor[Activation](): {"activation", "how a policy change takes effect: on_recording (this event) or scheduled (its policy.rule_activated)",
+		func() []string { return strs(Activations) }},
+	reflect.TypeFor[PolicyChange](): {"policy_change", "a policy event an activation activates",
+		func() []string { return strs(PolicyChanges) }},
 }
 
 func strs[T ~string](vs []T) []string {
