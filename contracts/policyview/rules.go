@@ -17,10 +17,30 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
-// Rules is the policy timeline folded into rules, in the order they were
-// imposed. A lifted rule stays in the list with its LiftedAt set, so that a
-// decision judged at an earlier instant still sees it.
-type Rules []contracts.Rule
+// Rules is the policy timeline as of a policy position: every rule folded
+// from the policy events up to and including Position, with where each was
+// imposed, activated, lifted and where its lift was activated. A decision
+// made under it is judged by contracts.RuleTimeline.Enforced(Position, now):
+// the rules in force positionally for the event it would store, and the
+// scheduled freezes and floors whose instant the decision clock has
+// reached. It is immutable: Apply returns new Rules.
+type Rules struct {
+	// Position is the newest policy position folded (control records
+	// included): the position decisions under these rules are fenced on.
+	Position uint64
+	// Timeline is every rule, in the order imposed.
+	Timeline contracts.PolicyTimeline
+}
+
+// Fold returns the rules of the given policy payloads, stored at positions
+// 1, 2, ... in order: a timeline for tests and tools.
+func Fold(payloads ...any) Rules {
+	var rs Rules
+	for _, p := range payloads {
+		rs = rs.Apply(rs.Position+1, p)
+	}
+	return rs
+}
 
 // Refusal is the cause carried by the KindFrozen error that Check returns:
 // the rule that refused the operation, so that callers can record its id
@@ -40,28 +60,46 @@ func (r *Refusal) Error() string {
 	return fmt.Sprintf("frozen by rule %s (%s)", r.RuleID, r.LegalBasis)
 }
 
-// Check returns nil if no rule in force at now blocks op on target at
-// unitPrice, and otherwise a KindFrozen *events.Error whose Rule names the
-// first blocking rule and its legal basis and whose cause is a *Refusal.
-// A freeze is reported before a floor price: it is the stronger reason.
+// Check returns nil if no rule enforced at instant now under the rules'
+// position blocks op on target at unitPrice, and otherwise a KindFrozen
+// *events.Error whose Rule names the first blocking rule and its legal
+// basis and whose cause is a *Refusal. A freeze is reported before a floor
+// price: it is the stronger reason.
 func (rs Rules) Check(op contracts.Operation, target contracts.Target, unitPrice contracts.Money, now time.Time) error {
 	var floor *contracts.Rule
-	for i := range rs {
-		r := &rs[i]
-		if !r.Blocks(op, target, unitPrice, now) {
+	for i := range rs.Timeline {
+		r := &rs.Timeline[i]
+		if !r.Enforced(rs.Position, now) || !r.Matches(op, target, unitPrice) {
 			continue
 		}
 		if r.Kind == contracts.RuleFreeze {
-			return refuse(op, "", r)
+			return refuse(op, "", &r.Rule)
 		}
 		if floor == nil {
-			floor = r
+			floor = &r.Rule
 		}
 	}
 	if floor != nil {
 		return refuse(op, "/price", floor)
 	}
 	return nil
+}
+
+// InForce returns the rules enforced at instant now under the rules'
+// position, as contracts.Rule values in force at every instant (their
+// stated instants cleared): for deciders that judge contracts.Rule.Blocks
+// themselves. Enforcement stays the view's: positional and by the clock
+// for a known scheduled instant, never by an instant an event states.
+func (rs Rules) InForce(now time.Time) []contracts.Rule {
+	var out []contracts.Rule
+	for _, r := range rs.Timeline {
+		if r.Enforced(rs.Position, now) {
+			rule := r.Rule
+			rule.EffectiveAt, rule.LiftedAt = time.Time{}, time.Time{}
+			out = append(out, rule)
+		}
+	}
+	return out
 }
 
 func refuse(op contracts.Operation, field string, r *contracts.Rule) error {
@@ -85,50 +123,16 @@ func RefusalOf(err error) (*Refusal, bool) {
 	return nil, false
 }
 
-// Apply folds one decoded policy event, recorded by the server at
-// recorded (zero if unknown), into the rules and returns the new list; rs
-// is not modified, so a snapshot handed out earlier stays valid. Every
-// effective instant goes through contracts.InForceFrom, the one rule the
-// services and the audit share. Events of other types are ignored.
-func (rs Rules) Apply(payload any, recorded time.Time) Rules {
-	switch e := payload.(type) {
-	case contracts.FreezeImposed:
-		r := e.Rule()
-		r.EffectiveAt = contracts.InForceFrom(r.EffectiveAt, recorded)
-		return append(rs[:len(rs):len(rs)], r)
-	case contracts.FloorPriceSet:
-		r := e.Rule()
-		r.EffectiveAt = contracts.InForceFrom(r.EffectiveAt, recorded)
-		return append(rs[:len(rs):len(rs)], r)
-	case contracts.FreezeLifted:
-		return rs.lift(e.RuleID, contracts.RuleFreeze, contracts.InForceFrom(e.EffectiveAt, recorded))
-	case contracts.FloorPriceLifted:
-		return rs.lift(e.RuleID, contracts.RuleFloorPrice, contracts.InForceFrom(e.EffectiveAt, recorded))
+// Apply folds one decoded policy payload stored at position pos and moves
+// the rules' position to pos; rs is not modified, so a snapshot handed out
+// earlier stays valid. Control records move the position with a nil
+// payload. Payloads of other types only move the position.
+func (rs Rules) Apply(pos uint64, payload any) Rules {
+	if payload != nil {
+		rs.Timeline = rs.Timeline.Apply(pos, payload)
+	}
+	if pos > rs.Position {
+		rs.Position = pos
 	}
 	return rs
-}
-
-func (rs Rules) lift(id string, kind contracts.RuleKind, at time.Time) Rules {
-	out := make(Rules, len(rs))
-	copy(out, rs)
-	for i := range out {
-		if out[i].RuleID == id && out[i].Kind == kind && out[i].LiftedAt.IsZero() {
-			out[i].LiftedAt = at
-		}
-	}
-	return out
-}
-
-// early returns the rules with every effective instant moved d earlier: the
-// guard of View.SetGuard. Lifts are not moved: a rule ends no earlier.
-func (rs Rules) early(d time.Duration) Rules {
-	if d <= 0 || len(rs) == 0 {
-		return rs
-	}
-	out := make(Rules, len(rs))
-	for i, r := range rs {
-		r.EffectiveAt = r.EffectiveAt.Add(-d)
-		out[i] = r
-	}
-	return out
 }

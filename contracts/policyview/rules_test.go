@@ -16,13 +16,17 @@ var (
 	usd = func(minor int64) contracts.Money { return contracts.Money{AmountMinor: minor, Currency: "USD"} }
 )
 
+// timeline is a freeze and a floor scheduled at freezeAt and activated,
+// and the freeze lifted an hour later, on its recording.
 func timeline() Rules {
-	var rs Rules
-	rs = rs.Apply(contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
-		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}, time.Time{})
-	rs = rs.Apply(contracts.FloorPriceSet{RuleID: "fl", BlockedOperations: contracts.FloorPriceOperations, Amount: usd(100_00),
-		Origin: contracts.OriginCrossBorder, EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}, time.Time{})
-	return rs.Apply(contracts.FreezeLifted{RuleID: "fz", EffectiveAt: freezeAt.Add(time.Hour)}, time.Time{})
+	return Fold(
+		contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
+			BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, Activation: contracts.ActivationScheduled, LegalBasis: "Permendag 31/2023"},
+		contracts.FloorPriceSet{RuleID: "fl", BlockedOperations: contracts.FloorPriceOperations, Amount: usd(100_00),
+			Origin: contracts.OriginCrossBorder, EffectiveAt: freezeAt, Activation: contracts.ActivationScheduled, LegalBasis: "Permendag 31/2023"},
+		contracts.RuleActivated{RuleID: "fz", Activates: contracts.ChangeFreezeImposed, ScheduledAt: freezeAt},
+		contracts.RuleActivated{RuleID: "fl", Activates: contracts.ChangeFloorPriceSet, ScheduledAt: freezeAt},
+	)
 }
 
 func TestCheck(t *testing.T) {
@@ -37,14 +41,12 @@ func TestCheck(t *testing.T) {
 		at     time.Time
 		rule   string // "" when allowed
 	}{
-		{"before the freeze", contracts.OpOrderPlace, social, usd(150_00), freezeAt.Add(-time.Nanosecond), ""},
+		{"activated, whatever the clock", contracts.OpOrderPlace, social, usd(150_00), freezeAt.Add(-time.Hour), "fz"},
 		{"at the freeze instant", contracts.OpOrderPlace, social, usd(150_00), freezeAt, "fz"},
 		{"freeze before floor", contracts.OpOrderPlace, social, usd(1), freezeAt, "fz"},
 		{"out of scope", contracts.OpOrderPlace, market, usd(150_00), freezeAt, ""},
 		{"not a blocked operation", contracts.OpListingCreate, social, usd(150_00), freezeAt, ""},
 		{"below the floor", contracts.OpListingCreate, social, usd(99_99), freezeAt, "fl"},
-		{"at the lift instant", contracts.OpOrderPlace, social, usd(150_00), freezeAt.Add(time.Hour), ""},
-		{"below the floor after the lift", contracts.OpOrderPlace, social, usd(99_99), freezeAt.Add(time.Hour), "fl"},
 	}
 	for _, tc := range tests {
 		err := rs.Check(tc.op, tc.target, tc.price, tc.at)
@@ -58,25 +60,47 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// TestApplyKeepsSnapshots checks that folding a lift does not change a
-// snapshot handed out before it.
-func TestApplyKeepsSnapshots(t *testing.T) {
-	var rs Rules
-	before := rs.Apply(contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{All: true},
-		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt}, time.Time{})
-	after := before.Apply(contracts.FreezeLifted{RuleID: "fz", EffectiveAt: freezeAt}, time.Time{})
-	if !before[0].LiftedAt.IsZero() || after[0].LiftedAt.IsZero() {
-		t.Errorf("before %v after %v", before[0].LiftedAt, after[0].LiftedAt)
+// TestCheckByPosition checks that activated rules hold whatever the
+// decision clock says, that the clock refuses from a known scheduled
+// instant before the activation, and that a lift counts only from its
+// activation.
+func TestCheckByPosition(t *testing.T) {
+	scheduled := Fold(contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{All: true},
+		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, Activation: contracts.ActivationScheduled, LegalBasis: "Permendag 31/2023"})
+	activated := scheduled.Apply(scheduled.Position+1, contracts.RuleActivated{RuleID: "fz", Activates: contracts.ChangeFreezeImposed, ScheduledAt: freezeAt})
+	liftAt := freezeAt.Add(time.Hour)
+	liftScheduled := activated.Apply(activated.Position+1, contracts.FreezeLifted{RuleID: "fz", EffectiveAt: liftAt, Activation: contracts.ActivationScheduled})
+	liftActivated := liftScheduled.Apply(liftScheduled.Position+1, contracts.RuleActivated{RuleID: "fz", Activates: contracts.ChangeFreezeLifted, ScheduledAt: liftAt})
+	now := Fold(contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{All: true},
+		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, Activation: contracts.ActivationOnRecording, LegalBasis: "x"})
+	early := freezeAt.Add(-time.Hour)
+	for _, tc := range []struct {
+		name    string
+		rules   Rules
+		at      time.Time
+		refused bool
+	}{
+		{"scheduled, before its instant", scheduled, freezeAt.Add(-time.Nanosecond), false},
+		{"scheduled, at its instant, not yet activated", scheduled, freezeAt, true},
+		{"activated, decision clock behind", activated, early, true},
+		{"on recording, decision clock behind its stated instant", now, early, true},
+		{"lift scheduled and due, not activated", liftScheduled, liftAt.Add(time.Minute), true},
+		{"lift activated", liftActivated, liftAt.Add(-time.Minute), false},
+	} {
+		err := tc.rules.Check(contracts.OpOrderPlace, social, usd(1), tc.at)
+		if got := err != nil; got != tc.refused {
+			t.Errorf("%s: refused %v (%v), want %v", tc.name, got, err, tc.refused)
+		}
 	}
 }
 
-// TestApplyUsesRecording checks that an "effective now" freeze stated a
-// moment before the server recorded it takes effect at the recording.
-func TestApplyUsesRecording(t *testing.T) {
-	rec := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
-	rs := Rules(nil).Apply(contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{All: true},
-		BlockedOperations: contracts.FreezeOperations, EffectiveAt: rec.Add(-time.Millisecond)}, rec)
-	if !rs[0].EffectiveAt.Equal(rec) {
-		t.Errorf("effective %v, want the recording %v", rs[0].EffectiveAt, rec)
+// TestApplyKeepsSnapshots checks that folding a lift does not change a
+// snapshot handed out before it.
+func TestApplyKeepsSnapshots(t *testing.T) {
+	before := Fold(contracts.FreezeImposed{RuleID: "fz", Scope: contracts.Scope{All: true},
+		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, Activation: contracts.ActivationOnRecording})
+	after := before.Apply(2, contracts.FreezeLifted{RuleID: "fz", EffectiveAt: freezeAt, Activation: contracts.ActivationOnRecording})
+	if before.Timeline[0].LiftPosition != 0 || after.Timeline[0].LiftActivationPosition != 2 || before.Position != 1 || after.Position != 2 {
+		t.Errorf("before %+v after %+v", before, after)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -34,11 +33,9 @@ const DefaultWaitMax = 10 * time.Second
 type View struct {
 	src     Source
 	waitMax time.Duration
-	guard   atomic.Int64 // nanoseconds; see SetGuard
 
 	mu      sync.Mutex
-	rules   Rules
-	pos     uint64        // position of the newest message of ledger.policy.> applied
+	rules   Rules         // rules.Position: the newest message of ledger.policy.> applied
 	changed chan struct{} // closed (and replaced) whenever pos moves
 	err     error         // terminal: the view stopped and must not be trusted
 
@@ -56,7 +53,6 @@ func Start(ctx context.Context, src Source) (*View, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	v := &View{src: src, waitMax: DefaultWaitMax, changed: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
-	v.guard.Store(int64(DefaultGuard))
 	go v.follow(runCtx)
 	if err := v.waitFor(ctx, head); err != nil {
 		v.Close()
@@ -64,18 +60,6 @@ func Start(ctx context.Context, src Source) (*View, error) {
 	}
 	return v, nil
 }
-
-// DefaultGuard is how long before a rule's effective instant the view's
-// snapshots already hold it in force. On the real clock a decision made a
-// moment before the instant is stored a moment after it; refusing slightly
-// early keeps "nothing accepted from the instant" true by the server's
-// recorded time as well as by the decision clock, as long as an append takes
-// less than the guard (ADR 0004).
-const DefaultGuard = time.Second
-
-// SetGuard sets the guard (DefaultGuard unless set). A simulated business
-// clock, whose decisions are stored in business-time order, sets it to 0.
-func (v *View) SetGuard(d time.Duration) { v.guard.Store(int64(d)) }
 
 // Close stops following the log. Snapshots taken later fail.
 func (v *View) Close() {
@@ -102,14 +86,14 @@ func (v *View) Snapshot(ctx context.Context, refresh bool) (command.Policy[Rules
 	if v.err != nil {
 		return command.Policy[Rules]{}, v.err
 	}
-	return command.Policy[Rules]{Position: v.pos, Rules: v.rules.early(time.Duration(v.guard.Load()))}, nil
+	return command.Policy[Rules]{Position: v.rules.Position, Rules: v.rules}, nil
 }
 
 // Position returns the position of the newest policy message applied.
 func (v *View) Position() uint64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.pos
+	return v.rules.Position
 }
 
 // Rules returns the rules folded so far.
@@ -125,7 +109,7 @@ func (v *View) waitFor(ctx context.Context, target uint64) error {
 	defer timer.Stop()
 	for {
 		v.mu.Lock()
-		pos, err, ch := v.pos, v.err, v.changed
+		pos, err, ch := v.rules.Position, v.err, v.changed
 		v.mu.Unlock()
 		switch {
 		case err != nil:
@@ -200,20 +184,18 @@ func (v *View) apply(m jetstream.Msg) error {
 	if err != nil {
 		return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Err: err}
 	}
-	rules := v.Rules()
+	var payload any
 	if !events.IsControlSubject(m.Subject()) {
 		e, err := events.Decode(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Field: fmt.Sprint(meta.Sequence.Stream), Err: err}
 		}
-		p, err := contracts.Decode(e.Type, e.SchemaVersion, e.Data)
-		if err != nil {
+		if payload, err = contracts.Decode(e.Type, e.SchemaVersion, e.Data); err != nil {
 			return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Field: fmt.Sprint(meta.Sequence.Stream), Err: err}
 		}
-		rules = rules.Apply(p, meta.Timestamp)
 	}
 	v.mu.Lock()
-	v.rules, v.pos = rules, meta.Sequence.Stream
+	v.rules = v.rules.Apply(meta.Sequence.Stream, payload)
 	close(v.changed)
 	v.changed = make(chan struct{})
 	v.mu.Unlock()
