@@ -66,17 +66,35 @@ func (r *Refusal) Error() string {
 // basis and whose cause is a *Refusal. A freeze is reported before a floor
 // price: it is the stronger reason.
 func (rs Rules) Check(op contracts.Operation, target contracts.Target, unitPrice contracts.Money, now time.Time) error {
-	var floor *contracts.Rule
-	for i := range rs.Timeline {
+	return check(op, len(rs.Timeline), func(i int) (*contracts.Rule, bool) {
 		r := &rs.Timeline[i]
-		if !r.Enforced(rs.Position, now) || !r.Matches(op, target, unitPrice) {
+		return &r.Rule, r.Enforced(rs.Position, now) && r.Matches(op, target, unitPrice)
+	})
+}
+
+// CheckRules is Check over rules a decider was handed as contracts.Rule
+// values (Rules.InForce resolves them, stated instants cleared), judged by
+// contracts.Rule.Blocks at now.
+func CheckRules(rules []contracts.Rule, op contracts.Operation, target contracts.Target, unitPrice contracts.Money, now time.Time) error {
+	return check(op, len(rules), func(i int) (*contracts.Rule, bool) {
+		return &rules[i], rules[i].Blocks(op, target, unitPrice, now)
+	})
+}
+
+// check returns the refusal of the first blocking freeze among n rules, or
+// else of the first blocking floor price, or nil.
+func check(op contracts.Operation, n int, blocks func(i int) (*contracts.Rule, bool)) error {
+	var floor *contracts.Rule
+	for i := range n {
+		r, ok := blocks(i)
+		if !ok {
 			continue
 		}
 		if r.Kind == contracts.RuleFreeze {
-			return refuse(op, "", &r.Rule)
+			return refuse(op, "", r)
 		}
 		if floor == nil {
-			floor = &r.Rule
+			floor = r
 		}
 	}
 	if floor != nil {

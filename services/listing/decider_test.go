@@ -90,12 +90,12 @@ func create() contracts.CreateListing {
 func with[T any](v T, f func(*T)) T { f(&v); return v }
 
 var (
-	floor = policyview.Rules{contracts.FloorPriceSet{RuleID: "floor-usd-100", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
+	floor = policyview.Fold(contracts.FloorPriceSet{RuleID: "floor-usd-100", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
 		BlockedOperations: contracts.FloorPriceOperations, Amount: usd(100_00), Origin: contracts.OriginCrossBorder,
-		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}.Rule()}
-	freeze = policyview.Rules{contracts.FreezeImposed{RuleID: "freeze-id-sc", Scope: contracts.Scope{Jurisdictions: []string{"ID"},
+		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"})
+	freeze = policyview.Fold(contracts.FreezeImposed{RuleID: "freeze-id-sc", Scope: contracts.Scope{Jurisdictions: []string{"ID"},
 		Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}, BlockedOperations: contracts.FreezeOperations,
-		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}.Rule()}
+		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"})
 )
 
 func TestDecideAccepts(t *testing.T) {

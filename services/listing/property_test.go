@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/contracts/policyview"
 	"pgregory.net/rapid"
 )
 
@@ -18,7 +19,7 @@ func TestStockProperties(t *testing.T) {
 		supply := s.Stock
 		for i := range rapid.IntRange(1, 80).Draw(t, "steps") {
 			cmd := drawCommand(t, i)
-			evs, err := Decide(s, cmd, nil, beforeNoon)
+			evs, err := Decide(s, cmd, policyview.Rules{}, beforeNoon)
 			if err != nil {
 				continue
 			}

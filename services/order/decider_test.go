@@ -101,14 +101,17 @@ var (
 	completed = contracts.OrderCompleted{OrderID: "o1"}
 	rejected  = contracts.OrderRejected{OrderID: "o1", Reason: "out of stock"}
 
-	freeze = policyview.Rules{contracts.FreezeImposed{RuleID: "freeze-id-sc", Scope: contracts.Scope{Jurisdictions: []string{"ID"},
+	freeze = policyview.Fold(contracts.FreezeImposed{RuleID: "freeze-id-sc", Scope: contracts.Scope{Jurisdictions: []string{"ID"},
 		Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}, BlockedOperations: contracts.FreezeOperations,
-		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}.Rule()}
-	lifted = func() policyview.Rules {
-		return freeze.Apply(contracts.FreezeLifted{RuleID: "freeze-id-sc", EffectiveAt: freezeAt.Add(time.Hour)}, time.Time{})
-	}()
-	floor = policyview.Rules{contracts.FloorPriceSet{RuleID: "floor-usd-100", BlockedOperations: contracts.FloorPriceOperations,
-		Amount: usd(100_00), Origin: contracts.OriginCrossBorder, EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"}.Rule()}
+		EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"})
+	// liftPending has the lift scheduled an hour after the freeze and not
+	// yet activated: a lift is never honoured early by the clock.
+	liftPending = freeze.Apply(freeze.Position+1, contracts.FreezeLifted{RuleID: "freeze-id-sc", EffectiveAt: freezeAt.Add(time.Hour),
+		Activation: contracts.ActivationScheduled})
+	lifted = liftPending.Apply(liftPending.Position+1, contracts.RuleActivated{RuleID: "freeze-id-sc",
+		Activates: contracts.ChangeFreezeLifted, ScheduledAt: freezeAt.Add(time.Hour)})
+	floor = policyview.Fold(contracts.FloorPriceSet{RuleID: "floor-usd-100", BlockedOperations: contracts.FloorPriceOperations,
+		Amount: usd(100_00), Origin: contracts.OriginCrossBorder, EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023"})
 )
 
 func TestDecideAccepts(t *testing.T) {
@@ -158,7 +161,7 @@ func TestDecideRefuses(t *testing.T) {
 		{"place with an amount that overflows", Given().With(huge).When(place()), events.KindInvalid, "/quantity"},
 		{"place more than in stock", Given().When(with(place(), func(c *contracts.PlaceOrder) { c.Quantity = 11 })), events.KindConflict, "/quantity"},
 		{"place at the freeze instant", Given().Under(freeze, freezeAt).When(place()), events.KindFrozen, ""},
-		{"place during the freeze", Given().Under(lifted, freezeAt.Add(time.Hour-time.Nanosecond)).When(place()), events.KindFrozen, ""},
+		{"place during the freeze", Given().Under(liftPending, freezeAt.Add(time.Hour+time.Minute)).When(place()), events.KindFrozen, ""},
 		{"place below the floor", Given().With(with(theListing(), func(l *Listing) { l.Price = usd(99_99) })).Under(floor, freezeAt).When(place()), events.KindFrozen, "/listing_id"},
 		{"confirm unknown order", Given().When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p1"}), events.KindNotFound, "/order_id"},
 		{"confirm cancelled order", Given(placed(), cancelled).When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p1"}), events.KindConflict, "/order_id"},

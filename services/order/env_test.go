@@ -64,9 +64,6 @@ func start(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(view.Close)
-	// The tests decide on a clock they set, one command after another: no
-	// guard before effective instants (policyview.DefaultGuard) is needed.
-	view.SetGuard(0)
 	e := &env{store: st, nc: nc}
 	e.setNow(beforeNoon)
 	e.runner = &command.Runner{Store: st, Codec: codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: e.clock}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/contracts/policyview"
 	"pgregory.net/rapid"
 )
 
@@ -18,7 +19,7 @@ func TestLifecycleProperties(t *testing.T) {
 		l := theListing()
 		l.Price = usd(rapid.Int64Range(1, contracts.MaxAmountMinor).Draw(t, "price"))
 		for i := range rapid.IntRange(1, 40).Draw(t, "steps") {
-			evs, err := Decide(s, drawOrderCommand(t, i), l, nil, beforeNoon)
+			evs, err := Decide(s, drawOrderCommand(t, i), l, policyview.Rules{}, beforeNoon)
 			if err != nil {
 				continue
 			}

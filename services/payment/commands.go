@@ -106,7 +106,7 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 			if err != nil {
 				return nil, err
 			}
-			return s.decider.Decide(st, cmd, o, rules, now)
+			return s.decider.Decide(st, cmd, o, rules.InForce(now), now)
 		})
 }
 

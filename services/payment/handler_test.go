@@ -191,7 +191,7 @@ func TestFreezeHonouredOverNATS(t *testing.T) {
 		t.Errorf("out-of-scope authorization decided under %d, want the policy head %d after the freeze at %d", got, head, fz.LastPosition)
 	}
 
-	appendPolicy(t, st, "r1", contracts.FreezeLifted{RuleID: "r1", EffectiveAt: time.Now(), LegalBasis: "served again", Issuer: "kemendag"})
+	appendPolicy(t, st, "r1", contracts.FreezeLifted{RuleID: "r1", EffectiveAt: time.Now(), Activation: contracts.ActivationOnRecording, LegalBasis: "served again", Issuer: "kemendag"})
 	// A view that has not applied the lift yet refuses (the safe side), and
 	// a refusal is not retried: wait, bounded, until the view has it.
 	if head, err = st.PolicyHead(context.Background()); err != nil {

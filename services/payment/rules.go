@@ -19,7 +19,7 @@ func blocked(op contracts.Operation, o Order, rules []contracts.Rule, now time.T
 	if err := frozen(op, o.Target(), rules, now); err != nil {
 		return err
 	}
-	err := policyview.Rules(rules).Check(op, o.Target(), o.UnitPrice, now)
+	err := policyview.CheckRules(rules, op, o.Target(), o.UnitPrice, now)
 	if e, ok := err.(*events.Error); ok && e.Field != "" {
 		// The offending value is the order's unit price, which the
 		// command names by its order id (order.place names it by the
@@ -33,7 +33,9 @@ func blocked(op contracts.Operation, o Order, rules []contracts.Rule, now time.T
 }
 
 // frozen returns the KindFrozen error of the first freeze in force at now
-// that blocks op on target, or nil.
+// that blocks op on target, or nil. The handler passes the rules its policy
+// snapshot enforces (policyview.Rules.InForce), whose stated instants are
+// cleared: enforcement is the view's, by position.
 func frozen(op contracts.Operation, target contracts.Target, rules []contracts.Rule, now time.Time) error {
 	for _, r := range rules {
 		if r.Kind != contracts.RuleFreeze || !r.Blocks(op, target, contracts.Money{}, now) {
@@ -42,11 +44,19 @@ func frozen(op contracts.Operation, target contracts.Target, rules []contracts.R
 		// The cause is the shared policyview.Refusal, so that callers (the
 		// checkout) read the rule the same way from every service.
 		return &events.Error{Op: string(op), Kind: events.KindFrozen, Field: r.RuleID,
-			Rule: fmt.Sprintf("%s is frozen by rule %s in force since %s (legal basis: %s)",
-				op, r.RuleID, r.EffectiveAt.UTC().Format(time.RFC3339), r.LegalBasis),
-			Err: &policyview.Refusal{RuleID: r.RuleID, Kind: r.Kind, LegalBasis: r.LegalBasis}}
+			Rule: fmt.Sprintf("%s is frozen by rule %s%s (legal basis: %s)", op, r.RuleID, since(r), r.LegalBasis),
+			Err:  &policyview.Refusal{RuleID: r.RuleID, Kind: r.Kind, LegalBasis: r.LegalBasis}}
 	}
 	return nil
+}
+
+// since says from when a rule with a stated instant is in force; rules
+// resolved by the policy view state none.
+func since(r contracts.Rule) string {
+	if r.EffectiveAt.IsZero() {
+		return ""
+	}
+	return " in force since " + r.EffectiveAt.UTC().Format(time.RFC3339)
 }
 
 func invalid(op, field, rule string) error {
