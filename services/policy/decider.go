@@ -15,8 +15,8 @@ import (
 // effective instant may lie (contracts.EffectiveTolerance): clocks differ by
 // a little, and an operator typing "now" takes a moment. Anything earlier
 // is refused, because a rule must never reach back to trade decided before
-// it was recorded. An instant inside the tolerance is recorded as asked;
-// contracts.InForceFrom makes it take effect at its recording.
+// it was recorded. An instant inside the tolerance, or absent, makes the
+// change take effect on its recording (activation "on_recording").
 const EffectiveTolerance = contracts.EffectiveTolerance
 
 // State is one rule folded from its events.
@@ -25,29 +25,79 @@ type State struct {
 	// Rule is the rule's read view; Rule.Kind is empty until it is imposed.
 	Rule contracts.Rule
 	// Lifted is true once the rule was lifted (Rule.LiftedAt holds the
-	// lift's effective instant).
+	// lift's stated instant).
 	Lifted bool
+	// ScheduledAt is the instant the rule was scheduled for; zero when it
+	// took effect on its recording.
+	ScheduledAt time.Time
+	// Activated is true once the rule took effect: on its recording, or
+	// by its policy.rule_activated.
+	Activated bool
+	// LiftScheduledAt is the instant the lift was scheduled for; zero when
+	// it took effect on its recording.
+	LiftScheduledAt time.Time
+	// LiftActivated is true once the lift took effect.
+	LiftActivated bool
 }
 
 // Exists reports whether the rule was imposed.
 func (s State) Exists() bool { return s.Rule.Kind != "" }
 
+// InForce reports whether the rule is in force for the next event stored:
+// activated, and its lift not.
+func (s State) InForce() bool { return s.Activated && !s.LiftActivated }
+
 // Initial is the state of a rule with no events.
 func Initial(id string) State { return State{ID: id} }
 
-// Evolve applies one policy event to the rule.
+// Evolve applies one policy event to the rule. A change without an
+// activation field (written before activations existed) is scheduled.
 func Evolve(s State, payload any) State {
 	switch e := payload.(type) {
 	case contracts.FreezeImposed:
 		s.Rule = e.Rule()
+		s.impose(e.Activation, e.EffectiveAt)
 	case contracts.FloorPriceSet:
 		s.Rule = e.Rule()
+		s.impose(e.Activation, e.EffectiveAt)
 	case contracts.FreezeLifted:
-		s.Rule.LiftedAt, s.Lifted = e.EffectiveAt, true
+		s.lift(e.Activation, e.EffectiveAt)
 	case contracts.FloorPriceLifted:
-		s.Rule.LiftedAt, s.Lifted = e.EffectiveAt, true
+		s.lift(e.Activation, e.EffectiveAt)
+	case contracts.RuleActivated:
+		switch e.Activates {
+		case contracts.ChangeFreezeImposed, contracts.ChangeFloorPriceSet:
+			s.Activated = true
+		case contracts.ChangeFreezeLifted, contracts.ChangeFloorPriceLifted:
+			s.LiftActivated = true
+		}
 	}
 	return s
+}
+
+func (s *State) impose(a contracts.Activation, at time.Time) {
+	if a == contracts.ActivationOnRecording {
+		s.Activated = true
+	} else {
+		s.ScheduledAt = at
+	}
+}
+
+func (s *State) lift(a contracts.Activation, at time.Time) {
+	s.Rule.LiftedAt, s.Lifted = at, true
+	if a == contracts.ActivationOnRecording {
+		s.LiftActivated = true
+	} else {
+		s.LiftScheduledAt = at
+	}
+}
+
+// ActivateDue asks the policy service to activate whatever of the rule is
+// scheduled at or before the decision instant and not yet activated. It is
+// the activator's command, never a client's: it carries no choice, only
+// the clock's.
+type ActivateDue struct {
+	RuleID string `json:"rule_id"`
 }
 
 // Decide returns the events cmd produces on s at the decision instant now,
@@ -64,6 +114,8 @@ func Decide(s State, cmd any, now time.Time) ([]any, error) {
 		return decideSetFloorPrice(s, c, now)
 	case contracts.LiftFloorPrice:
 		return decideLift(s, "policy.lift_floor_price", contracts.RuleFloorPrice, c.EffectiveAt, c.LegalBasis, c.Issuer, now)
+	case ActivateDue:
+		return decideActivate(s, now)
 	}
 	return nil, &events.Error{Op: "policy.Decide", Kind: events.KindInvalid, Rule: fmt.Sprintf("%T is not a policy command", cmd)}
 }
@@ -81,7 +133,7 @@ func decideImposeFreeze(s State, c contracts.ImposeFreeze, now time.Time) ([]any
 		return nil, err
 	}
 	return []any{contracts.FreezeImposed{RuleID: s.ID, Scope: c.Scope, BlockedOperations: ops, EffectiveAt: eff,
-		LegalBasis: c.LegalBasis, Issuer: c.Issuer, Description: c.Description}}, nil
+		Activation: activation(c.EffectiveAt, now), LegalBasis: c.LegalBasis, Issuer: c.Issuer, Description: c.Description}}, nil
 }
 
 func decideSetFloorPrice(s State, c contracts.SetFloorPrice, now time.Time) ([]any, error) {
@@ -103,7 +155,7 @@ func decideSetFloorPrice(s State, c contracts.SetFloorPrice, now time.Time) ([]a
 		return nil, err
 	}
 	return []any{contracts.FloorPriceSet{RuleID: s.ID, Scope: c.Scope, BlockedOperations: ops, Amount: c.Amount, Origin: c.Origin,
-		EffectiveAt: eff, LegalBasis: c.LegalBasis, Issuer: c.Issuer, Description: c.Description}}, nil
+		EffectiveAt: eff, Activation: activation(c.EffectiveAt, now), LegalBasis: c.LegalBasis, Issuer: c.Issuer, Description: c.Description}}, nil
 }
 
 // decideLift ends an imposed, not yet lifted rule of kind. Lifting a
@@ -124,9 +176,41 @@ func decideLift(s State, op string, kind contracts.RuleKind, at time.Time, basis
 		return nil, err
 	}
 	if kind == contracts.RuleFreeze {
-		return []any{contracts.FreezeLifted{RuleID: s.ID, EffectiveAt: eff, LegalBasis: basis, Issuer: issuer}}, nil
+		return []any{contracts.FreezeLifted{RuleID: s.ID, EffectiveAt: eff, Activation: activation(at, now), LegalBasis: basis, Issuer: issuer}}, nil
 	}
-	return []any{contracts.FloorPriceLifted{RuleID: s.ID, EffectiveAt: eff, LegalBasis: basis, Issuer: issuer}}, nil
+	return []any{contracts.FloorPriceLifted{RuleID: s.ID, EffectiveAt: eff, Activation: activation(at, now), LegalBasis: basis, Issuer: issuer}}, nil
+}
+
+// activation says how a change asked for at (zero: now) takes effect: a
+// change not after the decision instant takes effect on its recording,
+// since no instant before the recording can be enforced; a later one is
+// scheduled and waits for its policy.rule_activated.
+func activation(at, now time.Time) contracts.Activation {
+	if at.IsZero() || !at.After(now) {
+		return contracts.ActivationOnRecording
+	}
+	return contracts.ActivationScheduled
+}
+
+// decideActivate returns the activations due at now and not yet stored:
+// the rule's own, then its lift's. A rule whose lift took effect before it
+// did is never activated. Nothing due decides nothing.
+func decideActivate(s State, now time.Time) ([]any, error) {
+	if !s.Exists() {
+		return nil, &events.Error{Op: "policy.activate", Kind: events.KindNotFound, Field: "/rule_id", Rule: fmt.Sprintf("no rule %q", s.ID)}
+	}
+	var out []any
+	imposed, lifted := contracts.ChangeFreezeImposed, contracts.ChangeFreezeLifted
+	if s.Rule.Kind == contracts.RuleFloorPrice {
+		imposed, lifted = contracts.ChangeFloorPriceSet, contracts.ChangeFloorPriceLifted
+	}
+	if !s.Activated && !s.LiftActivated && !s.ScheduledAt.IsZero() && !now.Before(s.ScheduledAt) {
+		out = append(out, contracts.RuleActivated{RuleID: s.ID, Activates: imposed, ScheduledAt: s.ScheduledAt})
+	}
+	if s.Lifted && !s.LiftActivated && !s.LiftScheduledAt.IsZero() && !now.Before(s.LiftScheduledAt) {
+		out = append(out, contracts.RuleActivated{RuleID: s.ID, Activates: lifted, ScheduledAt: s.LiftScheduledAt})
+	}
+	return out, nil
 }
 
 // common checks what every new rule has: scope values, blocked operations

@@ -70,9 +70,11 @@ func impose() contracts.ImposeFreeze {
 	return contracts.ImposeFreeze{RuleID: "r1", Scope: socialID, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
 }
 
+// imposed is the freeze decided at t0 effective at at: on its recording
+// unless at is after t0.
 func imposed(at time.Time) contracts.FreezeImposed {
 	return contracts.FreezeImposed{RuleID: "r1", Scope: socialID, BlockedOperations: contracts.FreezeOperations,
-		EffectiveAt: at, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+		EffectiveAt: at, Activation: activation(at, t0), LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
 }
 
 func TestImposeFreezeNowWithDefaultOperations(t *testing.T) {
@@ -139,7 +141,8 @@ func lift() contracts.LiftFreeze {
 
 func TestLiftFreeze(t *testing.T) {
 	Given(t, imposed(t0.Add(-time.Hour))).When(lift()).
-		Then(contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, LegalBasis: "agreement to serve again", Issuer: "kemendag"})
+		Then(contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, Activation: contracts.ActivationOnRecording,
+			LegalBasis: "agreement to serve again", Issuer: "kemendag"})
 }
 
 func TestLiftFreezeUnknown(t *testing.T) {
@@ -176,7 +179,8 @@ func setFloor() contracts.SetFloorPrice {
 func floorSet() contracts.FloorPriceSet {
 	return contracts.FloorPriceSet{RuleID: "r1", Scope: contracts.Scope{Jurisdictions: []string{"ID"}},
 		BlockedOperations: contracts.FloorPriceOperations, Amount: contracts.Money{AmountMinor: 10_000, Currency: "USD"},
-		Origin: contracts.OriginCrossBorder, EffectiveAt: t0, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
+		Origin: contracts.OriginCrossBorder, EffectiveAt: t0, Activation: contracts.ActivationOnRecording,
+		LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}
 }
 
 func TestSetFloorPrice(t *testing.T) {
@@ -217,7 +221,7 @@ func TestSetFloorPriceTwice(t *testing.T) {
 
 func TestLiftFloorPrice(t *testing.T) {
 	Given(t, floorSet()).When(contracts.LiftFloorPrice{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), LegalBasis: "x", Issuer: "y"}).
-		Then(contracts.FloorPriceLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), LegalBasis: "x", Issuer: "y"})
+		Then(contracts.FloorPriceLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), Activation: contracts.ActivationScheduled, LegalBasis: "x", Issuer: "y"})
 }
 
 func TestLiftFloorPriceOnFreeze(t *testing.T) {
@@ -225,8 +229,55 @@ func TestLiftFloorPriceOnFreeze(t *testing.T) {
 }
 
 func TestEvolveLiftSetsLiftedAt(t *testing.T) {
-	s := Evolve(Evolve(Initial("r1"), imposed(t0)), contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour)})
-	if !s.Lifted || !s.Rule.InForce(t0) || s.Rule.InForce(t0.Add(time.Hour)) {
+	s := Evolve(Evolve(Initial("r1"), imposed(t0)), contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour),
+		Activation: contracts.ActivationOnRecording})
+	if !s.Lifted || !s.Rule.LiftedAt.Equal(t0.Add(time.Hour)) || s.InForce() {
 		t.Errorf("lifted rule: %+v", s)
 	}
+}
+
+func TestImposeFreezeNowIsActivatedOnRecording(t *testing.T) {
+	s := Evolve(Initial("r1"), imposed(t0))
+	if !s.InForce() || imposed(t0).Activation != contracts.ActivationOnRecording {
+		t.Errorf("effective-now freeze not in force on recording: %+v", s)
+	}
+}
+
+func activated(change contracts.PolicyChange, at time.Time) contracts.RuleActivated {
+	return contracts.RuleActivated{RuleID: "r1", Activates: change, ScheduledAt: at}
+}
+
+// TestActivateDue walks a scheduled freeze and its scheduled lift through
+// the activator's command: nothing before the instant, one activation at
+// it, nothing again once stored.
+func TestActivateDue(t *testing.T) {
+	e := t0.Add(time.Hour)
+	later := imposed(e)
+	if later.Activation != contracts.ActivationScheduled {
+		t.Fatalf("freeze an hour ahead: activation %q", later.Activation)
+	}
+	at := func(s *scenario, now time.Time) *scenario { s.now = now; return s }
+	at(Given(t, later), e.Add(-time.Nanosecond)).When(ActivateDue{RuleID: "r1"}).Then()
+	at(Given(t, later), e).When(ActivateDue{RuleID: "r1"}).Then(activated(contracts.ChangeFreezeImposed, e))
+	at(Given(t, later, activated(contracts.ChangeFreezeImposed, e)), e.Add(time.Minute)).When(ActivateDue{RuleID: "r1"}).Then()
+
+	l := e.Add(time.Hour)
+	liftLater := contracts.FreezeLifted{RuleID: "r1", EffectiveAt: l, Activation: contracts.ActivationScheduled, LegalBasis: "x", Issuer: "y"}
+	at(Given(t, later, activated(contracts.ChangeFreezeImposed, e), liftLater), l).When(ActivateDue{RuleID: "r1"}).
+		Then(activated(contracts.ChangeFreezeLifted, l))
+	// Both due at once (the activator was down): the rule's first.
+	at(Given(t, later, liftLater), l).When(ActivateDue{RuleID: "r1"}).
+		Then(activated(contracts.ChangeFreezeImposed, e), activated(contracts.ChangeFreezeLifted, l))
+	// A scheduled freeze cancelled by a lift on recording is never activated.
+	at(Given(t, later, contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, Activation: contracts.ActivationOnRecording}), e).
+		When(ActivateDue{RuleID: "r1"}).Then()
+	Given(t).When(ActivateDue{RuleID: "r1"}).ThenError(events.KindNotFound, "/rule_id")
+}
+
+// TestLegacyScheduledChangeIsActivated checks that a change stored before
+// activations existed (no activation field) is activated at its instant.
+func TestLegacyScheduledChangeIsActivated(t *testing.T) {
+	old := imposed(t0)
+	old.Activation = ""
+	Given(t, old).When(ActivateDue{RuleID: "r1"}).Then(activated(contracts.ChangeFreezeImposed, t0))
 }

@@ -84,14 +84,29 @@ type EventRef struct {
 	Position uint64 `json:"position"`
 }
 
-// NewReply builds the JSON answer of a command result.
+// NewReply builds the JSON answer of a command result. Its rule says
+// in_force from the state after the command, by position: an effective-now
+// freeze is in force from its own event, whose position the reply names.
 func NewReply(r command.Result[State]) Reply {
-	out := Reply{RuleID: r.State.ID, Version: r.Version, Replayed: r.Replayed, Events: []EventRef{}, Rule: viewOf(r.State.Rule, time.Time{})}
+	out := Reply{RuleID: r.State.ID, Version: r.Version, Replayed: r.Replayed, Events: []EventRef{}}
+	st := r.State
+	rv := RuleView{RuleID: st.Rule.RuleID, Kind: st.Rule.Kind, Scope: st.Rule.Scope, BlockedOperations: st.Rule.BlockedOperations,
+		Floor: st.Rule.Floor, Origin: st.Rule.Origin, EffectiveAt: st.Rule.EffectiveAt, ScheduledAt: st.ScheduledAt,
+		LegalBasis: st.Rule.LegalBasis, Issuer: st.Rule.Issuer, LiftedAt: st.Rule.LiftedAt, InForce: st.InForce()}
 	pos := r.Appended.FirstPosition
+	var pt contracts.PolicyTimeline
 	for _, e := range r.Events {
 		out.Events = append(out.Events, EventRef{ID: e.ID, Type: e.Type, Position: pos})
+		if p, err := contracts.Decode(e.Type, e.SchemaVersion, e.Data); err == nil {
+			pt = pt.Apply(pos, p)
+		}
 		pos++
 	}
+	// The positions this answer knows: those of the events it appended.
+	if tl, ok := pt.Find(st.ID); ok {
+		rv.ActivationPosition, rv.LiftActivationPosition = tl.ActivationPosition, tl.LiftActivationPosition
+	}
+	out.Rule = rv
 	return out
 }
 

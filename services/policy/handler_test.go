@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,7 +109,7 @@ func TestFreezeLifecycleOverNATS(t *testing.T) {
 		t.Errorf("impose reply: %+v", r)
 	}
 	snap, err := view.Snapshot(ctx, true)
-	if err != nil || snap.Position != r.Events[0].Position || len(snap.Rules) != 1 {
+	if err != nil || snap.Position != r.Events[0].Position || len(snap.Rules.Timeline) != 1 {
 		t.Errorf("view after impose: %+v, %v", snap, err)
 	}
 	var l Listing
@@ -200,5 +202,95 @@ func TestBadInputAppendsNothing(t *testing.T) {
 	}
 	if after != before {
 		t.Errorf("refused commands moved the stream from %d to %d", before, after)
+	}
+}
+
+// TestImposeFreezeNowRepliesInForce checks that an effective-now freeze is
+// answered in force from its own position, and that the stored event says
+// it takes effect on its recording.
+func TestImposeFreezeNowRepliesInForce(t *testing.T) {
+	st, nc, _ := serve(t)
+	var r Reply
+	if p := call(t, nc, "impose_freeze", freezeCmd("r1"), &r); p != nil {
+		t.Fatalf("impose: %+v", *p)
+	}
+	if !r.Rule.InForce || r.Rule.ActivationPosition != r.Events[0].Position || r.Rule.ActivationPosition == 0 {
+		t.Errorf("reply: in_force %v from %d, want true from %d", r.Rule.InForce, r.Rule.ActivationPosition, r.Events[0].Position)
+	}
+	evs, err := st.Load(context.Background(), events.AggregateRef{Context: contracts.ServicePolicy, ID: "r1"}, 0)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("load: %v, %v", evs, err)
+	}
+	p, _ := contracts.Decode(evs[0].Type, evs[0].SchemaVersion, evs[0].Data)
+	if got := p.(contracts.FreezeImposed).Activation; got != contracts.ActivationOnRecording {
+		t.Errorf("stored activation %q, want on_recording", got)
+	}
+}
+
+// fakeClock is an injected clock the test moves.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) Now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) Set(t time.Time)  { c.ns.Store(t.UnixNano()) }
+func newClock(t time.Time) *fakeClock { c := &fakeClock{}; c.Set(t); return c }
+
+// TestActivatorExactlyOnce schedules a freeze and a lift and runs the
+// activator of three policy instances on one injected clock: nothing is
+// appended before the instant, exactly one activation at it.
+func TestActivatorExactlyOnce(t *testing.T) {
+	st, _ := startStore(t)
+	ctx := context.Background()
+	clock := newClock(t0)
+	var svcs []*Service
+	for range 3 {
+		svc, err := New(Config{Store: st, Clock: clock.Now, Authorizer: StaticRoles{"kemendag": {RolePolicyIssuer}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcs = append(svcs, svc)
+	}
+	e := t0.Add(time.Hour)
+	c := freezeCmd("r1")
+	c.EffectiveAt = e
+	res, err := svcs[0].ImposeFreeze(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := NewReply(res); rep.Rule.InForce || !rep.Rule.ScheduledAt.Equal(e) {
+		t.Errorf("scheduled freeze reply: %+v", rep.Rule)
+	}
+	run := func() int {
+		var wg sync.WaitGroup
+		var total atomic.Int64
+		for _, svc := range svcs {
+			wg.Go(func() {
+				n, err := svc.ActivateDue(ctx)
+				if err != nil {
+					t.Error(err)
+				}
+				total.Add(int64(n))
+			})
+		}
+		wg.Wait()
+		return int(total.Load())
+	}
+	clock.Set(e.Add(-time.Nanosecond))
+	if n := run(); n != 0 {
+		t.Errorf("activations before the instant: %d", n)
+	}
+	clock.Set(e)
+	if n := run(); n != 1 {
+		t.Errorf("activations at the instant: %d, want 1", n)
+	}
+	if n := run(); n != 0 {
+		t.Errorf("activations again: %d", n)
+	}
+	l, err := svcs[1].List(ctx, time.Now())
+	if err != nil || len(l.Rules) != 1 || !l.Rules[0].InForce || l.Rules[0].ActivationPosition == 0 {
+		t.Errorf("list after activation: %+v, %v", l, err)
+	}
+	evs, _ := st.Load(ctx, events.AggregateRef{Context: contracts.ServicePolicy, ID: "r1"}, 0)
+	if len(evs) != 2 || evs[1].Type != "policy.rule_activated" || !evs[1].OccurredAt.Equal(e) {
+		t.Errorf("events: %+v", evs)
 	}
 }

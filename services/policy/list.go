@@ -32,23 +32,36 @@ type RuleView struct {
 	BlockedOperations []contracts.Operation `json:"blocked_operations"`
 	Floor             *contracts.Money      `json:"floor,omitempty"`
 	Origin            contracts.Origin      `json:"origin,omitempty"`
-	EffectiveAt       time.Time             `json:"effective_at"`
-	LegalBasis        string                `json:"legal_basis"`
-	Issuer            string                `json:"issuer"`
-	LiftedAt          time.Time             `json:"lifted_at,omitzero"`
-	// InForce tells whether the rule applies at the listing's AsOf.
+	// EffectiveAt is the instant the imposing event states: the scheduled
+	// instant, or (on recording) the decision instant, for information.
+	EffectiveAt time.Time `json:"effective_at"`
+	// ScheduledAt is the instant a scheduled rule waits for; absent when
+	// the rule took effect on its recording.
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
+	// ActivationPosition is the log position from which the rule is in
+	// force; absent until it is activated (or when not known to the answer).
+	ActivationPosition uint64    `json:"activation_position,omitempty"`
+	LegalBasis         string    `json:"legal_basis"`
+	Issuer             string    `json:"issuer"`
+	LiftedAt           time.Time `json:"lifted_at,omitzero"`
+	// LiftActivationPosition is the log position from which the lift is
+	// in force; absent until then.
+	LiftActivationPosition uint64 `json:"lift_activation_position,omitempty"`
+	// InForce tells whether the rule applies to the next event stored after
+	// the answer's position (by position: activated and its lift not).
 	InForce bool `json:"in_force"`
 }
 
-func viewOf(r contracts.Rule, at time.Time) RuleView {
+func viewOf(r contracts.RuleTimeline, next uint64) RuleView {
 	return RuleView{RuleID: r.RuleID, Kind: r.Kind, Scope: r.Scope, BlockedOperations: r.BlockedOperations, Floor: r.Floor,
-		Origin: r.Origin, EffectiveAt: r.EffectiveAt, LegalBasis: r.LegalBasis, Issuer: r.Issuer, LiftedAt: r.LiftedAt,
-		InForce: !at.IsZero() && r.InForce(at)}
+		Origin: r.Origin, EffectiveAt: r.EffectiveAt, ScheduledAt: r.ScheduledAt, ActivationPosition: r.ActivationPosition,
+		LegalBasis: r.LegalBasis, Issuer: r.Issuer, LiftedAt: r.LiftedAt, LiftActivationPosition: r.LiftActivationPosition,
+		InForce: r.InForceAt(next)}
 }
 
 // List folds every policy event recorded at or before asOf (now when zero)
-// with the same Evolve the decider uses, and reports each rule and whether
-// it is in force at asOf.
+// into the shared timeline (contracts.PolicyTimeline) and reports each rule
+// and whether it is in force for an event stored after that position.
 func (s *Service) List(ctx context.Context, asOf time.Time) (Listing, error) {
 	if asOf.IsZero() {
 		asOf = s.runner.Clock()
@@ -61,29 +74,34 @@ func (s *Service) List(ctx context.Context, asOf time.Time) (Listing, error) {
 	if to == 0 {
 		return out, nil
 	}
-	states := map[string]State{}
-	var order []string
+	pt, err := s.timeline(ctx, to)
+	if err != nil {
+		return Listing{}, err
+	}
+	for _, r := range pt {
+		out.Rules = append(out.Rules, viewOf(r, to+1))
+	}
+	return out, nil
+}
+
+// timeline folds the policy events stored at positions up to to (0: the
+// head) into the shared timeline.
+func (s *Service) timeline(ctx context.Context, to uint64) (contracts.PolicyTimeline, error) {
+	var pt contracts.PolicyTimeline
 	// Read to the head and stop past to: a filtered read bounded by a
 	// position no policy event has might wait for one.
 	for e, err := range s.store.Read(ctx, events.Query{Subjects: []string{events.FenceSubject}}) {
 		if err != nil {
-			return Listing{}, err
+			return nil, err
 		}
-		if e.Position > to {
+		if to != 0 && e.Position > to {
 			break
 		}
 		p, err := contracts.Decode(e.Type, e.SchemaVersion, e.Data)
 		if err != nil {
-			return Listing{}, err
+			return nil, err
 		}
-		st, seen := states[e.AggregateID]
-		if !seen {
-			st, order = Initial(e.AggregateID), append(order, e.AggregateID)
-		}
-		states[e.AggregateID] = Evolve(st, p)
+		pt = pt.Apply(e.Position, p)
 	}
-	for _, id := range order {
-		out.Rules = append(out.Rules, viewOf(states[id].Rule, asOf))
-	}
-	return out, nil
+	return pt, nil
 }
