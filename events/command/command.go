@@ -51,6 +51,10 @@ type Runner struct {
 	Codec  Codec
 	Source string           // CloudEvents source, "/ledger/order"
 	Clock  func() time.Time // the decision clock; business time of the events
+	// Skew, when set, measures the decision clock against the log server's
+	// from what this runner appends, and refuses fenced commands while it
+	// is beyond its bound. Nil measures nothing (a simulated clock).
+	Skew *Skew
 
 	cache stateCache
 }
@@ -129,6 +133,11 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 		}
 		var pol Policy[P]
 		if policy != nil {
+			if r.Skew != nil {
+				if err := r.Skew.Check(); err != nil {
+					return Result[S]{}, err
+				}
+			}
 			if pol, err = policy(ctx, refreshPolicy); err != nil {
 				return Result[S]{}, err
 			}
@@ -177,6 +186,7 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 			if agg.Clone != nil {
 				r.cache.put(ref, cached{state: agg.Clone(state), version: a.Version})
 			}
+			measureSkew(ctx, r, a.LastPosition, now)
 			return Result[S]{State: state, Version: a.Version, Events: evs, Appended: a}, nil
 		case events.IsPolicyConflict(err):
 			refreshPolicy, lastErr = true, err
@@ -188,6 +198,21 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	}
 	return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindConflict, Field: ref.String(),
 		Rule: fmt.Sprintf("gave up after %d attempts under contention", MaxAttempts), Err: lastErr}
+}
+
+// measureSkew reads back the server's recorded time of the event appended
+// at pos, decided at now, when the runner's Skew wants a measurement. A
+// failed read measures nothing: the append itself succeeded.
+func measureSkew(ctx context.Context, r *Runner, pos uint64, now time.Time) {
+	if r.Skew == nil || pos == 0 || !r.Skew.due() {
+		return
+	}
+	for e, err := range r.Store.Read(ctx, events.Query{From: pos, To: pos}) {
+		if err == nil && e.Position == pos {
+			r.Skew.Observe(now, e.RecordedAt)
+		}
+		break
+	}
 }
 
 // replay answers a command whose idempotency key was used before.
