@@ -30,7 +30,7 @@ func serviceStack(tb testing.TB, ctx context.Context, n *node, service string) *
 		tb.Fatal(err)
 	}
 	tb.Cleanup(c.close)
-	s, err := newStack(ctx, sameStore(c.store), time.Now, map[string]bool{service: true})
+	s, err := newStack(ctx, sameStore(c.store), time.Now, map[string]bool{service: true}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

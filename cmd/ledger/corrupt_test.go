@@ -152,7 +152,7 @@ func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle s
 		t.Fatal(err)
 	}
 	defer n.Close()
-	st, err := newStack(ctx, n.storeOf(ctx), time.Now, nil)
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,14 +119,11 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 	}
 	defer n.Close()
 	clock := &market.Clock{}
-	st, err := newStack(ctx, n.storeOf(ctx), clock.Now, nil)
+	st, err := newStack(ctx, n.storeOf(ctx), clock.Now, nil, nil)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	// The simulated day is decided and stored in business-time order by one
-	// driver: no guard before effective instants is needed (ADR 0004).
-	st.view.SetGuard(0)
 	bar := progressbar.NewOptions(0, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("playing 4 Oct 2023"),
 		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 	out, err := market.Play(ctx, market.Services{Listing: st.listing, Order: st.order, Payment: st.payment, Policy: st.policy},

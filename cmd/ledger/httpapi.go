@@ -19,6 +19,7 @@ import (
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
 	"github.com/marketledger/ledger/events/eventhttp"
 )
 
@@ -207,4 +208,27 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(s.Decisions))
 	ch <- prometheus.MustNewConstMetric(c.conflicts, prometheus.CounterValue, float64(s.Conflicts))
 	ch <- prometheus.MustNewConstMetric(c.policyConf, prometheus.CounterValue, float64(s.PolicyConflicts))
+}
+
+// watchSkew exports the services' measured clock skew as
+// ledger_clock_skew_seconds (the server's recorded time of an append minus
+// the decision instant it states: positive when the services' clock is
+// behind the server's, negative when ahead) and makes /readyz fail while it
+// is beyond its bound, when the services refuse fenced commands anyway.
+func (a *api) watchSkew(skew *command.Skew) {
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_clock_skew_seconds",
+		Help: "recorded minus decided time of the services' recent appends (smallest of a recent window); 0 until measured"},
+		func() float64 {
+			est, _ := skew.Estimate()
+			return est.Seconds()
+		}))
+	prev := a.ready
+	a.ready = func() error {
+		if prev != nil {
+			if err := prev(); err != nil {
+				return err
+			}
+		}
+		return skew.Check()
+	}
 }

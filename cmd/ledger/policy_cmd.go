@@ -142,7 +142,7 @@ func withPolicy(ctx context.Context, g *globals, w io.Writer, name string, cmd a
 		return err
 	}
 	defer n.Close()
-	st, err := newStack(ctx, n.storeOf(ctx), time.Now, map[string]bool{contracts.ServicePolicy: true})
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, map[string]bool{contracts.ServicePolicy: true}, nil)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func newPolicyListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer n.Close()
-			st, err := newStack(ctx, sameStore(n.store), time.Now, map[string]bool{contracts.ServicePolicy: true})
+			st, err := newStack(ctx, sameStore(n.store), time.Now, map[string]bool{contracts.ServicePolicy: true}, nil)
 			if err != nil {
 				return err
 			}

@@ -21,11 +21,13 @@ import (
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
 	"github.com/marketledger/ledger/events/embedded"
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/events/embedded/tlsconf"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/services/policy"
 )
 
 type serveOpts struct {
@@ -44,6 +46,9 @@ type serveOpts struct {
 	replicas    int
 	lazy        bool
 	breakGlass  string
+	// skewMax bounds the measured clock skew of the services' decision
+	// clock against the log server's (command.Skew).
+	skewMax time.Duration
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -90,6 +95,7 @@ can be its own process; exactly one process of a deployment should keep
 	c.Flags().StringVar(&o.http, "http", "127.0.0.1:8080", "address of the HTTP API (health, metrics, OpenAPI)")
 	c.Flags().StringVar(&o.host, "host", "127.0.0.1", "address of the embedded NATS server's client port")
 	c.Flags().IntVar(&o.port, "port", embedded.DefaultPort, "client port of the embedded NATS server")
+	c.Flags().DurationVar(&o.skewMax, "max-clock-skew", command.DefaultSkewMax, "refuse fenced commands and report not ready while the services' clock is further than this from the log server's")
 	c.Flags().IntVar(&o.replicas, "replicas", 1, "replicas of the LEDGER stream when it is created (3 on a cluster)")
 	c.Flags().StringVar(&o.tlsCert, "tls-cert", "", "certificate (PEM) for TLS on the NATS client port and the HTTP API (off by default; loopback)")
 	c.Flags().StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
@@ -142,11 +148,26 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	watermarkDone := make(chan struct{})
 	go func() { defer close(watermarkDone); keepWatermark(wctx, n.js, g.dataDir, log) }()
 	defer func() { stopWatermark(); <-watermarkDone }()
-	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled)
+	if o.skewMax <= 0 {
+		return usagef("--max-clock-skew %s: want a positive duration", o.skewMax)
+	}
+	skew := &command.Skew{Max: o.skewMax}
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled, skew)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if st.policy != nil {
+		// Scheduled policy changes take effect when the activator appends
+		// their activation; several processes may run it (ADR 0004).
+		actx, stopActivator := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			st.policy.RunActivator(actx, policy.ActivatorTick, func(err error) { log.Warn("policy activation failed; retrying", zap.Error(err)) })
+		}()
+		defer func() { stopActivator(); <-done }()
+	}
 	stopMicro, err := serveMicro(ctx, n, st)
 	if err != nil {
 		return err
@@ -207,6 +228,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		defer eng.Stop()
 		a.ready = eng.Err
 	}
+	a.watchSkew(skew)
 	a.mountCommands(st)
 	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
 		return err

@@ -54,9 +54,12 @@ var allServices = []string{contracts.ServiceListing, contracts.ServiceOrder, con
 
 // newStack starts the services named in enabled (all four when nil), each
 // on the store storeOf gives for its name (its own NATS user in `ledger
-// serve`); those that honour policy share one policy view, with its guard
-// before effective instants on (the real clock; see policyview.DefaultGuard).
-func newStack(ctx context.Context, storeOf func(service string) (*events.JetStreamStore, error), clock func() time.Time, enabled map[string]bool) (*stack, error) {
+// serve`); those that honour policy share one policy view. skew, when not
+// nil, measures the clock against the log server's from every service's
+// appends and refuses fenced commands beyond its bound: nil for a simulated
+// clock, whose instants are decades from the server's on purpose.
+func newStack(ctx context.Context, storeOf func(service string) (*events.JetStreamStore, error), clock func() time.Time,
+	enabled map[string]bool, skew *command.Skew) (*stack, error) {
 	on := func(name string) bool { return enabled == nil || enabled[name] }
 	s := &stack{}
 	stores := map[string]*events.JetStreamStore{}
@@ -81,7 +84,7 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 		}
 	}
 	runner := func(service string) *command.Runner {
-		return &command.Runner{Store: stores[service], Codec: contractsCodec{}, Source: contracts.Source(service), Clock: clock}
+		return &command.Runner{Store: stores[service], Codec: contractsCodec{}, Source: contracts.Source(service), Clock: clock, Skew: skew}
 	}
 	if on(contracts.ServiceListing) {
 		s.listing = listing.New(runner(contracts.ServiceListing), s.view.Snapshot)
@@ -91,13 +94,13 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 	}
 	var err error
 	if on(contracts.ServicePayment) {
-		if s.payment, err = payment.New(ctx, payment.Config{Store: stores[contracts.ServicePayment], Clock: clock, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot}); err != nil {
+		if s.payment, err = payment.New(ctx, payment.Config{Store: stores[contracts.ServicePayment], Clock: clock, Skew: skew, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot}); err != nil {
 			s.Close()
 			return nil, err
 		}
 	}
 	if on(contracts.ServicePolicy) {
-		if s.policy, err = policy.New(policy.Config{Store: stores[contracts.ServicePolicy], Clock: clock, Authorizer: policyIssuers}); err != nil {
+		if s.policy, err = policy.New(policy.Config{Store: stores[contracts.ServicePolicy], Clock: clock, Skew: skew, Authorizer: policyIssuers}); err != nil {
 			s.Close()
 			return nil, err
 		}

@@ -44,6 +44,9 @@ type Config struct {
 	Store events.Store
 	// Clock is the decision clock; time.Now when nil.
 	Clock func() time.Time
+	// Skew, when set, measures Clock against the log server's from the
+	// service's appends and refuses fenced commands beyond its bound.
+	Skew *command.Skew
 	// FeeBasisPoints is the platform fee at settlement (0..MaxFeeBasisPoints).
 	FeeBasisPoints int64
 	// Policy is the policy snapshot. When nil, New starts a
@@ -75,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	s := &Service{
-		runner:  &command.Runner{Store: cfg.Store, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock},
+		runner:  &command.Runner{Store: cfg.Store, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew},
 		decider: Decider{FeeBasisPoints: cfg.FeeBasisPoints},
 		policy:  cfg.Policy,
 	}

@@ -32,6 +32,9 @@ type Config struct {
 	Store events.Store
 	// Clock is the decision clock; time.Now when nil.
 	Clock func() time.Time
+	// Skew, when set, measures Clock against the log server's from the
+	// service's appends and refuses fenced commands beyond its bound.
+	Skew *command.Skew
 	// Authorizer tells the issuer's roles. Required: no policy event is
 	// appended without a role check.
 	Authorizer Authorizer
@@ -54,7 +57,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	return &Service{
-		runner: &command.Runner{Store: cfg.Store, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePolicy), Clock: cfg.Clock},
+		runner: &command.Runner{Store: cfg.Store, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePolicy), Clock: cfg.Clock, Skew: cfg.Skew},
 		auth:   cfg.Authorizer,
 		store:  cfg.Store,
 	}, nil

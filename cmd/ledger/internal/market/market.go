@@ -124,6 +124,13 @@ func Play(ctx context.Context, svc Services, clock *Clock, seed uint64, sc Scale
 			}
 		}
 		clock.Set(now)
+		// The policy service's activator runs on the simulated clock: at
+		// every step it appends the activation of whatever is due, so the
+		// 17:00 freeze takes effect at 17:00 simulated, positionally,
+		// before the first decision of that minute.
+		if _, err := svc.Policy.ActivateDue(ctx); err != nil {
+			return nil, fmt.Errorf("activating policy at %s: %w", now.Format("15:04"), err)
+		}
 		if err := m.minute(ctx, now); err != nil {
 			return nil, fmt.Errorf("at %s: %w", now.Format("15:04"), err)
 		}
