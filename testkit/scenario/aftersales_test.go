@@ -201,6 +201,14 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 				t.Errorf("loop %d around the lift: %v", i, err)
 			}
 		}
+		// The lift is scheduled: it takes effect when the activator appends
+		// its activation at the instant, and never before by any clock.
+		lg := JudgeLog(t, ctx, ins[0].Store, rule)
+		f := lg.Freezes[rule]
+		if f.Lift == nil || !f.Lift.Scheduled.Equal(lift) || f.Lift.ActivationPosition == 0 || f.Lift.InForce.Before(lift) {
+			t.Fatalf("lift in the log %+v, want one scheduled at %s and activated at or after it", f.Lift, lift)
+		}
+		liftFrom := f.Lift.InForce
 		var before, after int
 		for _, c := range all {
 			for _, s := range c.Steps {
@@ -208,8 +216,8 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 				case !Blocked(s.Name):
 				case s.Err == nil && s.Done.Before(lift):
 					t.Errorf("%s %s accepted %s before the lift's instant", c.OrderID, s.Name, lift.Sub(s.Done))
-				case s.Err != nil && s.Issued.After(lift):
-					t.Errorf("%s %s sent %s after the lift's instant refused: %v", c.OrderID, s.Name, s.Issued.Sub(lift), s.Err)
+				case s.Err != nil && s.Issued.After(liftFrom):
+					t.Errorf("%s %s sent %s after the lift's activation refused: %v", c.OrderID, s.Name, s.Issued.Sub(liftFrom), s.Err)
 				case s.Err != nil:
 					before++
 				default:
@@ -220,12 +228,8 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 		if before == 0 {
 			t.Errorf("no checkout was tried between the lift's append and its instant")
 		}
+		t.Logf("lift scheduled at %s activated %s later", lift.Format(time.RFC3339Nano), liftFrom.Sub(lift))
 
-		lg := JudgeLog(t, ctx, ins[0].Store, rule)
-		f := lg.Freezes[rule]
-		if f.Lift == nil || !f.Lift.InForce.Equal(lift) {
-			t.Errorf("lift in the log %+v, want one in force from %s", f.Lift, lift)
-		}
 		for typ, want := range map[string]int{"payment.refunded": 8, "payment.settled": 8, "payment.voided": 4, "order.cancelled": 2} {
 			if lg.Counts[typ] < want {
 				t.Errorf("%d %s events, want at least %d", lg.Counts[typ], typ, want)

@@ -25,24 +25,38 @@ type Tx struct {
 	Target         contracts.Target
 }
 
-// FreezeRecord is a freeze as the log holds it, with its lift if any.
+// FreezeRecord is a freeze as the log holds it, with its activation and
+// its lift if any. It is read from the log directly, not through the
+// contracts' timeline, so that the scenarios judge the services with a
+// reading of their own (POLICY-SPEC, ADR 0004).
 type FreezeRecord struct {
 	RuleID   string
 	Position uint64
 	Recorded time.Time
 	Imposed  contracts.FreezeImposed
-	// InForce is contracts.InForceFrom(effective_at, recorded): the instant
-	// the services and the audit judge the freeze from.
+	// Scheduled is the freeze's E when it was scheduled; zero when it took
+	// effect on its recording.
+	Scheduled time.Time
+	// ActivationPosition and ActivationRecorded are where and when (the
+	// server's stamp) the freeze took effect: its own event when effective
+	// at once, its policy.rule_activated otherwise; 0 and zero until then.
+	ActivationPosition uint64
+	ActivationRecorded time.Time
+	// InForce is ActivationRecorded: the instant from which the log says the
+	// freeze is enforced.
 	InForce time.Time
 	Lift    *LiftRecord
 }
 
 // LiftRecord is the lift of a freeze as the log holds it.
 type LiftRecord struct {
-	Position uint64
-	Recorded time.Time
-	Lifted   contracts.FreezeLifted
-	InForce  time.Time
+	Position           uint64
+	Recorded           time.Time
+	Lifted             contracts.FreezeLifted
+	Scheduled          time.Time
+	ActivationPosition uint64
+	// InForce is the recorded time of the lift's activation.
+	InForce time.Time
 }
 
 // Log is what a scenario reads back from the log to judge it: every
@@ -94,12 +108,30 @@ func ReadLog(ctx context.Context, store events.Store) (*Log, error) {
 			tx.Target = targets[p.PaymentID]
 			l.Txs = append(l.Txs, tx)
 		case contracts.FreezeImposed:
-			l.Freezes[p.RuleID] = &FreezeRecord{RuleID: p.RuleID, Position: e.Position, Recorded: e.RecordedAt, Imposed: p,
-				InForce: contracts.InForceFrom(p.EffectiveAt, e.RecordedAt)}
+			f := &FreezeRecord{RuleID: p.RuleID, Position: e.Position, Recorded: e.RecordedAt, Imposed: p}
+			if p.Activation == contracts.ActivationOnRecording {
+				f.ActivationPosition, f.ActivationRecorded, f.InForce = e.Position, e.RecordedAt, e.RecordedAt
+			} else {
+				f.Scheduled = p.EffectiveAt
+			}
+			l.Freezes[p.RuleID] = f
 		case contracts.FreezeLifted:
 			if f := l.Freezes[p.RuleID]; f != nil {
-				f.Lift = &LiftRecord{Position: e.Position, Recorded: e.RecordedAt, Lifted: p,
-					InForce: contracts.InForceFrom(p.EffectiveAt, e.RecordedAt)}
+				f.Lift = &LiftRecord{Position: e.Position, Recorded: e.RecordedAt, Lifted: p}
+				if p.Activation == contracts.ActivationOnRecording {
+					f.Lift.ActivationPosition, f.Lift.InForce = e.Position, e.RecordedAt
+				} else {
+					f.Lift.Scheduled = p.EffectiveAt
+				}
+			}
+		case contracts.RuleActivated:
+			f := l.Freezes[p.RuleID]
+			switch {
+			case f == nil:
+			case p.Activates == contracts.ChangeFreezeImposed && f.ActivationPosition == 0:
+				f.ActivationPosition, f.ActivationRecorded, f.InForce = e.Position, e.RecordedAt, e.RecordedAt
+			case p.Activates == contracts.ChangeFreezeLifted && f.Lift != nil && f.Lift.ActivationPosition == 0:
+				f.Lift.ActivationPosition, f.Lift.InForce = e.Position, e.RecordedAt
 			}
 		case contracts.ListingCreated:
 			l.Stock[p.ListingID] = p.Stock
@@ -167,47 +199,66 @@ func (l *Log) InScope(f *FreezeRecord) []Tx {
 }
 
 // Violations judges every transaction event in freeze f's scope from the
-// log alone and describes each one that breaks it:
+// log alone, by the shared definition (POLICY-SPEC rule 4), and describes
+// each one that breaks it. An accepted event at position p decided at t
+// (ce-time) under policy position P violates the freeze when
 //
-//   - an event stored after the freeze must have been decided under it
-//     (policy position at least the freeze's), or the fence failed;
-//   - while the freeze is not lifted (as the log held it before the event),
-//     an accepted event must have occurred, and have been recorded, before
-//     the freeze's in-force instant; a recording at that very instant
-//     counts as before only if the event precedes the freeze in the log;
-//   - a freeze that took effect when it was recorded ("now") admits no
-//     accepted event after it in the log nor decided under it;
-//   - after a lift recorded before the event, an event decided at or after
-//     the freeze's instant must have occurred at or after the lift's.
+//   - the freeze is in force at p: its activation is before p and no
+//     activation of its lift is; or
+//   - the freeze is scheduled at E, its event is at or before P (the
+//     deciding service knew it), t >= E, and no activation of its lift is
+//     at or before P.
+//
+// An event decided before E and stored before the activation is not a
+// violation, even when recorded after E: InFlight counts those.
 func (l *Log) Violations(f *FreezeRecord) []string {
 	var out []string
 	bad := func(x Tx, why string, args ...any) {
 		out = append(out, fmt.Sprintf("%s %s at %d (policy %d, occurred %s, recorded %s): %s", x.Type, x.AggregateID, x.Position,
 			x.PolicyPosition, x.OccurredAt.Format(time.RFC3339Nano), x.RecordedAt.Format(time.RFC3339Nano), fmt.Sprintf(why, args...)))
 	}
-	immediate := !f.InForce.After(f.Recorded)
 	for _, x := range l.InScope(f) {
-		if x.Position > f.Position && x.PolicyPosition < f.Position {
-			bad(x, "stored after freeze %s (%d) but decided under policy %d", f.RuleID, f.Position, x.PolicyPosition)
+		if f.inForceAt(x.Position) {
+			bad(x, "stored after freeze %s took effect at %d", f.RuleID, f.ActivationPosition)
 		}
-		if f.Lift != nil && f.Lift.Position < x.Position {
-			if !x.OccurredAt.Before(f.InForce) && x.OccurredAt.Before(f.Lift.InForce) {
-				bad(x, "occurred after freeze %s took effect (%s) and before its lift did (%s)", f.RuleID,
-					f.InForce.Format(time.RFC3339Nano), f.Lift.InForce.Format(time.RFC3339Nano))
-			}
-			continue
-		}
-		if !x.OccurredAt.Before(f.InForce) {
-			bad(x, "occurred at or after freeze %s took effect (%s)", f.RuleID, f.InForce.Format(time.RFC3339Nano))
-		}
-		if x.RecordedAt.After(f.InForce) || (x.RecordedAt.Equal(f.InForce) && x.Position > f.Position) {
-			bad(x, "recorded at or after freeze %s took effect (%s)", f.RuleID, f.InForce.Format(time.RFC3339Nano))
-		}
-		if immediate && (x.Position > f.Position || x.PolicyPosition >= f.Position) {
-			bad(x, "accepted after the immediate freeze %s (%d) in the log", f.RuleID, f.Position)
+		if f.dueBy(x.PolicyPosition, x.OccurredAt) {
+			bad(x, "decided at or after freeze %s's instant %s, knowing it (policy %d >= %d)", f.RuleID,
+				f.Scheduled.Format(time.RFC3339Nano), x.PolicyPosition, f.Position)
 		}
 	}
 	return out
+}
+
+// InFlight returns the in-scope events that were recorded at or after the
+// scheduled instant of f but stored before its activation, decided before
+// the instant: not violations, but what a regulator reading recorded times
+// sees after the instant.
+func (l *Log) InFlight(f *FreezeRecord) []Tx {
+	var out []Tx
+	if f.Scheduled.IsZero() {
+		return nil
+	}
+	for _, x := range l.InScope(f) {
+		if !x.RecordedAt.Before(f.Scheduled) && !f.inForceAt(x.Position) && !f.dueBy(x.PolicyPosition, x.OccurredAt) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (f *FreezeRecord) liftedAt(p uint64, inclusive bool) bool {
+	if f.Lift == nil || f.Lift.ActivationPosition == 0 {
+		return false
+	}
+	return f.Lift.ActivationPosition < p || (inclusive && f.Lift.ActivationPosition == p)
+}
+
+func (f *FreezeRecord) inForceAt(p uint64) bool {
+	return f.ActivationPosition != 0 && f.ActivationPosition < p && !f.liftedAt(p, false)
+}
+
+func (f *FreezeRecord) dueBy(policyPos uint64, decided time.Time) bool {
+	return !f.Scheduled.IsZero() && f.Position <= policyPos && !decided.Before(f.Scheduled) && !f.liftedAt(policyPos, true)
 }
 
 // Audit folds the whole log into the projections' violations audit and

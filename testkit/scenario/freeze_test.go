@@ -179,13 +179,14 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
 	f := lg.Freezes[rule]
-	if !f.InForce.Equal(instant) {
-		t.Errorf("freeze in force from %s, want the scheduled %s", f.InForce, instant)
+	if !f.Scheduled.Equal(instant) || f.ActivationPosition == 0 || f.InForce.Before(instant) {
+		t.Errorf("freeze scheduled at %s activated at %d recorded %s, want scheduled at %s and activated at or after it",
+			f.Scheduled, f.ActivationPosition, f.InForce, instant)
 	}
 	var after int
 	var lastAt time.Time
 	for _, x := range lg.InScope(f) {
-		if x.Position > f.Position {
+		if x.Position > f.Position && x.Position < f.ActivationPosition {
 			after++
 		}
 		if x.OccurredAt.After(lastAt) {

@@ -8,23 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/contracts/policyview"
-
 	"github.com/marketledger/ledger/events"
 )
 
 // Judge checks what the loops saw against the freeze: every blocked step
 // of an in-scope checkout sent after cut was refused, none was refused
 // before early (the instant a scheduled freeze takes effect; zero for a
-// freeze effective at once) less the policy view's guard, and every control
-// checkout was accepted. The services refuse from the guard before the
-// instant so that nothing they accept is stored after it (ADR 0004).
+// freeze effective at once), and every control checkout was accepted.
+// Services refuse from the instant by their clock and from the activation
+// by position; nothing refuses earlier (ADR 0004).
 func (l *Load) Judge(cut, early time.Time) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !early.IsZero() {
-		early = early.Add(-policyview.DefaultGuard)
-	}
 	var out []string
 	for _, c := range l.Checkouts {
 		for _, s := range c.Steps {
@@ -81,9 +76,9 @@ func JudgeLog(t testing.TB, ctx context.Context, store events.Store, ruleID stri
 	for _, v := range audit.List() {
 		t.Errorf("audit violation: %+v", v)
 	}
-	t.Logf("log: head %d, %d transaction events (%d in scope of %s), audit checked %d, freeze at %d recorded %s in force %s",
-		lg.Head, len(lg.Txs), len(lg.InScope(f)), ruleID, audit.Checked(), f.Position,
-		f.Recorded.Format(time.RFC3339Nano), f.InForce.Format(time.RFC3339Nano))
+	t.Logf("log: head %d, %d transaction events (%d in scope of %s, %d in flight at its instant), audit checked %d, freeze at %d recorded %s, activated at %d recorded %s",
+		lg.Head, len(lg.Txs), len(lg.InScope(f)), ruleID, len(lg.InFlight(f)), audit.Checked(), f.Position,
+		f.Recorded.Format(time.RFC3339Nano), f.ActivationPosition, f.InForce.Format(time.RFC3339Nano))
 	return lg
 }
 

@@ -75,6 +75,13 @@ func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance
 	if err != nil {
 		t.Fatalf("scenario: %s: policy: %v", name, err)
 	}
+	// Every instance runs the policy activator, as every `ledger serve`
+	// with the policy service does: the activations of scheduled changes
+	// are stored once between them.
+	actx, stopActivator := context.WithCancel(context.Background())
+	activatorDone := make(chan struct{})
+	go func() { defer close(activatorDone); pol.RunActivator(actx, policy.ActivatorTick, nil) }()
+	t.Cleanup(func() { stopActivator(); <-activatorDone })
 	return &Instance{
 		Name:    name,
 		Store:   st,
