@@ -129,14 +129,15 @@ func TestFreezeNowUnderConcurrentCheckouts(t *testing.T) {
 // by decision time and by the server's recorded time.
 func TestFreezeScheduledAhead(t *testing.T) {
 	ForSeeds(t, 2, func(t *testing.T, seed uint64) {
-		scheduledFreeze(t, seed, nodeInstances(t, 3), nil)
+		scheduledFreeze(t, seed, nodeInstances(t, 3), nil, 0)
 	})
 }
 
 // scheduledFreeze runs the checkout loops across ins, appends a freeze
 // effective 2 to 2.5 seconds ahead, and judges the loops and the log
-// against its instant. fault, if set, runs at the instant itself.
-func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(context.Context) error) {
+// against its instant. fault, if set, runs faultBefore ahead of the
+// instant (0: at the instant itself).
+func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(context.Context) error, faultBefore time.Duration) {
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	defer cancel()
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -160,7 +161,7 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 		t.Fatalf("impose freeze: %v", err)
 	}
 	if fault != nil {
-		time.Sleep(time.Until(instant)) // the fault belongs to a wall-clock instant
+		time.Sleep(time.Until(instant.Add(-faultBefore))) // the fault belongs to a wall-clock instant
 		if err := fault(ctx); err != nil {
 			t.Fatalf("fault: %v", err)
 		}
@@ -226,7 +227,14 @@ func TestFreezeNowOnClusterWithStepdown(t *testing.T) {
 		return err
 	}
 	t.Run("scheduled", func(t *testing.T) {
-		ForSeeds(t, 1, func(t *testing.T, seed uint64) { scheduledFreeze(t, seed, ins, stepdown) })
+		ForSeeds(t, 1, func(t *testing.T, seed uint64) { scheduledFreeze(t, seed, ins, stepdown, 0) })
+	})
+	// A leader election 1.5 s before the instant: decisions made just
+	// before it are queued behind the election and may be stored after the
+	// instant; those stored after the activation must fail their fence and
+	// be refused (ADR 0004).
+	t.Run("scheduled-stepdown-before", func(t *testing.T) {
+		ForSeeds(t, 1, func(t *testing.T, seed uint64) { scheduledFreeze(t, seed, ins, stepdown, 1500*time.Millisecond) })
 	})
 	t.Run("hundred-buyers", func(t *testing.T) { hundredBuyers(t, ins, "cl") })
 }
