@@ -89,10 +89,13 @@ type demoReport struct {
 	Settlements         int                       `json:"settlements"`
 	SettlementsDuring   int                       `json:"settlements_during_freeze"`
 	FreezePosition      uint64                    `json:"freeze_position"`
-	PostingsSumZero     bool                      `json:"postings_sum_zero"`
-	Balances            []balanceRow              `json:"balances"`
-	Snapshots           []snapshotReport          `json:"snapshots"`
-	ElapsedMS           int64                     `json:"elapsed_ms"`
+	// FreezeActivationPosition is the freeze's policy.rule_activated,
+	// appended by the policy service at 17:00 simulated.
+	FreezeActivationPosition uint64           `json:"freeze_activation_position"`
+	PostingsSumZero          bool             `json:"postings_sum_zero"`
+	Balances                 []balanceRow     `json:"balances"`
+	Snapshots                []snapshotReport `json:"snapshots"`
+	ElapsedMS                int64            `json:"elapsed_ms"`
 }
 
 type balanceRow struct {
@@ -134,7 +137,8 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 	}
 	rep := &demoReport{Seed: seed, Scale: sc.Name, DataDir: dir, Checkouts: map[string]*market.Counts{},
 		PriceCuts: out.PriceCuts, RefundsBeforeFreeze: out.RefundsBeforeFreeze, RefundsDuringFreeze: out.RefundsDuringFreeze,
-		Settlements: out.Settlements, SettlementsDuring: out.SettlementsDuring, FreezePosition: out.FreezePosition}
+		Settlements: out.Settlements, SettlementsDuring: out.SettlementsDuring, FreezePosition: out.FreezePosition,
+		FreezeActivationPosition: out.FreezeActivationPosition}
 	for ch, c := range out.Checkouts {
 		rep.Checkouts[string(ch)] = c
 	}
@@ -153,7 +157,8 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 
 func printReport(w io.Writer, r *demoReport) {
 	fmt.Fprintf(w, "4 October 2023, WIB: seed %d, scale %s, %d events in %s\n", r.Seed, r.Scale, r.Events, r.DataDir)
-	fmt.Fprintf(w, "freeze %q (%s) appended at 09:00 at position %d, effective 17:00\n\n", market.FreezeRuleID, market.LegalBasis, r.FreezePosition)
+	fmt.Fprintf(w, "freeze %q (%s) appended at 09:00 at position %d, scheduled for 17:00; in force from its activation at 17:00 at position %d\n\n",
+		market.FreezeRuleID, market.LegalBasis, r.FreezePosition, r.FreezeActivationPosition)
 	fmt.Fprintf(w, "%-16s %10s %10s %10s %10s %10s\n", "checkouts", "before", "after", "refused", "no stock", "cancelled")
 	chans := make([]string, 0, len(r.Checkouts))
 	for ch := range r.Checkouts {

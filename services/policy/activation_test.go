@@ -95,8 +95,8 @@ func TestHeldBackDecisionRefusedAfterActivation(t *testing.T) {
 	}
 
 	policyClock.Set(e)
-	if n, err := svc.ActivateDue(ctx); err != nil || n != 1 {
-		t.Fatalf("activation at E: %d, %v", n, err)
+	if res, err := svc.ActivateDue(ctx); err != nil || len(res) != 1 || len(res[0].Events) != 1 {
+		t.Fatalf("activation at E: %+v, %v", res, err)
 	}
 	close(release)
 	var out outcome

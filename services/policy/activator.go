@@ -18,7 +18,8 @@ const ActivatorTick = 50 * time.Millisecond
 
 // ActivateDue appends, on the service's clock, the policy.rule_activated of
 // every scheduled change (freeze, lift, floor, floor lift) whose instant
-// has come and that is not yet activated, and returns how many it appended.
+// has come and that is not yet activated, and returns what it appended
+// (one result per rule activated).
 // Each activation is decided on the rule's aggregate with its expected
 // version, so several instances running it at once store it exactly once:
 // the loser reloads, finds it activated and decides nothing.
@@ -26,24 +27,26 @@ const ActivatorTick = 50 * time.Millisecond
 // An activation is a policy event: it moves the fence, so a fenced decision
 // made under an older policy position and sent after it is refused and
 // decided again under the rule (ADR 0004).
-func (s *Service) ActivateDue(ctx context.Context) (int, error) {
+func (s *Service) ActivateDue(ctx context.Context) ([]command.Result[State], error) {
 	pt, err := s.timeline(ctx, 0)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	now := s.runner.Clock()
-	n := 0
+	var out []command.Result[State]
 	for _, r := range pt {
 		if len(r.PendingAt(now)) == 0 {
 			continue
 		}
 		res, err := s.activate(ctx, r.RuleID)
 		if err != nil {
-			return n, fmt.Errorf("activating rule %s: %w", r.RuleID, err)
+			return out, fmt.Errorf("activating rule %s: %w", r.RuleID, err)
 		}
-		n += len(res.Events)
+		if len(res.Events) > 0 {
+			out = append(out, res)
+		}
 	}
-	return n, nil
+	return out, nil
 }
 
 // activate decides the due activations of one rule.

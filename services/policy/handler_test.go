@@ -264,11 +264,13 @@ func TestActivatorExactlyOnce(t *testing.T) {
 		var total atomic.Int64
 		for _, svc := range svcs {
 			wg.Go(func() {
-				n, err := svc.ActivateDue(ctx)
+				res, err := svc.ActivateDue(ctx)
 				if err != nil {
 					t.Error(err)
 				}
-				total.Add(int64(n))
+				for _, r := range res {
+					total.Add(int64(len(r.Events)))
+				}
 			})
 		}
 		wg.Wait()

@@ -100,6 +100,10 @@ type Outcome struct {
 	Settlements         int                           `json:"settlements"`
 	SettlementsDuring   int                           `json:"settlements_during_freeze"`
 	FreezePosition      uint64                        `json:"freeze_position"`
+	// FreezeActivationPosition is where the freeze took effect: its
+	// policy.rule_activated, appended at FreezeActivatedAt (simulated).
+	FreezeActivationPosition uint64    `json:"freeze_activation_position"`
+	FreezeActivatedAt        time.Time `json:"freeze_activated_at"`
 }
 
 // Progress is told how many steps of the day are done.
@@ -128,8 +132,14 @@ func Play(ctx context.Context, svc Services, clock *Clock, seed uint64, sc Scale
 		// every step it appends the activation of whatever is due, so the
 		// 17:00 freeze takes effect at 17:00 simulated, positionally,
 		// before the first decision of that minute.
-		if _, err := svc.Policy.ActivateDue(ctx); err != nil {
+		acts, err := svc.Policy.ActivateDue(ctx)
+		if err != nil {
 			return nil, fmt.Errorf("activating policy at %s: %w", now.Format("15:04"), err)
+		}
+		for _, a := range acts {
+			if a.State.ID == FreezeRuleID && m.out.FreezeActivationPosition == 0 {
+				m.out.FreezeActivationPosition, m.out.FreezeActivatedAt = a.Appended.FirstPosition, now
+			}
 		}
 		if err := m.minute(ctx, now); err != nil {
 			return nil, fmt.Errorf("at %s: %w", now.Format("15:04"), err)
