@@ -69,6 +69,13 @@ Generated from the registry in ` + "`contracts`" + ` and its JSON Schemas by ` +
 - **Money**: ` + "`{\"amount_minor\": int, \"currency\": \"ISO 4217\"}`" + `, integer minor units (cents, sen), never floats;
   a price is at least 1 and every amount at most 2^53-1. IDR uses its ISO 4217 exponent 2: Rp 150.000 is 15000000.
 - **Instants**: RFC 3339 with an offset (` + "`2023-10-04T17:00:00+07:00`" + `).
+- **Policy activation**: a policy change takes effect at a position of the log, never at a bare instant
+  (ADR 0004). ` + "`\"activation\": \"on_recording\"`" + `: the change event is its own activation, its
+  ` + "`effective_at`" + ` (the policy service's decision instant) is for information only. ` + "`\"scheduled\"`" + `: the
+  change waits for its ` + "`policy.rule_activated`" + `, appended by the policy service when its clock reaches
+  ` + "`effective_at`" + `; from that event's position (and its recorded time) the change is in force. A rule is in
+  force for an event at position p when its activation is before p and its lift's activation is not; a lift
+  counts only from its activation.
 - **Versions**: each event carries its type and schema version. Old versions are read-only: producers write the
   current version, and ` + "`contracts.Decode`" + ` upcasts stored old versions, so deciders and projections only see
   current types. ` + "`order.placed`" + ` v1 (before sales channels) is read as v2 with ` + "`channel: marketplace`" + `, because
