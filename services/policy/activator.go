@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
 )
@@ -28,9 +27,16 @@ const ActivatorTick = 50 * time.Millisecond
 // made under an older policy position and sent after it is refused and
 // decided again under the rule (ADR 0004).
 func (s *Service) ActivateDue(ctx context.Context) ([]command.Result[State], error) {
+	out, _, err := s.activateDue(ctx)
+	return out, err
+}
+
+// activateDue is ActivateDue that also returns the earliest instant at which
+// a further activation will be due (zero: none pending).
+func (s *Service) activateDue(ctx context.Context) ([]command.Result[State], time.Time, error) {
 	pt, err := s.timeline(ctx, 0)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	now := s.runner.Clock()
 	var out []command.Result[State]
@@ -40,13 +46,19 @@ func (s *Service) ActivateDue(ctx context.Context) ([]command.Result[State], err
 		}
 		res, err := s.activate(ctx, r.RuleID)
 		if err != nil {
-			return out, fmt.Errorf("activating rule %s: %w", r.RuleID, err)
+			return out, time.Time{}, fmt.Errorf("activating rule %s: %w", r.RuleID, err)
 		}
 		if len(res.Events) > 0 {
 			out = append(out, res)
 		}
 	}
-	return out, nil
+	var next time.Time
+	for _, r := range pt {
+		if at, ok := r.NextDue(); ok && at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	return out, next, nil
 }
 
 // activate decides the due activations of one rule.
@@ -55,18 +67,6 @@ func (s *Service) activate(ctx context.Context, id string) (command.Result[State
 	meta := command.Meta{CommandID: events.NewID(), Command: cmd}
 	return command.Run[State, struct{}](ctx, s.runner, aggregate, id, meta, nil,
 		func(st State, _ struct{}, now time.Time) ([]any, error) { return Decide(st, cmd, now) })
-}
-
-// nextDue returns the earliest instant at which an activation will be due,
-// and false when none is pending.
-func nextDue(pt contracts.PolicyTimeline) (time.Time, bool) {
-	var next time.Time
-	for _, r := range pt {
-		if at, ok := r.NextDue(); ok && (next.IsZero() || at.Before(next)) {
-			next = at
-		}
-	}
-	return next, !next.IsZero()
 }
 
 // RunActivator calls ActivateDue until ctx ends: at every tick, and sooner
@@ -79,15 +79,14 @@ func (s *Service) RunActivator(ctx context.Context, tick time.Duration, onErr fu
 		tick = ActivatorTick
 	}
 	for {
-		if _, err := s.ActivateDue(ctx); err != nil && ctx.Err() == nil && onErr != nil {
+		_, next, err := s.activateDue(ctx)
+		if err != nil && ctx.Err() == nil && onErr != nil {
 			onErr(err)
 		}
 		wait := tick
-		if pt, err := s.timeline(ctx, 0); err == nil {
-			if at, ok := nextDue(pt); ok {
-				if d := at.Sub(s.runner.Clock()); d < wait {
-					wait = max(d, time.Millisecond)
-				}
+		if !next.IsZero() {
+			if d := next.Sub(s.runner.Clock()); d < wait {
+				wait = max(d, time.Millisecond)
 			}
 		}
 		t := time.NewTimer(wait)
