@@ -45,6 +45,9 @@ func TestDemoKeepsTheFreezeAndItsBooks(t *testing.T) {
 	if mp.AcceptedAfter == 0 {
 		t.Errorf("marketplace: %+v; want trade after 17:00", *mp)
 	}
+	if rep.FreezeActivationPosition <= rep.FreezePosition {
+		t.Errorf("freeze at %d activated at %d: want its activation after it", rep.FreezePosition, rep.FreezeActivationPosition)
+	}
 	if rep.RefundsDuringFreeze == 0 {
 		t.Error("no refund during the freeze")
 	}
@@ -72,7 +75,7 @@ func TestDemoSameSeedSameDay(t *testing.T) {
 	// The business outcome is the same; where it lands (positions, roots,
 	// directories, time taken) is not part of it.
 	for _, r := range []*demoReport{&a, &b} {
-		r.DataDir, r.ElapsedMS, r.FreezePosition, r.Snapshots = "", 0, 0, nil
+		r.DataDir, r.ElapsedMS, r.FreezePosition, r.FreezeActivationPosition, r.Snapshots = "", 0, 0, 0, nil
 	}
 	if diff := cmp.Diff(a, b); diff != "" {
 		t.Errorf("same seed, different day (-first +second):\n%s", diff)
