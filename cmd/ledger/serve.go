@@ -148,10 +148,10 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	watermarkDone := make(chan struct{})
 	go func() { defer close(watermarkDone); keepWatermark(wctx, n.js, g.dataDir, log) }()
 	defer func() { stopWatermark(); <-watermarkDone }()
-	if o.skewMax <= 0 {
+	if o.skewMax < 0 {
 		return usagef("--max-clock-skew %s: want a positive duration", o.skewMax)
 	}
-	skew := &command.Skew{Max: o.skewMax}
+	skew := &command.Skew{Max: o.skewMax} // 0: command.DefaultSkewMax
 	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled, skew)
 	if err != nil {
 		return err
