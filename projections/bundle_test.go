@@ -17,17 +17,22 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
+// bundleAt is the business instant of the test bundle: after the rogue
+// order.
+var bundleAt = freezeAt.Add(2 * time.Minute)
+
 func writeTestBundle(t *testing.T) (*env, []byte, ed25519.PrivateKey) {
 	t.Helper()
 	env := startEnv(t)
-	generate(t, env.store, genConfig{Seed: 41, Listings: 8, Flows: 80})
-	appendViolation(t, env.store, "o-rogue", freezeAt.Add(-time.Second)) // stale policy, before 17:00
+	g := generate(t, env.store, genConfig{Seed: 41, Listings: 8, Flows: 80})
+	// Decided after 17:00 by a writer that knew of the freeze.
+	appendViolationUnder(t, env.store, "o-rogue", freezeAt.Add(time.Minute), g.policy)
 	eng := startEngine(t, env, nil)
 	waitHead(t, env, eng)
 	eng.Stop()
 	key, _ := LoadOrCreateKey(t.TempDir())
 	var b bytes.Buffer
-	at := AtBusiness(freezeAt.Add(-time.Second))
+	at := AtBusiness(bundleAt)
 	if err := WriteBundle(context.Background(), env.store, &b, at, key); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +58,7 @@ func TestBundleVerifies(t *testing.T) {
 	}
 	// The same state and key give the same bytes.
 	var again bytes.Buffer
-	if err := WriteBundle(context.Background(), env.store, &again, AtBusiness(freezeAt.Add(-time.Second)), key); err != nil {
+	if err := WriteBundle(context.Background(), env.store, &again, AtBusiness(bundleAt), key); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(again.Bytes(), b) {

@@ -234,6 +234,13 @@ func (g *generator) flow(rng *rand.Rand, f int) {
 // broken service would leave it.
 func appendViolation(t testing.TB, st events.Store, orderID string, at time.Time) events.Appended {
 	t.Helper()
+	return appendViolationUnder(t, st, orderID, at, 0)
+}
+
+// appendViolationUnder is appendViolation decided under policy position
+// policy (the writer knew every policy event up to it).
+func appendViolationUnder(t testing.TB, st events.Store, orderID string, at time.Time, policy uint64) events.Appended {
+	t.Helper()
 	p := contracts.OrderPlaced{OrderID: orderID, BuyerID: "b-rogue", ListingID: "l-0", SellerID: "s-0", Quantity: 1,
 		UnitPrice: contracts.Money{AmountMinor: 100000, Currency: "IDR"}, Total: contracts.Money{AmountMinor: 100000, Currency: "IDR"},
 		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Origin: contracts.OriginDomestic}
@@ -243,7 +250,7 @@ func appendViolation(t testing.TB, st events.Store, orderID string, at time.Time
 	}
 	a, err := st.Append(context.Background(), events.Decision{Aggregate: events.AggregateRef{Context: "order", ID: orderID},
 		Events: []events.Event{{ID: events.NewID(), Type: typ, SchemaVersion: sv, Source: "/ledger/rogue", AggregateID: orderID,
-			OccurredAt: at, Data: data}}})
+			OccurredAt: at, PolicyPosition: policy, Data: data}}})
 	if err != nil {
 		t.Fatal(err)
 	}

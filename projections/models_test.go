@@ -95,77 +95,83 @@ func TestCatalogueFlagsBeforeFreeze(t *testing.T) {
 	}
 }
 
-// TestViolationsFindsWriteAroundTheFence writes a blocked order directly
-// with the store, without the fence and under a stale policy position, after
-// the freeze's effective instant: the audit must find it, by every clock.
+// TestViolationsFindsWriteAroundTheFence writes blocked orders directly
+// with the store, without the fence, into a log with a scheduled freeze:
+// one decided after the freeze's instant by a writer that knew of it must
+// be found; one decided before the instant is not a violation.
 func TestViolationsFindsWriteAroundTheFence(t *testing.T) {
 	env := startEnv(t)
-	generate(t, env.store, genConfig{Seed: 3, Listings: 6, Flows: 40})
-	bad := appendViolation(t, env.store, "o-rogue", freezeAt.Add(time.Minute))
-	early := appendViolation(t, env.store, "o-early", freezeAt.Add(-time.Hour)) // stale policy only
+	g := generate(t, env.store, genConfig{Seed: 3, Listings: 6, Flows: 40})
+	bad := appendViolationUnder(t, env.store, "o-rogue", freezeAt.Add(time.Minute), g.policy)
+	appendViolationUnder(t, env.store, "o-early", freezeAt.Add(-time.Hour), g.policy)
 	v := NewViolations()
 	if err := Rebuild(context.Background(), env.store, 0, []Model{v}); err != nil {
 		t.Fatal(err)
 	}
 	got := v.List()
-	if len(got) != 2 {
-		t.Fatalf("want 2 violations, got %d: %+v", len(got), got)
+	if len(got) != 1 {
+		t.Fatalf("want 1 violation, got %d: %+v", len(got), got)
 	}
 	if got[0].Position != bad.LastPosition || got[0].RuleID != "freeze-social-id" ||
-		strings.Join(got[0].Kinds, ",") != "business_time,stale_policy" {
+		joinKinds(got[0].Kinds) != "decision_instant" {
 		t.Errorf("rogue order: %+v", got[0])
 	}
-	if got[1].Position != early.LastPosition || strings.Join(got[1].Kinds, ",") != "stale_policy" {
-		t.Errorf("early-dated order: %+v", got[1])
-	}
-	if v.Checked() == 0 || len(v.Rows().Rows) != 2 {
+	if v.Checked() == 0 || len(v.Rows().Rows) != 1 {
 		t.Errorf("checked %d, rows %d", v.Checked(), len(v.Rows().Rows))
 	}
 }
 
-// TestViolationKinds judges synthetic events on live clocks, where the
-// server's clock counts too.
+// TestViolationKinds judges synthetic events against a scheduled freeze,
+// its activation and its lift, by the shared definition of "in force".
 func TestViolationKinds(t *testing.T) {
 	eff := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	freeze := contracts.FreezeImposed{RuleID: "f", Scope: contracts.Scope{Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
 		BlockedOperations: contracts.FreezeOperations, EffectiveAt: eff, LegalBasis: "x", Issuer: "y"}
-	order := func(id string, ch contracts.Channel) contracts.OrderPlaced {
-		return contracts.OrderPlaced{OrderID: id, BuyerID: "b", ListingID: "l", SellerID: "s", Quantity: 1,
-			UnitPrice: contracts.Money{AmountMinor: 1, Currency: "IDR"}, Total: contracts.Money{AmountMinor: 1, Currency: "IDR"},
-			Channel: ch, Jurisdiction: "ID", Category: "c", Origin: contracts.OriginDomestic}
+	order := func(ch contracts.Channel) contracts.OrderPlaced {
+		o := specOrder("o", 1)
+		o.Channel = ch
+		return o
 	}
-	lift := contracts.FreezeLifted{RuleID: "f", EffectiveAt: eff.Add(time.Hour), LegalBasis: "x", Issuer: "y"}
+	social, market := contracts.ChannelSocialCommerce, contracts.ChannelMarketplace
 	tests := []struct {
 		name      string
+		activated bool // the freeze's activation is stored at position 2
+		lifted    bool // an effective-now lift is stored after it
 		occ, rec  time.Time
 		policyPos uint64
 		ch        contracts.Channel
-		lifted    bool
 		want      string
+		inFlight  int64
 	}{
-		{"before, fresh policy", eff.Add(-time.Minute), eff.Add(-time.Minute), 1, contracts.ChannelSocialCommerce, false, ""},
-		{"stamped early, stored after", eff.Add(-time.Second), eff.Add(time.Second), 1, contracts.ChannelSocialCommerce, false, "recorded_time"},
-		{"after", eff, eff, 1, contracts.ChannelSocialCommerce, false, "business_time,recorded_time"},
-		{"after, stale", eff, eff, 0, contracts.ChannelSocialCommerce, false, "business_time,recorded_time,stale_policy"},
-		{"out of scope", eff, eff, 0, contracts.ChannelMarketplace, false, ""},
-		{"after the lift", eff.Add(2 * time.Hour), eff.Add(2 * time.Hour), 2, contracts.ChannelSocialCommerce, true, ""},
-		{"stale before the effective instant", eff.Add(-time.Hour), eff.Add(-time.Hour), 0, contracts.ChannelSocialCommerce, false, "stale_policy"},
+		{"before the instant", false, false, eff.Add(-time.Minute), eff.Add(-time.Minute), 1, social, "", 0},
+		{"in flight at the instant", false, false, eff.Add(-time.Second), eff.Add(time.Second), 1, social, "", 1},
+		{"decided at the instant, before the activation", false, false, eff, eff, 1, social, "decision_instant", 0},
+		{"decided after the instant, not knowing the rule", false, false, eff.Add(time.Minute), eff.Add(time.Minute), 0, social, "", 0},
+		{"slow clock, after the activation", true, false, eff.Add(-time.Minute), eff.Add(time.Minute), 2, social, "positional", 0},
+		{"after the activation", true, false, eff, eff, 1, social, "positional decision_instant", 0},
+		{"after the activation, stale", true, false, eff, eff, 0, social, "positional", 0},
+		{"out of scope", true, false, eff, eff, 2, market, "", 0},
+		{"after the lift", true, true, eff.Add(2 * time.Hour), eff.Add(2 * time.Hour), 3, social, "", 0},
+		{"after the lift, decided under the freeze", true, true, eff.Add(2 * time.Hour), eff.Add(2 * time.Hour), 2, social, "decision_instant", 0},
 	}
 	for _, tt := range tests {
-		v := NewViolations()
-		v.Apply(events.Event{Type: "policy.freeze_imposed", Position: 1, OccurredAt: eff.Add(-2 * time.Hour), RecordedAt: eff.Add(-2 * time.Hour)}, freeze)
-		pos := uint64(2)
+		l := newSpecLog(t)
+		l.add(freeze, eff.Add(-2*time.Hour), eff.Add(-2*time.Hour), 0, nil)
+		if tt.activated {
+			l.addRaw(ruleActivatedType, 1, []byte(`{"rule_id":"f","activates":"freeze_imposed","scheduled_at":"2026-01-01T12:00:00Z"}`),
+				nil, eff, eff, 1)
+		}
 		if tt.lifted {
-			v.Apply(events.Event{Type: "policy.freeze_lifted", Position: 2, OccurredAt: eff, RecordedAt: eff}, lift)
-			pos = 3
+			l.add(contracts.FreezeLifted{RuleID: "f", EffectiveAt: eff.Add(time.Hour), LegalBasis: "x", Issuer: "y"},
+				eff.Add(time.Hour), eff.Add(time.Hour), 2, nil)
 		}
-		v.Apply(events.Event{Type: "order.placed", Position: pos, OccurredAt: tt.occ, RecordedAt: tt.rec, PolicyPosition: tt.policyPos}, order("o", tt.ch))
+		l.add(order(tt.ch), tt.occ, tt.rec, tt.policyPos, nil)
 		got := ""
-		if l := v.List(); len(l) == 1 {
-			got = strings.Join(l[0].Kinds, ",")
+		if vs := l.v.List(); len(vs) == 1 {
+			got = joinKinds(vs[0].Kinds)
 		}
-		if got != tt.want {
-			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		if got != tt.want || l.v.InFlight() != tt.inFlight {
+			t.Errorf("%s: got %q in flight %d, want %q in flight %d", tt.name, got, l.v.InFlight(), tt.want, tt.inFlight)
 		}
 	}
 }

@@ -9,19 +9,20 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
+// ViolationKind is a way an accepted transaction can break a rule (see
+// docs/adr and the shared definition of "in force").
+type ViolationKind string
+
 // The ways an accepted transaction can break a rule.
 const (
-	// ViolationBusinessTime: the event's occurred-at is at or after the
-	// rule's effective instant while the rule was in force.
-	ViolationBusinessTime = "business_time"
-	// ViolationRecordedTime: the server stored the event at or after the
-	// rule's effective instant while the rule was in force, and the event's
-	// business clock was live (see LiveClockSkew).
-	ViolationRecordedTime = "recorded_time"
-	// ViolationStalePolicy: the event was decided under a policy position
-	// older than a rule-imposing policy event stored before it that covers
-	// it: the decision ignored a rule the log already held.
-	ViolationStalePolicy = "stale_policy"
+	// ViolationPositional: the event is stored after the rule's activation
+	// position and before its lift's: the rule was in force for it.
+	ViolationPositional ViolationKind = "positional"
+	// ViolationDecisionInstant: the rule is scheduled with instant E, the
+	// deciding service knew of it (its policy position is at or after the
+	// rule's change event), it decided at or after E (ce-time) and no lift
+	// was activated within what it knew.
+	ViolationDecisionInstant ViolationKind = "decision_instant"
 )
 
 // Violation is one accepted transaction event that a rule blocks.
@@ -33,96 +34,139 @@ type Violation struct {
 	AggregateID    string              `json:"aggregate_id"`
 	RuleID         string              `json:"rule_id"`
 	LegalBasis     string              `json:"legal_basis"`
-	Kinds          []string            `json:"kinds"`
+	Kinds          []ViolationKind     `json:"kinds"`
 	OccurredAt     time.Time           `json:"occurred_at"`
 	RecordedAt     time.Time           `json:"recorded_at"`
 	PolicyPosition uint64              `json:"policy_position"`
 }
 
-// LiveClockSkew is how far an event's occurred-at may be from its recorded
-// time for the event to count as stamped by a live clock. Only such events
-// are judged on the server's clock too: a simulated or imported history
-// (the 2023 day replayed today) is recorded long after its business time,
-// and judging it by the server clock would call every trade after the
-// rule's effective instant a violation. An event stamped a little early to
-// slip under a deadline is within the skew and is caught.
-const LiveClockSkew = 5 * time.Minute
-
-// trade is what the audit remembers of an order or payment to judge the
-// events that do not carry their own scope.
+// trade is what the audit remembers of a listing, an order or a payment to
+// judge the events that do not carry their own scope.
 type trade struct {
 	Target    contracts.Target `json:"target"`
 	UnitPrice contracts.Money  `json:"unit_price"`
 }
 
-// Violations is the policy audit. It checks every transaction event
-// (order.placed, payment.authorized, payment.captured) against the policy
-// timeline as the log held it before the event, and records every rule the
-// event breaks (see the Violation* kinds). Rules recorded after an event
-// never make it a violation: no service could have known them.
+// Violations is the policy audit. It checks every accepted event of a
+// blockable operation (listing.created, listing.price_changed,
+// order.placed, payment.authorized, payment.captured: every
+// contracts.Operation) against the policy rules as the log holds them
+// before the event, by the shared definition of "in force": a rule is in
+// force for the events stored after its activation position and before its
+// lift's (ViolationPositional), and a scheduled rule also binds a decision
+// made at or after its instant by a service that knew of it
+// (ViolationDecisionInstant). An event decided before a scheduled instant,
+// recorded after it and stored before the activation was in flight at the
+// instant: it is counted (InFlight), not a violation.
 //
 // Zero violations over the whole log is what the freeze guarantee promises;
 // the regulator bundle reports the count.
 type Violations struct {
 	state struct {
-		Violations []Violation       `json:"violations"`
-		Rules      rules             `json:"rules"`
-		Orders     map[string]trade  `json:"orders"`
-		Payments   map[string]string `json:"payments"` // payment -> order
-		Checked    int64             `json:"checked"`
+		Violations  []Violation      `json:"violations"`
+		Rules       rules            `json:"rules"`
+		Activations activations      `json:"activations"`
+		Listings    map[string]trade `json:"listings"`
+		Orders      map[string]trade `json:"orders"`
+		Payments    map[string]trade `json:"payments"`
+		Checked     int64            `json:"checked"`
+		InFlight    int64            `json:"in_flight"`
 	}
 }
 
 // NewViolations returns an empty audit.
 func NewViolations() *Violations {
 	m := &Violations{}
-	m.state.Violations = []Violation{}
-	m.state.Rules = rules{}
-	m.state.Orders = map[string]trade{}
-	m.state.Payments = map[string]string{}
+	m.init()
 	return m
+}
+
+func (m *Violations) init() {
+	if m.state.Violations == nil {
+		m.state.Violations = []Violation{}
+	}
+	if m.state.Rules == nil {
+		m.state.Rules = rules{}
+	}
+	if m.state.Activations == nil {
+		m.state.Activations = activations{}
+	}
+	if m.state.Listings == nil {
+		m.state.Listings = map[string]trade{}
+	}
+	if m.state.Orders == nil {
+		m.state.Orders = map[string]trade{}
+	}
+	if m.state.Payments == nil {
+		m.state.Payments = map[string]trade{}
+	}
 }
 
 // Name implements Model.
 func (m *Violations) Name() string { return ModelViolations }
 
+// Version implements Versioned: version 2 audits every blockable operation
+// by positional activation, and its snapshots are not version 1's.
+func (m *Violations) Version() int { return 2 }
+
 // Apply implements Model.
 func (m *Violations) Apply(e events.Event, payload any) error {
 	m.state.Rules.apply(&e, payload)
+	m.state.Activations.apply(&e, payload)
 	switch p := payload.(type) {
+	case contracts.ListingCreated:
+		t := trade{Target: contracts.Target{Jurisdiction: p.Jurisdiction, Channel: p.Channel, Category: p.Category,
+			SellerID: p.SellerID, Origin: p.Origin}, UnitPrice: p.Price}
+		m.state.Listings[p.ListingID] = t
+		m.check(&e, contracts.OpListingCreate, t)
+	case contracts.ListingPriceChanged:
+		if t, ok := m.state.Listings[p.ListingID]; ok {
+			t.UnitPrice = p.Price
+			m.state.Listings[p.ListingID] = t
+			m.check(&e, contracts.OpListingChangePrice, t)
+		}
 	case contracts.OrderPlaced:
 		t := trade{Target: contracts.Target{Jurisdiction: p.Jurisdiction, Channel: p.Channel, Category: p.Category,
 			SellerID: p.SellerID, Origin: p.Origin}, UnitPrice: p.UnitPrice}
 		m.state.Orders[p.OrderID] = t
 		m.check(&e, contracts.OpOrderPlace, t)
 	case contracts.PaymentAuthorized:
-		m.state.Payments[p.PaymentID] = p.OrderID
 		t, ok := m.state.Orders[p.OrderID]
 		if !ok {
 			// The payment carries the order's scope for this reason.
 			t = trade{Target: contracts.Target{Jurisdiction: p.Jurisdiction, Channel: p.Channel, Category: p.Category,
 				SellerID: p.SellerID}, UnitPrice: p.Amount}
 		}
+		m.state.Payments[p.PaymentID] = t
 		m.check(&e, contracts.OpPaymentAuthorize, t)
 	case contracts.PaymentCaptured:
-		if t, ok := m.state.Orders[m.state.Payments[p.PaymentID]]; ok {
+		if t, ok := m.state.Payments[p.PaymentID]; ok {
 			m.check(&e, contracts.OpPaymentCapture, t)
 		}
 	}
 	return nil
 }
 
-// check records a violation if any rule known before e blocks op on t.
+// check records a violation if any rule in force for e blocks op on t, and
+// counts e as in flight if it was, for some rule, and breaks none.
 func (m *Violations) check(e *events.Event, op contracts.Operation, t trade) {
 	m.state.Checked++
 	var worst *Violation
+	inFlight := false
 	for _, id := range sortedKeys(m.state.Rules) {
-		r := m.state.Rules[id]
-		if r.ImposedPosition >= e.Position {
+		r, a := m.state.Rules[id], m.state.Activations[id]
+		if a == nil || a.ChangePosition >= e.Position || !coversAlways(r.Rule(), op, t) {
 			continue
 		}
-		kinds := m.kinds(e, op, t, r)
+		var kinds []ViolationKind
+		if a.inForceAt(e.Position) {
+			kinds = append(kinds, ViolationPositional)
+		}
+		if a.decidedInForce(e) {
+			kinds = append(kinds, ViolationDecisionInstant)
+		}
 		if len(kinds) == 0 {
+			inFlight = inFlight || a.inFlight(e)
 			continue
 		}
 		v := Violation{Position: e.Position, EventID: e.ID, Type: e.Type, Operation: op, AggregateID: e.AggregateID,
@@ -132,38 +176,17 @@ func (m *Violations) check(e *events.Event, op contracts.Operation, t trade) {
 			worst = &v
 		}
 	}
-	if worst != nil {
+	switch {
+	case worst != nil:
 		m.state.Violations = append(m.state.Violations, *worst)
+	case inFlight:
+		m.state.InFlight++
 	}
-}
-
-// kinds returns how e breaks r, judging the lift only if the log held it
-// before e.
-func (m *Violations) kinds(e *events.Event, op contracts.Operation, t trade, r *RuleRecord) []string {
-	rule := r.Rule()
-	if r.LiftedPosition >= e.Position {
-		rule.LiftedAt = time.Time{}
-	}
-	var out []string
-	if rule.Blocks(op, t.Target, t.UnitPrice, e.OccurredAt) {
-		out = append(out, ViolationBusinessTime)
-	}
-	if live(e) && rule.Blocks(op, t.Target, t.UnitPrice, e.RecordedAt) {
-		out = append(out, ViolationRecordedTime)
-	}
-	if e.PolicyPosition < r.ImposedPosition && coversAlways(rule, op, t) {
-		out = append(out, ViolationStalePolicy)
-	}
-	return out
-}
-
-func live(e *events.Event) bool {
-	d := e.RecordedAt.Sub(e.OccurredAt)
-	return d <= LiveClockSkew && d >= -LiveClockSkew
 }
 
 // coversAlways reports whether the rule blocks op on t at some instant:
-// scope, operation and price, whatever the time.
+// scope, operation and price, whatever the time. When it applies is the
+// activation's to say.
 func coversAlways(r contracts.Rule, op contracts.Operation, t trade) bool {
 	r.LiftedAt = time.Time{}
 	return r.Blocks(op, t.Target, t.UnitPrice, r.EffectiveAt)
@@ -174,28 +197,22 @@ func (m *Violations) Snapshot() ([]byte, error) { return canonical(&m.state) }
 
 // Restore implements Model.
 func (m *Violations) Restore(data []byte) error {
-	n := NewViolations()
+	n := &Violations{}
 	if err := restore(m.Name(), data, &n.state); err != nil {
 		return err
 	}
-	if n.state.Violations == nil {
-		n.state.Violations = []Violation{}
-	}
-	if n.state.Rules == nil {
-		n.state.Rules = rules{}
-	}
-	if n.state.Orders == nil {
-		n.state.Orders = map[string]trade{}
-	}
-	if n.state.Payments == nil {
-		n.state.Payments = map[string]string{}
-	}
+	n.init()
 	m.state = n.state
 	return nil
 }
 
 // Count returns the number of violations found.
 func (m *Violations) Count() int { return len(m.state.Violations) }
+
+// InFlight returns the number of events that were in flight at a scheduled
+// rule's instant: decided before it, recorded after it, stored before its
+// activation. They are not violations; a regulator sees the count.
+func (m *Violations) InFlight() int64 { return m.state.InFlight }
 
 // Checked returns the number of transaction events checked.
 func (m *Violations) Checked() int64 { return m.state.Checked }
@@ -209,8 +226,16 @@ func (m *Violations) Rows() Table {
 		"kinds", "occurred_at", "recorded_at", "policy_position"}}
 	for _, v := range m.state.Violations {
 		t.Rows = append(t.Rows, []string{utoa(v.Position), v.EventID, v.Type, string(v.Operation), v.AggregateID,
-			v.RuleID, v.LegalBasis, strings.Join(v.Kinds, " "), formatTime(v.OccurredAt), formatTime(v.RecordedAt),
+			v.RuleID, v.LegalBasis, joinKinds(v.Kinds), formatTime(v.OccurredAt), formatTime(v.RecordedAt),
 			utoa(v.PolicyPosition)})
 	}
 	return t
+}
+
+func joinKinds(ks []ViolationKind) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, " ")
 }
