@@ -5,13 +5,15 @@ package projections
 // trade against a rule asks the activation kept here, and nothing else in
 // the package reads a rule's effective instant to decide it.
 //
-// Until the policy contracts carry the activation explicitly (a typed
-// "activation" field on the change events and a typed policy.rule_activated
-// event), the adapter reads both from the stored body: the "activation"
-// field when the policy service wrote one, and otherwise the same rule the
-// policy service applies when it decides, "effective now" when the stated
-// instant is absent or not after the change's decision instant (ce-time).
-// Swapping in the shared function changes this file only.
+// The shared definition is contracts.RuleTimeline (InForceAt, DueBy) with
+// contracts.PolicyTimeline.Apply and the typed "activation" field and
+// policy.rule_activated event; until those are on this branch, the adapter
+// below reads the same facts from the stored body with the same rules: the
+// "activation" field of a change event, and a change event without one
+// (written before activations existed) read as scheduled at its
+// effective_at. Swapping in the shared functions changes this file only:
+// activation becomes contracts.RuleTimeline, inForceAt is InForceAt and
+// decidedInForce is DueBy(e.PolicyPosition, e.OccurredAt).
 
 import (
 	"encoding/json"
@@ -75,7 +77,9 @@ func (a *activation) inFlight(e *events.Event) bool {
 }
 
 // changeScheduled reads how the change event e with stated instant
-// effective takes effect: scheduled at effective, or on its recording.
+// effective takes effect: scheduled at effective, or on its recording. A
+// body without the field predates activations: its effective_at is read as
+// scheduled, which the policy service's activator then activates.
 func changeScheduled(e *events.Event, effective time.Time) bool {
 	var body struct {
 		Activation string `json:"activation"`
@@ -83,7 +87,7 @@ func changeScheduled(e *events.Event, effective time.Time) bool {
 	if len(e.Data) > 0 && json.Unmarshal(e.Data, &body) == nil && body.Activation != "" {
 		return body.Activation == activationScheduled
 	}
-	return !effective.IsZero() && effective.After(e.OccurredAt)
+	return !effective.IsZero()
 }
 
 // ruleActivated is the body of a policy.rule_activated event.

@@ -163,7 +163,7 @@ func TestViolationKinds(t *testing.T) {
 		}
 		if tt.lifted {
 			l.add(contracts.FreezeLifted{RuleID: "f", EffectiveAt: eff.Add(time.Hour), LegalBasis: "x", Issuer: "y"},
-				eff.Add(time.Hour), eff.Add(time.Hour), 2, nil)
+				eff.Add(time.Hour), eff.Add(time.Hour), 2, effectiveNow)
 		}
 		l.add(order(tt.ch), tt.occ, tt.rec, tt.policyPos, nil)
 		got := ""

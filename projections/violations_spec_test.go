@@ -59,6 +59,9 @@ var (
 	specSocial = contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}
 )
 
+// effectiveNow is the stored activation of an "effective now" change.
+var effectiveNow = map[string]any{"activation": "on_recording"}
+
 func idrMinor(v int64) contracts.Money { return contracts.Money{AmountMinor: v, Currency: "IDR"} }
 
 func specListing(id string, price int64) contracts.ListingCreated {
@@ -81,7 +84,7 @@ func TestViolationListingPriceBelowFloor(t *testing.T) {
 	l.add(specListing("l-1", 150_000), specNow, specNow, 0, nil)
 	floor := l.add(contracts.FloorPriceSet{RuleID: "floor-id", Scope: specSocial, BlockedOperations: contracts.FloorPriceOperations,
 		Amount: idrMinor(100_000), EffectiveAt: specNow.Add(time.Minute), LegalBasis: "Permendag 31/2023", Issuer: "kemendag"},
-		specNow.Add(time.Minute), specNow.Add(time.Minute), 0, nil)
+		specNow.Add(time.Minute), specNow.Add(time.Minute), 0, effectiveNow)
 	ok := l.add(contracts.ListingPriceChanged{ListingID: "l-1", Price: idrMinor(120_000), PreviousPrice: idrMinor(150_000)},
 		specNow.Add(2*time.Minute), specNow.Add(2*time.Minute), floor, nil)
 	bad := l.add(contracts.ListingPriceChanged{ListingID: "l-1", Price: idrMinor(90_000), PreviousPrice: idrMinor(120_000)},
@@ -111,7 +114,7 @@ func TestViolationListingPriceBelowFloor(t *testing.T) {
 func TestViolationSlowClockAfterEffectiveNowFreeze(t *testing.T) {
 	l := newSpecLog(t)
 	freeze := l.add(contracts.FreezeImposed{RuleID: "fz", Scope: specSocial, BlockedOperations: contracts.FreezeOperations,
-		EffectiveAt: specNow, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}, specNow, specNow, 0, nil)
+		EffectiveAt: specNow, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}, specNow, specNow, 0, effectiveNow)
 	order := l.add(specOrder("o-1", 100_000), specNow.Add(-10*time.Minute), specNow.Add(time.Second), freeze, nil)
 	got := l.v.List()
 	if len(got) != 1 || got[0].Position != order || got[0].RuleID != "fz" {
