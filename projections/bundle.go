@@ -191,7 +191,11 @@ type Check struct {
 // Report is what a verification checked, passed and failed, and what it
 // could not check: it never calls anything verified that it did not check.
 type Report struct {
-	Manifest   Manifest `json:"manifest"`
+	Manifest Manifest `json:"manifest"`
+	// Trusted is true when the manifest's signature verifies with the
+	// trusted key the caller gave; without one a bundle proves it is
+	// intact, never who made it, and a caller must not call it verified.
+	Trusted    bool     `json:"trusted"`
 	Checks     []Check  `json:"checks"`
 	NotChecked []string `json:"not_checked"`
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/marketledger/ledger/events"
 )
@@ -43,7 +44,7 @@ func VerifyBundle(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Repo
 	pub, err := checkSignature(files, trustedKey)
 	rep.add("manifest signature", err)
 	if trustedKey != nil {
-		rep.add("signed by the trusted key", trustedErr(pub, trustedKey))
+		rep.Trusted = rep.add("signed by the trusted key", trustedErr(pub, trustedKey)) && err == nil
 	} else {
 		rep.NotChecked = append(rep.NotChecked, "origin of the key: no trusted key was given, so the signature proves the bundle is intact, not who made it")
 	}
@@ -51,11 +52,80 @@ func VerifyBundle(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Repo
 		return rep, rep.err()
 	}
 	rep.add("manifest key id", keyIDErr(pub, rep.Manifest.KeyID))
+	rep.add("manifest claims", checkClaims(rep.Manifest))
+	rep.add("model set", checkModelSet(rep.Manifest))
 	rep.add("file digests", checkDigests(files, rep.Manifest))
 	checkModels(&rep, files)
 	rep.NotChecked = append(rep.NotChecked, fmt.Sprintf("merkle root %s at tree size %d against the log: needs the live log (VerifyAgainst)",
 		rep.Manifest.MerkleRoot, rep.Manifest.TreeSize))
 	return rep, rep.err()
+}
+
+// checkClaims requires the manifest's claims to agree with one another: the
+// format is this one, as_of reads on its clock (and on the position clock
+// is the position), and the tree covers events exactly when the position
+// does. What they say about the log is checked against it (VerifyAgainst).
+func checkClaims(m Manifest) error {
+	var bad []string
+	if m.Format != BundleFormat {
+		bad = append(bad, fmt.Sprintf("format is %q, want %q", m.Format, BundleFormat))
+	}
+	if m.Position == 0 {
+		if m.TreeSize != 0 {
+			bad = append(bad, fmt.Sprintf("position 0 (an empty log) with tree_size %d", m.TreeSize))
+		}
+		if m.Clock == ClockPosition {
+			bad = append(bad, "position 0 on the position clock: an as-of position is a whole number from 1")
+		} else if _, err := time.Parse(time.RFC3339Nano, m.AsOf); err != nil {
+			bad = append(bad, fmt.Sprintf("as_of %q is not an RFC 3339 instant", m.AsOf))
+		}
+	} else {
+		at, err := ParseAsOf(string(m.Clock), m.AsOf)
+		switch {
+		case err != nil:
+			bad = append(bad, err.Error())
+		case at.Clock == ClockPosition && at.Position != m.Position:
+			bad = append(bad, fmt.Sprintf("as_of is position %d, the manifest's position is %d", at.Position, m.Position))
+		}
+		if m.TreeSize == 0 || m.TreeSize > m.Position {
+			bad = append(bad, fmt.Sprintf("tree_size %d cannot cover position %d (from 1 to the position)", m.TreeSize, m.Position))
+		}
+		if m.RecordedAt.IsZero() {
+			bad = append(bad, "recorded_at is missing")
+		}
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// checkModelSet requires every built-in read model, at this build's
+// version, and no other: a bundle that leaves out a model (the violations
+// audit above all) says nothing about it, and must not verify.
+func checkModelSet(m Manifest) error {
+	var bad []string
+	for _, name := range ModelNames() {
+		got, ok := m.Models[name]
+		if !ok {
+			bad = append(bad, name+" is missing")
+			continue
+		}
+		md, _ := NewModel(name)
+		if want := ModelVersion(md); got.Version != want {
+			bad = append(bad, fmt.Sprintf("%s is version %d, this verifier checks version %d", name, got.Version, want))
+		}
+	}
+	for name := range m.Models {
+		if _, err := NewModel(name); err != nil {
+			bad = append(bad, name+" is not a read model")
+		}
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 // readArchive reads every file, bounded, refusing duplicates.
@@ -241,15 +311,25 @@ func checkModel(name string, m Manifest, files map[string][]byte) error {
 }
 
 // VerifyAgainst verifies the bundle offline (VerifyBundle), then against
-// the live log: it recomputes the Merkle root of the log up to the
-// manifest's position and every read model as of the manifest's instant by
-// a fold from the first event (not from stored snapshots), and requires the
-// same root, tree size and file bytes.
+// the live log: it requires the manifest's as_of on its clock to resolve to
+// exactly its position and recorded_at in the log (a position 0 bundle
+// only where the log held no event as of that instant), recomputes the
+// Merkle root of the log up to the position and every read model as of the
+// instant by a fold from the first event (not from stored snapshots),
+// requires the same root, tree size and file bytes, and recounts the
+// violations.
 func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, error) {
 	rep, _ := VerifyBundle(r, size, trustedKey)
 	rep.NotChecked = slicesDeleteMerkle(rep.NotChecked)
 	m := rep.Manifest
+	if m.Format == "" && len(m.Models) == 0 {
+		return rep, rep.err() // the manifest did not read: nothing to check against the log
+	}
+	bound := rep.add("as_of against the log", bindAsOf(ctx, store, m))
 	if m.Position == 0 {
+		if bound {
+			rep.add("read models against the log", emptyModels(m))
+		}
 		return rep, rep.err()
 	}
 	n, root, err := treeAt(ctx, store, m.Position)
@@ -257,8 +337,101 @@ func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int6
 		err = fmt.Errorf("the log gives root %s at tree size %d, the bundle %s at %d", root, n, m.MerkleRoot, m.TreeSize)
 	}
 	rep.add("merkle root against the log", err)
-	rep.add("read models against the log", refold(ctx, store, m))
+	count, err := refold(ctx, store, m)
+	rep.add("read models against the log", err)
+	if count >= 0 {
+		var cerr error
+		if count != m.Violations {
+			cerr = fmt.Errorf("the log gives %d violations, the bundle says %d", count, m.Violations)
+		}
+		rep.add("violations against the log", cerr)
+	}
 	return rep, rep.err()
+}
+
+// bindAsOf resolves the manifest's as_of on its clock in the log, by a
+// read of the log alone, and requires the manifest's position and
+// recorded_at: a later as_of re-signed over an earlier state, or a
+// position chosen to skip the log, fails here. The resolution is the one
+// WriteBundle makes (QueryAsOf), so a bundle the ledger wrote binds.
+func bindAsOf(ctx context.Context, store LogStore, m Manifest) error {
+	var T time.Time
+	if m.Clock != ClockPosition {
+		t, err := time.Parse(time.RFC3339Nano, m.AsOf)
+		if err != nil {
+			return fmt.Errorf("as_of %q is not an RFC 3339 instant", m.AsOf)
+		}
+		T = t
+	}
+	var resolved, head uint64
+	var recorded, lastRecorded, lastOccurred time.Time
+	for e, err := range store.Read(ctx, events.Query{}) {
+		if err != nil {
+			return err
+		}
+		head, lastRecorded = e.Position, e.RecordedAt
+		if e.Position == m.Position {
+			recorded = e.RecordedAt
+		}
+		switch m.Clock {
+		case ClockRecorded:
+			if !e.RecordedAt.After(T) {
+				resolved = e.Position
+			}
+		case ClockBusiness:
+			if isBusiness(&e) && e.OccurredAt.After(lastOccurred) {
+				lastOccurred = e.OccurredAt
+			}
+			if isBusiness(&e) && !e.OccurredAt.After(T) {
+				resolved = e.Position
+			}
+		}
+	}
+	switch {
+	case m.Clock == ClockPosition:
+		resolved = m.Position
+	case head == 0:
+	case m.Clock == ClockRecorded && T.After(lastRecorded):
+		return fmt.Errorf("as_of %s is after the last event the log recorded (%s)", m.AsOf, lastRecorded.UTC().Format(time.RFC3339Nano))
+	case m.Clock == ClockBusiness && T.After(lastOccurred):
+		return fmt.Errorf("as_of %s is after the last business instant in the log (%s)", m.AsOf, lastOccurred.UTC().Format(time.RFC3339Nano))
+	}
+	if resolved != m.Position {
+		if m.Position == 0 {
+			return fmt.Errorf("position 0 claims an empty log as of %s %s, the log holds events up to position %d by then", m.Clock, m.AsOf, resolved)
+		}
+		return fmt.Errorf("as_of %s %s resolves to position %d in the log, the bundle says %d", m.Clock, m.AsOf, resolved, m.Position)
+	}
+	if m.Position == 0 {
+		if !m.RecordedAt.IsZero() {
+			return errors.New("position 0 with a recorded_at: no event was recorded")
+		}
+		return nil
+	}
+	if m.Position > head || recorded.IsZero() {
+		return fmt.Errorf("the log holds no event at position %d (head %d)", m.Position, head)
+	}
+	if !recorded.Equal(m.RecordedAt) {
+		return fmt.Errorf("the log recorded position %d at %s, the bundle says %s", m.Position,
+			recorded.UTC().Format(time.RFC3339Nano), m.RecordedAt.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// emptyModels requires the files of a position 0 bundle to be the empty
+// read models: a log with no event has nothing else to show.
+func emptyModels(m Manifest) error {
+	models, err := NewModels()
+	if err != nil {
+		return err
+	}
+	if err := sameFiles(models, m); err != nil {
+		return err
+	}
+	if m.Violations != 0 {
+		return fmt.Errorf("an empty log has 0 violations, the bundle says %d", m.Violations)
+	}
+	return nil
 }
 
 func slicesDeleteMerkle(s []string) []string {
@@ -271,24 +444,38 @@ func slicesDeleteMerkle(s []string) []string {
 	return out
 }
 
-// refold rebuilds every model of the manifest as of its instant from the
-// first event and compares digests.
-func refold(ctx context.Context, store LogStore, m Manifest) error {
+// refold rebuilds every built-in model (not only those the manifest
+// names) as of the manifest's instant from the first event, compares
+// digests, and returns the violations the log gives (-1 if the fold
+// failed).
+func refold(ctx context.Context, store LogStore, m Manifest) (int, error) {
 	at, err := ParseAsOf(string(m.Clock), m.AsOf)
 	if err != nil {
-		return err
+		return -1, err
 	}
-	models, err := NewModels(sortedKeys(m.Models)...)
+	models, err := NewModels()
 	if err != nil {
-		return err
+		return -1, err
 	}
 	var keep Filter
 	if at.Clock == ClockBusiness {
 		keep = BusinessFilter(at.Time)
 	}
 	if _, _, err := Fold(ctx, store, events.Query{To: m.Position}, models, nil, keep); err != nil {
-		return err
+		return -1, err
 	}
+	count := -1
+	for _, md := range models {
+		if v, ok := md.(*Violations); ok {
+			count = v.Count()
+		}
+	}
+	return count, sameFiles(models, m)
+}
+
+// sameFiles renders models and requires the manifest's digests for every
+// file they make.
+func sameFiles(models []Model, m Manifest) error {
 	var tmp Manifest
 	tmp.Models, tmp.Files = map[string]ManifestModel{}, map[string]string{}
 	if _, err := modelFiles(models, &tmp); err != nil {
