@@ -55,6 +55,9 @@ func VerifyBundle(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Repo
 	rep.add("manifest claims", checkClaims(rep.Manifest))
 	rep.add("model set", checkModelSet(rep.Manifest))
 	rep.add("file digests", checkDigests(files, rep.Manifest))
+	if rep.Manifest.Position == 0 {
+		rep.add("position 0 holds the empty models", emptyModels(rep.Manifest))
+	}
 	checkModels(&rep, files)
 	rep.NotChecked = append(rep.NotChecked, fmt.Sprintf("merkle root %s at tree size %d against the log: needs the live log (VerifyAgainst)",
 		rep.Manifest.MerkleRoot, rep.Manifest.TreeSize))
@@ -325,12 +328,9 @@ func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int6
 	if m.Format == "" && len(m.Models) == 0 {
 		return rep, rep.err() // the manifest did not read: nothing to check against the log
 	}
-	bound := rep.add("as_of against the log", bindAsOf(ctx, store, m))
+	rep.add("as_of against the log", bindAsOf(ctx, store, m))
 	if m.Position == 0 {
-		if bound {
-			rep.add("read models against the log", emptyModels(m))
-		}
-		return rep, rep.err()
+		return rep, rep.err() // the models were required empty offline
 	}
 	n, root, err := treeAt(ctx, store, m.Position)
 	if err == nil && (n != m.TreeSize || root.String() != m.MerkleRoot) {

@@ -68,7 +68,7 @@ func TestCorruptedBlockIsReportedByVerifyAndReplay(t *testing.T) {
 
 	logStreamState(ctx, t, g, damaged)
 	var out bytes.Buffer
-	err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundle, dir, "")
+	err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundle, dir, notaryKeyHex(t, dir))
 	report := out.String()
 	if err == nil {
 		t.Fatalf("verify --against passed over a corrupted log:\n%s", report)
@@ -211,7 +211,7 @@ func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle s
 	// The bundle verifies against the intact log: the failure below is the
 	// corruption's, not the bundle's.
 	var out bytes.Buffer
-	if err := runVerify(ctx, &globals{dataDir: t.TempDir(), credsDir: credentialsDir(g.dataDir)}, &out, bundle, "nats://"+strings.TrimPrefix(n.url, "nats://"), ""); err != nil {
+	if err := runVerify(ctx, &globals{dataDir: t.TempDir(), credsDir: credentialsDir(g.dataDir)}, &out, bundle, "nats://"+strings.TrimPrefix(n.url, "nats://"), notaryKeyHex(t, g.dataDir)); err != nil {
 		t.Fatalf("verify --against the intact log: %v\n%s", err, out.String())
 	}
 	return damaged

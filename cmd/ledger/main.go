@@ -14,10 +14,13 @@ import (
 )
 
 // Exit codes: 0 success, 1 failure, 2 bad input (usage, flags, arguments,
-// or a command refused as invalid).
+// or a command refused as invalid), 3 a bundle that is intact but whose
+// signer was not checked against a trusted key (ledger verify without
+// --key).
 const (
-	exitFailure = 1
-	exitUsage   = 2
+	exitFailure   = 1
+	exitUsage     = 2
+	exitUntrusted = 3
 )
 
 // usageError marks an error caused by what the user typed.
@@ -41,6 +44,10 @@ func exitCode(err error) int {
 	var u usageError
 	if errors.As(err, &u) {
 		return exitUsage
+	}
+	var nt untrustedError
+	if errors.As(err, &nt) {
+		return exitUntrusted
 	}
 	// Input the ledger refused (breaks a rule, names nothing that exists, or
 	// reuses a key) is the caller's to fix: exit 2 like a usage error.

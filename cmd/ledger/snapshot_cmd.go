@@ -78,18 +78,29 @@ func newVerifyCmd(g *globals) *cobra.Command {
 		Short: "Check a regulator bundle offline (and against the live log with --against)",
 		Long: `verify checks a bundle without trusting whoever made it: the archive is
 canonical, every file matches the digest in the manifest, the manifest's
-signature verifies, every model restores and renders to the same CSV, and the
-counts agree. With --key it also requires the bundle to be signed by that
-public key (hex). With --against it recomputes the Merkle root and the models
-from the live log (a data directory or a NATS URL). It exits 0 only if every
-check passed, and lists what it could not check.`,
+signature verifies, every read model is present at this build's version,
+restores and renders to the same CSV, and the counts and claims agree.
+
+--key HEX is the notary public key you trust (obtained from the ledger's
+operator out of band, not from the bundle). Without it the bundle can only
+prove it is intact, not who made it: anyone can sign a bundle with a key of
+their own.
+
+--against (a data directory or a NATS URL) checks the bundle against the live
+log: as_of must resolve on its clock to exactly the manifest's position and
+recorded_at, the Merkle root and every read model are recomputed from the
+first event, and the violations are counted again.
+
+Exit status: 0 verified (every check passed and --key signed it); 1 a check
+failed; 2 bad input; 3 every check passed but no --key was given: "signature
+valid but signer not trusted: pass --key". It lists what it could not check.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd.Context(), g, cmd.OutOrStdout(), args[0], against, keyHex)
 		},
 	}
 	c.Flags().StringVar(&against, "against", "", "also check against the live log: a data directory or nats:// URL")
-	c.Flags().StringVar(&keyHex, "key", "", "trusted notary public key, hex (default: the one in the bundle, reported as not checked)")
+	c.Flags().StringVar(&keyHex, "key", "", "trusted notary public key, hex; without it verify exits 3: signature valid but signer not trusted")
 	return c
 }
 
@@ -133,8 +144,21 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 	if !rep.OK() {
 		return fmt.Errorf("%s: verification failed", path)
 	}
+	if !rep.Trusted {
+		return untrustedError{path}
+	}
 	return nil
 }
+
+// untrustedError is a bundle whose every check passed but whose signer was
+// not checked against a trusted key: intact, not verified.
+type untrustedError struct{ path string }
+
+func (e untrustedError) Error() string {
+	return e.path + ": " + untrustedMessage
+}
+
+const untrustedMessage = "signature valid but signer not trusted: pass --key"
 
 func printVerify(w io.Writer, path string, rep projections.Report) {
 	for _, c := range rep.Checks {
@@ -147,8 +171,11 @@ func printVerify(w io.Writer, path string, rep projections.Report) {
 	for _, n := range rep.NotChecked {
 		fmt.Fprintf(w, "not checked: %s\n", n)
 	}
-	if rep.OK() {
+	switch {
+	case rep.OK() && rep.Trusted:
 		fmt.Fprintf(w, "%s: verified (as of %s, position %d, root %s)\n", path, rep.Manifest.AsOf, rep.Manifest.Position, rep.Manifest.MerkleRoot)
+	case rep.OK():
+		fmt.Fprintf(w, "%s: not verified: %s (the key in the bundle is %s)\n", path, untrustedMessage, rep.Manifest.KeyID)
 	}
 }
 
