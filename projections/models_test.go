@@ -156,16 +156,15 @@ func TestViolationKinds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		l := newSpecLog(t)
-		l.add(freeze, eff.Add(-2*time.Hour), eff.Add(-2*time.Hour), 0, nil)
+		l.add(freeze, eff.Add(-2*time.Hour), eff.Add(-2*time.Hour), 0)
 		if tt.activated {
-			l.addRaw(ruleActivatedType, 1, []byte(`{"rule_id":"f","activates":"freeze_imposed","scheduled_at":"2026-01-01T12:00:00Z"}`),
-				nil, eff, eff, 1)
+			l.add(contracts.RuleActivated{RuleID: "f", Activates: contracts.ChangeFreezeImposed, ScheduledAt: eff}, eff, eff, 1)
 		}
 		if tt.lifted {
-			l.add(contracts.FreezeLifted{RuleID: "f", EffectiveAt: eff.Add(time.Hour), LegalBasis: "x", Issuer: "y"},
-				eff.Add(time.Hour), eff.Add(time.Hour), 2, effectiveNow)
+			l.add(contracts.FreezeLifted{RuleID: "f", EffectiveAt: eff.Add(time.Hour), Activation: contracts.ActivationOnRecording,
+				LegalBasis: "x", Issuer: "y"}, eff.Add(time.Hour), eff.Add(time.Hour), 2)
 		}
-		l.add(order(tt.ch), tt.occ, tt.rec, tt.policyPos, nil)
+		l.add(order(tt.ch), tt.occ, tt.rec, tt.policyPos)
 		got := ""
 		if vs := l.v.List(); len(vs) == 1 {
 			got = joinKinds(vs[0].Kinds)

@@ -63,14 +63,13 @@ type trade struct {
 // the regulator bundle reports the count.
 type Violations struct {
 	state struct {
-		Violations  []Violation      `json:"violations"`
-		Rules       rules            `json:"rules"`
-		Activations activations      `json:"activations"`
-		Listings    map[string]trade `json:"listings"`
-		Orders      map[string]trade `json:"orders"`
-		Payments    map[string]trade `json:"payments"`
-		Checked     int64            `json:"checked"`
-		InFlight    int64            `json:"in_flight"`
+		Violations []Violation              `json:"violations"`
+		Timeline   contracts.PolicyTimeline `json:"timeline"`
+		Listings   map[string]trade         `json:"listings"`
+		Orders     map[string]trade         `json:"orders"`
+		Payments   map[string]trade         `json:"payments"`
+		Checked    int64                    `json:"checked"`
+		InFlight   int64                    `json:"in_flight"`
 	}
 }
 
@@ -85,11 +84,8 @@ func (m *Violations) init() {
 	if m.state.Violations == nil {
 		m.state.Violations = []Violation{}
 	}
-	if m.state.Rules == nil {
-		m.state.Rules = rules{}
-	}
-	if m.state.Activations == nil {
-		m.state.Activations = activations{}
+	if m.state.Timeline == nil {
+		m.state.Timeline = contracts.PolicyTimeline{}
 	}
 	if m.state.Listings == nil {
 		m.state.Listings = map[string]trade{}
@@ -111,8 +107,7 @@ func (m *Violations) Version() int { return 2 }
 
 // Apply implements Model.
 func (m *Violations) Apply(e events.Event, payload any) error {
-	m.state.Rules.apply(&e, payload)
-	m.state.Activations.apply(&e, payload)
+	m.state.Timeline = m.state.Timeline.Apply(e.Position, payload)
 	switch p := payload.(type) {
 	case contracts.ListingCreated:
 		t := trade{Target: contracts.Target{Jurisdiction: p.Jurisdiction, Channel: p.Channel, Category: p.Category,
@@ -152,44 +147,36 @@ func (m *Violations) Apply(e events.Event, payload any) error {
 func (m *Violations) check(e *events.Event, op contracts.Operation, t trade) {
 	m.state.Checked++
 	var worst *Violation
-	inFlight := false
-	for _, id := range sortedKeys(m.state.Rules) {
-		r, a := m.state.Rules[id], m.state.Activations[id]
-		if a == nil || a.ChangePosition >= e.Position || !coversAlways(r.Rule(), op, t) {
+	flight := false
+	for i := range m.state.Timeline {
+		r := &m.state.Timeline[i]
+		if r.ChangePosition >= e.Position || !r.Matches(op, t.Target, t.UnitPrice) {
 			continue
 		}
 		var kinds []ViolationKind
-		if a.inForceAt(e.Position) {
+		if bindsPositionally(r, e) {
 			kinds = append(kinds, ViolationPositional)
 		}
-		if a.decidedInForce(e) {
+		if bindsByDecision(r, e) {
 			kinds = append(kinds, ViolationDecisionInstant)
 		}
 		if len(kinds) == 0 {
-			inFlight = inFlight || a.inFlight(e)
+			flight = flight || inFlight(r, e)
 			continue
 		}
 		v := Violation{Position: e.Position, EventID: e.ID, Type: e.Type, Operation: op, AggregateID: e.AggregateID,
 			RuleID: r.RuleID, LegalBasis: r.LegalBasis, Kinds: kinds, OccurredAt: utc(e.OccurredAt),
 			RecordedAt: utc(e.RecordedAt), PolicyPosition: e.PolicyPosition}
-		if worst == nil || len(kinds) > len(worst.Kinds) {
+		if worst == nil || len(kinds) > len(worst.Kinds) || (len(kinds) == len(worst.Kinds) && v.RuleID < worst.RuleID) {
 			worst = &v
 		}
 	}
 	switch {
 	case worst != nil:
 		m.state.Violations = append(m.state.Violations, *worst)
-	case inFlight:
+	case flight:
 		m.state.InFlight++
 	}
-}
-
-// coversAlways reports whether the rule blocks op on t at some instant:
-// scope, operation and price, whatever the time. When it applies is the
-// activation's to say.
-func coversAlways(r contracts.Rule, op contracts.Operation, t trade) bool {
-	r.LiftedAt = time.Time{}
-	return r.Blocks(op, t.Target, t.UnitPrice, r.EffectiveAt)
 }
 
 // Snapshot implements Model.

@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -20,31 +19,13 @@ type specLog struct {
 func newSpecLog(t *testing.T) *specLog { return &specLog{t: t, v: NewViolations()} }
 
 // add applies payload as the next event, decided at decided (ce-time),
-// recorded at recorded, under policy position policy; extra fields are
-// merged into the stored body (the spec's "activation").
-func (l *specLog) add(payload any, decided, recorded time.Time, policy uint64, extra map[string]any) uint64 {
+// recorded at recorded, under policy position policy.
+func (l *specLog) add(payload any, decided, recorded time.Time, policy uint64) uint64 {
 	l.t.Helper()
 	typ, sv, data, err := contracts.Encode(payload)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	if len(extra) > 0 {
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			l.t.Fatal(err)
-		}
-		for k, v := range extra {
-			m[k] = v
-		}
-		if data, err = json.Marshal(m); err != nil {
-			l.t.Fatal(err)
-		}
-	}
-	return l.addRaw(typ, sv, data, payload, decided, recorded, policy)
-}
-
-func (l *specLog) addRaw(typ string, sv int, data []byte, payload any, decided, recorded time.Time, policy uint64) uint64 {
-	l.t.Helper()
 	l.pos++
 	e := events.Event{Type: typ, SchemaVersion: sv, Position: l.pos, OccurredAt: decided, RecordedAt: recorded,
 		PolicyPosition: policy, Data: data}
@@ -58,9 +39,6 @@ var (
 	specNow    = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	specSocial = contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}
 )
-
-// effectiveNow is the stored activation of an "effective now" change.
-var effectiveNow = map[string]any{"activation": "on_recording"}
 
 func idrMinor(v int64) contracts.Money { return contracts.Money{AmountMinor: v, Currency: "IDR"} }
 
@@ -81,15 +59,15 @@ func kindsOf(v Violation) []ViolationKind { return v.Kinds }
 // now" floor, accepted and stored after the floor, is a violation.
 func TestViolationListingPriceBelowFloor(t *testing.T) {
 	l := newSpecLog(t)
-	l.add(specListing("l-1", 150_000), specNow, specNow, 0, nil)
+	l.add(specListing("l-1", 150_000), specNow, specNow, 0)
 	floor := l.add(contracts.FloorPriceSet{RuleID: "floor-id", Scope: specSocial, BlockedOperations: contracts.FloorPriceOperations,
-		Amount: idrMinor(100_000), EffectiveAt: specNow.Add(time.Minute), LegalBasis: "Permendag 31/2023", Issuer: "kemendag"},
-		specNow.Add(time.Minute), specNow.Add(time.Minute), 0, effectiveNow)
+		Amount: idrMinor(100_000), EffectiveAt: specNow.Add(time.Minute), Activation: contracts.ActivationOnRecording, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"},
+		specNow.Add(time.Minute), specNow.Add(time.Minute), 0)
 	ok := l.add(contracts.ListingPriceChanged{ListingID: "l-1", Price: idrMinor(120_000), PreviousPrice: idrMinor(150_000)},
-		specNow.Add(2*time.Minute), specNow.Add(2*time.Minute), floor, nil)
+		specNow.Add(2*time.Minute), specNow.Add(2*time.Minute), floor)
 	bad := l.add(contracts.ListingPriceChanged{ListingID: "l-1", Price: idrMinor(90_000), PreviousPrice: idrMinor(120_000)},
-		specNow.Add(3*time.Minute), specNow.Add(3*time.Minute), floor, nil)
-	created := l.add(specListing("l-2", 50_000), specNow.Add(4*time.Minute), specNow.Add(4*time.Minute), floor, nil)
+		specNow.Add(3*time.Minute), specNow.Add(3*time.Minute), floor)
+	created := l.add(specListing("l-2", 50_000), specNow.Add(4*time.Minute), specNow.Add(4*time.Minute), floor)
 	got := l.v.List()
 	if len(got) != 2 {
 		t.Fatalf("want 2 violations (price change at %d, listing at %d), got %+v (price change at %d above the floor)", bad, created, got, ok)
@@ -114,8 +92,8 @@ func TestViolationListingPriceBelowFloor(t *testing.T) {
 func TestViolationSlowClockAfterEffectiveNowFreeze(t *testing.T) {
 	l := newSpecLog(t)
 	freeze := l.add(contracts.FreezeImposed{RuleID: "fz", Scope: specSocial, BlockedOperations: contracts.FreezeOperations,
-		EffectiveAt: specNow, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}, specNow, specNow, 0, effectiveNow)
-	order := l.add(specOrder("o-1", 100_000), specNow.Add(-10*time.Minute), specNow.Add(time.Second), freeze, nil)
+		EffectiveAt: specNow, Activation: contracts.ActivationOnRecording, LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}, specNow, specNow, 0)
+	order := l.add(specOrder("o-1", 100_000), specNow.Add(-10*time.Minute), specNow.Add(time.Second), freeze)
 	got := l.v.List()
 	if len(got) != 1 || got[0].Position != order || got[0].RuleID != "fz" {
 		t.Fatalf("want the order at %d as a violation of fz, got %+v", order, got)
