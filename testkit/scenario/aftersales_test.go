@@ -222,6 +222,7 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 		}
 
 		lg := JudgeLog(t, ctx, ins[0].Store, rule)
+		judgeRaw(t, ctx, ins[0].Store)
 		f := lg.Freezes[rule]
 		if f.Lift == nil || !f.Lift.InForce.Equal(lift) {
 			t.Errorf("lift in the log %+v, want one in force from %s", f.Lift, lift)

@@ -100,6 +100,7 @@ func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 		t.Error(v)
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
+	judgeRaw(t, ctx, ins[0].Store)
 	f := lg.Freezes[rule]
 	captured := 0
 	for _, x := range lg.InScope(f) {
@@ -178,6 +179,7 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 		t.Error(v)
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
+	judgeRaw(t, ctx, ins[0].Store)
 	f := lg.Freezes[rule]
 	if !f.InForce.Equal(instant) {
 		t.Errorf("freeze in force from %s, want the scheduled %s", f.InForce, instant)
@@ -284,6 +286,7 @@ func hundredBuyers(t *testing.T, ins []*Instance, run string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	judgeRaw(t, ctx, ins[0].Store)
 	var logged int
 	for i := range 100 {
 		if lg.Has(fmt.Sprintf("%s-buyer-%03d", run, i), "order.confirmed") {
