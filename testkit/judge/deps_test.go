@@ -23,14 +23,14 @@ var allowedDirect = []string{
 }
 
 // repoDeps returns the packages of this repository among deps, other than
-// the judge itself and its test variants.
+// the judge itself, its command and their test variants.
 func repoDeps(deps []string) []string {
 	var bad []string
 	for _, pkg := range deps {
 		// go list -test names test variants "p.test", "p_test" and "p [p.test]".
 		pkg, _, _ = strings.Cut(pkg, " ")
 		pkg = strings.TrimSuffix(strings.TrimSuffix(pkg, ".test"), "_test")
-		if strings.HasPrefix(pkg, repoPrefix) && pkg != self {
+		if strings.HasPrefix(pkg, repoPrefix) && pkg != self && !strings.HasPrefix(pkg, self+"/") {
 			bad = append(bad, pkg)
 		}
 	}
@@ -38,12 +38,13 @@ func repoDeps(deps []string) []string {
 }
 
 // foreignImports returns the imports that are neither standard library
-// (no dot in the first path element) nor allowed.
+// (no dot in the first path element) nor allowed (the command imports the
+// judge itself).
 func foreignImports(imports []string) []string {
 	var bad []string
 	for _, p := range imports {
 		first, _, _ := strings.Cut(p, "/")
-		if p == "" || !strings.Contains(first, ".") || slices.Contains(allowedDirect, p) {
+		if p == "" || !strings.Contains(first, ".") || slices.Contains(allowedDirect, p) || p == self {
 			continue
 		}
 		bad = append(bad, p)
@@ -71,7 +72,7 @@ func TestRepoDepsDetectsRepositoryImports(t *testing.T) {
 // NATS client and server: a checker that shares code with what it checks
 // shares its mistakes.
 func TestJudgeSharesNoCodeWithTheLedger(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "-test", "-f", "{{.ImportPath}}", ".").CombinedOutput()
+	out, err := exec.Command("go", "list", "-deps", "-test", "-f", "{{.ImportPath}}", "./...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
@@ -83,7 +84,7 @@ func TestJudgeSharesNoCodeWithTheLedger(t *testing.T) {
 		t.Errorf("the judge depends on %s; it may import only the standard library and the NATS client", pkg)
 	}
 	out, err = exec.Command("go", "list", "-f",
-		`{{join .Imports "\n"}}{{"\n"}}{{join .TestImports "\n"}}{{"\n"}}{{join .XTestImports "\n"}}`, ".").CombinedOutput()
+		`{{join .Imports "\n"}}{{"\n"}}{{join .TestImports "\n"}}{{"\n"}}{{join .XTestImports "\n"}}`, "./...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list imports: %v\n%s", err, out)
 	}

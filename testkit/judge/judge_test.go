@@ -307,3 +307,25 @@ func TestStalePolicyAndMalformed(t *testing.T) {
 		t.Errorf("findings %v, want %v", r.Findings, want)
 	}
 }
+
+// TestSimulatedDay: a day played on a business clock (4 October 2023,
+// recorded years later) is judged on that clock: a freeze decided in the
+// morning for 17:00 blocks what is decided from 17:00, and nothing is in
+// flight, although every event was recorded after 17:00 by the server's
+// clock.
+func TestSimulatedDay(t *testing.T) {
+	w := startLog(t)
+	wib := time.FixedZone("WIB", 7*3600)
+	at := func(h, m int) time.Time { return time.Date(2023, 10, 4, h, m, 0, 0, wib) }
+	f := w.put(ev{Type: "policy.freeze_imposed", Agg: "fz", Decided: at(9, 0), Body: freeze("fz", "toys", at(17, 0), "")})
+	w.put(ev{Type: "order.placed", Agg: "o1", Policy: f, Decided: at(16, 55), Body: order("o1", "toys", 100)})
+	late := w.put(ev{Type: "order.placed", Agg: "o2", Policy: f, Decided: at(17, 0), Body: order("o2", "toys", 100)})
+	r := w.check()
+	want := []string{fmt.Sprintf("order.placed@%d:fz:[decision_instant]", late)}
+	if got := violationsOf(r); !slices.Equal(got, want) {
+		t.Errorf("violations %v, want %v", got, want)
+	}
+	if len(r.InFlight) != 0 || len(r.Findings) != 0 || r.Rules[0].Activation != modeLegacyScheduled {
+		t.Errorf("in flight %v, findings %v, rule %+v; want none, none, legacy_scheduled", r.InFlight, r.Findings, r.Rules[0])
+	}
+}

@@ -77,17 +77,38 @@ type change struct {
 
 // newChange reads the activation mode. A change stored without the field
 // (before activation events existed) is in force from its own position when
-// its effective instant was not after its recording, and otherwise by
-// decision instant from its effective instant.
+// its effective instant was not after its decision instant (ce-time: the
+// policy service's clock, the one every decision of the log is stamped
+// with), and otherwise by decision instant from its effective instant.
+//
+// The decision instant, not the server's recorded time, tells "now" from
+// "scheduled", as the spec's rule 1 does: a simulated day (the demo's 4
+// October 2023, recorded years later) states instants on its business
+// clock, and comparing them with the server's clock would read a freeze
+// scheduled for 17:00 as in force from the morning it was imposed.
 func newChange(e *event, b changeBody) *change {
 	c := &change{Pos: e.Seq, Recorded: e.Recorded, Decided: e.Decided, Effective: b.EffectiveAt, Mode: b.Activation}
 	if c.Mode == "" {
 		c.Mode = modeLegacyNow
-		if b.EffectiveAt.After(e.Recorded) {
+		if b.EffectiveAt.After(e.Decided) {
 			c.Mode = modeLegacyScheduled
 		}
 	}
 	return c
+}
+
+// liveSkew bounds how far a change's decision instant may be from its
+// recording for the log to count as stamped by a live clock.
+const liveSkew = time.Hour
+
+// liveClock reports whether the change was decided on a clock close to the
+// server's. Only then can a recorded time (the server's clock) be compared
+// with its instant (the deciding clock): a simulated day replayed years
+// later has every event recorded after every business instant, and none of
+// them is in flight.
+func (c *change) liveClock() bool {
+	d := c.Recorded.Sub(c.Decided)
+	return d < liveSkew && d > -liveSkew
 }
 
 func (c *change) scheduled() bool { return c.Mode == modeScheduled || c.Mode == modeLegacyScheduled }
@@ -170,7 +191,7 @@ func (r *rule) judge(x *tx) (kinds []ViolationKind, inFlight bool) {
 			kinds = append(kinds, ViolationDecisionInstant)
 		}
 		a := r.Set.activation()
-		if len(kinds) == 0 && !x.Recorded.Before(r.Set.Effective) && x.Decided.Before(r.Set.Effective) &&
+		if len(kinds) == 0 && r.Set.liveClock() && !x.Recorded.Before(r.Set.Effective) && x.Decided.Before(r.Set.Effective) &&
 			(a == 0 || x.Pos < a) && !lifted {
 			inFlight = true
 		}
