@@ -144,15 +144,17 @@ type RuleCount struct {
 type Report struct {
 	// Messages counts every message read, Events the events among them and
 	// Records the store's own records (idempotency records and fences).
-	Messages, Events, Records int
+	Messages int `json:"messages"`
+	Events   int `json:"events"`
+	Records  int `json:"records"`
 	// LastSeq is the last stream sequence read.
-	LastSeq uint64
+	LastSeq uint64 `json:"last_seq"`
 	// Checked counts the transactions of blockable operations judged.
-	Checked    int
-	Findings   []Finding
-	Violations []Violation
-	InFlight   []InFlight
-	Rules      []RuleCount
+	Checked    int         `json:"checked"`
+	Findings   []Finding   `json:"findings"`
+	Violations []Violation `json:"violations"`
+	InFlight   []InFlight  `json:"in_flight"`
+	Rules      []RuleCount `json:"rules"`
 }
 
 // OK reports whether the log passed every check: no finding and no
