@@ -234,6 +234,7 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 		}
 		t.Logf("lift scheduled at %s activated %s later", lift.Format(time.RFC3339Nano), liftFrom.Sub(lift))
 
+		judgeRaw(t, ctx, ins[0].Store)
 		for typ, want := range map[string]int{"payment.refunded": 8, "payment.settled": 8, "payment.voided": 4, "order.cancelled": 2} {
 			if lg.Counts[typ] < want {
 				t.Errorf("%d %s events, want at least %d", lg.Counts[typ], typ, want)

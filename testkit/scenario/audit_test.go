@@ -7,6 +7,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/testkit/judge"
 )
 
 // TestJudgesFindAPlantedViolation writes around the guarantee on purpose
@@ -52,5 +53,12 @@ func TestJudgesFindAPlantedViolation(t *testing.T) {
 	}
 	if audit.Count() != 1 {
 		t.Errorf("the violations audit found %d violations, want the planted one", audit.Count())
+	}
+	r, err := judge.Check(ctx, ins[0].Store.JetStream(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Violations) != 1 || r.Violations[0].RuleID != "freeze-planted" || r.Violations[0].EventID != ev.ID {
+		t.Errorf("the independent judge found violations %v, want the planted one", r.Violations)
 	}
 }

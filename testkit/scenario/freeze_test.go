@@ -100,6 +100,7 @@ func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 		t.Error(v)
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
+	judgeRaw(t, ctx, ins[0].Store)
 	f := lg.Freezes[rule]
 	captured := 0
 	for _, x := range lg.InScope(f) {
@@ -179,6 +180,7 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 		t.Error(v)
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
+	judgeRaw(t, ctx, ins[0].Store)
 	f := lg.Freezes[rule]
 	if !f.Scheduled.Equal(instant) || f.ActivationPosition == 0 || f.InForce.Before(instant) {
 		t.Errorf("freeze scheduled at %s activated at %d recorded %s, want scheduled at %s and activated at or after it",
@@ -293,6 +295,7 @@ func hundredBuyers(t *testing.T, ins []*Instance, run string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	judgeRaw(t, ctx, ins[0].Store)
 	var logged int
 	for i := range 100 {
 		if lg.Has(fmt.Sprintf("%s-buyer-%03d", run, i), "order.confirmed") {
