@@ -188,30 +188,3 @@ type LiftFloorPrice struct {
 // an effective instant may be stated ("now" as typed by an issuer a moment
 // ago). Nothing earlier is accepted.
 const EffectiveTolerance = 5 * time.Second
-
-// RecordingWindow (deprecated with InForceFrom) is how far before its recording a stated effective
-// instant is still taken as "from the recording". The policy service states
-// instants no earlier than EffectiveTolerance before its decision; the
-// append that follows can take seconds more (a leader election), so the
-// window is wide. A simulated day, recorded years after its business
-// instants, stays far outside it.
-const RecordingWindow = time.Hour
-
-// InForceFrom returns the instant from which a policy event takes effect,
-// given its stated effective instant and the server's recording of it.
-//
-// A stated instant before the recording, by at most RecordingWindow (an
-// "effective now" freeze, stated a moment, or an election, before the log
-// stored it), takes effect at the recording instead: no transaction stored
-// before the policy event could have known it, and none may be judged
-// against it. Any other stated instant stands as it is: a freeze scheduled
-// ahead, or a simulated day whose business clock is far from the server's.
-//
-// Deprecated: enforcement is positional (RuleTimeline); no service uses
-// this. It remains for readers of logs written before activations.
-func InForceFrom(effective, recorded time.Time) time.Time {
-	if recorded.IsZero() || !effective.Before(recorded) || recorded.Sub(effective) > RecordingWindow {
-		return effective
-	}
-	return recorded
-}
