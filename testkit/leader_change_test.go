@@ -258,7 +258,7 @@ func TestFreezeHoldsAcrossALeaderChange(t *testing.T) {
 	}
 	c := testkit.StartCluster(t, 3)
 	start := time.Now()
-	bad, acc, ref, unk, done := storeLeaderChangeRace(t, c, rounds, 60*time.Second)
+	bad, acc, ref, unk, done := storeLeaderChangeRace(t, c, rounds, 40*time.Second)
 	t.Logf("%d rounds: fenced %d accepted, %d refused, %d unknown; %d let through; %s", done, acc, ref, unk, len(bad), time.Since(start))
 	for _, v := range bad {
 		t.Error(v)
