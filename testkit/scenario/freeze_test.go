@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -173,6 +174,15 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 		t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)
 	}
 	stop()
+	// The services refuse by the clock rule from the instant; the
+	// activation lands when its append does, which a leader election can
+	// hold back for one batch time-out. Judge the log once it is there.
+	if err := Await(ctx, 30*time.Second, "the freeze's activation in the log", func() bool {
+		evs, err := ins[0].Store.Load(ctx, events.AggregateRef{Context: "policy", ID: rule}, 0)
+		return err == nil && slices.ContainsFunc(evs, func(e events.Event) bool { return e.Type == "policy.rule_activated" })
+	}); err != nil {
+		t.Error(err)
+	}
 	for _, err := range load.Errs {
 		t.Errorf("checkout loop: %v", err)
 	}
