@@ -129,6 +129,10 @@ func WithPipelineDepth(n int) Option {
 // WithLogger sets the store's logger.
 func WithLogger(l *zap.Logger) Option { return func(s *JetStreamStore) { s.log = l } }
 
+// Logger returns the store's logger, so that followers started on the store
+// (the policy view) report where the store does.
+func (s *JetStreamStore) Logger() *zap.Logger { return s.log }
+
 // NewJetStreamStore opens the store on nc. The LEDGER stream must exist with
 // safe settings (see EnsureStream); NewJetStreamStore checks them.
 func NewJetStreamStore(ctx context.Context, nc *nats.Conn, opts ...Option) (*JetStreamStore, error) {
