@@ -210,6 +210,43 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.policyConf, prometheus.CounterValue, float64(s.PolicyConflicts))
 }
 
+// policyViewState is what readiness and the metrics read from the services'
+// policy view (*policyview.View).
+type policyViewState interface {
+	Err() error
+	Breaks() uint64
+}
+
+// watchPolicyView makes /readyz fail while the services' policy view refuses
+// snapshots (it found the policy log not continuous, or stopped), when the
+// fenced commands are refused anyway, and exports
+// ledger_policy_view_failed_closed and ledger_policy_view_gaps_total.
+func (a *api) watchPolicyView(v policyViewState) {
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_policy_view_failed_closed",
+		Help: "1 while the services' policy view refuses fenced commands (policy log not continuous, or view stopped), else 0"},
+		func() float64 {
+			if v.Err() != nil {
+				return 1
+			}
+			return 0
+		}))
+	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ledger_policy_view_gaps_total",
+		Help: "times the services' policy view found a policy message missing (each re-read that finds it still missing counts)"},
+		func() float64 { return float64(v.Breaks()) }))
+	prev := a.ready
+	a.ready = func() error {
+		if prev != nil {
+			if err := prev(); err != nil {
+				return err
+			}
+		}
+		if err := v.Err(); err != nil {
+			return fmt.Errorf("policy view: %w", err)
+		}
+		return nil
+	}
+}
+
 // watchSkew exports the services' measured clock skew as
 // ledger_clock_skew_seconds (the server's recorded time of an append minus
 // the decision instant it states: positive when the services' clock is

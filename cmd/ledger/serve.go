@@ -229,6 +229,9 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		a.ready = eng.Err
 	}
 	a.watchSkew(skew)
+	if st.view != nil {
+		a.watchPolicyView(st.view)
+	}
 	a.mountCommands(st)
 	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
