@@ -1,9 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -44,5 +52,64 @@ func TestPolicyViewReadiness(t *testing.T) {
 	v.err = nil
 	if err := a.ready(); err != nil {
 		t.Errorf("recovered view: ready error %v", err)
+	}
+}
+
+// TestUnfencedCommandsServedWhileThePolicyViewIsClosed runs the four
+// services on a log whose policy subject shows a gap (a policy batch's record
+// counting policy messages the view never saw): placing an order, which a
+// freeze can block, is refused as unavailable with the gap named, and
+// readiness fails; cancelling an order, which no rule blocks, is served.
+func TestUnfencedCommandsServedWhileThePolicyViewIsClosed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := openNode(ctx, &globals{dataDir: t.TempDir()}, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.listing.Create(ctx, contracts.CreateListing{ListingID: "l-1", SellerID: "seller-1", Title: "Rice cooker",
+		Category: "home", Channel: contracts.ChannelMarketplace, Jurisdiction: "ID", Origin: contracts.OriginDomestic,
+		Price: contracts.Money{AmountMinor: 150_000_00, Currency: "IDR"}, Stock: 10}); err != nil {
+		t.Fatal(err)
+	}
+	place := func(id string) error {
+		_, err := st.order.Place(ctx, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-1", ListingID: "l-1", Quantity: 1})
+		return err
+	}
+	if err := place("o-1"); err != nil {
+		t.Fatal(err)
+	}
+	head, err := n.store.PolicyHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := strconv.FormatUint(head, 10)
+	if _, err := n.js.Publish(ctx, events.PolicyFenceSubject, []byte(`{"policy_position":`+h+`,"previous_policy_position":`+h+
+		`,"decisions":1,"policy_messages":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	for st.view.Err() == nil {
+		if ctx.Err() != nil {
+			t.Fatal("the policy view did not notice the gap")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err = place("o-2")
+	if events.KindOf(err) != events.KindUnavailable || !strings.Contains(err.Error(), "policy log not continuous") {
+		t.Errorf("placing an order with the policy view closed: %v; want unavailable, naming the gap", err)
+	}
+	if _, err := st.order.Cancel(ctx, contracts.CancelOrder{OrderID: "o-1", Reason: "buyer changed their mind"}); err != nil {
+		t.Errorf("cancelling an order with the policy view closed: %v; want it served", err)
+	}
+	a := &api{reg: prometheus.NewRegistry()}
+	a.watchPolicyView(st.view)
+	if err := a.ready(); err == nil || !strings.Contains(err.Error(), "policy log not continuous") {
+		t.Errorf("readiness with the policy view closed: %v", err)
 	}
 }
