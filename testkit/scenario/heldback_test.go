@@ -30,6 +30,11 @@ func heldBack(t *testing.T, in *Instance, name string, fault func(context.Contex
 	if err != nil {
 		t.Fatalf("impose: %v", err)
 	}
+	// The decision must be made under a view that knows the freeze: the
+	// runner decides first on the view as it is, without reading the head.
+	if err := Await(ctx, 30*time.Second, "the freeze in the view", func() bool { return in.View.Position() >= pos }); err != nil {
+		t.Fatal(err)
+	}
 	tradeClock := func() time.Time { return e.Add(-1500 * time.Millisecond) }
 	runner := &command.Runner{Store: in.Store, Codec: codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: tradeClock}
 	agg := command.Aggregate[int]{Context: contracts.ServiceOrder, Initial: func(string) int { return 0 },
