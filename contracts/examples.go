@@ -53,8 +53,9 @@ var eventExamples = map[eventKey]any{
 		Channel: ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Amount: exTotal, PendingPostings: exCapture},
 	{"payment.authorization_failed", 1}: PaymentAuthorizationFailed{PaymentID: "p-3002", OrderID: "o-2002", BuyerID: "b-1002",
 		Amount: exTotal, Reason: "frozen by Permendag 31/2023", RuleID: "permendag-31-2023-social"},
-	{"payment.captured", 1}: PaymentCaptured{PaymentID: "p-3001", OrderID: "o-2001", Amount: exTotal, Postings: exCapture},
-	{"payment.voided", 1}:   PaymentVoided{PaymentID: "p-3001", OrderID: "o-2001", Amount: exTotal, Reason: "order cancelled"},
+	{"payment.captured", 1}:  PaymentCaptured{PaymentID: "p-3001", OrderID: "o-2001", Amount: exTotal, Postings: exCapture},
+	{"payment.voided", 1}:    PaymentVoided{PaymentID: "p-3001", OrderID: "o-2001", Amount: exTotal, Reason: "order cancelled"},
+	{"payment.cancelled", 1}: PaymentCancelled{PaymentID: "p-3003", Reason: "order cancelled before its authorization arrived"},
 	{"payment.refunded", 1}: PaymentRefunded{PaymentID: "p-3001", OrderID: "o-2001", RefundID: "r-1", Amount: Money{AmountMinor: 15000000, Currency: "IDR"},
 		Reason: "one item returned", Postings: []Posting{
 			{Account: "escrow:o-2001", AmountMinor: -15000000, Currency: "IDR"},

@@ -49,6 +49,15 @@ type PaymentVoided struct {
 	Reason    string `json:"reason" schema:"text=500" doc:"why the authorization was voided"`
 }
 
+// PaymentCancelled records that a void came for a payment id under which
+// nothing was authorized yet: a tombstone. The id is spent, so an
+// authorization that arrives late (sent before the void, delivered after
+// it) is refused instead of standing for an order that was given up.
+type PaymentCancelled struct {
+	PaymentID string `json:"payment_id" schema:"id" doc:"the payment (aggregate id)"`
+	Reason    string `json:"reason" schema:"text=500" doc:"why the payment was given up"`
+}
+
 // PaymentRefunded records money returned to the buyer, in full or in part;
 // the refunds of a payment never exceed what was captured.
 type PaymentRefunded struct {

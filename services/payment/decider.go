@@ -21,6 +21,10 @@ const (
 	StatusAuthorized Status = "authorized"
 	StatusCaptured   Status = "captured"
 	StatusVoided     Status = "voided"
+	// StatusCancelled is a payment id spent by a void that came before any
+	// authorization (a tombstone): nothing was reserved, and nothing ever
+	// will be under this id.
+	StatusCancelled Status = "cancelled"
 )
 
 // MaxRefunds bounds the refunds of one payment, so that a payment's history
@@ -100,6 +104,11 @@ func Evolve(s State, payload any) State {
 		s.Pending = slices.Clone(e.PendingPostings)
 	case contracts.PaymentVoided:
 		s.Status, s.Pending = StatusVoided, nil
+	case contracts.PaymentCancelled:
+		if s.Status != StatusNew {
+			return corrupt(s, "payment.cancelled", fmt.Errorf("a tombstone on a payment that is %s", s.Status))
+		}
+		s.Status = StatusCancelled
 	case contracts.PaymentCaptured:
 		s = post(s, "payment.captured", e.Postings)
 		s.Status, s.Pending = StatusCaptured, nil
@@ -209,6 +218,9 @@ func (d Decider) Decide(s State, cmd any, o Order, rules []contracts.Rule, now t
 // authorize a social-commerce order as a marketplace one.
 func decideAuthorize(s State, c contracts.AuthorizePayment, o Order, rules []contracts.Rule, now time.Time) ([]any, error) {
 	const op = "payment.authorize"
+	if s.Status == StatusCancelled {
+		return nil, wrongState(op, s, "a void came before this authorization; the payment id is spent")
+	}
 	if s.Status != StatusNew {
 		return nil, wrongState(op, s, "a payment is authorized once; use a new payment_id")
 	}
@@ -218,6 +230,11 @@ func decideAuthorize(s State, c contracts.AuthorizePayment, o Order, rules []con
 	case !o.Placed || o.ID != c.OrderID:
 		return nil, &events.Error{Op: op, Kind: events.KindNotFound, Field: "/order_id",
 			Rule: fmt.Sprintf("no order %q in the log: a payment is for a placed order", c.OrderID)}
+	case o.Ended != "":
+		return nil, givenUp(op, o)
+	case o.Confirmed:
+		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/order_id",
+			Rule: fmt.Sprintf("order %s is confirmed: it has its payment", o.ID)}
 	}
 	if err := agrees(op, c, o); err != nil {
 		return nil, err
@@ -289,6 +306,9 @@ func decideCapture(s State, c contracts.CapturePayment, o Order, rules []contrac
 		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/payment_id",
 			Rule: fmt.Sprintf("payment %s is for order %q, which is not in the log: its policy scope cannot be judged; void it", s.ID, s.OrderID)}
 	}
+	if o.Ended != "" {
+		return nil, givenUp(op, o)
+	}
 	if err := blocked(contracts.OpPaymentCapture, o, rules, now); err != nil {
 		return nil, err
 	}
@@ -307,14 +327,26 @@ func decideCapture(s State, c contracts.CapturePayment, o Order, rules []contrac
 // dropping the reservation. A freeze never blocks it.
 func decideVoid(s State, c contracts.VoidPayment) ([]any, error) {
 	const op = "payment.void"
-	if s.Status == StatusNew {
-		return nil, notFound(op, s.ID)
+	switch s.Status {
+	case StatusNew:
+		// The authorization may still be on its way (sent before this
+		// void, delivered after it): spend the id, so that it is refused.
+		return []any{contracts.PaymentCancelled{PaymentID: s.ID, Reason: c.Reason}}, nil
+	case StatusCancelled:
+		return nil, nil // spent before: a retry
 	}
 	if s.Status != StatusAuthorized {
 		return nil, wrongState(op, s, "only an authorized, uncaptured payment can be voided; refund a captured one")
 	}
 	return []any{contracts.PaymentVoided{PaymentID: s.ID, OrderID: s.OrderID,
 		Amount: contracts.Money{AmountMinor: s.AuthorizedMinor, Currency: s.Currency}, Reason: c.Reason}}, nil
+}
+
+// givenUp refuses to move money towards an order the log says was
+// cancelled or rejected: nothing would ever release it.
+func givenUp(op string, o Order) error {
+	return &events.Error{Op: op, Kind: events.KindConflict, Field: "/order_id",
+		Rule: fmt.Sprintf("order %s is %s: no money moves towards it", o.ID, o.Ended)}
 }
 
 // decideRefund returns captured money to the buyer: out of escrow before

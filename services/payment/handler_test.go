@@ -270,7 +270,6 @@ func TestBadInputAppendsNothing(t *testing.T) {
 		{"refund above captured", "refund", contracts.RefundPayment{PaymentID: "p1", RefundID: "f1", Amount: usd(1_001), Reason: "x"}, 422, "/amount/amount_minor"},
 		{"refund other currency", "refund", contracts.RefundPayment{PaymentID: "p1", RefundID: "f1", Amount: contracts.Money{AmountMinor: 1, Currency: "IDR"}, Reason: "x"}, 422, "/amount/currency"},
 		{"capture unknown", "capture", contracts.CapturePayment{PaymentID: "nope"}, 404, "/payment_id"},
-		{"void unknown", "void", contracts.VoidPayment{PaymentID: "nope", Reason: "x"}, 404, "/payment_id"},
 		{"refund unknown", "refund", contracts.RefundPayment{PaymentID: "nope", RefundID: "f1", Amount: usd(1), Reason: "x"}, 404, "/payment_id"},
 		{"settle unknown", "settle", contracts.SettlePayment{PaymentID: "nope"}, 404, "/payment_id"},
 		{"capture twice", "capture", contracts.CapturePayment{PaymentID: "p1"}, 409, "/payment_id"},

@@ -24,7 +24,17 @@ type Order struct {
 	Jurisdiction string
 	Category     string
 	Origin       contracts.Origin
+	// Confirmed is true once the order was confirmed: it has its payment,
+	// and a capture of that payment is the marketplace's normal course.
+	Confirmed bool
+	// Ended is "cancelled" or "rejected" once the order was given up, and
+	// empty while it lives. No money may move towards an ended order:
+	// authorizing or capturing for it would strand the buyer's money.
+	Ended string
 }
+
+// Live reports whether the order is in the log and was not given up.
+func (o Order) Live() bool { return o.Placed && o.Ended == "" }
 
 // Target returns the order as a policy target, origin included, so that a
 // floor price limited to an origin judges a payment as it judged the order.
@@ -42,13 +52,21 @@ var OrderAggregate = command.Aggregate[Order]{
 	Clone: func(o Order) Order { return o },
 }
 
-// EvolveOrder applies one order event to the view. Only the placement
-// matters: an order's scope, parties and price are fixed when it is placed
-// (a version 1 order.placed arrives upcast, with its default channel).
+// EvolveOrder applies one order event to the view. An order's scope,
+// parties and price are fixed when it is placed (a version 1 order.placed
+// arrives upcast, with its default channel); afterwards only whether it
+// was confirmed and whether it was given up change.
 func EvolveOrder(o Order, payload any) Order {
-	if e, ok := payload.(contracts.OrderPlaced); ok {
+	switch e := payload.(type) {
+	case contracts.OrderPlaced:
 		o = Order{ID: e.OrderID, Placed: true, BuyerID: e.BuyerID, SellerID: e.SellerID, UnitPrice: e.UnitPrice,
 			Total: e.Total, Channel: e.Channel, Jurisdiction: e.Jurisdiction, Category: e.Category, Origin: e.Origin}
+	case contracts.OrderConfirmed:
+		o.Confirmed = true
+	case contracts.OrderCancelled:
+		o.Ended = "cancelled"
+	case contracts.OrderRejected:
+		o.Ended = "rejected"
 	}
 	return o
 }

@@ -1,0 +1,80 @@
+package payment
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+)
+
+// A void that reaches the payment service before the authorization it is
+// meant to release (sent earlier, delivered later) spends the payment id,
+// so that the late authorization is refused instead of standing for an
+// order that was given up.
+func TestVoidBeforeAuthorizationRecordsATombstone(t *testing.T) {
+	tomb := contracts.PaymentCancelled{PaymentID: "p1", Reason: "order cancelled"}
+	Given(t).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order cancelled"}).Then(tomb)
+	Given(t, tomb).When(authorize(500)).ThenError(events.KindConflict, "/payment_id")
+	Given(t, tomb).When(contracts.VoidPayment{PaymentID: "p1", Reason: "again"}).Then()
+	Given(t, tomb).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	if s := Evolve(Initial("p1"), tomb); s.Status != StatusCancelled || s.Corrupt != nil {
+		t.Errorf("state after the tombstone: %+v", s)
+	}
+}
+
+// The payment's view of the order follows its status: an order that was
+// cancelled or rejected is paid for by nobody.
+func TestOrderViewFollowsStatus(t *testing.T) {
+	placed := contracts.OrderPlaced{OrderID: "o1", BuyerID: "b1", SellerID: "s1", Total: usd(500)}
+	for _, tc := range []struct {
+		then any
+		want Order
+	}{
+		{contracts.OrderConfirmed{OrderID: "o1", PaymentID: "p1"}, Order{Confirmed: true}},
+		{contracts.OrderCancelled{OrderID: "o1", Reason: "x"}, Order{Ended: "cancelled"}},
+		{contracts.OrderRejected{OrderID: "o1", Reason: "x"}, Order{Ended: "rejected"}},
+	} {
+		got := EvolveOrder(EvolveOrder(Order{ID: "o1"}, placed), tc.then)
+		if diff := cmp.Diff(tc.want, Order{Confirmed: got.Confirmed, Ended: got.Ended}); diff != "" {
+			t.Errorf("after %T (-want +got):\n%s", tc.then, diff)
+		}
+	}
+}
+
+// An authorization or a capture for an order the log says was cancelled
+// or rejected is refused: the money would be stranded.
+func TestNoMoneyMovesForAGivenUpOrder(t *testing.T) {
+	for _, ended := range []string{"cancelled", "rejected"} {
+		o := orderFor(usd(500))
+		o.Ended = ended
+		Given(t).For(o).When(authorize(500)).ThenError(events.KindConflict, "/order_id")
+		Given(t, authorized(500)).For(o).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/order_id")
+		// Releasing and returning money stay open.
+		Given(t, authorized(500)).For(o).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order " + ended}).
+			Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order " + ended})
+	}
+	o := orderFor(usd(500))
+	o.Confirmed = true
+	Given(t).For(o).When(authorize(500)).ThenError(events.KindConflict, "/order_id")
+	Given(t, authorized(500)).For(o).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+}
+
+// TestLateAuthorizeAfterVoidIsRefused plays the race over NATS: the
+// checkout gave up and voided before its authorization was delivered. The
+// void spends the payment id, and the late authorization stores nothing.
+func TestLateAuthorizeAfterVoidIsRefused(t *testing.T) {
+	st, nc := startStore(t)
+	ms, err := newService(t, st).Serve(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Stop()
+	p := withOrder(t, st, auth("p1", contracts.ChannelMarketplace, 1_000))
+	voided := mustOK(t, nc, "void", contracts.VoidPayment{PaymentID: "p1", Reason: "checkout timed out"})
+	if voided.Payment.Status != StatusCancelled {
+		t.Errorf("void before authorization: status %q, want %q", voided.Payment.Status, StatusCancelled)
+	}
+	mustFail(t, nc, "authorize", p, 409, "/payment_id")
+	mustOK(t, nc, "void", contracts.VoidPayment{PaymentID: "p1", Reason: "checkout timed out"}) // a retry
+}
