@@ -14,6 +14,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/command"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -28,8 +29,11 @@ type CheckoutConfig struct {
 	Conn *nats.Conn
 	// Orders decides the order commands the manager sends itself.
 	Orders *Service
-	// Clock is the decision clock; a checkout not confirmed Timeout after
-	// its order.placed's business time is cancelled.
+	// Clock is the decision clock. No step of a checkout is sent for the
+	// first time Timeout after its order.placed's business time: the order
+	// is rejected or cancelled instead, and compensated. A step already
+	// done in time (its idempotency record is in the log) is not undone
+	// because the manager came back to it late.
 	Clock func() time.Time
 	// Timeout is the checkout deadline after placement; 30 s when zero.
 	Timeout time.Duration
@@ -59,8 +63,16 @@ type CheckoutConfig struct {
 // confirmation: order placed, then stock reserved at the listing service,
 // then payment authorized at the payment service, then order confirmed. A
 // failed reservation rejects the order; a failed, refused or timed-out
-// authorization cancels it, voids what may have been authorized and
-// releases the stock.
+// authorization cancels it.
+//
+// It owns the compensation of every order that ends rejected or cancelled,
+// whoever ended it (ADR 0015): the stock held for it is released, its
+// payment is voided (before any authorization, the void spends the payment
+// id so that a late authorization is refused), and what was captured is
+// refunded. Compensation is driven by the log, not by memory: it runs when
+// the order's end comes round, and again whenever a reservation, an
+// authorization or a capture for an ended order is stored, however late it
+// arrives; each of those events is a step of its order.
 //
 // It is driven by the log: it follows every event from a checkpoint in
 // JetStream KV. Orders are checked out concurrently (Concurrency at once),
@@ -155,7 +167,8 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 		last = map[string]chan struct{}{} // per order: its latest step's end
 	)
 	err := c.cfg.Store.Subscribe(ctx, from+1, func(e events.Event) error {
-		if !checkoutEvent(e) {
+		id, ok := checkoutOrder(e)
+		if !ok {
 			w.pass(e.Position)
 			return nil
 		}
@@ -166,8 +179,8 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 		}
 		done := make(chan struct{})
 		mu.Lock()
-		prev := last[e.AggregateID]
-		last[e.AggregateID] = done
+		prev := last[id]
+		last[id] = done
 		mu.Unlock()
 		w.start(e.Position)
 		wg.Add(1)
@@ -177,8 +190,8 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 			defer func() {
 				close(done)
 				mu.Lock()
-				if last[e.AggregateID] == done {
-					delete(last, e.AggregateID)
+				if last[id] == done {
+					delete(last, id)
 				}
 				mu.Unlock()
 			}()
@@ -191,8 +204,8 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 					return // the earlier step may not have finished: leave both to the restart
 				}
 			}
-			if err := c.step(ctx, e); err != nil {
-				err = fmt.Errorf("checkout: %s %s at position %d: %w", e.Type, e.AggregateID, e.Position, err)
+			if err := c.step(ctx, e, id); err != nil {
+				err = fmt.Errorf("checkout: %s of order %s at position %d: %w", e.Type, id, e.Position, err)
 				if !permanent(err) {
 					cancel(err) // resume from the checkpoint, and try again
 					return
@@ -236,27 +249,33 @@ func permanent(err error) bool {
 	return false
 }
 
-// checkoutEvent reports whether e is an event the manager acts on.
-func checkoutEvent(e events.Event) bool {
-	if e.Context() != contracts.ServiceOrder {
-		return false
-	}
+// checkoutOrder returns the order an event is a step of, and whether the
+// manager acts on it: the order's own placement and end, and every
+// reservation, authorization and capture made for an order, because one
+// that is stored after its order ended must be compensated (ADR 0015).
+func checkoutOrder(e events.Event) (string, bool) {
 	switch e.Type {
 	case "order.placed", "order.cancelled", "order.rejected":
-		return true
+		return e.AggregateID, true
+	case "listing.stock_reserved", "payment.authorized", "payment.captured":
+	default:
+		return "", false
 	}
-	return false
+	var v struct {
+		OrderID string `json:"order_id"`
+	}
+	if err := json.Unmarshal(e.Data, &v); err != nil || v.OrderID == "" {
+		return "", false // the store checked the body against its contract: never here
+	}
+	return v.OrderID, true
 }
 
 // step runs one event's part of its order's checkout.
-func (c *Checkout) step(ctx context.Context, e events.Event) error {
-	switch e.Type {
-	case "order.placed":
+func (c *Checkout) step(ctx context.Context, e events.Event, id string) error {
+	if e.Type == "order.placed" {
 		return c.placed(ctx, e)
-	case "order.cancelled", "order.rejected":
-		return c.unwind(ctx, e.AggregateID)
 	}
-	return nil
+	return c.compensate(ctx, id)
 }
 
 // checkpointEvery is the least time between two checkpoint writes: each is
@@ -377,8 +396,9 @@ func (c *Checkout) placed(ctx context.Context, e events.Event) error {
 	}
 	ctx = WithCorrelationID(ctx, e.CorrelationID)
 	deadline := e.OccurredAt.Add(c.cfg.Timeout)
-	err = c.call(ctx, c.cfg.ListingSubject+".reserve_stock", e.CorrelationID, deadline, contracts.ReserveStock{
-		ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}, nil)
+	err = c.send(ctx, c.cfg.ListingSubject+".reserve_stock", e.CorrelationID, deadline,
+		events.AggregateRef{Context: contracts.ServiceListing, ID: o.ListingID}, contracts.ReserveStock{
+			ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}, nil)
 	var refused *Refused
 	switch {
 	case errors.As(err, &refused):
@@ -394,19 +414,20 @@ func (c *Checkout) placed(ctx context.Context, e events.Event) error {
 // pay authorizes the order's total and confirms the order, or cancels it.
 func (c *Checkout) pay(ctx context.Context, o Order, corr string, deadline time.Time) error {
 	var r paymentReply
-	err := c.call(ctx, c.cfg.PaymentSubject+".authorize", corr, deadline, contracts.AuthorizePayment{
-		PaymentID: PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel,
-		Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}, &r)
+	err := c.send(ctx, c.cfg.PaymentSubject+".authorize", corr, deadline,
+		events.AggregateRef{Context: contracts.ServicePayment, ID: PaymentID(o.ID)}, contracts.AuthorizePayment{
+			PaymentID: PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel,
+			Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}, &r)
 	var refused *Refused
 	switch {
 	case errors.As(err, &refused):
-		return c.cancel(ctx, o, corr, "payment refused: "+refused.Problem.Detail)
+		return c.cancel(ctx, o, "payment refused: "+refused.Problem.Detail)
 	case errors.Is(err, ErrDeadline):
-		return c.cancel(ctx, o, corr, "checkout timed out waiting for the payment authorization")
+		return c.cancel(ctx, o, "checkout timed out waiting for the payment authorization")
 	case err != nil:
 		return err
 	case r.Payment.Status != "authorized" && r.Payment.Status != "captured":
-		return c.cancel(ctx, o, corr, fmt.Sprintf("payment not authorized (status %q)", r.Payment.Status))
+		return c.cancel(ctx, o, fmt.Sprintf("payment not authorized (status %q)", r.Payment.Status))
 	}
 	_, err = c.cfg.Orders.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: PaymentID(o.ID),
 		IdempotencyKey: StepKey(o.ID, "confirm")})
@@ -415,10 +436,10 @@ func (c *Checkout) pay(ctx context.Context, o Order, corr string, deadline time.
 		if lerr != nil {
 			return lerr
 		}
-		if now.Status == StatusCancelled || now.Status == StatusRejected {
+		if now.Ended() {
 			// Cancelled by the buyer while the payment was being
 			// authorized: the authorization must not outlive the order.
-			return c.void(ctx, o.ID, corr, "order cancelled during checkout")
+			return c.compensate(ctx, o.ID)
 		}
 		if now.Status != StatusPlaced {
 			return nil // confirmed (and on) by another hand: the checkout is done
@@ -427,45 +448,91 @@ func (c *Checkout) pay(ctx context.Context, o Order, corr string, deadline time.
 	return err
 }
 
+// reject ends an order whose stock could not be reserved, then compensates
+// it at once: a reservation or an authorization may have been made although
+// its answer never came (a timeout, a restart past the deadline).
 func (c *Checkout) reject(ctx context.Context, id, reason string) error {
 	_, err := c.cfg.Orders.Reject(ctx, contracts.RejectOrder{OrderID: id, Reason: reason, IdempotencyKey: StepKey(id, "reject")})
-	return ignoreKinds(err, events.KindConflict)
-}
-
-// cancel cancels the order after its payment failed. An authorization
-// whose answer never came may still exist, so it is voided first; the
-// stock is released when the order.cancelled event comes round (unwind).
-func (c *Checkout) cancel(ctx context.Context, o Order, corr, reason string) error {
-	if err := c.void(ctx, o.ID, corr, reason); err != nil {
+	if err = ignoreKinds(err, events.KindConflict); err != nil {
 		return err
 	}
-	_, err := c.cfg.Orders.Cancel(ctx, contracts.CancelOrder{OrderID: o.ID, Reason: reason, IdempotencyKey: StepKey(o.ID, "cancel")})
-	return ignoreKinds(err, events.KindConflict)
+	return c.compensate(ctx, id)
 }
 
-// void releases the order's authorization, if there is one. It has no
-// deadline of its own: compensation must finish, however late.
-func (c *Checkout) void(ctx context.Context, id, corr, reason string) error {
-	err := c.call(ctx, c.cfg.PaymentSubject+".void", corr, time.Time{}, contracts.VoidPayment{PaymentID: PaymentID(id),
-		Reason: reason, IdempotencyKey: StepKey(id, "void")}, nil)
+// cancel ends an order whose payment failed, then compensates it at once.
+func (c *Checkout) cancel(ctx context.Context, o Order, reason string) error {
+	_, err := c.cfg.Orders.Cancel(ctx, contracts.CancelOrder{OrderID: o.ID, Reason: reason, IdempotencyKey: StepKey(o.ID, "cancel")})
+	if err = ignoreKinds(err, events.KindConflict); err != nil {
+		return err
+	}
+	return c.compensate(ctx, o.ID)
+}
+
+// compensate leaves nothing held for an order that ended rejected or
+// cancelled: it releases its stock and closes its payment (void, or
+// refund what was captured). It does nothing for a live order. Every
+// command it sends is idempotent and looked up in the log first, so it
+// may run any number of times; it has no deadline: compensation must
+// finish, however late.
+func (c *Checkout) compensate(ctx context.Context, id string) error {
+	o, _, err := c.cfg.Orders.Load(ctx, id)
+	if err != nil || !o.Ended() || o.ListingID == "" {
+		return err
+	}
+	reason := "order " + string(o.Status)
+	if err := c.release(ctx, o, reason); err != nil {
+		return err
+	}
+	return c.closePayment(ctx, o, reason)
+}
+
+// release gives back the units held for an ended order. A refusal means
+// none are held now; a reservation stored later is a step of the order
+// and comes back here.
+func (c *Checkout) release(ctx context.Context, o Order, reason string) error {
+	err := c.call(ctx, c.cfg.ListingSubject+".release_stock", "", time.Time{}, contracts.ReleaseStock{ListingID: o.ListingID,
+		OrderID: o.ID, Quantity: o.Quantity, Reason: reason, IdempotencyKey: StepKey(o.ID, "release")}, nil)
 	var refused *Refused
 	if errors.As(err, &refused) {
-		return nil // no authorization to void, or already captured: nothing this step can do
+		return nil
 	}
 	return err
 }
 
-// unwind releases the stock a cancelled or rejected order holds.
-func (c *Checkout) unwind(ctx context.Context, id string) error {
-	o, _, err := c.cfg.Orders.Load(ctx, id)
-	if err != nil || o.ListingID == "" {
+// closePayment voids the ended order's payment while it is open, and
+// refunds what was captured. What the payment is, is read from the log,
+// never guessed from what this manager remembers sending.
+func (c *Checkout) closePayment(ctx context.Context, o Order, reason string) error {
+	pid := o.PaymentID
+	if pid == "" {
+		pid = PaymentID(o.ID)
+	}
+	p, err := c.cfg.Orders.LoadPayment(ctx, pid)
+	if err != nil {
 		return err
 	}
-	err = c.call(ctx, c.cfg.ListingSubject+".release_stock", "", time.Time{}, contracts.ReleaseStock{ListingID: o.ListingID,
-		OrderID: o.ID, Quantity: o.Quantity, Reason: "order " + string(o.Status), IdempotencyKey: StepKey(o.ID, "release")}, nil)
+	if p.Open() {
+		err := c.call(ctx, c.cfg.PaymentSubject+".void", o.ID, time.Time{}, contracts.VoidPayment{PaymentID: pid,
+			Reason: reason, IdempotencyKey: StepKey(o.ID, "void")}, nil)
+		var refused *Refused
+		if !errors.As(err, &refused) {
+			return err
+		}
+		// Captured in the meantime: read what is to be refunded.
+		if p, err = c.cfg.Orders.LoadPayment(ctx, pid); err != nil {
+			return err
+		}
+	}
+	if p.Status != "captured" || p.RefundableMinor() <= 0 {
+		return nil
+	}
+	err = c.call(ctx, c.cfg.PaymentSubject+".refund", o.ID, time.Time{}, contracts.RefundPayment{PaymentID: pid,
+		RefundID: "checkout-" + string(o.Status), Amount: contracts.Money{AmountMinor: p.RefundableMinor(), Currency: p.Currency},
+		Reason: reason, IdempotencyKey: StepKey(o.ID, "refund")}, nil)
 	var refused *Refused
 	if errors.As(err, &refused) {
-		return nil // the order never held units
+		return &events.Error{Op: "checkout.refund", Kind: events.KindConflict, Field: "/payment_id",
+			Rule: fmt.Sprintf("refund of the %d captured for ended order %s refused: %s", p.RefundableMinor(), o.ID, refused.Problem.Detail)}
 	}
 	return err
 }
@@ -514,6 +581,55 @@ type Refused struct {
 }
 
 func (r *Refused) Error() string { return "refused " + r.Code + ": " + r.Problem.Detail }
+
+// send is call for a step of the checkout that is bounded by its business
+// deadline. Once the deadline has passed, the step is looked up in the log
+// (the idempotency record of its key on the aggregate it goes to): a step
+// that was done in time is sent again, to get its first result back; one
+// that was not is not sent, and ErrDeadline is returned. A store that
+// cannot look a key up gives ErrDeadline, and the order's compensation
+// undoes whatever was done, from the log.
+func (c *Checkout) send(ctx context.Context, subject, corr string, deadline time.Time, ref events.AggregateRef, cmd, out any) error {
+	if !c.cfg.Clock().Before(deadline) {
+		done, err := c.done(ctx, ref, cmd)
+		if err != nil {
+			return err
+		}
+		if !done {
+			return ErrDeadline
+		}
+		deadline = time.Time{}
+	}
+	return c.call(ctx, subject, corr, deadline, cmd, out)
+}
+
+// done reports whether the log holds the result of cmd under its
+// idempotency key on ref.
+func (c *Checkout) done(ctx context.Context, ref events.AggregateRef, cmd any) (bool, error) {
+	lk, ok := c.cfg.Store.(events.IdempotencyLookup)
+	if !ok {
+		return false, nil
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return false, err
+	}
+	var k struct {
+		Key string `json:"idempotency_key"`
+	}
+	if err := json.Unmarshal(body, &k); err != nil || k.Key == "" {
+		return false, err
+	}
+	digest, err := command.Digest(cmd) // as the service that decided it binds the key
+	if err != nil {
+		return false, err
+	}
+	_, found, err := lk.LookupIdempotency(ctx, ref, k.Key, digest)
+	if events.KindOf(err) == events.KindDuplicate {
+		return false, nil // the key was taken by another command: this step was not done
+	}
+	return found, err
+}
 
 // call sends one command and decodes the reply into out. It retries what
 // may be transient (no responder, timeout, 5xx) with the same body, hence

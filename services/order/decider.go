@@ -45,6 +45,10 @@ type Order struct {
 	Reason       string            `json:"reason,omitempty"`
 }
 
+// Ended reports whether the order was given up: rejected or cancelled. An
+// ended order holds no stock and no money (ADR 0015).
+func (o Order) Ended() bool { return o.Status == StatusRejected || o.Status == StatusCancelled }
+
 // Initial returns the state of an order that has no events.
 func Initial(id string) Order { return Order{ID: id} }
 

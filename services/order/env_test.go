@@ -135,7 +135,12 @@ func (e *env) count(t testing.TB, context, id, typ string) int {
 // fakeListing is a minimal listing service for the checkout: it reserves
 // and releases stock through the command runner, as the real one does,
 // and only from contract events (the order service never imports it).
-type fakeListing struct{ runner *command.Runner }
+type fakeListing struct {
+	runner *command.Runner
+	// late, when set, swallows reservations, as a listing service that
+	// answers after the checkout gave up; deliver them with handle.
+	late atomic.Bool
+}
 
 type heldListing struct {
 	Listing
@@ -166,6 +171,9 @@ func (f *fakeListing) serve(t testing.TB, nc *nats.Conn) {
 	g := svc.AddGroup(listingPrefix)
 	for _, verb := range []string{"reserve_stock", "release_stock"} {
 		if err := g.AddEndpoint(verb, micro.HandlerFunc(func(req micro.Request) {
+			if verb == "reserve_stock" && f.late.Load() {
+				return
+			}
 			out := service.NewResponder(nc, req.Reply())
 			go f.handle(verb, req.Data(), out)
 		})); err != nil {
