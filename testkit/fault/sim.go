@@ -19,6 +19,7 @@ import (
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/services/payment"
 	"github.com/marketledger/ledger/services/policy"
+	"github.com/marketledger/ledger/testkit/invariant"
 	"github.com/nats-io/nats.go"
 )
 
@@ -511,6 +512,11 @@ func (s *Sim) check(ctx context.Context) error {
 		case *projections.Catalogue:
 			errs = append(errs, s.checkStock(cctx, m)...)
 		}
+	}
+	// Every checkout of the simulation ends within its step, compensation
+	// included: after each step nothing may be left behind an ended order.
+	if err := invariant.NothingStranded(cctx, s.store); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
