@@ -26,6 +26,7 @@ import (
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/testkit/invariant"
 )
 
 // Bounds of the crash test. Every wait below is bounded by crashTimeout.
@@ -388,6 +389,26 @@ func TestCrashUnderLoadLosesNoAcknowledgedCheckout(t *testing.T) {
 	defer n.Close()
 	checkAcknowledgedOnce(ctx, t, n.store, c.acks)
 	checkModelsConverge(ctx, t, n)
+	checkNothingStranded(ctx, t, n.store)
+}
+
+// checkNothingStranded waits, bounded, for the restarted checkout manager
+// to have compensated every order that ended, then holds the log to it: no
+// rejected or cancelled order keeps stock or money, and every reservation
+// belongs to a live or confirmed order (ADR 0015).
+func checkNothingStranded(ctx context.Context, t *testing.T, st events.Store) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := invariant.NothingStranded(ctx, st)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the kill and restart: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond) // the manager compensates asynchronously; each check reads the log
+	}
 }
 
 // checkAcknowledgedOnce checks every acknowledged reply against the log:

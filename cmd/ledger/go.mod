@@ -7,11 +7,12 @@ require (
 	github.com/marketledger/ledger/adapters/eventstoredb v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
-	github.com/marketledger/ledger/projections v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/projections v0.0.0
 	github.com/marketledger/ledger/services/listing v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/order v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/payment v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/policy v0.0.0-00010101000000-000000000000
+	github.com/marketledger/ledger/testkit v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/schollz/progressbar/v3 v3.19.1
