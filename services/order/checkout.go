@@ -275,7 +275,11 @@ func (c *Checkout) step(ctx context.Context, e events.Event, id string) error {
 	if e.Type == "order.placed" {
 		return c.placed(ctx, e)
 	}
-	return c.compensate(ctx, id)
+	var pay string
+	if e.Context() == contracts.ServicePayment {
+		pay = e.AggregateID // an authorization or capture under any payment id is closed
+	}
+	return c.compensate(ctx, id, pay)
 }
 
 // checkpointEvery is the least time between two checkpoint writes: each is
@@ -469,21 +473,54 @@ func (c *Checkout) cancel(ctx context.Context, o Order, reason string) error {
 }
 
 // compensate leaves nothing held for an order that ended rejected or
-// cancelled: it releases its stock and closes its payment (void, or
-// refund what was captured). It does nothing for a live order. Every
+// cancelled: it closes its payment (void, or refund what was captured),
+// then releases its stock. It does nothing for a live order. Every
 // command it sends is idempotent and looked up in the log first, so it
 // may run any number of times; it has no deadline: compensation must
 // finish, however late.
-func (c *Checkout) compensate(ctx context.Context, id string) error {
+//
+// The payments closed are the order's own (the one it was confirmed with,
+// or the checkout's PaymentID) and also, when given, the payment whose
+// event made this step: an authorization made for the order under another
+// id is closed as well.
+func (c *Checkout) compensate(ctx context.Context, id string, also ...string) error {
 	o, _, err := c.cfg.Orders.Load(ctx, id)
 	if err != nil || !o.Ended() || o.ListingID == "" {
 		return err
 	}
 	reason := "order " + string(o.Status)
-	if err := c.release(ctx, o, reason); err != nil {
-		return err
+	pids := []string{ownPayment(o)}
+	for _, p := range also {
+		if p != "" && p != pids[0] {
+			pids = append(pids, p)
+		}
 	}
-	return c.closePayment(ctx, o, reason)
+	for _, pid := range pids {
+		if err := c.closePayment(ctx, o, pid, reason); err != nil {
+			return err
+		}
+	}
+	return c.release(ctx, o, reason)
+}
+
+// ownPayment is the order's payment: the one it was confirmed with, or the
+// checkout's.
+func ownPayment(o Order) string {
+	if o.PaymentID != "" {
+		return o.PaymentID
+	}
+	return PaymentID(o.ID)
+}
+
+// paymentStepKey is the idempotency key of a compensation step on payment
+// pid of order o: the step's own key for the order's payment, and one
+// bound to pid for another payment, so that each is closed once.
+func paymentStepKey(o Order, pid, step string) string {
+	if pid == ownPayment(o) {
+		return StepKey(o.ID, step)
+	}
+	sum := sha256.Sum256([]byte(pid))
+	return StepKey(o.ID, step+"-"+hex.EncodeToString(sum[:8]))
 }
 
 // release gives back the units held for an ended order. A refusal means
@@ -502,18 +539,14 @@ func (c *Checkout) release(ctx context.Context, o Order, reason string) error {
 // closePayment voids the ended order's payment while it is open, and
 // refunds what was captured. What the payment is, is read from the log,
 // never guessed from what this manager remembers sending.
-func (c *Checkout) closePayment(ctx context.Context, o Order, reason string) error {
-	pid := o.PaymentID
-	if pid == "" {
-		pid = PaymentID(o.ID)
-	}
+func (c *Checkout) closePayment(ctx context.Context, o Order, pid, reason string) error {
 	p, err := c.cfg.Orders.LoadPayment(ctx, pid)
 	if err != nil {
 		return err
 	}
 	if p.Open() {
 		err := c.call(ctx, c.cfg.PaymentSubject+".void", o.ID, time.Time{}, contracts.VoidPayment{PaymentID: pid,
-			Reason: reason, IdempotencyKey: StepKey(o.ID, "void")}, nil)
+			Reason: reason, IdempotencyKey: paymentStepKey(o, pid, "void")}, nil)
 		var refused *Refused
 		if !errors.As(err, &refused) {
 			return err
@@ -528,7 +561,7 @@ func (c *Checkout) closePayment(ctx context.Context, o Order, reason string) err
 	}
 	err = c.call(ctx, c.cfg.PaymentSubject+".refund", o.ID, time.Time{}, contracts.RefundPayment{PaymentID: pid,
 		RefundID: "checkout-" + string(o.Status), Amount: contracts.Money{AmountMinor: p.RefundableMinor(), Currency: p.Currency},
-		Reason: reason, IdempotencyKey: StepKey(o.ID, "refund")}, nil)
+		Reason: reason, IdempotencyKey: paymentStepKey(o, pid, "refund")}, nil)
 	var refused *Refused
 	if errors.As(err, &refused) {
 		return &events.Error{Op: "checkout.refund", Kind: events.KindConflict, Field: "/payment_id",
