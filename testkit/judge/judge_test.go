@@ -90,7 +90,7 @@ func TestDecisionInstantViolation(t *testing.T) {
 // activation is.
 func TestInFlightIsListedNotFlagged(t *testing.T) {
 	w := startLog(t)
-	E := time.Now().Round(time.Millisecond)
+	E := time.Now().Truncate(time.Millisecond) // never after the recording of what follows
 	f := w.put(ev{Type: "policy.freeze_imposed", Agg: "fz", Decided: E.Add(-time.Second), Body: freeze("fz", "toys", E, modeScheduled)})
 	flight := w.put(ev{Type: "order.placed", Agg: "o1", Policy: f, Decided: E.Add(-time.Millisecond), Body: order("o1", "toys", 100)})
 	a := w.put(ev{Type: "policy.rule_activated", Agg: "fz", Policy: f, Decided: E, Body: activated("fz", "freeze_imposed", E)})
