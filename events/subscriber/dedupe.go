@@ -15,7 +15,8 @@ import (
 const DefaultDedupeSize = 100_000
 
 // Dedupe remembers the ids of events already handled, so that a handler
-// wrapped with it sees each event once although delivery is at least once.
+// wrapped with it skips the redeliveries of events it finished. It narrows
+// at-least-once delivery but does not make it exactly once: see Wrap.
 // It keeps the most recent ids in a bounded in-memory LRU and, when given a
 // JetStream key-value bucket, every id there too, so that the memory of a
 // restarted process reaches back past its own lifetime.
@@ -106,9 +107,20 @@ func (d *Dedupe) remember(id string) {
 	}
 }
 
+// markTimeout bounds the mark written after a handler succeeded.
+const markTimeout = 10 * time.Second
+
 // Wrap returns a handler that skips events already marked and marks each
 // event h handled. An event is marked only after h returned nil, so a
 // failure is retried; if marking fails the event is delivered again.
+//
+// The handler's effect and the mark are two writes, so Wrap gives at least
+// once, not exactly once: a crash, a lost connection or an unavailable
+// bucket after h returned and before the mark is stored makes h run again
+// for that event. Effectively once therefore needs h to be idempotent, or
+// its effect and the mark to be one write, which AtomicKV offers for effects
+// in a key-value bucket. A stop (ctx ending) is not such a gap: the mark of
+// a handler that returned nil is written even when ctx has ended.
 func (d *Dedupe) Wrap(h Handler) Handler {
 	return func(ctx context.Context, e events.Event) error {
 		seen, err := d.Seen(ctx, e.ID)
@@ -118,6 +130,10 @@ func (d *Dedupe) Wrap(h Handler) Handler {
 		if err := h(ctx, e); err != nil {
 			return err
 		}
-		return d.Mark(ctx, e.ID)
+		// Not cut short by ctx: h's effect is done, and a mark lost to
+		// a stop would make the next run repeat it.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+		defer cancel()
+		return d.Mark(mctx, e.ID)
 	}
 }

@@ -6,8 +6,10 @@
 //
 // Delivery is at least once: an event whose handler was running when the
 // process stopped, or whose acknowledgement was lost, is delivered again.
-// Handlers make themselves idempotent, for example with Dedupe, which
-// remembers the ids of events already handled.
+// Dedupe skips most repeats but cannot remove them (the effect and its mark
+// are two writes), so a handler wrapped with it must still be idempotent.
+// AtomicKV makes a handler's effect happen exactly once when that effect is
+// writes to a key-value bucket: the writes and the mark are one atomic batch.
 //
 // The package must never acknowledge an event before its handler returned
 // nil or before its parked copy is stored, and never write to the LEDGER
