@@ -216,7 +216,8 @@ func (s *JetStreamStore) Read(ctx context.Context, q Query) iter.Seq2[Event, err
 }
 
 // read yields decoded events matching subjects until position to, or until
-// nothing more is pending when the read started (to == 0). Decoding (hash
+// the log's last position when the read started, as the stream leader knew
+// it (to == 0), so a read sees every append acknowledged before it. Decoding (hash
 // checks included) runs on decodeWorkers goroutines over chunks of messages
 // while the next chunk is fetched; chunks are yielded in order.
 func (s *JetStreamStore) read(ctx context.Context, subjects []string, cfg jetstream.OrderedConsumerConfig, to uint64) iter.Seq2[Event, error] {
@@ -313,6 +314,22 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		}
 		send(&chunk{err: &Error{Op: "events.Read", Kind: kind, Err: err}})
 	}
+	// The ordered consumer is a one-replica consumer, which the server may
+	// place on any replica of the stream, and a replica may not yet have
+	// applied what the leader acknowledged: its pending count can reach 0
+	// before the log's end. So the read ends at the leader's last position
+	// when it starts (or at to, if lower); a replica with nothing pending
+	// short of that end is waited for, or, in a filtered read, the leader is
+	// asked whether a matching message is left.
+	end, err := s.leaderLastSeq(ctx)
+	if err != nil {
+		fail(KindUnavailable, err)
+		return
+	}
+	if to > 0 && to < end {
+		end = to
+	}
+	whole := len(subjects) == 1 && subjects[0] == SubjectPrefix+">"
 	cfg.FilterSubjects = subjects
 	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
 	if err != nil {
@@ -320,8 +337,19 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		return
 	}
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
-		complete.Store(true)
-		return
+		start := uint64(1)
+		if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+			start = cfg.OptStartSeq
+		}
+		left, err := s.matchingLeft(ctx, subjects, whole, start, end, cfg.DeliverPolicy == jetstream.DeliverByStartTimePolicy)
+		if err != nil {
+			fail(KindUnavailable, err)
+			return
+		}
+		if !left {
+			complete.Store(true)
+			return
+		}
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
 	if err != nil {
@@ -335,7 +363,6 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 	// deletes and purges and has no limits, so a position the server skips
 	// was lost (a damaged block it could not read) or removed behind the
 	// ledger's back, and reading past it would hide the loss.
-	whole := len(subjects) == 1 && subjects[0] == SubjectPrefix+">"
 	var next uint64
 	switch cfg.DeliverPolicy {
 	case jetstream.DeliverAllPolicy:
@@ -366,8 +393,16 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 			return
 		}
 		next = meta.Sequence.Stream + 1
-		last := meta.NumPending == 0 || (to > 0 && meta.Sequence.Stream >= to)
-		if to == 0 || meta.Sequence.Stream <= to {
+		last := meta.Sequence.Stream >= end
+		if !last && meta.NumPending == 0 {
+			left, err := s.matchingLeft(ctx, subjects, whole, next, end, false)
+			if err != nil {
+				fail(KindUnavailable, err)
+				return
+			}
+			last = !left
+		}
+		if meta.Sequence.Stream <= end {
 			c.msgs = append(c.msgs, m)
 		}
 		if last {
@@ -383,6 +418,57 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 			return
 		}
 	}
+}
+
+// leaderLastSeq returns the stream's last position as its leader knows it:
+// every append acknowledged before the call is at or before it.
+func (s *JetStreamStore) leaderLastSeq(ctx context.Context) (uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, batchTimeout)
+		defer cancel()
+	}
+	resp, err := s.request(ctx, "$JS.API.STREAM.INFO."+StreamName, nil)
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		Error *jetstream.APIError `json:"error"`
+		State struct {
+			LastSeq uint64 `json:"last_seq"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return 0, err
+	}
+	if r.Error != nil {
+		return 0, r.Error
+	}
+	return r.State.LastSeq, nil
+}
+
+// matchingLeft reports whether a message matching subjects is stored at a
+// position from from to end, asking the leader. A read of the whole log
+// needs no question: every position matches. byTime: the read starts at an
+// instant, whose position is unknown; the replica's answer that nothing is
+// pending is taken as it is.
+func (s *JetStreamStore) matchingLeft(ctx context.Context, subjects []string, whole bool, from, end uint64, byTime bool) (bool, error) {
+	if byTime || from > end {
+		return false, nil
+	}
+	if whole {
+		return true, nil
+	}
+	for _, subj := range subjects {
+		m, err := s.msgGet(ctx, map[string]any{"seq": from, "next_by_subj": subj})
+		if err != nil {
+			return false, err
+		}
+		if m != nil && m.Sequence <= end {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // missingPositions is the error of a read of the whole log that found the
