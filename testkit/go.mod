@@ -31,6 +31,7 @@ require (
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/projections v0.0.0
+	github.com/marketledger/ledger/services/checkout v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/listing v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/order v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/payment v0.0.0-00010101000000-000000000000
@@ -62,3 +63,5 @@ replace github.com/marketledger/ledger/services/order => ../services/order
 replace github.com/marketledger/ledger/services/payment => ../services/payment
 
 replace github.com/marketledger/ledger/services/policy => ../services/policy
+
+replace github.com/marketledger/ledger/services/checkout => ../services/checkout

@@ -21,6 +21,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 )
 
@@ -217,11 +218,11 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 					o := placed.State
 					if err == nil && mode == driven {
 						err = step("listing.reserve_stock", contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
-							IdempotencyKey: order.StepKey(o.ID, "reserve")}, nil, false)
+							IdempotencyKey: checkout.StepKey(o.ID, "reserve")}, nil, false)
 						if err == nil {
-							err = step("payment.authorize", contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID,
+							err = step("payment.authorize", contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID,
 								BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
-								Amount: o.Total, IdempotencyKey: order.StepKey(o.ID, "authorize")}, nil, true)
+								Amount: o.Total, IdempotencyKey: checkout.StepKey(o.ID, "authorize")}, nil, true)
 						}
 					}
 					if err == nil && mode == managed {
@@ -239,12 +240,12 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 						pac += time.Since(t1)
 					}
 					if err == nil {
-						err = step("payment.capture", contracts.CapturePayment{PaymentID: order.PaymentID(o.ID),
+						err = step("payment.capture", contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID),
 							IdempotencyKey: "capture:" + o.ID}, nil, true)
 					}
 					if err == nil && mode == driven {
-						err = step("order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: order.PaymentID(o.ID),
-							IdempotencyKey: order.StepKey(o.ID, "confirm")}, nil, false)
+						err = step("order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID),
+							IdempotencyKey: checkout.StepKey(o.ID, "confirm")}, nil, false)
 					}
 					ended.forget(id)
 					if err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/marketledger/ledger/events/embedded"
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/projections"
-	"github.com/marketledger/ledger/services/order"
 )
 
 // corruptMarker is a string that occurs in exactly one stored event body
@@ -182,14 +181,14 @@ func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle s
 		if _, err := st.listing.ReserveStock(ctx, contracts.ReserveStock{ListingID: o.ListingID, OrderID: id, Quantity: 1}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.payment.Authorize(ctx, contracts.AuthorizePayment{PaymentID: order.PaymentID(id), OrderID: id, BuyerID: o.BuyerID,
+		if _, err := st.payment.Authorize(ctx, contracts.AuthorizePayment{PaymentID: contracts.PaymentID(id), OrderID: id, BuyerID: o.BuyerID,
 			SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.payment.Capture(ctx, contracts.CapturePayment{PaymentID: order.PaymentID(id)}); err != nil {
+		if _, err := st.payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(id)}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: id, PaymentID: order.PaymentID(id)}); err != nil {
+		if _, err := st.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: id, PaymentID: contracts.PaymentID(id)}); err != nil {
 			t.Fatal(err)
 		}
 	}

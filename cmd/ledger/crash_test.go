@@ -25,6 +25,7 @@ import (
 	"github.com/marketledger/ledger/events/embedded"
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/testkit/invariant"
 )
@@ -265,21 +266,21 @@ func (c *crashClient) checkout(ctx context.Context, id, listingID string) error 
 		cmd       func(o order.Order) any
 	}{
 		{"listing.reserve_stock", listingID, func(o order.Order) any {
-			return contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity, IdempotencyKey: order.StepKey(o.ID, "reserve")}
+			return contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity, IdempotencyKey: checkout.StepKey(o.ID, "reserve")}
 		}},
-		{"payment.authorize", order.PaymentID(id), func(o order.Order) any {
-			return contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
-				Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: order.StepKey(o.ID, "authorize")}
+		{"payment.authorize", contracts.PaymentID(id), func(o order.Order) any {
+			return contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
+				Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: checkout.StepKey(o.ID, "authorize")}
 		}},
-		{"payment.capture", order.PaymentID(id), func(o order.Order) any {
-			return contracts.CapturePayment{PaymentID: order.PaymentID(o.ID), IdempotencyKey: order.StepKey(o.ID, "capture")}
+		{"payment.capture", contracts.PaymentID(id), func(o order.Order) any {
+			return contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: checkout.StepKey(o.ID, "capture")}
 		}},
 		{"order.confirm", id, func(o order.Order) any {
-			return contracts.ConfirmOrder{OrderID: o.ID, PaymentID: order.PaymentID(o.ID), IdempotencyKey: order.StepKey(o.ID, "confirm")}
+			return contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: checkout.StepKey(o.ID, "confirm")}
 		}},
 	}
 	code, b, err := c.send(ctx, "order.place", id, id, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID,
-		Quantity: 1, IdempotencyKey: order.StepKey(id, "place")})
+		Quantity: 1, IdempotencyKey: checkout.StepKey(id, "place")})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/services/checkout v0.0.0-00010101000000-000000000000
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
@@ -79,3 +80,5 @@ replace github.com/marketledger/ledger/projections => ../../projections
 replace github.com/marketledger/ledger/adapters/eventstoredb => ../../adapters/eventstoredb
 
 replace github.com/marketledger/ledger/testkit => ../../testkit
+
+replace github.com/marketledger/ledger/services/checkout => ../../services/checkout

@@ -22,6 +22,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/embedded"
 	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 )
 
@@ -245,18 +246,18 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 		ord.must(t, "order.place", contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1}, &placed)
 		o := placed.State
 		lst.must(t, "listing.reserve_stock", contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
-			IdempotencyKey: order.StepKey(o.ID, "reserve")}, nil)
-		pay.must(t, "payment.authorize", contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID,
+			IdempotencyKey: checkout.StepKey(o.ID, "reserve")}, nil)
+		pay.must(t, "payment.authorize", contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID,
 			SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total,
-			IdempotencyKey: order.StepKey(o.ID, "authorize")}, nil)
+			IdempotencyKey: checkout.StepKey(o.ID, "authorize")}, nil)
 		var captured paymentReply
-		pay.must(t, "payment.capture", contracts.CapturePayment{PaymentID: order.PaymentID(o.ID), IdempotencyKey: "capture:" + o.ID}, &captured)
+		pay.must(t, "payment.capture", contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: "capture:" + o.ID}, &captured)
 		if captured.Payment.Status != "captured" || captured.Payment.CapturedMinor != o.Total.AmountMinor {
 			t.Errorf("payment of %s after capture: %+v", o.ID, captured.Payment)
 		}
 		var confirmed orderReply
-		ord.must(t, "order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: order.PaymentID(o.ID),
-			IdempotencyKey: order.StepKey(o.ID, "confirm")}, &confirmed)
+		ord.must(t, "order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID),
+			IdempotencyKey: checkout.StepKey(o.ID, "confirm")}, &confirmed)
 		if confirmed.State.Status != order.StatusConfirmed {
 			t.Errorf("order %s after confirm: %s", o.ID, confirmed.State.Status)
 		}
@@ -267,7 +268,7 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 		paid = append(paid, checkout(fmt.Sprintf("ord-%d", i), listings[i%2].ListingID))
 	}
 	var refunded paymentReply
-	pay.must(t, "payment.refund", contracts.RefundPayment{PaymentID: order.PaymentID(paid[0].ID), RefundID: "rf-0", Amount: paid[0].Total,
+	pay.must(t, "payment.refund", contracts.RefundPayment{PaymentID: contracts.PaymentID(paid[0].ID), RefundID: "rf-0", Amount: paid[0].Total,
 		Reason: "returned", IdempotencyKey: "refund:rf-0"}, &refunded)
 	if refunded.Payment.RefundedMinor != paid[0].Total.AmountMinor {
 		t.Errorf("refund before the freeze: %+v", refunded.Payment)
@@ -307,10 +308,10 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 		Price: idr(80_000_00), Stock: 5})
 	pay.expect(t, http.StatusOK, "payment.void", contracts.VoidPayment{PaymentID: "held-1", Reason: "frozen"})
 	for i, o := range paid[1:3] {
-		pay.expect(t, http.StatusOK, "payment.refund", contracts.RefundPayment{PaymentID: order.PaymentID(o.ID), RefundID: fmt.Sprintf("rf-f%d", i),
+		pay.expect(t, http.StatusOK, "payment.refund", contracts.RefundPayment{PaymentID: contracts.PaymentID(o.ID), RefundID: fmt.Sprintf("rf-f%d", i),
 			Amount: idr(o.Total.AmountMinor / 2), Reason: "partial return during the freeze"})
 	}
-	pay.expect(t, http.StatusOK, "payment.settle", contracts.SettlePayment{PaymentID: order.PaymentID(paid[3].ID)})
+	pay.expect(t, http.StatusOK, "payment.settle", contracts.SettlePayment{PaymentID: contracts.PaymentID(paid[3].ID)})
 	ord.expect(t, http.StatusOK, "order.cancel", contracts.CancelOrder{OrderID: paid[3].ID, Reason: "buyer changed their mind"})
 	if code, b := ord.post(t, "payment.refund", contracts.RefundPayment{PaymentID: "x", RefundID: "y", Amount: idr(1), Reason: "z"}); code != http.StatusNotFound {
 		t.Errorf("a payment command sent to the order process: %d %s; want 404 (not running there)", code, b)

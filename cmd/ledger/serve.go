@@ -26,7 +26,7 @@ import (
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/events/embedded/tlsconf"
 	"github.com/marketledger/ledger/projections"
-	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/policy"
 )
 
@@ -371,7 +371,7 @@ func serveMicro(ctx context.Context, n *node, st *stack) (func(), error) {
 // restarted after a failure, resuming from its checkpoint.
 func runCheckout(ctx context.Context, n *roleConn, st *stack, log *zap.Logger) {
 	for ctx.Err() == nil {
-		c := order.NewCheckout(order.CheckoutConfig{Store: n.store, Conn: n.nc, Orders: st.order, Clock: time.Now,
+		c := checkout.New(checkout.Config{Store: n.store, Conn: n.nc, Clock: time.Now,
 			OnError: func(err error) {
 				log.Warn("checkout process manager resumes from its checkpoint", zap.Error(err))
 			}})

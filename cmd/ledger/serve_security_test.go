@@ -25,7 +25,7 @@ import (
 	"github.com/marketledger/ledger/events/embedded/auth"
 	"github.com/marketledger/ledger/events/embedded/tlsconf"
 	"github.com/marketledger/ledger/events/embedded/tlsconf/tlstest"
-	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/services/checkout"
 )
 
 // servedLedger is an in-process `ledger serve` on the embedded default.
@@ -272,7 +272,7 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 	// A buyer cannot take the checkout manager's step keys: its keys live
 	// in a namespace of their own, and its order is checked out.
 	if code, b := s.call(t, "POST", "/v1/commands/order.place", tokens["buyer"], contracts.PlaceOrder{OrderID: "sec-o-5",
-		BuyerID: "test-buyer", ListingID: "sec-3", Quantity: 1, IdempotencyKey: order.StepKey("sec-o-5", "confirm")}); code != http.StatusOK {
+		BuyerID: "test-buyer", ListingID: "sec-3", Quantity: 1, IdempotencyKey: checkout.StepKey("sec-o-5", "confirm")}); code != http.StatusOK {
 		t.Fatalf("order.place with the manager's key: %d %s", code, b)
 	}
 	deadline := time.Now().Add(20 * time.Second)

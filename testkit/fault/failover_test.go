@@ -18,6 +18,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 )
 
@@ -288,7 +289,7 @@ func (c *httpClient) send(ctx context.Context, name, aggregate, orderID string, 
 // step first decides it). A 4xx ends the checkout and is counted.
 func (c *httpClient) checkout(ctx context.Context, id, listingID string) error {
 	code, b, err := c.send(ctx, "order.place", id, id, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID,
-		Quantity: 1, IdempotencyKey: order.StepKey(id, "place")})
+		Quantity: 1, IdempotencyKey: checkout.StepKey(id, "place")})
 	if err != nil {
 		return err
 	}
@@ -306,14 +307,14 @@ func (c *httpClient) checkout(ctx context.Context, id, listingID string) error {
 		cmd       any
 	}{
 		{"listing.reserve_stock", listingID, contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
-			IdempotencyKey: order.StepKey(o.ID, "reserve")}},
-		{"payment.authorize", order.PaymentID(id), contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID,
+			IdempotencyKey: checkout.StepKey(o.ID, "reserve")}},
+		{"payment.authorize", contracts.PaymentID(id), contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID,
 			BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
-			Amount: o.Total, IdempotencyKey: order.StepKey(o.ID, "authorize")}},
-		{"payment.capture", order.PaymentID(id), contracts.CapturePayment{PaymentID: order.PaymentID(o.ID),
-			IdempotencyKey: order.StepKey(o.ID, "capture")}},
-		{"order.confirm", id, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: order.PaymentID(o.ID),
-			IdempotencyKey: order.StepKey(o.ID, "confirm")}},
+			Amount: o.Total, IdempotencyKey: checkout.StepKey(o.ID, "authorize")}},
+		{"payment.capture", contracts.PaymentID(id), contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID),
+			IdempotencyKey: checkout.StepKey(o.ID, "capture")}},
+		{"order.confirm", id, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID),
+			IdempotencyKey: checkout.StepKey(o.ID, "confirm")}},
 	}
 	for _, s := range steps {
 		code, _, err := c.send(ctx, s.name, s.agg, id, s.cmd)

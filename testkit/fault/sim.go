@@ -15,6 +15,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/services/payment"
@@ -292,7 +293,7 @@ func (s *Sim) advance(ctx context.Context, o *simOrder, cut time.Duration) (stri
 
 // do sends the command of one checkout stage with its idempotency key.
 func (s *Sim) do(ctx context.Context, o *simOrder, stage string) error {
-	key := order.StepKey(o.id, stage)
+	key := checkout.StepKey(o.id, stage)
 	switch stage {
 	case "place":
 		r, err := s.svc.order.Place(ctx, contracts.PlaceOrder{OrderID: o.id, BuyerID: "buyer-" + o.id, ListingID: o.listing, Quantity: o.qty, IdempotencyKey: key})
@@ -305,14 +306,14 @@ func (s *Sim) do(ctx context.Context, o *simOrder, stage string) error {
 		return err
 	case "authorize":
 		st := o.state
-		_, err := s.svc.payment.Authorize(ctx, contracts.AuthorizePayment{PaymentID: order.PaymentID(o.id), OrderID: o.id, BuyerID: st.BuyerID,
+		_, err := s.svc.payment.Authorize(ctx, contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.id), OrderID: o.id, BuyerID: st.BuyerID,
 			SellerID: st.SellerID, Channel: st.Channel, Jurisdiction: st.Jurisdiction, Category: st.Category, Amount: st.Total, IdempotencyKey: key})
 		return err
 	case "capture":
-		_, err := s.svc.payment.Capture(ctx, contracts.CapturePayment{PaymentID: order.PaymentID(o.id), IdempotencyKey: key})
+		_, err := s.svc.payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(o.id), IdempotencyKey: key})
 		return err
 	case "confirm":
-		_, err := s.svc.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.id, PaymentID: order.PaymentID(o.id), IdempotencyKey: key})
+		_, err := s.svc.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.id, PaymentID: contracts.PaymentID(o.id), IdempotencyKey: key})
 		return err
 	}
 	return fmt.Errorf("unknown stage %q", stage)
@@ -327,20 +328,20 @@ func (s *Sim) compensate(ctx context.Context, o *simOrder, reason string) error 
 		return nil // nothing was placed
 	}
 	if reached >= 3 { // authorized
-		if _, err := s.svc.payment.Void(ctx, contracts.VoidPayment{PaymentID: order.PaymentID(o.id), Reason: reason,
-			IdempotencyKey: order.StepKey(o.id, "void")}); err != nil {
+		if _, err := s.svc.payment.Void(ctx, contracts.VoidPayment{PaymentID: contracts.PaymentID(o.id), Reason: reason,
+			IdempotencyKey: checkout.StepKey(o.id, "void")}); err != nil {
 			return fmt.Errorf("void: %w", err)
 		}
 	}
 	if reached >= 2 { // reserved
 		if _, err := s.svc.listing.ReleaseStock(ctx, contracts.ReleaseStock{ListingID: o.listing, OrderID: o.id, Quantity: o.qty,
-			Reason: reason, IdempotencyKey: order.StepKey(o.id, "release")}); err != nil {
+			Reason: reason, IdempotencyKey: checkout.StepKey(o.id, "release")}); err != nil {
 			return fmt.Errorf("release: %w", err)
 		}
-		_, err := s.svc.order.Cancel(ctx, contracts.CancelOrder{OrderID: o.id, Reason: reason, IdempotencyKey: order.StepKey(o.id, "cancel")})
+		_, err := s.svc.order.Cancel(ctx, contracts.CancelOrder{OrderID: o.id, Reason: reason, IdempotencyKey: checkout.StepKey(o.id, "cancel")})
 		return err
 	}
-	_, err := s.svc.order.Reject(ctx, contracts.RejectOrder{OrderID: o.id, Reason: reason, IdempotencyKey: order.StepKey(o.id, "reject")})
+	_, err := s.svc.order.Reject(ctx, contracts.RejectOrder{OrderID: o.id, Reason: reason, IdempotencyKey: checkout.StepKey(o.id, "reject")})
 	return err
 }
 
@@ -380,7 +381,7 @@ func (s *Sim) refund(ctx context.Context) (string, error) {
 	id := fmt.Sprintf("%s-rf-%d", o.id, o.refunds)
 	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	_, err := s.svc.payment.Refund(cctx, contracts.RefundPayment{PaymentID: order.PaymentID(o.id), RefundID: id, Amount: idr(amount),
+	_, err := s.svc.payment.Refund(cctx, contracts.RefundPayment{PaymentID: contracts.PaymentID(o.id), RefundID: id, Amount: idr(amount),
 		Reason: "returned", IdempotencyKey: "refund:" + id})
 	return fmt.Sprintf("refund %d of %s", amount, o.id), err
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/testkit"
 	"github.com/marketledger/ledger/testkit/invariant"
@@ -40,13 +41,18 @@ func startStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ps.Stop() })
+	osv, err := in.Order.Serve(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { osv.Stop() })
 	return &stack{node: node, in: in}
 }
 
 // runManager runs a checkout manager until stop or the test's end.
 func (s *stack) runManager(t *testing.T) (stop func()) {
 	t.Helper()
-	m := order.NewCheckout(order.CheckoutConfig{Store: s.node.Store, Conn: s.node.Connect(t), Orders: s.in.Order,
+	m := checkout.New(checkout.Config{Store: s.node.Store, Conn: s.node.Connect(t),
 		Clock: time.Now, Timeout: 30 * time.Second, RequestTimeout: time.Second,
 		OnError: func(err error) { t.Logf("checkout: %v", err) }})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,7 +100,7 @@ func (s *stack) awaitSettled(t *testing.T, ids []string) {
 func place(t *testing.T, s *stack, id, listingID string) bool {
 	t.Helper()
 	_, err := s.in.Order.Place(t.Context(), contracts.PlaceOrder{OrderID: id, BuyerID: "b-" + id, ListingID: listingID,
-		Quantity: 1, IdempotencyKey: order.StepKey(id, "place")})
+		Quantity: 1, IdempotencyKey: checkout.StepKey(id, "place")})
 	switch {
 	case err == nil:
 		return true
@@ -154,7 +160,7 @@ func TestCheckoutStrandsNothing(t *testing.T) {
 			continue
 		}
 		if captured < 2 {
-			if _, err := s.in.Payment.Capture(t.Context(), contracts.CapturePayment{PaymentID: order.PaymentID(id)}); err != nil {
+			if _, err := s.in.Payment.Capture(t.Context(), contracts.CapturePayment{PaymentID: contracts.PaymentID(id)}); err != nil {
 				t.Fatalf("capture %s: %v", id, err)
 			}
 			captured++

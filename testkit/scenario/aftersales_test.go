@@ -143,12 +143,12 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 		for i, o := range authorized {
 			ops = append(ops, func(in *Instance) error {
 				if i < 2 {
-					_, err := in.Payment.Capture(ctx, contracts.CapturePayment{PaymentID: order.PaymentID(o.ID)})
+					_, err := in.Payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID)})
 					if err := frozen("capture of "+o.ID, err); err != nil {
 						return err
 					}
 				}
-				_, err := in.Payment.Void(ctx, contracts.VoidPayment{PaymentID: order.PaymentID(o.ID), Reason: "order withdrawn"})
+				_, err := in.Payment.Void(ctx, contracts.VoidPayment{PaymentID: contracts.PaymentID(o.ID), Reason: "order withdrawn"})
 				return ok("void of "+o.ID, err)
 			})
 		}
@@ -256,6 +256,6 @@ func placeAndReserve(ctx context.Context, in *Instance, id, listingID string) (o
 
 // authorizeFor is the authorization of an order's total.
 func authorizeFor(o order.Order) contracts.AuthorizePayment {
-	return contracts.AuthorizePayment{PaymentID: order.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
+	return contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
 		Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total}
 }

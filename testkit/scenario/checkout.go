@@ -9,6 +9,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/services/payment"
@@ -95,7 +96,7 @@ type Checkout struct {
 // failure that is neither a refusal nor transient.
 func (c *Checkout) Run(ctx context.Context) error {
 	ctx = order.WithCorrelationID(ctx, c.OrderID)
-	key := func(step string) string { return order.StepKey(c.OrderID, step) }
+	key := func(step string) string { return checkout.StepKey(c.OrderID, step) }
 	var placed order.Order
 	err := c.step(ctx, StepPlace, func(in *Instance) error {
 		res, err := in.Order.Place(ctx, contracts.PlaceOrder{OrderID: c.OrderID, BuyerID: c.BuyerID,
@@ -129,7 +130,7 @@ func (c *Checkout) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.PaymentID, c.Amount = order.PaymentID(c.OrderID), placed.Total
+	c.PaymentID, c.Amount = contracts.PaymentID(c.OrderID), placed.Total
 	pctx := payment.WithCorrelationID(ctx, c.OrderID)
 	err = c.step(ctx, StepAuthorize, func(in *Instance) error {
 		_, err := in.Payment.Authorize(pctx, contracts.AuthorizePayment{PaymentID: c.PaymentID, OrderID: c.OrderID,
@@ -166,7 +167,7 @@ func (c *Checkout) compensate(ctx context.Context, cause error, authorized bool)
 		return cause
 	}
 	c.Outcome = Refused
-	key := func(step string) string { return order.StepKey(c.OrderID, step) }
+	key := func(step string) string { return checkout.StepKey(c.OrderID, step) }
 	if authorized {
 		pctx := payment.WithCorrelationID(ctx, c.OrderID)
 		if err := c.step(ctx, StepVoid, func(in *Instance) error {

@@ -26,7 +26,7 @@ func Roles() []string {
 }
 
 // Bucket names the roles' JetStream KV and Object Store buckets. They repeat
-// the names the services and projections use (services/order CheckoutConfig,
+// the names the services and projections use (services/checkout Config,
 // projections StateBucket and SnapshotBucket): this package sits below them
 // and cannot import them.
 const (
@@ -43,11 +43,12 @@ const (
 	responseTTL = time.Minute
 )
 
-// serviceRequests lists, per service role, the other services it calls: the
-// checkout process manager in order reserves stock at listing and authorizes
-// payments at payment.
+// serviceRequests lists, per service role, the services it calls: the
+// checkout (services/checkout), which runs as the order role, reserves
+// stock at listing, authorizes and captures at payment, and confirms,
+// rejects and cancels at order, over their NATS subjects.
 var serviceRequests = map[string][]string{
-	RoleOrder: {RoleListing, RolePayment},
+	RoleOrder: {RoleListing, RolePayment, RoleOrder},
 }
 
 // Permissions returns the default permissions of role. No role may shorten

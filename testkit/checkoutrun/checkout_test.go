@@ -1,4 +1,4 @@
-package order
+package checkoutrun
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/checkout"
+	"github.com/marketledger/ledger/services/order"
 )
 
 // checkoutEnv adds the fake listing and payment services and a manager.
@@ -23,19 +25,24 @@ func checkoutEnv(t testing.TB) (*env, *fakePayment) {
 	return e, pay
 }
 
-// manager returns a checkout manager with the default request timeout. A
+// manager returns a checkout runner with the default request timeout. A
 // request answered in time never waits on it, and a short one would fail
 // under load: at 64 checkouts at once on a busy machine an answer can take
-// longer than a few hundred milliseconds, the manager then sends the request
+// longer than a few hundred milliseconds, the runner then sends the request
 // again while the first is still being handled, and the retries keep the
 // responders too busy ever to answer in time.
-func (e *env) manager(timeout time.Duration) *Checkout {
-	return NewCheckout(CheckoutConfig{Store: e.store, Conn: e.nc, Orders: e.svc, Clock: e.clock, Timeout: timeout,
-		ListingSubject: listingPrefix, PaymentSubject: paymentPrefix})
+func (e *env) manager(timeout time.Duration, onError func(error)) *checkout.Runner {
+	return e.managerWith(timeout, 0, onError)
+}
+
+func (e *env) managerWith(timeout, request time.Duration, onError func(error)) *checkout.Runner {
+	return checkout.New(checkout.Config{Store: e.store, Conn: e.nc, Clock: e.clock, Timeout: timeout,
+		RequestTimeout: request, ListingSubject: listingPrefix, PaymentSubject: paymentPrefix,
+		OrderSubject: orderPrefix, OnError: onError})
 }
 
 // runManager runs m until the test ends or stop is called.
-func runManager(t testing.TB, m *Checkout) (stop func()) {
+func runManager(t testing.TB, m *checkout.Runner) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = m.Run(ctx) }()
@@ -45,7 +52,7 @@ func runManager(t testing.TB, m *Checkout) (stop func()) {
 	return stop
 }
 
-func (e *env) status(t testing.TB, id string) Status {
+func (e *env) status(t testing.TB, id string) order.Status {
 	o, _, err := e.svc.Load(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
@@ -74,11 +81,11 @@ func loadHeld(t testing.TB, e *env) (heldListing, uint64, error) {
 
 func TestCheckoutConfirms(t *testing.T) {
 	e, pay := checkoutEnv(t)
-	runManager(t, e.manager(time.Minute))
+	runManager(t, e.manager(time.Minute, nil))
 	if _, err := e.svc.Place(t.Context(), place()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "confirmation", func() bool { return e.status(t, "o1") == StatusConfirmed })
+	waitFor(t, "confirmation", func() bool { return e.status(t, "o1") == order.StatusConfirmed })
 	if stock, holders := e.stock(t); stock != 8 || holders != 1 || pay.authorizations() != 1 {
 		t.Errorf("stock %d held by %d, %d authorizations; want 8, 1, 1", stock, holders, pay.authorizations())
 	}
@@ -91,7 +98,7 @@ func TestCheckoutRestartMidFlow(t *testing.T) {
 	e := start(t)
 	(&fakeListing{runner: e.runner}).serve(t, e.nc)
 	e.createListing(t, listingCreated())
-	stop := runManager(t, e.manager(time.Minute))
+	stop := runManager(t, e.manager(time.Minute, nil))
 	if _, err := e.svc.Place(t.Context(), place()); err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +106,8 @@ func TestCheckoutRestartMidFlow(t *testing.T) {
 	stop()
 	pay := &fakePayment{}
 	pay.serve(t, e.nc)
-	runManager(t, e.manager(time.Minute))
-	waitFor(t, "confirmation", func() bool { return e.status(t, "o1") == StatusConfirmed })
+	runManager(t, e.manager(time.Minute, nil))
+	waitFor(t, "confirmation", func() bool { return e.status(t, "o1") == order.StatusConfirmed })
 	time.Sleep(200 * time.Millisecond) // let a duplicate, if any, happen
 	if n := e.count(t, "order", "o1", "order.confirmed"); n != 1 || pay.authorizations() != 1 || e.count(t, "listing", "l1", "listing.stock_reserved") != 1 {
 		t.Errorf("%d confirmations, %d authorizations, %d reservations; want 1 each", n, pay.authorizations(),
@@ -110,11 +117,11 @@ func TestCheckoutRestartMidFlow(t *testing.T) {
 
 func TestCheckoutPaymentDeclined(t *testing.T) {
 	e, pay := checkoutEnv(t)
-	runManager(t, e.manager(time.Minute))
+	runManager(t, e.manager(time.Minute, nil))
 	if _, err := e.svc.Place(t.Context(), with(place(), func(c *contracts.PlaceOrder) { c.BuyerID = "broke" })); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "cancellation", func() bool { return e.status(t, "o1") == StatusCancelled })
+	waitFor(t, "cancellation", func() bool { return e.status(t, "o1") == order.StatusCancelled })
 	waitFor(t, "release", func() bool { s, h := e.stock(t); return s == 10 && h == 0 })
 	if pay.authorizations() != 0 {
 		t.Errorf("%d authorizations of a declined payment", pay.authorizations())
@@ -127,28 +134,26 @@ func TestCheckoutPaymentDeclined(t *testing.T) {
 func TestCheckoutTimeout(t *testing.T) {
 	e, pay := checkoutEnv(t)
 	pay.silent.Store(true)
-	m := e.manager(time.Minute)
 	// The payment service never answers: each request ends by its timeout,
 	// and the deadline is checked between two requests.
-	m.cfg.RequestTimeout = 300 * time.Millisecond
-	runManager(t, m)
+	runManager(t, e.managerWith(time.Minute, 300*time.Millisecond, nil))
 	if _, err := e.svc.Place(t.Context(), place()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "reservation", func() bool { return e.count(t, "listing", "l1", "listing.stock_reserved") == 1 })
 	e.setNow(beforeNoon.Add(2 * time.Minute))
-	waitFor(t, "cancellation", func() bool { return e.status(t, "o1") == StatusCancelled })
+	waitFor(t, "cancellation", func() bool { return e.status(t, "o1") == order.StatusCancelled })
 	waitFor(t, "release", func() bool { s, h := e.stock(t); return s == 10 && h == 0 })
 	pay.mu.Lock()
 	defer pay.mu.Unlock()
-	if !pay.voided["o1"] {
+	if !pay.voided[contracts.PaymentID("o1")] {
 		t.Errorf("timed-out authorization was not voided")
 	}
 }
 
 func TestCheckoutOutOfStockRejects(t *testing.T) {
 	e, _ := checkoutEnv(t)
-	runManager(t, e.manager(time.Minute))
+	runManager(t, e.manager(time.Minute, nil))
 	// Both pass placement's stock snapshot; only one can be reserved.
 	a := with(place(), func(c *contracts.PlaceOrder) { c.Quantity = 6 })
 	b := with(a, func(c *contracts.PlaceOrder) { c.OrderID = "o2" })
@@ -159,12 +164,12 @@ func TestCheckoutOutOfStockRejects(t *testing.T) {
 	}
 	waitFor(t, "both decided", func() bool {
 		s1, s2 := e.status(t, "o1"), e.status(t, "o2")
-		return s1 != StatusPlaced && s2 != StatusPlaced
+		return s1 != order.StatusPlaced && s2 != order.StatusPlaced
 	})
 	// Orders are checked out concurrently, so either may get the units
-	// (CheckoutConfig.Concurrency): one is confirmed, the other rejected.
-	got := [2]Status{e.status(t, "o1"), e.status(t, "o2")}
-	if got != [2]Status{StatusConfirmed, StatusRejected} && got != [2]Status{StatusRejected, StatusConfirmed} {
+	// (Config.Concurrency): one is confirmed, the other rejected.
+	got := [2]order.Status{e.status(t, "o1"), e.status(t, "o2")}
+	if got != [2]order.Status{order.StatusConfirmed, order.StatusRejected} && got != [2]order.Status{order.StatusRejected, order.StatusConfirmed} {
 		t.Errorf("statuses %v, want one confirmed and one rejected", got)
 	}
 	if stock, holders := e.stock(t); stock != 4 || holders != 1 {
@@ -176,7 +181,7 @@ func TestCheckoutOutOfStockRejects(t *testing.T) {
 // listing with 10 units: exactly 10 orders are confirmed, stock ends at 0.
 func TestHundredBuyers(t *testing.T) {
 	e, pay := checkoutEnv(t)
-	runManager(t, e.manager(time.Minute))
+	runManager(t, e.manager(time.Minute, nil))
 	var placed, refused atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 100 {
@@ -197,9 +202,9 @@ func TestHundredBuyers(t *testing.T) {
 	waitFor(t, "every placed order decided", func() bool {
 		n := 0
 		for i := range 100 {
-			if s := e.status(t, fmt.Sprintf("o%d", i)); s == StatusPlaced {
+			if s := e.status(t, fmt.Sprintf("o%d", i)); s == order.StatusPlaced {
 				return false
-			} else if s == StatusConfirmed {
+			} else if s == order.StatusConfirmed {
 				n++
 			}
 		}
@@ -219,14 +224,13 @@ func TestCheckoutOneStuckOrderDoesNotHoldBackOthers(t *testing.T) {
 	e, _ := checkoutEnv(t)
 	// Another command takes o1's confirmation key first.
 	taken := place()
-	taken.OrderID, taken.IdempotencyKey = "o-taken", StepKey("o1", "confirm")
+	taken.OrderID, taken.IdempotencyKey = "o-taken", checkout.StepKey("o1", "confirm")
 	if _, err := e.svc.Place(t.Context(), taken); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
 	var heard []error
-	m := e.manager(time.Minute)
-	m.cfg.OnError = func(err error) { mu.Lock(); heard = append(heard, err); mu.Unlock() }
+	m := e.manager(time.Minute, func(err error) { mu.Lock(); heard = append(heard, err); mu.Unlock() })
 	runManager(t, m)
 	if _, err := e.svc.Place(t.Context(), place()); err != nil {
 		t.Fatal(err)
@@ -236,7 +240,7 @@ func TestCheckoutOneStuckOrderDoesNotHoldBackOthers(t *testing.T) {
 	if _, err := e.svc.Place(t.Context(), second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "o2 confirmed", func() bool { return e.status(t, "o2") == StatusConfirmed })
+	waitFor(t, "o2 confirmed", func() bool { return e.status(t, "o2") == order.StatusConfirmed })
 	reported := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -248,7 +252,7 @@ func TestCheckoutOneStuckOrderDoesNotHoldBackOthers(t *testing.T) {
 		return false
 	}
 	waitFor(t, "the stuck order reported", reported) // o1's steps run beside o2's
-	if s := e.status(t, "o1"); s != StatusPlaced {
+	if s := e.status(t, "o1"); s != order.StatusPlaced {
 		t.Errorf("o1 is %s; want it left placed", s)
 	}
 }

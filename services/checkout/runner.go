@@ -1,4 +1,4 @@
-package order
+package checkout
 
 import (
 	"context"
@@ -10,25 +10,25 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/events/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 )
 
-// CheckoutConfig configures the checkout process manager.
-type CheckoutConfig struct {
+// Config configures the checkout runner.
+type Config struct {
 	// Store is the log the manager follows from its checkpoint.
 	Store events.Store
 	// Conn carries the requests to the listing and payment services and
 	// the checkpoint bucket.
 	Conn *nats.Conn
-	// Orders decides the order commands the manager sends itself.
-	Orders *Service
 	// Clock is the decision clock. No step of a checkout is sent for the
 	// first time Timeout after its order.placed's business time: the order
 	// is rejected or cancelled instead, and compensated. A step already
@@ -39,10 +39,12 @@ type CheckoutConfig struct {
 	Timeout time.Duration
 	// RequestTimeout bounds one request to another service; 5 s when zero.
 	RequestTimeout time.Duration
-	// ListingSubject and PaymentSubject are the services' subject prefixes;
-	// "svc.ledger.listing" and "svc.ledger.payment" when empty.
+	// ListingSubject, PaymentSubject and OrderSubject are the services'
+	// subject prefixes; "svc.ledger.listing", "svc.ledger.payment" and
+	// "svc.ledger.order" when empty.
 	ListingSubject string
 	PaymentSubject string
+	OrderSubject   string
 	// Bucket and Key name the checkpoint in JetStream KV; "ledger_checkout"
 	// and "position" when empty. Two managers with one key share progress.
 	Bucket string
@@ -59,11 +61,13 @@ type CheckoutConfig struct {
 	OnError func(error)
 }
 
-// Checkout is the process manager that drives an order from placement to
-// confirmation: order placed, then stock reserved at the listing service,
-// then payment authorized at the payment service, then order confirmed. A
-// failed reservation rejects the order; a failed, refused or timed-out
-// authorization cancels it.
+// Runner runs the checkout: it follows the log, asks Next what to do
+// about each event of an order, and sends the steps to the services. It
+// drives an order from placement to confirmation: order placed, then stock
+// reserved at the listing service, then payment authorized at the payment
+// service, then order confirmed at the order service, then payment
+// captured. A failed reservation rejects the order; a failed, refused or
+// timed-out authorization, or a refused capture, cancels it.
 //
 // It owns the compensation of every order that ends rejected or cancelled,
 // whoever ended it (ADR 0015): the stock held for it is released, its
@@ -81,12 +85,18 @@ type CheckoutConfig struct {
 // restart handles every unfinished order again. Every command it sends
 // carries an idempotency key derived from the order id and the step, so
 // that handling an order twice never reserves, charges or confirms twice.
-type Checkout struct {
-	cfg CheckoutConfig
+type Runner struct {
+	cfg  Config
+	read *command.Runner // loads the order and payment views; never appends
+
+	mu      sync.Mutex
+	handled uint64        // the watermark of the current follow
+	idle    chan struct{} // signalled whenever handled moves
+	steps   atomic.Int64
 }
 
-// NewCheckout returns a process manager; Run starts it.
-func NewCheckout(cfg CheckoutConfig) *Checkout {
+// New returns a checkout runner; Run starts it.
+func New(cfg Config) *Runner {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
@@ -99,6 +109,9 @@ func NewCheckout(cfg CheckoutConfig) *Checkout {
 	if cfg.PaymentSubject == "" {
 		cfg.PaymentSubject = "svc.ledger.payment"
 	}
+	if cfg.OrderSubject == "" {
+		cfg.OrderSubject = "svc.ledger.order"
+	}
 	if cfg.Bucket == "" {
 		cfg.Bucket = "ledger_checkout"
 	}
@@ -108,12 +121,12 @@ func NewCheckout(cfg CheckoutConfig) *Checkout {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64
 	}
-	return &Checkout{cfg: cfg}
+	return &Runner{cfg: cfg, read: &command.Runner{Store: cfg.Store, Codec: codec{}}, idle: make(chan struct{}, 1)}
 }
 
 // Run follows the log until ctx ends, resuming from the checkpoint after a
 // failure of the subscription. It returns ctx's error.
-func (c *Checkout) Run(ctx context.Context) error {
+func (c *Runner) Run(ctx context.Context) error {
 	js, err := jetstream.New(c.cfg.Conn)
 	if err != nil {
 		return err
@@ -141,7 +154,7 @@ func (c *Checkout) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (c *Checkout) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
+func (c *Runner) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
 	e, err := kv.Get(ctx, c.cfg.Key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
@@ -154,7 +167,7 @@ func (c *Checkout) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint6
 
 // follow handles the log after position from until ctx ends or a step
 // fails (returned, for Run to resume from the checkpoint).
-func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint64) error {
+func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	w := newWatermark(from)
@@ -170,6 +183,7 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 		id, ok := checkoutOrder(e)
 		if !ok {
 			w.pass(e.Position)
+			c.moved(w)
 			return nil
 		}
 		select {
@@ -219,6 +233,7 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 				}
 			}
 			w.finish(e.Position)
+			c.moved(w)
 		}()
 		return nil
 	})
@@ -242,6 +257,10 @@ func (c *Checkout) follow(ctx context.Context, kv jetstream.KeyValue, from uint6
 // permanent reports whether a step's error will be the same however often
 // the step is tried.
 func permanent(err error) bool {
+	var r *Refused
+	if errors.As(err, &r) {
+		return r.Problem.Type == "urn:marketledger:problem:"+events.KindDuplicate.String()
+	}
 	switch events.KindOf(err) {
 	case events.KindDuplicate, events.KindInvalid:
 		return true
@@ -270,16 +289,128 @@ func checkoutOrder(e events.Event) (string, bool) {
 	return v.OrderID, true
 }
 
-// step runs one event's part of its order's checkout.
-func (c *Checkout) step(ctx context.Context, e events.Event, id string) error {
-	if e.Type == "order.placed" {
-		return c.placed(ctx, e)
+// step runs one event's part of its order's checkout: it asks Next for a
+// step, sends it, reloads the order and its payments from the log, and
+// asks again, until Next has nothing more to do.
+func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
+	if e.CorrelationID != "" {
+		ctx = withCorrelation(ctx, e.CorrelationID)
 	}
-	var pay string
+	var also string
 	if e.Context() == contracts.ServicePayment {
-		pay = e.AggregateID // an authorization or capture under any payment id is closed
+		also = e.AggregateID // an authorization or capture under any payment id is closed
 	}
-	return c.compensate(ctx, id, pay)
+	var deadline time.Time
+	if e.Type == "order.placed" {
+		deadline = e.OccurredAt.Add(c.cfg.Timeout)
+	}
+	s := State{Trigger: e.Type}
+	for range stepsMax {
+		var err error
+		if s, err = c.load(ctx, s, id, also); err != nil {
+			return err
+		}
+		st, ok := Next(s)
+		if !ok {
+			return nil
+		}
+		out, err := c.run(ctx, s.Order, st, deadline)
+		if err != nil {
+			return err
+		}
+		c.steps.Add(1)
+		s = s.After(st, out)
+	}
+	return &events.Error{Op: "checkout", Kind: events.KindInvalid, Field: "/order_id",
+		Rule: fmt.Sprintf("order %s needed more than %d steps in one round", id, stepsMax)}
+}
+
+// stepsMax bounds the steps of one round: a checkout has nine kinds of
+// step, each sent at most once per payment.
+const stepsMax = 16
+
+// load reads the order and its payments from the log into s.
+func (c *Runner) load(ctx context.Context, s State, id, also string) (State, error) {
+	o, _, err := command.Load(ctx, c.read, OrderAggregate, id)
+	if err != nil {
+		return s, err
+	}
+	s.Order, s.Payments = o, nil
+	if o.Status == StatusNone {
+		return s, nil
+	}
+	for _, pid := range []string{o.OwnPayment(), also} {
+		if pid == "" || (len(s.Payments) > 0 && s.Payments[0].ID == pid) {
+			continue
+		}
+		p, _, err := command.Load(ctx, c.read, PaymentAggregate, pid)
+		if err != nil {
+			return s, err
+		}
+		s.Payments = append(s.Payments, p)
+	}
+	return s, nil
+}
+
+// Steps returns how many steps this runner has sent: what a caller that
+// drives the runner (the demo) can check it ran.
+func (c *Runner) Steps() int64 { return c.steps.Load() }
+
+// Drain returns once every event in the log when it was called, and every
+// event the steps taken for them appended, is handled: what a caller that
+// plays a simulated clock calls after each simulated step, so that the
+// checkout runs on that clock and the outcome is the same for a seed. Run
+// must be running. The store must tell its last position
+// (*events.JetStreamStore does).
+func (c *Runner) Drain(ctx context.Context) error {
+	lp, ok := c.cfg.Store.(interface {
+		LastPosition(context.Context) (uint64, error)
+	})
+	if !ok {
+		return errors.New("checkout: drain: the store does not tell its last position")
+	}
+	head, err := lp.LastPosition(ctx)
+	for err == nil {
+		if err = c.waitHandled(ctx, head); err != nil {
+			break
+		}
+		var again uint64
+		if again, err = lp.LastPosition(ctx); err == nil && again == head {
+			return nil
+		}
+		head = again
+	}
+	return err
+}
+
+func (c *Runner) waitHandled(ctx context.Context, p uint64) error {
+	for {
+		c.mu.Lock()
+		h := c.handled
+		c.mu.Unlock()
+		if h >= p {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.idle:
+		}
+	}
+}
+
+// moved records the watermark of the follow in progress for Drain.
+func (c *Runner) moved(w *watermark) {
+	p := w.mark()
+	c.mu.Lock()
+	if p > c.handled {
+		c.handled = p
+	}
+	c.mu.Unlock()
+	select {
+	case c.idle <- struct{}{}:
+	default:
+	}
 }
 
 // checkpointEvery is the least time between two checkpoint writes: each is
@@ -289,7 +420,7 @@ const checkpointEvery = 100 * time.Millisecond
 
 // commit writes the watermark to the checkpoint whenever it advances, at
 // most every checkpointEvery, coalescing the advances made in between.
-func (c *Checkout) commit(ctx context.Context, kv jetstream.KeyValue, w *watermark) {
+func (c *Runner) commit(ctx context.Context, kv jetstream.KeyValue, w *watermark) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -314,7 +445,7 @@ func (c *Checkout) commit(ctx context.Context, kv jetstream.KeyValue, w *waterma
 	}
 }
 
-func (c *Checkout) put(ctx context.Context, kv jetstream.KeyValue, p uint64) error {
+func (c *Runner) put(ctx context.Context, kv jetstream.KeyValue, p uint64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], p)
 	_, err := kv.Put(ctx, c.cfg.Key, b[:])
@@ -364,6 +495,17 @@ func (w *watermark) finish(p uint64) {
 	w.signal()
 }
 
+// mark returns the position below which every delivered event is handled.
+func (w *watermark) mark() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	mark := w.seen
+	for p := range w.inFlight {
+		mark = min(mark, p-1)
+	}
+	return mark
+}
+
 // advance returns the watermark if it moved past what it last returned.
 func (w *watermark) advance() (uint64, bool) {
 	w.mu.Lock()
@@ -389,196 +531,6 @@ func (w *watermark) retreat(p uint64) {
 	w.signal()
 }
 
-// placed drives one order through its checkout.
-func (c *Checkout) placed(ctx context.Context, e events.Event) error {
-	o, _, err := c.cfg.Orders.Load(ctx, e.AggregateID)
-	if err != nil {
-		return err
-	}
-	if o.Status != StatusPlaced {
-		return nil // handled before a restart
-	}
-	ctx = WithCorrelationID(ctx, e.CorrelationID)
-	deadline := e.OccurredAt.Add(c.cfg.Timeout)
-	err = c.send(ctx, c.cfg.ListingSubject+".reserve_stock", e.CorrelationID, deadline,
-		events.AggregateRef{Context: contracts.ServiceListing, ID: o.ListingID}, contracts.ReserveStock{
-			ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}, nil)
-	var refused *Refused
-	switch {
-	case errors.As(err, &refused):
-		return c.reject(ctx, o.ID, "stock not reserved: "+refused.Problem.Detail)
-	case errors.Is(err, ErrDeadline):
-		return c.reject(ctx, o.ID, "checkout timed out before the stock was reserved")
-	case err != nil:
-		return err
-	}
-	return c.pay(ctx, o, e.CorrelationID, deadline)
-}
-
-// pay authorizes the order's total and confirms the order, or cancels it.
-func (c *Checkout) pay(ctx context.Context, o Order, corr string, deadline time.Time) error {
-	var r paymentReply
-	err := c.send(ctx, c.cfg.PaymentSubject+".authorize", corr, deadline,
-		events.AggregateRef{Context: contracts.ServicePayment, ID: PaymentID(o.ID)}, contracts.AuthorizePayment{
-			PaymentID: PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel,
-			Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}, &r)
-	var refused *Refused
-	switch {
-	case errors.As(err, &refused):
-		return c.cancel(ctx, o, "payment refused: "+refused.Problem.Detail)
-	case errors.Is(err, ErrDeadline):
-		return c.cancel(ctx, o, "checkout timed out waiting for the payment authorization")
-	case err != nil:
-		return err
-	case r.Payment.Status != "authorized" && r.Payment.Status != "captured":
-		return c.cancel(ctx, o, fmt.Sprintf("payment not authorized (status %q)", r.Payment.Status))
-	}
-	_, err = c.cfg.Orders.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: PaymentID(o.ID),
-		IdempotencyKey: StepKey(o.ID, "confirm")})
-	if events.KindOf(err) == events.KindConflict {
-		now, _, lerr := c.cfg.Orders.Load(ctx, o.ID)
-		if lerr != nil {
-			return lerr
-		}
-		if now.Ended() {
-			// Cancelled by the buyer while the payment was being
-			// authorized: the authorization must not outlive the order.
-			return c.compensate(ctx, o.ID)
-		}
-		if now.Status != StatusPlaced {
-			return nil // confirmed (and on) by another hand: the checkout is done
-		}
-	}
-	return err
-}
-
-// reject ends an order whose stock could not be reserved, then compensates
-// it at once: a reservation or an authorization may have been made although
-// its answer never came (a timeout, a restart past the deadline).
-func (c *Checkout) reject(ctx context.Context, id, reason string) error {
-	_, err := c.cfg.Orders.Reject(ctx, contracts.RejectOrder{OrderID: id, Reason: reason, IdempotencyKey: StepKey(id, "reject")})
-	if err = ignoreKinds(err, events.KindConflict); err != nil {
-		return err
-	}
-	return c.compensate(ctx, id)
-}
-
-// cancel ends an order whose payment failed, then compensates it at once.
-func (c *Checkout) cancel(ctx context.Context, o Order, reason string) error {
-	_, err := c.cfg.Orders.Cancel(ctx, contracts.CancelOrder{OrderID: o.ID, Reason: reason, IdempotencyKey: StepKey(o.ID, "cancel")})
-	if err = ignoreKinds(err, events.KindConflict); err != nil {
-		return err
-	}
-	return c.compensate(ctx, o.ID)
-}
-
-// compensate leaves nothing held for an order that ended rejected or
-// cancelled: it closes its payment (void, or refund what was captured),
-// then releases its stock. It does nothing for a live order. Every
-// command it sends is idempotent and looked up in the log first, so it
-// may run any number of times; it has no deadline: compensation must
-// finish, however late.
-//
-// The payments closed are the order's own (the one it was confirmed with,
-// or the checkout's PaymentID) and also, when given, the payment whose
-// event made this step: an authorization made for the order under another
-// id is closed as well.
-func (c *Checkout) compensate(ctx context.Context, id string, also ...string) error {
-	o, _, err := c.cfg.Orders.Load(ctx, id)
-	if err != nil || !o.Ended() || o.ListingID == "" {
-		return err
-	}
-	reason := "order " + string(o.Status)
-	pids := []string{ownPayment(o)}
-	for _, p := range also {
-		if p != "" && p != pids[0] {
-			pids = append(pids, p)
-		}
-	}
-	for _, pid := range pids {
-		if err := c.closePayment(ctx, o, pid, reason); err != nil {
-			return err
-		}
-	}
-	return c.release(ctx, o, reason)
-}
-
-// ownPayment is the order's payment: the one it was confirmed with, or the
-// checkout's.
-func ownPayment(o Order) string {
-	if o.PaymentID != "" {
-		return o.PaymentID
-	}
-	return PaymentID(o.ID)
-}
-
-// paymentStepKey is the idempotency key of a compensation step on payment
-// pid of order o: the step's own key for the order's payment, and one
-// bound to pid for another payment, so that each is closed once.
-func paymentStepKey(o Order, pid, step string) string {
-	if pid == ownPayment(o) {
-		return StepKey(o.ID, step)
-	}
-	sum := sha256.Sum256([]byte(pid))
-	return StepKey(o.ID, step+"-"+hex.EncodeToString(sum[:8]))
-}
-
-// release gives back the units held for an ended order. A refusal means
-// none are held now; a reservation stored later is a step of the order
-// and comes back here.
-func (c *Checkout) release(ctx context.Context, o Order, reason string) error {
-	err := c.call(ctx, c.cfg.ListingSubject+".release_stock", "", time.Time{}, contracts.ReleaseStock{ListingID: o.ListingID,
-		OrderID: o.ID, Quantity: o.Quantity, Reason: reason, IdempotencyKey: StepKey(o.ID, "release")}, nil)
-	var refused *Refused
-	if errors.As(err, &refused) {
-		return nil
-	}
-	return err
-}
-
-// closePayment voids the ended order's payment while it is open, and
-// refunds what was captured. What the payment is, is read from the log,
-// never guessed from what this manager remembers sending.
-func (c *Checkout) closePayment(ctx context.Context, o Order, pid, reason string) error {
-	p, err := c.cfg.Orders.LoadPayment(ctx, pid)
-	if err != nil {
-		return err
-	}
-	if p.Open() {
-		err := c.call(ctx, c.cfg.PaymentSubject+".void", o.ID, time.Time{}, contracts.VoidPayment{PaymentID: pid,
-			Reason: reason, IdempotencyKey: paymentStepKey(o, pid, "void")}, nil)
-		var refused *Refused
-		if !errors.As(err, &refused) {
-			return err
-		}
-		// Captured in the meantime: read what is to be refunded.
-		if p, err = c.cfg.Orders.LoadPayment(ctx, pid); err != nil {
-			return err
-		}
-	}
-	if p.Status != "captured" || p.RefundableMinor() <= 0 {
-		return nil
-	}
-	err = c.call(ctx, c.cfg.PaymentSubject+".refund", o.ID, time.Time{}, contracts.RefundPayment{PaymentID: pid,
-		RefundID: "checkout-" + string(o.Status), Amount: contracts.Money{AmountMinor: p.RefundableMinor(), Currency: p.Currency},
-		Reason: reason, IdempotencyKey: paymentStepKey(o, pid, "refund")}, nil)
-	var refused *Refused
-	if errors.As(err, &refused) {
-		return &events.Error{Op: "checkout.refund", Kind: events.KindConflict, Field: "/payment_id",
-			Rule: fmt.Sprintf("refund of the %d captured for ended order %s refused: %s", p.RefundableMinor(), o.ID, refused.Problem.Detail)}
-	}
-	return err
-}
-
-func ignoreKinds(err error, kinds ...events.Kind) error {
-	for _, k := range kinds {
-		if events.KindOf(err) == k {
-			return nil
-		}
-	}
-	return err
-}
-
 // StepKey is the idempotency key of one checkout step of an order. A long
 // order id is hashed so that the key stays within the contract's 128
 // characters.
@@ -590,11 +542,6 @@ func StepKey(orderID, step string) string {
 	sum := sha256.Sum256([]byte(orderID))
 	return "checkout:" + hex.EncodeToString(sum[:16]) + ":" + step
 }
-
-// PaymentID is the id of the one payment of an order's checkout. It is the
-// order id: payments and orders are aggregates of different contexts, and a
-// derived id makes the authorization idempotent across restarts.
-func PaymentID(orderID string) string { return orderID }
 
 // paymentReply is the part of the payment service's reply the manager reads.
 type paymentReply struct {
@@ -610,10 +557,23 @@ var ErrDeadline = errors.New("checkout: deadline passed")
 // Refused is a definitive refusal (a 4xx micro error) from another service.
 type Refused struct {
 	Code    string
-	Problem Problem
+	Problem service.Problem
 }
 
 func (r *Refused) Error() string { return "refused " + r.Code + ": " + r.Problem.Detail }
+
+// Unwrap returns the refusal as the ledger's error, of the kind its problem
+// type names, so that events.KindOf tells a taken key from a conflict.
+func (r *Refused) Unwrap() error {
+	kind := events.KindOther
+	for _, k := range []events.Kind{events.KindInvalid, events.KindNotFound, events.KindConflict, events.KindDuplicate,
+		events.KindFrozen, events.KindUnavailable} {
+		if r.Problem.Type == "urn:marketledger:problem:"+k.String() {
+			kind = k
+		}
+	}
+	return &events.Error{Op: "checkout", Kind: kind, Field: r.Problem.Field, Rule: r.Problem.Rule}
+}
 
 // send is call for a step of the checkout that is bounded by its business
 // deadline. Once the deadline has passed, the step is looked up in the log
@@ -622,8 +582,8 @@ func (r *Refused) Error() string { return "refused " + r.Code + ": " + r.Problem
 // that was not is not sent, and ErrDeadline is returned. A store that
 // cannot look a key up gives ErrDeadline, and the order's compensation
 // undoes whatever was done, from the log.
-func (c *Checkout) send(ctx context.Context, subject, corr string, deadline time.Time, ref events.AggregateRef, cmd, out any) error {
-	if !c.cfg.Clock().Before(deadline) {
+func (c *Runner) send(ctx context.Context, subject string, deadline time.Time, ref events.AggregateRef, cmd, out any) error {
+	if !deadline.IsZero() && !c.cfg.Clock().Before(deadline) {
 		done, err := c.done(ctx, ref, cmd)
 		if err != nil {
 			return err
@@ -633,12 +593,12 @@ func (c *Checkout) send(ctx context.Context, subject, corr string, deadline time
 		}
 		deadline = time.Time{}
 	}
-	return c.call(ctx, subject, corr, deadline, cmd, out)
+	return c.call(ctx, subject, deadline, cmd, out)
 }
 
 // done reports whether the log holds the result of cmd under its
 // idempotency key on ref.
-func (c *Checkout) done(ctx context.Context, ref events.AggregateRef, cmd any) (bool, error) {
+func (c *Runner) done(ctx context.Context, ref events.AggregateRef, cmd any) (bool, error) {
 	lk, ok := c.cfg.Store.(events.IdempotencyLookup)
 	if !ok {
 		return false, nil
@@ -668,7 +628,8 @@ func (c *Checkout) done(ctx context.Context, ref events.AggregateRef, cmd any) (
 // may be transient (no responder, timeout, 5xx) with the same body, hence
 // the same idempotency key, until the business deadline (zero: none) or
 // ctx ends; a 4xx answer is returned at once as a *Refused.
-func (c *Checkout) call(ctx context.Context, subject, corr string, deadline time.Time, cmd, out any) error {
+func (c *Runner) call(ctx context.Context, subject string, deadline time.Time, cmd, out any) error {
+	corr := correlation(ctx)
 	body, err := json.Marshal(cmd)
 	if err != nil {
 		return err
@@ -709,7 +670,7 @@ func decodeReply(resp *nats.Msg, out any) (done bool, err error) {
 		}
 		return true, json.Unmarshal(resp.Data, out)
 	}
-	var p Problem
+	var p service.Problem
 	_ = json.Unmarshal(resp.Data, &p)
 	if p.Status == 0 {
 		p.Status, _ = strconv.Atoi(code[:min(3, len(code))])
@@ -720,3 +681,105 @@ func decodeReply(resp *nats.Msg, out any) (done bool, err error) {
 	}
 	return true, &Refused{Code: code, Problem: p}
 }
+
+type correlationKey struct{}
+
+func withCorrelation(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey{}, id)
+}
+
+func correlation(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey{}).(string)
+	return id
+}
+
+// run sends one step of order o and returns its outcome. A refusal is an
+// outcome, not an error, except where money would be left behind (a
+// refund refused) or the step can never succeed (its key taken).
+func (c *Runner) run(ctx context.Context, o Order, st Step, deadline time.Time) (Outcome, error) {
+	if !st.Deadline {
+		deadline = time.Time{}
+	}
+	subject, ref, cmd, out := c.command(o, st)
+	err := c.send(ctx, subject, deadline, ref, cmd, out)
+	var refused *Refused
+	switch {
+	case errors.Is(err, ErrDeadline):
+		return Outcome{Late: true}, nil
+	case errors.As(err, &refused) && permanent(err):
+		return Outcome{}, err
+	case errors.As(err, &refused) && st.Kind == Refund:
+		return Outcome{}, &events.Error{Op: "checkout.refund", Kind: events.KindConflict, Field: "/payment_id",
+			Rule: fmt.Sprintf("refund of what was captured for ended order %s refused: %s", o.ID, refused.Problem.Detail)}
+	case errors.As(err, &refused):
+		return Outcome{Refused: refused.Problem.Detail}, nil
+	case err != nil:
+		return Outcome{}, err
+	}
+	if r, ok := out.(*paymentReply); ok && r.Payment.Status != "authorized" && r.Payment.Status != "captured" {
+		return Outcome{Refused: fmt.Sprintf("payment not authorized (status %q)", r.Payment.Status)}, nil
+	}
+	return Outcome{}, nil
+}
+
+// command returns the subject, aggregate, body and reply of a step.
+func (c *Runner) command(o Order, st Step) (string, events.AggregateRef, any, any) {
+	listing := events.AggregateRef{Context: contracts.ServiceListing, ID: o.ListingID}
+	pay := events.AggregateRef{Context: contracts.ServicePayment, ID: st.PaymentID}
+	order := events.AggregateRef{Context: contracts.ServiceOrder, ID: o.ID}
+	reason := "order " + string(o.Status)
+	switch st.Kind {
+	case Reserve:
+		return c.cfg.ListingSubject + ".reserve_stock", listing, contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID,
+			Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}, nil
+	case Authorize:
+		return c.cfg.PaymentSubject + ".authorize", pay, contracts.AuthorizePayment{PaymentID: st.PaymentID, OrderID: o.ID,
+			BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
+			Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}, &paymentReply{}
+	case Confirm:
+		return c.cfg.OrderSubject + ".confirm", order, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: st.PaymentID,
+			IdempotencyKey: StepKey(o.ID, "confirm")}, nil
+	case Capture:
+		return c.cfg.PaymentSubject + ".capture", pay, contracts.CapturePayment{PaymentID: st.PaymentID,
+			IdempotencyKey: StepKey(o.ID, "capture")}, nil
+	case Reject:
+		return c.cfg.OrderSubject + ".reject", order, contracts.RejectOrder{OrderID: o.ID, Reason: st.Reason,
+			IdempotencyKey: StepKey(o.ID, "reject")}, nil
+	case Cancel:
+		return c.cfg.OrderSubject + ".cancel", order, contracts.CancelOrder{OrderID: o.ID, Reason: st.Reason,
+			IdempotencyKey: StepKey(o.ID, "cancel")}, nil
+	case Void:
+		return c.cfg.PaymentSubject + ".void", pay, contracts.VoidPayment{PaymentID: st.PaymentID, Reason: reason,
+			IdempotencyKey: paymentStepKey(o, st.PaymentID, "void")}, nil
+	case Refund:
+		return c.cfg.PaymentSubject + ".refund", pay, c.refund(o, st.PaymentID, reason), nil
+	}
+	return c.cfg.ListingSubject + ".release_stock", listing, contracts.ReleaseStock{ListingID: o.ListingID, OrderID: o.ID,
+		Quantity: o.Quantity, Reason: reason, IdempotencyKey: StepKey(o.ID, "release")}, nil
+}
+
+// refund is the refund of what was captured under payment pid and not
+// refunded, as the log has it when the step is decided.
+func (c *Runner) refund(o Order, pid, reason string) contracts.RefundPayment {
+	p, _, _ := command.Load(context.Background(), c.read, PaymentAggregate, pid) // cached: just loaded by the round
+	return contracts.RefundPayment{PaymentID: pid, RefundID: "checkout-" + string(o.Status),
+		Amount: contracts.Money{AmountMinor: p.RefundableMinor(), Currency: p.Currency}, Reason: reason,
+		IdempotencyKey: paymentStepKey(o, pid, "refund")}
+}
+
+// paymentStepKey is the idempotency key of a compensation step on payment
+// pid of order o: the step's own key for the order's payment, and one
+// bound to pid for another payment, so that each is closed once.
+func paymentStepKey(o Order, pid, step string) string {
+	if pid == o.OwnPayment() {
+		return StepKey(o.ID, step)
+	}
+	sum := sha256.Sum256([]byte(pid))
+	return StepKey(o.ID, step+"-"+hex.EncodeToString(sum[:8]))
+}
+
+// codec adapts the contracts functions to command.Codec for loading.
+type codec struct{}
+
+func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.Encode(v) }
+func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }

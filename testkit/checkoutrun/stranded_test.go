@@ -1,4 +1,4 @@
-package order
+package checkoutrun
 
 import (
 	"encoding/binary"
@@ -9,6 +9,8 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/services/checkout"
+	"github.com/marketledger/ledger/services/order"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -51,14 +53,13 @@ func TestLateReservationOfARejectedOrderIsReleased(t *testing.T) {
 	lst.serve(t, e.nc)
 	(&fakePayment{}).serve(t, e.nc)
 	e.createListing(t, listingCreated())
-	m := e.manager(time.Minute)
-	m.cfg.OnError = func(err error) { t.Error(err) }
+	m := e.manager(time.Minute, func(err error) { t.Error(err) })
 	runManager(t, m)
 	if _, err := e.svc.Place(t.Context(), place()); err != nil {
 		t.Fatal(err)
 	}
 	e.setNow(beforeNoon.Add(2 * time.Minute))
-	within(t, "rejection", func() bool { return e.status(t, "o1") == StatusRejected })
+	within(t, "rejection", func() bool { return e.status(t, "o1") == order.StatusRejected })
 	var ended uint64
 	for ev, err := range e.store.Read(t.Context(), events.Query{}) {
 		if err != nil {
@@ -75,7 +76,7 @@ func TestLateReservationOfARejectedOrderIsReleased(t *testing.T) {
 		t.Fatal(err)
 	}
 	late, _ := json.Marshal(contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
-		IdempotencyKey: StepKey(o.ID, "reserve")})
+		IdempotencyKey: checkout.StepKey(o.ID, "reserve")})
 	lst.handle("reserve_stock", late, service.NewResponder(e.nc, "_INBOX.nobody"))
 	if n := e.count(t, "listing", "l1", "listing.stock_reserved"); n != 1 {
 		t.Fatalf("%d reservations stored, want the late one", n)
@@ -104,14 +105,14 @@ func TestResumedAfterDeadlineVoidsWhatWasAuthorized(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := json.Marshal(contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
-		IdempotencyKey: StepKey(o.ID, "reserve")})
+		IdempotencyKey: checkout.StepKey(o.ID, "reserve")})
 	lst.handle("reserve_stock", body, service.NewResponder(e.nc, "_INBOX.nobody"))
 	e.setNow(beforeNoon.Add(2 * time.Minute))
-	runManager(t, e.manager(time.Minute))
-	within(t, "the order ended", func() bool { s := e.status(t, "o1"); return s == StatusCancelled || s == StatusRejected })
+	runManager(t, e.manager(time.Minute, nil))
+	within(t, "the order ended", func() bool { s := e.status(t, "o1"); return s == order.StatusCancelled || s == order.StatusRejected })
 	within(t, "release", func() bool { s, h := e.stock(t); return s == 10 && h == 0 })
-	within(t, "void", func() bool { pay.mu.Lock(); defer pay.mu.Unlock(); return pay.voided["o1"] })
-	if s := e.status(t, "o1"); s != StatusCancelled {
+	within(t, "void", func() bool { pay.mu.Lock(); defer pay.mu.Unlock(); return pay.voided[contracts.PaymentID("o1")] })
+	if s := e.status(t, "o1"); s != order.StatusCancelled {
 		t.Errorf("order is %s; want cancelled: its stock was reserved, its payment was not done in time", s)
 	}
 }
