@@ -230,11 +230,6 @@ func decideAuthorize(s State, c contracts.AuthorizePayment, o Order, rules []con
 	case !o.Placed || o.ID != c.OrderID:
 		return nil, &events.Error{Op: op, Kind: events.KindNotFound, Field: "/order_id",
 			Rule: fmt.Sprintf("no order %q in the log: a payment is for a placed order", c.OrderID)}
-	case o.Ended != "":
-		return nil, givenUp(op, o)
-	case o.Confirmed:
-		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/order_id",
-			Rule: fmt.Sprintf("order %s is confirmed: it has its payment", o.ID)}
 	}
 	if err := agrees(op, c, o); err != nil {
 		return nil, err
@@ -242,8 +237,17 @@ func decideAuthorize(s State, c contracts.AuthorizePayment, o Order, rules []con
 	if err := checkAmount(op, "/order_id", o.Total, ""); err != nil {
 		return nil, err
 	}
+	// A rule that blocks the authorization is the answer whatever state the
+	// order is in, so that a refusal by a rule is always on record as one.
 	if err := blocked(contracts.OpPaymentAuthorize, o, rules, now); err != nil {
 		return nil, err
+	}
+	switch {
+	case o.Ended != "":
+		return nil, givenUp(op, o)
+	case o.Confirmed:
+		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/order_id",
+			Rule: fmt.Sprintf("order %s is confirmed: it has its payment", o.ID)}
 	}
 	x, cur := o.Total.AmountMinor, o.Total.Currency
 	pending := []contracts.Posting{
