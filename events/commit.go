@@ -490,18 +490,6 @@ func (s *JetStreamStore) currentFence() uint64 {
 	return s.fenceHead
 }
 
-func (s *JetStreamStore) publishBatch(msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-		ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: batchTimeout})
-		cancel()
-		if err == nil || attempt >= inflightRetries || !isTooManyInflight(err) {
-			return ack, err
-		}
-		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
-	}
-}
-
 // settle records the positions of a committed batch whose first message is
 // at position first; batch messages are stored contiguously.
 func (s *JetStreamStore) settle(live []*pending, first uint64) {

@@ -69,9 +69,15 @@ type JetStreamStore struct {
 	fenceHead uint64
 	// depth is the most batches in flight at once.
 	depth int
+	// leaderChange is closed, and replaced, when the stream elects a
+	// leader: a batch in flight at that moment may have been dropped by the
+	// old leader and is sent again at once (publishBatch).
+	leaderChange chan struct{}
+	advisory     *nats.Subscription
 
 	stats struct {
 		batches, decisions, conflicts, policyConflicts atomic.Uint64
+		leaderChanges, resends, resolvedStored         atomic.Uint64
 	}
 }
 
@@ -81,12 +87,16 @@ type Stats struct {
 	Decisions       uint64 // decisions committed
 	Conflicts       uint64 // decisions refused for a stale expected version
 	PolicyConflicts uint64 // fenced decisions refused for a newer policy
+	LeaderChanges   uint64 // stream leader elections seen
+	Resends         uint64 // batches sent again after no answer or a lost batch
+	ResolvedStored  uint64 // resent batches found stored by an earlier send
 }
 
 // Stats returns the append counters.
 func (s *JetStreamStore) Stats() Stats {
 	return Stats{Batches: s.stats.batches.Load(), Decisions: s.stats.decisions.Load(),
-		Conflicts: s.stats.conflicts.Load(), PolicyConflicts: s.stats.policyConflicts.Load()}
+		Conflicts: s.stats.conflicts.Load(), PolicyConflicts: s.stats.policyConflicts.Load(),
+		LeaderChanges: s.stats.leaderChanges.Load(), Resends: s.stats.resends.Load(), ResolvedStored: s.stats.resolvedStored.Load()}
 }
 
 // head is what the store knows of an aggregate's last event.
@@ -158,6 +168,12 @@ func NewJetStreamStore(ctx context.Context, nc *nats.Conn, opts ...Option) (*Jet
 	for _, o := range opts {
 		o(s)
 	}
+	s.leaderChange = make(chan struct{})
+	if err := s.watchLeader(); err != nil {
+		// Without the advisory a lost batch is sent again after
+		// firstAckWait instead of at once: slower, never less safe.
+		s.log.Warn("cannot follow the stream's leader elections; lost batches are sent again after a time-out", zap.Error(err))
+	}
 	go s.commitLoop()
 	return s, nil
 }
@@ -170,6 +186,9 @@ func (s *JetStreamStore) JetStream() jetstream.JetStream { return s.js }
 func (s *JetStreamStore) Close() error {
 	s.once.Do(func() { close(s.closing) })
 	<-s.done
+	if s.advisory != nil {
+		s.advisory.Unsubscribe()
+	}
 	return nil
 }
 

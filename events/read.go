@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -74,8 +75,27 @@ const requestTimeout = 2 * time.Second
 func (s *JetStreamStore) request(ctx context.Context, subject string, body []byte) (*nats.Msg, error) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		// A request the old leader took and will not answer is sent again
+		// as soon as the stream has a new leader.
+		stop := context.AfterFunc(rctx, func() {})
+		changed := s.leaderChanged()
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
+		t0 := time.Now()
 		resp, err := s.nc.RequestWithContext(rctx, subject, body)
+		if d := time.Since(t0); debugStall && d > 300*time.Millisecond {
+			fmt.Fprintf(os.Stderr, "STALL request %s %s err=%v\n", subject, d, err)
+		}
+		stop()
 		cancel()
+		if err != nil && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			continue
+		}
 		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout)) {
 			return resp, err
 		}
@@ -591,3 +611,5 @@ func (s *JetStreamStore) PolicyHead(ctx context.Context) (uint64, error) {
 	}
 	return m.Sequence, nil
 }
+
+var debugStall = os.Getenv("LEDGER_DEBUG_STALL") != ""
