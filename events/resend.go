@@ -69,6 +69,18 @@ func (s *JetStreamStore) leaderChanged() <-chan struct{} {
 	return s.leaderChange
 }
 
+// sendFault, set by tests only, injects what a leader change does to one
+// send of a batch.
+var sendFault func(msgs []*nats.Msg) fault
+
+type fault int
+
+const (
+	faultNone       fault = iota
+	faultDrop             // the batch never reaches the log (no answer)
+	faultLoseAnswer       // the batch is stored but its answer is lost
+)
+
 // errLeaderChanged is the cause of a send given up on because the stream
 // elected a leader while it waited for its answer.
 var errLeaderChanged = errors.New("the stream elected a new leader while the batch waited for its answer")
@@ -76,6 +88,15 @@ var errLeaderChanged = errors.New("the stream elected a new leader while the bat
 // publishOnce sends msgs as one atomic batch and waits for its answer at
 // most wait, or until the stream elects a leader.
 func (s *JetStreamStore) publishOnce(msgs []*nats.Msg, wait time.Duration) (*jetstreamext.BatchAck, error) {
+	if f := sendFault; f != nil {
+		switch f(msgs) {
+		case faultDrop:
+			return nil, context.DeadlineExceeded
+		case faultLoseAnswer:
+			jetstreamext.PublishMsgBatch(context.Background(), s.js, msgs, jetstreamext.BatchFlowControl{AckTimeout: wait})
+			return nil, context.DeadlineExceeded
+		}
+	}
 	ctx, cancel := context.WithTimeoutCause(context.Background(), wait, context.DeadlineExceeded)
 	defer cancel()
 	changed := s.leaderChanged()
