@@ -150,7 +150,9 @@ func NewJetStreamStore(ctx context.Context, nc *nats.Conn, opts ...Option) (*Jet
 	if err != nil {
 		return nil, &Error{Op: "events.NewJetStreamStore", Kind: KindUnavailable, Err: err}
 	}
-	st, err := js.Stream(ctx, StreamName)
+	wctx, cancel := context.WithTimeout(ctx, LeaderWaitMax)
+	defer cancel()
+	st, err := WaitStreamLeader(wctx, js, StreamName)
 	if err != nil {
 		return nil, &Error{Op: "events.NewJetStreamStore", Kind: KindUnavailable, Rule: "stream " + StreamName + " not reachable", Err: err}
 	}

@@ -57,13 +57,16 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 // guarantees or it was not created by this ledger.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
 	const op = "events.EnsureStream"
-	s, err := js.Stream(ctx, StreamName)
+	// On a cluster several processes may start at once: the stream one of
+	// them just created answers nothing until it has a leader.
+	wctx, cancel := context.WithTimeout(ctx, LeaderWaitMax)
+	defer cancel()
+	s, err := WaitStreamLeader(wctx, js, StreamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, StreamConfig(replicas))
-		if err != nil {
+		if _, err = js.CreateStream(ctx, StreamConfig(replicas)); err != nil {
 			return nil, &Error{Op: op, Kind: KindUnavailable, Rule: "cannot create stream " + StreamName, Err: err}
 		}
-		return s, nil
+		s, err = WaitStreamLeader(wctx, js, StreamName)
 	}
 	if err != nil {
 		return nil, &Error{Op: op, Kind: KindUnavailable, Rule: "cannot read stream " + StreamName, Err: err}
@@ -109,4 +112,54 @@ func CheckStreamConfig(cfg jetstream.StreamConfig) error {
 	}
 	return &Error{Kind: KindInvalid, Field: "stream " + StreamName,
 		Rule: "settings weaken the ledger's guarantees: " + strings.Join(bad, "; ")}
+}
+
+// LeaderWaitMax bounds how long start-up waits for a stream (or a bucket's
+// stream) to have a leader: an election on a healthy cluster takes well
+// under a second, a new stream's first one a few seconds at most.
+const LeaderWaitMax = 30 * time.Second
+
+// leaderPoll is the pause between two asks for a stream's leader, and
+// leaderAsk bounds one ask: a stream without a leader leaves its info
+// request unanswered, so an ask that is not answered soon is asked again.
+const (
+	leaderPoll = 50 * time.Millisecond
+	leaderAsk  = 1 * time.Second
+)
+
+// WaitStreamLeader waits, at most until ctx ends, until stream name exists
+// and has a leader (always, on a single server), and returns it. A stream
+// that does not exist is reported at once (jetstream.ErrStreamNotFound). On
+// a cluster a stream just created, or whose leader was lost, answers no
+// request until it elects one: without this wait the first request fails
+// with "no responders" or a time-out. The error names the stream.
+func WaitStreamLeader(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	var last error
+	for {
+		actx, cancel := context.WithTimeout(ctx, leaderAsk)
+		s, err := js.Stream(actx, name)
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, err
+		case err == nil && hasLeader(s.CachedInfo()):
+			return s, nil
+		case err == nil:
+			last = errors.New("no leader elected yet")
+		default:
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, &Error{Op: "events.WaitStreamLeader", Kind: KindUnavailable, Field: name,
+				Rule: "stream " + name + " has no leader: on a cluster, a majority of its replicas must be up and routed to each other", Err: last}
+		case <-time.After(leaderPoll):
+		}
+	}
+}
+
+// hasLeader reports whether a stream answered with a leader (a stream on a
+// single server has no cluster information and is its own leader).
+func hasLeader(info *jetstream.StreamInfo) bool {
+	return info != nil && (info.Cluster == nil || info.Cluster.Leader != "")
 }

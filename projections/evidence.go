@@ -19,6 +19,9 @@ import (
 // serve it). It only reads, so the investigator's user may call it.
 func CommittedCheckpoints(ctx context.Context, js jetstream.JetStream) ([]Checkpoint, error) {
 	const op = "projections.CommittedCheckpoints"
+	if err := awaitLeader(ctx, js, "KV_"+StateBucket); err != nil {
+		return nil, err
+	}
 	kv, err := js.KeyValue(ctx, StateBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, nil

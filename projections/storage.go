@@ -93,17 +93,61 @@ func openStorage(ctx context.Context, js jetstream.JetStream, create bool) (*sto
 	if st, err := js.Stream(ctx, events.StreamName); err == nil {
 		replicas = max(1, st.CachedInfo().Config.Replicas)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, History: 1,
+	// On a cluster several processes may create the buckets at once, and a
+	// bucket another one just created answers nothing until its stream has
+	// a leader: create (or check) them again, bounded, after waiting for
+	// their leaders.
+	deadline := time.Now().Add(events.LeaderWaitMax)
+	for {
+		st, err := createStorage(ctx, js, replicas)
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return st, err
+		}
+		for _, stream := range []string{"KV_" + StateBucket, "OBJ_" + SnapshotBucket} {
+			if err := awaitLeader(ctx, js, stream); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// createAsk bounds one attempt at creating the buckets.
+const createAsk = 5 * time.Second
+
+// createStorage creates the buckets, or checks them, and waits until both
+// have a leader.
+func createStorage(ctx context.Context, js jetstream.JetStream, replicas int) (*storage, error) {
+	const op = "projections.storage"
+	actx, cancel := context.WithTimeout(ctx, createAsk)
+	defer cancel()
+	kv, err := js.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{Bucket: StateBucket, History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas, Description: "projection checkpoints and snapshot index"})
 	if err != nil {
 		return nil, &events.Error{Op: op, Kind: events.KindUnavailable, Field: StateBucket, Err: err}
 	}
-	obj, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: SnapshotBucket,
+	obj, err := js.CreateOrUpdateObjectStore(actx, jetstream.ObjectStoreConfig{Bucket: SnapshotBucket,
 		Storage: jetstream.FileStorage, Replicas: replicas, Description: "read-model snapshots"})
 	if err != nil {
 		return nil, &events.Error{Op: op, Kind: events.KindUnavailable, Field: SnapshotBucket, Err: err}
 	}
+	for _, stream := range []string{"KV_" + StateBucket, "OBJ_" + SnapshotBucket} {
+		if err := awaitLeader(ctx, js, stream); err != nil {
+			return nil, err
+		}
+	}
 	return &storage{kv: kv, obj: obj}, nil
+}
+
+// awaitLeader waits, bounded by events.LeaderWaitMax, until the stream of a
+// bucket has a leader; a bucket not created yet is no error.
+func awaitLeader(ctx context.Context, js jetstream.JetStream, stream string) error {
+	ctx, cancel := context.WithTimeout(ctx, events.LeaderWaitMax)
+	defer cancel()
+	_, err := events.WaitStreamLeader(ctx, js, stream)
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return &events.Error{Op: "projections.storage", Kind: events.KindUnavailable, Field: stream, Rule: "bucket stream has no leader", Err: err}
+	}
+	return nil
 }
 
 func checkpointKey(model string, version int) string {

@@ -226,7 +226,11 @@ func checkHistory(ctx context.Context, js jetstream.JetStream, dataDir string) e
 // checkpoint or the watermark, or a notary checkpoint that is not where it
 // was appended.
 func judge(ctx context.Context, js jetstream.JetStream, ev evidence) error {
-	s, err := js.Stream(ctx, events.StreamName)
+	// On a cluster the stream may have been created by another process a
+	// moment ago and have no leader yet: wait for it (bounded).
+	wctx, cancel := context.WithTimeout(ctx, events.LeaderWaitMax)
+	defer cancel()
+	s, err := events.WaitStreamLeader(wctx, js, events.StreamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if len(ev.claims) == 0 {
 			return nil

@@ -329,7 +329,7 @@ func (n *node) ensureStream(ctx context.Context, replicas int, dataDir string) e
 	if err != nil {
 		return err
 	}
-	if _, err := js.Stream(ctx, events.StreamName); errors.Is(err, jetstream.ErrStreamNotFound) {
+	if _, err := awaitStreamLeader(ctx, js, events.StreamName, n.log); errors.Is(err, jetstream.ErrStreamNotFound) {
 		if err := checkHistory(ctx, js, dataDir); err != nil {
 			return fmt.Errorf("%w; refusing to create an empty stream in its place", err)
 		}
@@ -350,4 +350,21 @@ func checkCredentialsDir(dir string) error {
 		return usagef("--creds %s: %v (want the directory holding <role>%s seed files)", dir, err, auth.SeedExt)
 	}
 	return nil
+}
+
+// awaitStreamLeader waits, bounded by events.LeaderWaitMax, until stream
+// name has a leader, saying in the log what it waits for when the first ask
+// is not answered at once: on a cluster a stream or bucket another process
+// just created answers nothing until it elects one.
+func awaitStreamLeader(ctx context.Context, js jetstream.JetStream, name string, log *zap.Logger) (jetstream.Stream, error) {
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	s, err := events.WaitStreamLeader(qctx, js, name)
+	cancel()
+	if err == nil || errors.Is(err, jetstream.ErrStreamNotFound) || ctx.Err() != nil {
+		return s, err
+	}
+	log.Info("waiting for a stream to elect a leader", zap.String("stream", name), zap.Duration("at_most", events.LeaderWaitMax))
+	wctx, cancel := context.WithTimeout(ctx, events.LeaderWaitMax)
+	defer cancel()
+	return events.WaitStreamLeader(wctx, js, name)
 }
