@@ -46,6 +46,10 @@ type api struct {
 	// recorded of it (checkHistory); without it only the stream's
 	// settings are checked.
 	history *historyGuard
+	// buckets are the streams of the buckets this process uses besides
+	// LEDGER; /readyz fails, naming the one it waits for, while any has no
+	// leader.
+	buckets []string
 	authn   *httpauth.Authenticator
 	limit   *httpauth.Limiter
 }
@@ -85,8 +89,9 @@ func (a *api) handler() http.Handler {
 	return http.MaxBytesHandler(top, maxBodyBytes)
 }
 
-// readyz answers 200 only when the log answers: the stream is reachable,
-// its settings still keep the guarantees, and it holds every position the
+// readyz answers 200 only when the log answers: the stream is reachable
+// and has a leader (and so have the buckets this process uses), its
+// settings still keep the guarantees, and it holds every position the
 // ledger recorded it held (checkHistory).
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -98,7 +103,14 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	var s jetstream.Stream
 	if err == nil {
-		s, err = a.node.js.Stream(ctx, events.StreamName)
+		// A stream without a leader answers nothing: say which one
+		// readiness waits for.
+		s, err = events.WaitStreamLeader(ctx, a.node.js, events.StreamName)
+	}
+	for _, b := range a.buckets {
+		if err == nil {
+			_, err = events.WaitStreamLeader(ctx, a.node.js, b)
+		}
 	}
 	if err == nil {
 		err = events.CheckStreamConfig(s.CachedInfo().Config)

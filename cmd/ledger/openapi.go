@@ -26,7 +26,7 @@ type obj = map[string]any
 func buildOpenAPI() ([]byte, error) {
 	paths := obj{
 		"/healthz":      obj{"get": op("Liveness: the process answers", nil, resp200("alive", jsonSchema(obj{"type": "object"})))},
-		"/readyz":       obj{"get": op("Readiness: the LEDGER stream is reachable, keeps its guarantees, the read models run, the services' clock is within --max-clock-skew of the log server's, and the services' policy view has missed no policy message", nil, withProblems(resp200("ready", jsonSchema(obj{"type": "object"})), 503))},
+		"/readyz":       obj{"get": op("Readiness: the LEDGER stream is reachable and has a leader (so have the read models' buckets, naming the one it waits for), keeps its guarantees, the read models run, the services' clock is within --max-clock-skew of the log server's, and the services' policy view has missed no policy message", nil, withProblems(resp200("ready", jsonSchema(obj{"type": "object"})), 503))},
 		"/metrics":      obj{"get": op("Prometheus metrics: store batches and conflicts, projection lag, Go runtime", nil, obj{"200": obj{"description": "text exposition format", "content": obj{"text/plain": obj{}}}})},
 		"/openapi.json": obj{"get": op("This document", nil, resp200("OpenAPI 3.1", jsonSchema(obj{"type": "object"})))},
 		"/v1/policy/rules": obj{"get": op("The policy rules and whether each is in force at as_of",

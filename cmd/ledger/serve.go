@@ -227,6 +227,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		}
 		defer eng.Stop()
 		a.ready = eng.Err
+		a.buckets = []string{"KV_" + projections.StateBucket, "OBJ_" + projections.SnapshotBucket}
 	}
 	a.watchSkew(skew)
 	if st.view != nil {

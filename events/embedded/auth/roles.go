@@ -168,6 +168,12 @@ func bucketRead(s string) []string {
 // messages and service replies arrive.
 const inbox = "_INBOX.>"
 
+// leaderElected is the advisory the LEDGER stream's new leader publishes:
+// every user that opens the log follows it, so that a batch the old leader
+// dropped is sent again at once (events.JetStreamStore). It says only which
+// server leads.
+const leaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + stream
+
 // servicePermissions: append to ledger.<ctx>.> (events, the idempotency
 // records ledger.<ctx>._idem.* and fence records ledger.<ctx>._fence of the
 // same atomic batch), read the log, serve svc.ledger.<ctx>.> and micro
@@ -182,7 +188,7 @@ func servicePermissions(role string) *server.Permissions {
 	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub, Deny: shrinkLedger()},
-		Subscribe: &server.SubjectPermission{Allow: []string{inbox, "svc.ledger." + role + ".>", "$SRV.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox, leaderElected, "svc.ledger." + role + ".>", "$SRV.>"}},
 		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: responseTTL},
 	}
 }
@@ -202,7 +208,7 @@ func projectionsPermissions() *server.Permissions {
 	pub = append(pub, objectBucket(SnapshotsBucket)...)
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub, Deny: shrinkLedger()},
-		Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox, leaderElected}},
 	}
 }
 
@@ -238,6 +244,6 @@ func investigatorPermissions() *server.Permissions {
 			"$KV.>",
 			"$O.>",
 		)},
-		Subscribe: &server.SubjectPermission{Allow: []string{inbox}},
+		Subscribe: &server.SubjectPermission{Allow: []string{inbox, leaderElected}},
 	}
 }
