@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -77,7 +76,6 @@ func (s *JetStreamStore) request(ctx context.Context, subject string, body []byt
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		// A request the old leader took and will not answer is sent again
 		// as soon as the stream has a new leader.
-		stop := context.AfterFunc(rctx, func() {})
 		changed := s.leaderChanged()
 		go func() {
 			select {
@@ -86,12 +84,7 @@ func (s *JetStreamStore) request(ctx context.Context, subject string, body []byt
 			case <-rctx.Done():
 			}
 		}()
-		t0 := time.Now()
 		resp, err := s.nc.RequestWithContext(rctx, subject, body)
-		if d := time.Since(t0); debugStall && d > 300*time.Millisecond {
-			fmt.Fprintf(os.Stderr, "STALL request %s %s err=%v\n", subject, d, err)
-		}
-		stop()
 		cancel()
 		if err != nil && errors.Is(err, context.Canceled) && ctx.Err() == nil {
 			continue
@@ -611,5 +604,3 @@ func (s *JetStreamStore) PolicyHead(ctx context.Context) (uint64, error) {
 	}
 	return m.Sequence, nil
 }
-
-var debugStall = os.Getenv("LEDGER_DEBUG_STALL") != ""

@@ -379,7 +379,17 @@ func quantileMs(ds []time.Duration, q float64) float64 {
 // a freeze violation, a broken chain or a gap.
 func judgeStored(t *testing.T, ctx context.Context, st *events.JetStreamStore, cmds []sentCommand) {
 	t.Helper()
-	keys, err := idempotencyKeys(ctx, st.JetStream())
+	// Right after the last stepdown a request may meet no responders for a
+	// moment: read again, bounded.
+	var keys map[string]int
+	var err error
+	for range 20 {
+		if keys, err = idempotencyKeys(ctx, st.JetStream()); err == nil {
+			break
+		}
+		t.Logf("read idempotency records: %v; again", err)
+		pause(ctx, 500*time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("read idempotency records: %v", err)
 	}
