@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/testkit"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -309,7 +309,7 @@ func loadCommands(l *Load) []sentCommand {
 			cmd := sentCommand{issued: s.Issued, done: s.Done, frozen: events.KindOf(s.Err) == events.KindFrozen}
 			switch {
 			case s.Err == nil:
-				cmd.key = order.StepKey(c.OrderID, stepKeys[s.Name])
+				cmd.key = checkout.StepKey(c.OrderID, stepKeys[s.Name])
 			case !cmd.frozen && !IsNoStock(s.Err):
 				cmd.failed = true
 			}
