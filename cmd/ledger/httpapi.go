@@ -186,6 +186,7 @@ func writeProblem(w http.ResponseWriter, status int, title, detail, field, rule 
 type storeCollector struct {
 	stores                                    func() []*events.JetStreamStore
 	batches, decisions, conflicts, policyConf *prometheus.Desc
+	resends, resolvedStored                   *prometheus.Desc
 }
 
 func newStoreCollector(stores func() []*events.JetStreamStore) *storeCollector {
@@ -197,6 +198,9 @@ func newStoreCollector(stores func() []*events.JetStreamStore) *storeCollector {
 		decisions:  d("decisions_total", "Decisions committed by this process."),
 		conflicts:  d("conflicts_total", "Decisions refused for a stale expected version."),
 		policyConf: d("policy_conflicts_total", "Fenced decisions refused because a newer policy event existed."),
+		resends:    d("batch_resends_total", "Batches sent again after no answer (a stream leader change) or a batch the server did not receive whole."),
+		resolvedStored: d("batch_resends_found_stored_total",
+			"Batches sent again whose earlier send the log showed stored: answered once, never stored twice."),
 	}
 }
 
@@ -205,6 +209,8 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.decisions
 	ch <- c.conflicts
 	ch <- c.policyConf
+	ch <- c.resends
+	ch <- c.resolvedStored
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -215,11 +221,15 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		s.Decisions += one.Decisions
 		s.Conflicts += one.Conflicts
 		s.PolicyConflicts += one.PolicyConflicts
+		s.Resends += one.Resends
+		s.ResolvedStored += one.ResolvedStored
 	}
 	ch <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(s.Batches))
 	ch <- prometheus.MustNewConstMetric(c.decisions, prometheus.CounterValue, float64(s.Decisions))
 	ch <- prometheus.MustNewConstMetric(c.conflicts, prometheus.CounterValue, float64(s.Conflicts))
 	ch <- prometheus.MustNewConstMetric(c.policyConf, prometheus.CounterValue, float64(s.PolicyConflicts))
+	ch <- prometheus.MustNewConstMetric(c.resends, prometheus.CounterValue, float64(s.Resends))
+	ch <- prometheus.MustNewConstMetric(c.resolvedStored, prometheus.CounterValue, float64(s.ResolvedStored))
 }
 
 // policyViewState is what readiness and the metrics read from the services'
