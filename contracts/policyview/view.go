@@ -252,6 +252,9 @@ func (v *View) closeForGood(gap *Discontinuity) {
 	v.notifyLocked()
 }
 
+// viewHeartbeat is the idle heartbeat the view's consumer asks for.
+const viewHeartbeat = time.Second
+
 func (v *View) consume(ctx context.Context) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.FenceSubject}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from := v.Position() + 1; from > 1 {
@@ -261,7 +264,11 @@ func (v *View) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages()
+	// A short heartbeat: when the node that serves this consumer goes away,
+	// the ordered consumer notices the missed heartbeats and recreates
+	// itself elsewhere; at the default (about 10 s of silence) every fenced
+	// command of this service would wait that long.
+	it, err := cons.Messages(jetstream.PullHeartbeat(viewHeartbeat))
 	if err != nil {
 		return err
 	}
