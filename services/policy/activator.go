@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
 )
@@ -34,7 +35,7 @@ func (s *Service) ActivateDue(ctx context.Context) ([]command.Result[State], err
 // activateDue is ActivateDue that also returns the earliest instant at which
 // a further activation will be due (zero: none pending).
 func (s *Service) activateDue(ctx context.Context) ([]command.Result[State], time.Time, error) {
-	pt, err := s.timeline(ctx, 0)
+	pt, err := s.activatorTimeline(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -97,4 +98,18 @@ func (s *Service) RunActivator(ctx context.Context, tick time.Duration, onErr fu
 		case <-t.C:
 		}
 	}
+}
+
+// activatorTimeline returns the policy timeline to the head, reading only
+// what was appended since the previous call: the activator asks at every
+// tick, and reading the whole policy history each time would grow with it.
+func (s *Service) activatorTimeline(ctx context.Context) (contracts.PolicyTimeline, error) {
+	s.tlMu.Lock()
+	defer s.tlMu.Unlock()
+	pt, last, err := s.foldTimeline(ctx, s.tl, s.tlPos+1, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.tl, s.tlPos = pt, last
+	return pt, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -46,6 +47,11 @@ type Service struct {
 	runner *command.Runner
 	auth   Authorizer
 	store  events.Store
+
+	// The activator's timeline and the position it was read to.
+	tlMu  sync.Mutex
+	tl    contracts.PolicyTimeline
+	tlPos uint64
 }
 
 // New returns a Service, refusing a configuration it cannot run with.

@@ -87,21 +87,29 @@ func (s *Service) List(ctx context.Context, asOf time.Time) (Listing, error) {
 // timeline folds the policy events stored at positions up to to (0: the
 // head) into the shared timeline.
 func (s *Service) timeline(ctx context.Context, to uint64) (contracts.PolicyTimeline, error) {
-	var pt contracts.PolicyTimeline
+	pt, _, err := s.foldTimeline(ctx, nil, 1, to)
+	return pt, err
+}
+
+// foldTimeline applies the policy events from position from (up to to; 0:
+// the head) to pt and returns it with the position of the last event
+// applied (from-1 when none).
+func (s *Service) foldTimeline(ctx context.Context, pt contracts.PolicyTimeline, from, to uint64) (contracts.PolicyTimeline, uint64, error) {
+	last := from - 1
 	// Read to the head and stop past to: a filtered read bounded by a
 	// position no policy event has might wait for one.
-	for e, err := range s.store.Read(ctx, events.Query{Subjects: []string{events.FenceSubject}}) {
+	for e, err := range s.store.Read(ctx, events.Query{From: from, Subjects: []string{events.FenceSubject}}) {
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if to != 0 && e.Position > to {
 			break
 		}
 		p, err := contracts.Decode(e.Type, e.SchemaVersion, e.Data)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		pt = pt.Apply(e.Position, p)
+		pt, last = pt.Apply(e.Position, p), e.Position
 	}
-	return pt, nil
+	return pt, last, nil
 }
