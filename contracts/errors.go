@@ -6,10 +6,11 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
-// invalidAt builds the package's one error shape: KindInvalid with the JSON
-// pointer of the offending value and the rule it broke.
+// invalidAt builds the package's one error shape: KindInvalid for a
+// command that breaks its contract (ReasonMalformed), with the JSON pointer
+// of the offending value and the rule it broke.
 func invalidAt(op, pointer, rule string) *events.Error {
-	return &events.Error{Op: op, Kind: events.KindInvalid, Field: pointer, Rule: rule}
+	return &events.Error{Op: op, Kind: events.KindInvalid, Reason: events.ReasonMalformed, Field: pointer, Rule: rule}
 }
 
 // under prefixes the Field of an *events.Error with a JSON pointer, so that

@@ -213,7 +213,7 @@ func (s *JetStreamStore) policyConflict(decided, now uint64) error {
 }
 
 func policyConflict(decided, now uint64) error {
-	return &Error{Op: "events.Append", Kind: KindConflict, Field: "policy_position",
+	return &Error{Op: "events.Append", Kind: KindConflict, Reason: ReasonPolicyMoved, Field: "policy_position",
 		Rule: fmt.Sprintf("decided under policy position %d but the policy is at %d: decide again under the current policy", decided, now)}
 }
 
@@ -384,7 +384,7 @@ func jitter(max time.Duration) time.Duration { return rand.N(max) }
 func (s *JetStreamStore) aggregateConflict(p *pending, err error) {
 	s.stats.conflicts.Add(1)
 	s.learnHead(p.d.Aggregate)
-	p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Field: "expected_version",
+	p.result <- appendResult{err: &Error{Op: "events.Append", Kind: KindConflict, Reason: ReasonStaleVersion, Field: "expected_version",
 		Rule: "aggregate " + p.d.Aggregate.String() + " changed since the decision was made", Err: err}}
 }
 

@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"errors"
 	"iter"
 	"time"
 )
@@ -80,7 +79,7 @@ type Decision struct {
 	// Fence, when true, appends the decision only if no event was stored on
 	// FenceSubject (the policy context) after the PolicyPosition its events
 	// record: the decision was made under the newest policy, or it is
-	// refused with a policy conflict (KindConflict, Field "policy_position")
+	// refused with a policy conflict (KindConflict, ReasonPolicyMoved)
 	// and must be decided again. All its events must record the same
 	// PolicyPosition. This is what makes a freeze exact (see ADR 0004).
 	Fence bool
@@ -93,8 +92,7 @@ const FenceSubject = SubjectPrefix + "policy.>"
 // IsPolicyConflict reports whether err refused a fenced decision because a
 // policy event was appended after the position it was decided under.
 func IsPolicyConflict(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Kind == KindConflict && e.Field == "policy_position"
+	return ReasonOf(err) == ReasonPolicyMoved
 }
 
 // Appended is the result of a successful Append.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -24,7 +23,7 @@ func (a *api) mountCommands(st *stack) {
 		name := r.PathValue("name")
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			writeProblem(w, http.StatusRequestEntityTooLarge, "body too large", err.Error(), "", "")
+			service.HTTPProblem(http.StatusRequestEntityTooLarge, "too_large", "body too large", err.Error()).Write(w)
 			return
 		}
 		p, _ := httpauth.PrincipalFrom(r.Context()) // RequireCommand admitted a caller
@@ -36,7 +35,8 @@ func (a *api) mountCommands(st *stack) {
 		var owner errNotOwner
 		switch err := checkOwner(r.Context(), st, p, name, cmd); {
 		case errors.As(err, &owner):
-			writeProblem(w, http.StatusForbidden, "forbidden", owner.detail, owner.field, "a buyer or seller token acts only for its own subject")
+			writeError(w, &events.Error{Kind: events.KindPermission, Field: owner.field,
+				Rule: "a buyer or seller token acts only for its own subject", Err: errors.New(owner.detail)})
 			return
 		case err != nil:
 			writeError(w, err)
@@ -53,7 +53,8 @@ func (a *api) mountCommands(st *stack) {
 		a.mux.Handle("GET /v1/policy/rules", httpauth.Require(httpauth.PolicyRulesRoles...)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			asOf, err := parseInstant(r.URL.Query().Get("as_of"))
 			if err != nil {
-				writeProblem(w, http.StatusBadRequest, "invalid as_of", err.Error(), "as_of", "RFC 3339 instant with offset")
+				writeError(w, &events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed, Field: "as_of",
+					Rule: "RFC 3339 instant with offset", Err: err})
 				return
 			}
 			l, err := st.policy.List(r.Context(), asOf)
@@ -131,8 +132,5 @@ func paymentID(cmd any) string {
 // writeError answers with the error's problem: the same mapping of error
 // kinds to statuses as the services' NATS endpoints (events/service).
 func writeError(w http.ResponseWriter, err error) {
-	p := service.ProblemOf(err)
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(p.Status)
-	json.NewEncoder(w).Encode(p)
+	service.ProblemOf(err).Write(w)
 }

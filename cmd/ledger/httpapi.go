@@ -21,6 +21,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/events/command"
 	"github.com/marketledger/ledger/events/eventhttp"
+	"github.com/marketledger/ledger/events/service"
 )
 
 // HTTP limits: a bound on everything a client controls.
@@ -119,7 +120,7 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 		err = a.ready()
 	}
 	if err != nil {
-		writeProblem(w, http.StatusServiceUnavailable, "not ready", err.Error(), "", "")
+		service.HTTPProblem(http.StatusServiceUnavailable, events.KindUnavailable.String(), "not ready", err.Error()).Write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "last_position": s.CachedInfo().State.LastSeq})
@@ -162,23 +163,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
-}
-
-// problem is an RFC 9457 problem+json body, with the offending field and the
-// rule it broke.
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-	Field  string `json:"field,omitempty"`
-	Rule   string `json:"rule,omitempty"`
-}
-
-func writeProblem(w http.ResponseWriter, status int, title, detail, field, rule string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(problem{Type: "about:blank", Title: title, Status: status, Detail: detail, Field: field, Rule: rule})
 }
 
 // storeCollector exports the append counters of every store of the

@@ -74,7 +74,8 @@ func buildOpenAPI() ([]byte, error) {
 		"openapi": "3.1.0",
 		"info": obj{"title": "marketledger HTTP API", "version": "1.0.0",
 			"description": "The HTTP surface of `ledger serve`. Commands are validated against their contracts before deciding; " +
-				"a refused command appends nothing. Errors are application/problem+json (RFC 9457) with `field` (a JSON pointer) and `rule`."},
+				"a refused command appends nothing. Errors are application/problem+json (RFC 9457) with `field` (a JSON pointer) and `rule`; " +
+				"`type` is urn:marketledger:problem:<kind> and `reason`, when present, tells cases of one kind apart (see docs/operations.md, Errors)."},
 		"servers":  []obj{{"url": "http://127.0.0.1:8080"}},
 		"paths":    paths,
 		"security": []obj{{"bearer": []string{}}},
@@ -89,7 +90,9 @@ func buildOpenAPI() ([]byte, error) {
 var problemSchema = obj{"type": "object", "required": []string{"type", "title", "status"}, "properties": obj{
 	"type": obj{"type": "string"}, "title": obj{"type": "string"}, "status": obj{"type": "integer"},
 	"detail": obj{"type": "string"}, "field": obj{"type": "string", "description": "JSON pointer of the offending field"},
-	"rule": obj{"type": "string", "description": "the rule the field broke"}}}
+	"rule": obj{"type": "string", "description": "the rule the field broke"},
+	"reason": obj{"type": "string", "enum": []string{"malformed", "stale_version", "policy_moved", "contention", "no_stock"},
+		"description": "what a client matches to tell cases of one kind apart"}}}
 
 func op(summary string, params []any, responses obj) obj {
 	o := obj{"summary": summary, "responses": responses}

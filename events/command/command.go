@@ -196,7 +196,7 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 			return Result[S]{}, err
 		}
 	}
-	return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindConflict, Field: ref.String(),
+	return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindConflict, Reason: events.ReasonContention, Field: ref.String(),
 		Rule: fmt.Sprintf("gave up after %d attempts under contention", MaxAttempts), Err: lastErr}
 }
 

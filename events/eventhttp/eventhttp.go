@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/marketledger/ledger/events/service"
 	"iter"
 	"net/http"
 	"strconv"
@@ -126,29 +127,25 @@ type Page struct {
 	More bool `json:"more"`
 }
 
-// Problem is an RFC 9457 problem+json body.
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-	Field  string `json:"field,omitempty"`
-	Rule   string `json:"rule,omitempty"`
-}
-
 // badInput is a request parameter that breaks a rule.
 type badInput struct{ field, rule string }
 
 func (b *badInput) Error() string { return b.field + ": " + b.rule }
 
+// writeProblem answers with the ledger's one problem type: a bad parameter
+// as an invalid request naming it, anything else with status as given.
 func writeProblem(w http.ResponseWriter, status int, title string, err error) {
-	p := Problem{Type: "about:blank", Title: title, Status: status, Detail: err.Error()}
 	if b, ok := err.(*badInput); ok {
-		p.Type, p.Field, p.Rule = "urn:marketledger:problem:invalid", b.field, b.rule
+		service.ProblemOf(&events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed, Field: b.field, Rule: b.rule}).Write(w)
+		return
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(p)
+	if status == http.StatusBadRequest {
+		service.ProblemOf(&events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed, Rule: err.Error()}).Write(w)
+		return
+	}
+	p := service.ProblemOf(err)
+	p.Status, p.Title = status, title
+	p.Write(w)
 }
 
 // filter is what a request selects.

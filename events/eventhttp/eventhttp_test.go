@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/marketledger/ledger/events/service"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -86,7 +87,7 @@ func TestBadInputGetsProblemJSON(t *testing.T) {
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
-		var p eventhttp.Problem
+		var p service.Problem
 		err := json.Unmarshal(rec.Body.Bytes(), &p)
 		if rec.Code != 400 || err != nil || rec.Header().Get("Content-Type") != "application/problem+json" ||
 			p.Status != 400 || p.Field != tc.field || p.Rule == "" || p.Title == "" || p.Type == "" {

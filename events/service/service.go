@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -36,25 +37,33 @@ type Problem struct {
 	Detail string `json:"detail"`
 	Field  string `json:"field,omitempty"`
 	Rule   string `json:"rule,omitempty"`
+	// Reason refines the type where a client must tell cases apart
+	// (events.Reason: "no_stock", "contention", ...).
+	Reason string `json:"reason,omitempty"`
 }
 
+// ProblemTypePrefix begins the type of every problem the ledger answers;
+// the kind of error follows it ("urn:marketledger:problem:conflict").
+const ProblemTypePrefix = "urn:marketledger:problem:"
+
 // ProblemOf maps an error to its problem: a command that breaks its contract
-// (an invalid error from the contracts validator, whose Op starts with
-// "contracts.") is 400; a broken business rule 422; not found 404; a
-// conflict or reused idempotency key 409; a freeze 423; an unreachable log
-// 503; anything else 500.
+// (ReasonMalformed) is 400; a broken business rule 422; a caller not
+// allowed to do it 403; not found 404; a conflict or reused idempotency key
+// 409; a freeze 423; an unreachable log 503; anything else 500.
 func ProblemOf(err error) Problem {
 	k := events.KindOf(err)
-	p := Problem{Type: "urn:marketledger:problem:" + k.String(), Title: k.String(), Detail: err.Error()}
+	p := Problem{Type: ProblemTypePrefix + k.String(), Title: k.String(), Detail: err.Error()}
 	var e *events.Error
 	if errors.As(err, &e) {
-		p.Field, p.Rule = e.Field, e.Rule
+		p.Field, p.Rule, p.Reason = e.Field, e.Rule, string(e.Reason)
 	}
 	switch {
-	case k == events.KindInvalid && e != nil && strings.HasPrefix(e.Op, "contracts."):
+	case k == events.KindInvalid && p.Reason == string(events.ReasonMalformed):
 		p.Status = 400
 	case k == events.KindInvalid:
 		p.Status = 422
+	case k == events.KindPermission:
+		p.Status = 403
 	case k == events.KindNotFound:
 		p.Status = 404
 	case k == events.KindConflict || k == events.KindDuplicate:
@@ -67,6 +76,35 @@ func ProblemOf(err error) Problem {
 		p.Status = 500
 	}
 	return p
+}
+
+// HTTPProblem is a refusal at an HTTP edge that is no command's error (no
+// credentials, too many requests, a body too large). name completes the
+// type ("unauthenticated"); title is the short human summary.
+func HTTPProblem(status int, name, title, detail string) Problem {
+	return Problem{Type: ProblemTypePrefix + name, Title: title, Status: status, Detail: detail}
+}
+
+// Write answers an HTTP request with p as application/problem+json.
+func (p Problem) Write(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// Err returns the problem as the ledger's error, of the kind and reason it
+// names, so that a client of a service matches a refusal with
+// events.KindOf and events.ReasonOf as it would a local one.
+func (p Problem) Err(op string) error {
+	kind := events.KindOther
+	if name, ok := strings.CutPrefix(p.Type, ProblemTypePrefix); ok {
+		for k := events.KindOther; k <= events.KindPermission; k++ {
+			if k.String() == name {
+				kind = k
+			}
+		}
+	}
+	return &events.Error{Op: op, Kind: kind, Reason: events.Reason(p.Reason), Field: p.Field, Rule: p.Rule}
 }
 
 // Handler answers one command: its name ("order.place"), its JSON body, and
@@ -143,8 +181,8 @@ func answer(cfg Config, name string, data []byte, corr string, out Responder) {
 		ctx = cfg.Correlate(ctx, corr)
 	}
 	if !json.Valid(data) {
-		out.Fail(Problem{Type: "urn:marketledger:problem:malformed", Title: "malformed", Status: 400,
-			Detail: "the request body is not one JSON value"})
+		out.Fail(ProblemOf(&events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed,
+			Rule: "the request body must be one JSON value"}))
 		return
 	}
 	r, err := cfg.Handle(ctx, name, data)

@@ -218,7 +218,7 @@ func decideReserve(s Listing, c contracts.ReserveStock) ([]any, error) {
 		return nil, fail(op, events.KindConflict, "/order_id", "the order's units were released; it cannot reserve again")
 	}
 	if c.Quantity > s.Stock {
-		return nil, fail(op, events.KindConflict, "/quantity", fmt.Sprintf("only %d units available", s.Stock))
+		return nil, noStock(op, s.Stock)
 	}
 	return []any{contracts.ListingStockReserved{ListingID: s.ID, OrderID: c.OrderID, Quantity: c.Quantity,
 		Stock: s.Stock - c.Quantity}}, nil
@@ -265,4 +265,10 @@ func notFound(op, id string) error {
 
 func fail(op string, kind events.Kind, field, rule string) error {
 	return &events.Error{Op: op, Kind: kind, Field: field, Rule: rule}
+}
+
+// noStock refuses a reservation of more units than are left.
+func noStock(op string, left int64) error {
+	return &events.Error{Op: op, Kind: events.KindConflict, Reason: events.ReasonNoStock, Field: "/quantity",
+		Rule: fmt.Sprintf("only %d units available", left)}
 }

@@ -205,3 +205,20 @@ func TestFloorRefusalNamesRule(t *testing.T) {
 		t.Errorf("refusal names %v, want %v", got, want)
 	}
 }
+
+// TestNoStockIsAReason checks that only a reservation beyond the units left
+// carries ReasonNoStock: the checkout rejects the order for it, while other
+// conflicts on the quantity mean something else.
+func TestNoStockIsAReason(t *testing.T) {
+	reserved := contracts.ListingStockReserved{ListingID: "l1", OrderID: "o1", Quantity: 3, Stock: 7}
+	e := Given(created(), reserved).When(contracts.ReserveStock{ListingID: "l1", OrderID: "o2", Quantity: 8}).
+		ThenError(t, events.KindConflict, "/quantity")
+	if events.ReasonOf(e) != events.ReasonNoStock {
+		t.Errorf("reason %q, want %q", events.ReasonOf(e), events.ReasonNoStock)
+	}
+	e = Given(created(), reserved).When(contracts.ReserveStock{ListingID: "l1", OrderID: "o1", Quantity: 2}).
+		ThenError(t, events.KindConflict, "/quantity")
+	if events.ReasonOf(e) != "" {
+		t.Errorf("a different quantity for the same order: reason %q, want none", events.ReasonOf(e))
+	}
+}

@@ -149,7 +149,8 @@ func decidePlace(s Order, c contracts.PlaceOrder, l Listing, rules policyview.Ru
 		return nil, err
 	}
 	if c.Quantity > l.Stock {
-		return nil, fail(op, events.KindConflict, "/quantity", fmt.Sprintf("only %d units available", l.Stock))
+		return nil, &events.Error{Op: op, Kind: events.KindConflict, Reason: events.ReasonNoStock, Field: "/quantity",
+			Rule: fmt.Sprintf("only %d units available", l.Stock)}
 	}
 	return []any{contracts.OrderPlaced{OrderID: s.ID, BuyerID: c.BuyerID, ListingID: l.ID, SellerID: l.SellerID,
 		Quantity: c.Quantity, UnitPrice: l.Price, Total: total, Channel: l.Channel, Jurisdiction: l.Jurisdiction,

@@ -193,3 +193,12 @@ func TestFreezeRefusalNamesRule(t *testing.T) {
 		t.Errorf("refusal %+v (%v), want rule freeze-id-sc under Permendag 31/2023", r, e)
 	}
 }
+
+// TestPlaceBeyondStockIsNoStock checks that placing more than the listing
+// view has left is refused with ReasonNoStock, the reason a client matches.
+func TestPlaceBeyondStockIsNoStock(t *testing.T) {
+	e := Given().When(with(place(), func(c *contracts.PlaceOrder) { c.Quantity = 11 })).ThenError(t, events.KindConflict, "/quantity")
+	if events.ReasonOf(e) != events.ReasonNoStock {
+		t.Errorf("reason %q, want %q", events.ReasonOf(e), events.ReasonNoStock)
+	}
+}

@@ -100,7 +100,7 @@ func (s *Service) authorize(ctx context.Context, op, issuer string) error {
 		return &events.Error{Op: op, Kind: events.KindUnavailable, Field: "/issuer", Rule: "roles could not be looked up", Err: err}
 	}
 	if !slices.Contains(roles, RolePolicyIssuer) {
-		return &events.Error{Op: op, Kind: events.KindInvalid, Field: "/issuer", Rule: "issuer lacks the " + RolePolicyIssuer + " role"}
+		return &events.Error{Op: op, Kind: events.KindPermission, Field: "/issuer", Rule: "issuer lacks the " + RolePolicyIssuer + " role"}
 	}
 	return nil
 }

@@ -162,8 +162,8 @@ func (s *Service) serveList(out service.Responder, data []byte) {
 	var q ListRequest
 	if len(data) > 0 {
 		if err := json.Unmarshal(data, &q); err != nil {
-			out.Fail(Problem{Type: "urn:marketledger:problem:invalid", Title: "invalid", Status: 400,
-				Detail: err.Error(), Field: "/as_of", Rule: "RFC 3339 instant with offset"})
+			out.Fail(NewProblem(&events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed,
+				Field: "/as_of", Rule: "RFC 3339 instant with offset", Err: err}))
 			return
 		}
 	}

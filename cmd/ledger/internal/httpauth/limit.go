@@ -8,6 +8,9 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/service"
 )
 
 // Default bounds of the Limiter.
@@ -61,11 +64,11 @@ func (l *Limiter) Middleware(next http.Handler) http.Handler {
 				zap.String("path", r.URL.Path))
 			w.Header().Set("Retry-After", "1")
 			detail := "more than " + strconv.Itoa(l.perClient) + " requests in flight from this client"
-			title := "too many requests"
+			name, title := "rate_limited", "too many requests"
 			if status == http.StatusServiceUnavailable {
-				title, detail = "overloaded", "the server has "+strconv.Itoa(l.total)+" requests in flight"
+				name, title, detail = events.KindUnavailable.String(), "overloaded", "the server has "+strconv.Itoa(l.total)+" requests in flight"
 			}
-			writeProblem(w, status, title, detail)
+			service.HTTPProblem(status, name, title, detail).Write(w)
 			return
 		}
 		defer l.release(key)

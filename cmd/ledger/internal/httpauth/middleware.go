@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net"
 	"net/http"
 	"regexp"
@@ -12,6 +11,9 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/events/service"
 )
 
 // Endpoint groups and the roles each admits. Commands are grouped by the
@@ -172,7 +174,8 @@ func RequireFunc(rolesOf func(*http.Request) []string) func(http.Handler) http.H
 					errParam = `, error="invalid_token"`
 				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="ledger"`+errParam)
-				writeProblem(w, http.StatusUnauthorized, "unauthorized", s.reason+": send Authorization: Bearer <token>")
+				service.HTTPProblem(http.StatusUnauthorized, "unauthenticated", "unauthorized",
+					s.reason+": send Authorization: Bearer <token>").Write(w)
 				return
 			}
 			roles := rolesOf(r)
@@ -181,27 +184,13 @@ func RequireFunc(rolesOf func(*http.Request) []string) func(http.Handler) http.H
 					zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.String("remote", remoteHost(r)),
 					zap.String("subject", s.principal.Subject), zap.String("role", s.principal.Role),
 					zap.String("token_id", s.principal.TokenID()))
-				writeProblem(w, http.StatusForbidden, "forbidden",
-					"role "+s.principal.Role+" may not do this; allowed: "+strings.Join(roles, ", "))
+				service.HTTPProblem(http.StatusForbidden, events.KindPermission.String(), "forbidden",
+					"role "+s.principal.Role+" may not do this; allowed: "+strings.Join(roles, ", ")).Write(w)
 				return
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
-}
-
-// problem is an RFC 9457 problem+json body, as the rest of the API answers.
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-}
-
-func writeProblem(w http.ResponseWriter, status int, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(problem{Type: "about:blank", Title: title, Status: status, Detail: detail})
 }
 
 func remoteHost(r *http.Request) string {
