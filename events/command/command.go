@@ -57,6 +57,7 @@ type Runner struct {
 	Skew *Skew
 
 	cache stateCache
+	turns turns
 }
 
 // Meta is the command's envelope: who asked, in which flow, and how to make
@@ -109,6 +110,12 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	// sent again is decided again, and its first result is answered when
 	// the decision is refused, decides nothing, or its append finds the
 	// key's record. A key never used costs no read.
+	done, err := r.turns.take(ctx, ref)
+	if err != nil {
+		return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindUnavailable, Field: ref.String(),
+			Rule: "gave up waiting for the aggregate's earlier commands; nothing stored", Err: err}
+	}
+	defer done()
 	refreshPolicy, verify := false, false
 	var lastErr error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {

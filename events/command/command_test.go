@@ -242,3 +242,73 @@ func TestRunDecidesAgainWhenTheCachedStateIsStale(t *testing.T) {
 		t.Fatalf("after a conflict on the stale state: %+v, %v; want state 113", res, err)
 	}
 }
+
+// TestRunTakesTurnsOnAHotAggregate sends many commands at once to one
+// aggregate, as a flash sale does to one listing: they take turns instead
+// of racing, so every one lands on its first append and none gives up
+// under contention.
+func TestRunTakesTurnsOnAHotAggregate(t *testing.T) {
+	for _, clone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clone=%t", clone), func(t *testing.T) {
+			r, st := newRunner(t)
+			agg := counter(clone)
+			const n = 64
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					meta := command.Meta{CommandID: fmt.Sprintf("h%d", i), Command: i}
+					if _, err := command.Run(context.Background(), r, agg, "hot", meta, nil, add(1)); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if got, v, err := command.Load(context.Background(), r, agg, "hot"); err != nil || got != n || v != n {
+				t.Errorf("counter = %d at version %d (%v), want %d", got, v, err, n)
+			}
+			if c := st.Stats().Conflicts; c != 0 {
+				t.Errorf("%d appends lost a race on the aggregate, want 0: commands of one runner take turns", c)
+			}
+		})
+	}
+}
+
+// TestRunTurnsAreByAggregate checks that a command waiting for its turn on
+// one aggregate does not hold up another aggregate's commands.
+func TestRunTurnsAreByAggregate(t *testing.T) {
+	r, _ := newRunner(t)
+	agg := counter(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		_, err := command.Run(ctx, r, agg, "a", command.Meta{CommandID: "slow", Command: "slow"}, nil,
+			func(int, struct{}, time.Time) ([]any, error) {
+				close(entered)
+				<-release
+				return []any{added{N: 1}}, nil
+			})
+		held <- err
+	}()
+	<-entered
+	if _, err := command.Run(ctx, r, agg, "b", command.Meta{CommandID: "other", Command: "other"}, nil, add(1)); err != nil {
+		t.Fatalf("a command on another aggregate while one is deciding: %v", err)
+	}
+	// A second command on the held aggregate waits for its turn, and gives
+	// up when its context ends, having stored nothing.
+	wctx, wcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer wcancel()
+	if _, err := command.Run(wctx, r, agg, "a", command.Meta{CommandID: "waits", Command: "waits"}, nil, add(100)); events.KindOf(err) != events.KindUnavailable {
+		t.Errorf("waiting past its context: %v, want unavailable", err)
+	}
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := command.Load(ctx, r, agg, "a"); err != nil || got != 1 {
+		t.Errorf("counter a = %d (%v), want 1", got, err)
+	}
+}
