@@ -7,15 +7,17 @@ require (
 	github.com/marketledger/ledger/events v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
-	go.uber.org/zap v1.28.0
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+require go.uber.org/zap v1.28.0 // indirect
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/node v0.0.0
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
@@ -31,3 +33,25 @@ require (
 )
 
 replace github.com/marketledger/ledger/events => ../events
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../cmd/ledger
+
+replace github.com/marketledger/ledger/node => ../node
+
+replace github.com/marketledger/ledger/projections => ../projections
+
+replace github.com/marketledger/ledger/runtime => ../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../services/checkout
+
+replace github.com/marketledger/ledger/services/listing => ../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../services/policy
+
+replace github.com/marketledger/ledger/testkit => ../testkit

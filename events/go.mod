@@ -4,17 +4,21 @@ go 1.26.0
 
 require (
 	github.com/google/uuid v1.6.0
-	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
-	github.com/nats-io/nkeys v0.4.16
 	github.com/synadia-io/orbit.go/jetstreamext v0.3.2
 	go.uber.org/zap v1.28.0
+)
+
+require (
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
 )
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/node v0.0.0
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
@@ -24,3 +28,27 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../cmd/ledger
+
+replace github.com/marketledger/ledger/contracts => ../contracts
+
+replace github.com/marketledger/ledger/node => ../node
+
+replace github.com/marketledger/ledger/projections => ../projections
+
+replace github.com/marketledger/ledger/runtime => ../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../services/checkout
+
+replace github.com/marketledger/ledger/services/listing => ../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../services/policy
+
+replace github.com/marketledger/ledger/testkit => ../testkit

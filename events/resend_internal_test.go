@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

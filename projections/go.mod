@@ -17,6 +17,7 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/marketledger/ledger/node v0.0.0
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
@@ -43,3 +44,23 @@ replace (
 	github.com/marketledger/ledger/contracts => ../contracts
 	github.com/marketledger/ledger/events => ../events
 )
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../cmd/ledger
+
+replace github.com/marketledger/ledger/node => ../node
+
+replace github.com/marketledger/ledger/runtime => ../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../services/checkout
+
+replace github.com/marketledger/ledger/services/listing => ../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../services/policy
+
+replace github.com/marketledger/ledger/testkit => ../testkit

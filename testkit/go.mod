@@ -30,7 +30,9 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/marketledger/ledger/contracts v0.0.0
+	github.com/marketledger/ledger/node v0.0.0
 	github.com/marketledger/ledger/projections v0.0.0
+	github.com/marketledger/ledger/runtime v0.0.0
 	github.com/marketledger/ledger/services/checkout v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/listing v0.0.0-00010101000000-000000000000
 	github.com/marketledger/ledger/services/order v0.0.0-00010101000000-000000000000
@@ -65,3 +67,11 @@ replace github.com/marketledger/ledger/services/payment => ../services/payment
 replace github.com/marketledger/ledger/services/policy => ../services/policy
 
 replace github.com/marketledger/ledger/services/checkout => ../services/checkout
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../cmd/ledger
+
+replace github.com/marketledger/ledger/node => ../node
+
+replace github.com/marketledger/ledger/runtime => ../runtime

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/testkit"
 	"github.com/nats-io/nats.go/jetstream"
 )

@@ -15,6 +15,7 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/node v0.0.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
@@ -37,3 +38,23 @@ replace (
 	github.com/marketledger/ledger/events => ../../events
 	github.com/marketledger/ledger/testkit => ../../testkit
 )
+
+replace github.com/marketledger/ledger/cmd/ledger => ../../cmd/ledger
+
+replace github.com/marketledger/ledger/contracts => ../../contracts
+
+replace github.com/marketledger/ledger/node => ../../node
+
+replace github.com/marketledger/ledger/projections => ../../projections
+
+replace github.com/marketledger/ledger/runtime => ../../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../../services/checkout
+
+replace github.com/marketledger/ledger/services/listing => ../../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../../services/policy

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
 )
 
 // bearer adds a bearer token to every request.

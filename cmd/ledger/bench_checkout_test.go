@@ -20,7 +20,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 )

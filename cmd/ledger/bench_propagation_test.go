@@ -13,7 +13,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // propagationRuns is how many freezes (and floor prices) the propagation

@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // startBareCluster starts three JetStream servers routed to each other on

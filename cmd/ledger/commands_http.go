@@ -10,7 +10,7 @@ import (
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/service"
 	"github.com/marketledger/ledger/services/payment"
 	"github.com/marketledger/ledger/services/policy"
 )
@@ -130,7 +130,7 @@ func paymentID(cmd any) string {
 }
 
 // writeError answers with the error's problem: the same mapping of error
-// kinds to statuses as the services' NATS endpoints (events/service).
+// kinds to statuses as the services' NATS endpoints (runtime/service).
 func writeError(w http.ResponseWriter, err error) {
 	service.ProblemOf(err).Write(w)
 }

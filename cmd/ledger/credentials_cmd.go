@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
 )
 
 func newCredentialsCmd(g *globals) *cobra.Command {

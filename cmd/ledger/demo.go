@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/market"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 type demoOpts struct {

@@ -10,10 +10,25 @@ import (
 
 const modulePrefix = "github.com/marketledger/ledger/"
 
-// forbiddenDeps returns the ledger packages among deps that service svc must
-// not depend on: anything but itself, events and contracts.
-func forbiddenDeps(svc string, deps []string) []string {
-	allowed := []string{modulePrefix + "events", modulePrefix + "contracts", modulePrefix + "services/" + svc}
+// The map of the modules (docs/architecture.md): what each may build on.
+// Tests may also start a node (node/...); cmd/ledger and testkit may use
+// everything.
+var allowedDeps = map[string][]string{
+	"events":            {"events"},
+	"contracts":         {"contracts", "events"},
+	"runtime":           {"runtime", "contracts", "events"},
+	"node":              {"node", "events"},
+	"projections":       {"projections", "runtime", "contracts", "events"},
+	"services/checkout": {"services/checkout", "runtime", "contracts", "events"},
+	"services/listing":  {"services/listing", "runtime", "contracts", "events"},
+	"services/order":    {"services/order", "runtime", "contracts", "events"},
+	"services/payment":  {"services/payment", "runtime", "contracts", "events"},
+	"services/policy":   {"services/policy", "runtime", "contracts", "events"},
+}
+
+// forbiddenDeps returns the ledger packages among deps that are not under
+// one of allowed (module paths relative to the repository).
+func forbiddenDeps(allowed []string, deps []string) []string {
 	var bad []string
 	for _, pkg := range deps {
 		// go list -test names test variants "p.test", "p_test" and "p [p.test]".
@@ -22,7 +37,9 @@ func forbiddenDeps(svc string, deps []string) []string {
 		if !strings.HasPrefix(pkg, modulePrefix) {
 			continue
 		}
-		if !slices.ContainsFunc(allowed, func(a string) bool { return pkg == a || strings.HasPrefix(pkg, a+"/") }) {
+		if !slices.ContainsFunc(allowed, func(a string) bool {
+			return pkg == modulePrefix+a || strings.HasPrefix(pkg, modulePrefix+a+"/")
+		}) && !slices.Contains(bad, pkg) {
 			bad = append(bad, pkg)
 		}
 	}
@@ -30,32 +47,63 @@ func forbiddenDeps(svc string, deps []string) []string {
 }
 
 func TestForbiddenDepsDetectsCrossServiceImports(t *testing.T) {
-	deps := []string{"fmt", modulePrefix + "events/command", modulePrefix + "services/order.test", modulePrefix + "services/order_test [" + modulePrefix + "services/order.test]", modulePrefix + "contracts", modulePrefix + "services/order/internal/x",
-		modulePrefix + "services/payment", modulePrefix + "projections"}
-	got := forbiddenDeps("order", deps)
-	want := []string{modulePrefix + "services/payment", modulePrefix + "projections"}
+	deps := []string{"fmt", modulePrefix + "runtime/command", modulePrefix + "services/order.test", modulePrefix + "services/order_test [" + modulePrefix + "services/order.test]", modulePrefix + "contracts", modulePrefix + "services/order/internal/x",
+		modulePrefix + "services/payment", modulePrefix + "projections", modulePrefix + "node/embedded"}
+	got := forbiddenDeps(allowedDeps["services/order"], deps)
+	want := []string{modulePrefix + "services/payment", modulePrefix + "projections", modulePrefix + "node/embedded"}
 	if !slices.Equal(got, want) {
 		t.Errorf("forbiddenDeps = %v, want %v", got, want)
 	}
 }
 
-// TestServiceModulesStayIndependent fails when a service imports another
-// service (or any ledger package other than events and contracts): services
-// are deployed on their own and share only the contract and the log.
-func TestServiceModulesStayIndependent(t *testing.T) {
-	for _, svc := range []string{"checkout", "listing", "order", "payment", "policy"} {
-		cmd := exec.Command("go", "list", "-deps", "-test", "-f", "{{.ImportPath}}", "./...")
-		cmd.Dir = filepath.Join("..", "..", "services", svc)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list in %s: %v\n%s", cmd.Dir, err, out)
-		}
-		deps := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if !slices.Contains(deps, modulePrefix+"services/"+svc) {
-			t.Errorf("go list in %s did not list the service itself; the check saw nothing", cmd.Dir)
-		}
-		for _, pkg := range forbiddenDeps(svc, deps) {
-			t.Errorf("service %s depends on %s; services may import only events and contracts", svc, pkg)
-		}
+func goList(t *testing.T, dir string, args ...string) []string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list"}, args...)...)
+	cmd.Dir = filepath.Join("..", "..", dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list in %s: %v\n%s", dir, err, out)
 	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// TestModuleMap fails when a module builds on one it must not: a service on
+// another service, the log on the runtime, anything but cmd/ledger and
+// testkit on the embedded server. Services, contracts, the runtime and the
+// log never have nats-server in their build, and contracts does no I/O of
+// its own.
+func TestModuleMap(t *testing.T) {
+	for mod, allowed := range allowedDeps {
+		t.Run(mod, func(t *testing.T) {
+			deps := goList(t, mod, "-deps", "-f", "{{.ImportPath}}", "./...")
+			if !slices.ContainsFunc(deps, func(p string) bool { return strings.HasPrefix(p, modulePrefix+mod) }) {
+				t.Fatalf("go list in %s did not list the module itself; the check saw nothing", mod)
+			}
+			for _, pkg := range forbiddenDeps(allowed, deps) {
+				t.Errorf("%s builds on %s; it may build only on %v", mod, pkg, allowed)
+			}
+			if mod != "node" {
+				for _, pkg := range deps {
+					if strings.HasPrefix(pkg, "github.com/nats-io/nats-server/") {
+						t.Errorf("%s has %s in its build", mod, pkg)
+						break
+					}
+				}
+			}
+			// Tests may start an embedded node besides.
+			tdeps := goList(t, mod, "-deps", "-test", "-f", "{{.ImportPath}}", "./...")
+			for _, pkg := range forbiddenDeps(append(allowed, "node"), tdeps) {
+				t.Errorf("%s's tests build on %s", mod, pkg)
+			}
+		})
+	}
+	t.Run("contracts does no I/O", func(t *testing.T) {
+		for _, line := range goList(t, "contracts", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", "./...") {
+			for _, imp := range strings.Fields(line)[1:] {
+				if strings.HasPrefix(imp, "github.com/nats-io/") || imp == "net" || strings.HasPrefix(imp, "net/") || imp == "os" {
+					t.Errorf("%s imports %s", strings.TrimSuffix(strings.Fields(line)[0], ":"), imp)
+				}
+			}
+		}
+	})
 }

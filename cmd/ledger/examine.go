@@ -12,7 +12,7 @@ import (
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/market"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/projections"
 )
 

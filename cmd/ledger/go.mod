@@ -36,6 +36,8 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/node v0.0.0
+	github.com/marketledger/ledger/runtime v0.0.0
 	github.com/marketledger/ledger/services/checkout v0.0.0-00010101000000-000000000000
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
@@ -82,3 +84,7 @@ replace github.com/marketledger/ledger/adapters/eventstoredb => ../../adapters/e
 replace github.com/marketledger/ledger/testkit => ../../testkit
 
 replace github.com/marketledger/ledger/services/checkout => ../../services/checkout
+
+replace github.com/marketledger/ledger/node => ../../node
+
+replace github.com/marketledger/ledger/runtime => ../../runtime

@@ -16,12 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
-	"github.com/marketledger/ledger/events/eventhttp"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // HTTP limits: a bound on everything a client controls.

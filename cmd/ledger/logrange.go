@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
-	"github.com/marketledger/ledger/events/eventhttp"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // progressMin is the range size (in positions) from which replay and trace

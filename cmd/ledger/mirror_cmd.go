@@ -8,8 +8,8 @@ import (
 
 	"github.com/marketledger/ledger/adapters/eventstoredb"
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 func newMirrorCmd(g *globals) *cobra.Command {

@@ -18,9 +18,9 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
-	"github.com/marketledger/ledger/events/embedded/tlsconf"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/node/tlsconf"
 )
 
 // nodeConfig says how a subcommand reaches the log and as whom.

@@ -15,8 +15,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/eventhttp"
 )
 
 type replayOpts struct {

@@ -22,9 +22,9 @@ import (
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded/auth"
-	"github.com/marketledger/ledger/events/embedded/tlsconf"
-	"github.com/marketledger/ledger/events/embedded/tlsconf/tlstest"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/tlsconf"
+	"github.com/marketledger/ledger/node/tlsconf/tlstest"
 	"github.com/marketledger/ledger/services/checkout"
 )
 

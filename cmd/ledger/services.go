@@ -5,9 +5,9 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/services/payment"

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 func newStreamCmd(g *globals) *cobra.Command {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/eventhttp"
 )
 
 type traceOpts struct{ correlation string }

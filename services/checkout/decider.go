@@ -2,7 +2,7 @@ package checkout
 
 import (
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // Status is where an order is in its life, as the checkout sees it.

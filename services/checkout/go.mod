@@ -3,7 +3,6 @@ module github.com/marketledger/ledger/services/checkout
 go 1.26.0
 
 require (
-	github.com/google/go-cmp v0.7.0
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
 	github.com/nats-io/nats.go v1.55.0
@@ -11,13 +10,9 @@ require (
 )
 
 require (
-	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
-	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/minio/highwayhash v1.0.4 // indirect
-	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/marketledger/ledger/runtime v0.0.0
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
@@ -28,7 +23,6 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
-	golang.org/x/time v0.16.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
@@ -36,3 +30,23 @@ replace (
 	github.com/marketledger/ledger/contracts => ../../contracts
 	github.com/marketledger/ledger/events => ../../events
 )
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../../cmd/ledger
+
+replace github.com/marketledger/ledger/node => ../../node
+
+replace github.com/marketledger/ledger/projections => ../../projections
+
+replace github.com/marketledger/ledger/runtime => ../../runtime
+
+replace github.com/marketledger/ledger/services/listing => ../../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../../services/policy
+
+replace github.com/marketledger/ledger/testkit => ../../testkit

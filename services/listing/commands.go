@@ -7,7 +7,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // Commands are the names of the commands the listing service handles.

@@ -15,6 +15,8 @@ require (
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/node v0.0.0
+	github.com/marketledger/ledger/runtime v0.0.0
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
@@ -36,3 +38,23 @@ replace (
 	github.com/marketledger/ledger/contracts => ../../contracts
 	github.com/marketledger/ledger/events => ../../events
 )
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../../cmd/ledger
+
+replace github.com/marketledger/ledger/node => ../../node
+
+replace github.com/marketledger/ledger/projections => ../../projections
+
+replace github.com/marketledger/ledger/runtime => ../../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../../services/checkout
+
+replace github.com/marketledger/ledger/services/order => ../../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../../services/policy
+
+replace github.com/marketledger/ledger/testkit => ../../testkit

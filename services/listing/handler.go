@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/runtime/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )

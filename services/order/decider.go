@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/policyview"
 )
 
 // MaxQuantity bounds the units of one order, as the contract does.

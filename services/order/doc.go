@@ -1,6 +1,6 @@
 // Package order is the order service: a pure decider for orders (place,
 // confirm, cancel, ship, complete, reject), its command handling through
-// events/command, a NATS micro service exposing the commands, and the
+// runtime/command, a NATS micro service exposing the commands, and the
 // checkout process manager that drives an order through stock reservation
 // and payment authorization to confirmation.
 //

@@ -2,7 +2,7 @@ package order
 
 import (
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // Listing is the order service's own minimal view of a listing aggregate:

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
+	"github.com/marketledger/ledger/runtime/policyview"
 	"pgregory.net/rapid"
 )
 

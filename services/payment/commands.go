@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/policyview"
 )
 
 // route ties a micro endpoint verb to its contract command name.

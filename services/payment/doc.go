@@ -7,7 +7,7 @@
 //
 // The aggregate is one payment, id = payment_id (context "payment"). The
 // decider is pure; the handler loads, decides and appends through
-// events/command, fenced by the policy timeline so that a freeze or a floor
+// runtime/command, fenced by the policy timeline so that a freeze or a floor
 // price is honoured exactly. An authorization and a capture are judged by
 // the order they pay for as the log has it (the order's own events), never
 // by what the caller says the order is. The package must never import another service, and the decider

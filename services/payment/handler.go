@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/runtime/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -50,13 +50,13 @@ type Config struct {
 	// FeeBasisPoints is the platform fee at settlement (0..MaxFeeBasisPoints).
 	FeeBasisPoints int64
 	// Policy is the policy snapshot. When nil, New starts a
-	// contracts/policyview.View following ledger.policy.>, which needs a
+	// runtime/policyview.View following ledger.policy.>, which needs a
 	// Store that is also a policyview.Source (*events.JetStreamStore is).
 	Policy PolicySnapshot
 }
 
 // Service handles payment commands: load, decide, append, with bounded
-// retry, idempotency keys and the policy fence (events/command). It is safe
+// retry, idempotency keys and the policy fence (runtime/command). It is safe
 // for concurrent use.
 type Service struct {
 	runner  *command.Runner

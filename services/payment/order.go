@@ -2,7 +2,7 @@ package payment
 
 import (
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // Order is the payment service's own view of an order aggregate: what a

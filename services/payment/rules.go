@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/policyview"
 )
 
 // blocked returns the KindFrozen error of the first rule in force at now

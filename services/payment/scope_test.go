@@ -7,7 +7,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // placeOrder appends an order.placed as the order service does. The

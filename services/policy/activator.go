@@ -7,7 +7,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // ActivatorTick is how often RunActivator looks at the clock when no due

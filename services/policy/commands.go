@@ -8,7 +8,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // route ties a micro endpoint verb to its contract command name.

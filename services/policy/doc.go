@@ -4,7 +4,7 @@
 // service folds and fences its decisions against.
 //
 // The decider is pure; the handler checks the issuer's role, then loads,
-// decides and appends through events/command. Policy decisions are not
+// decides and appends through runtime/command. Policy decisions are not
 // fenced: they are the fence's source. The package must never import
 // another service, and the decider must never do I/O or read the clock.
 package policy

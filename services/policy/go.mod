@@ -20,6 +20,8 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/marketledger/ledger/node v0.0.0
+	github.com/marketledger/ledger/runtime v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
@@ -38,3 +40,23 @@ replace (
 	github.com/marketledger/ledger/contracts => ../../contracts
 	github.com/marketledger/ledger/events => ../../events
 )
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../../cmd/ledger
+
+replace github.com/marketledger/ledger/node => ../../node
+
+replace github.com/marketledger/ledger/projections => ../../projections
+
+replace github.com/marketledger/ledger/runtime => ../../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../../services/checkout
+
+replace github.com/marketledger/ledger/services/listing => ../../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../../services/payment
+
+replace github.com/marketledger/ledger/testkit => ../../testkit

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

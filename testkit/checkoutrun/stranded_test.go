@@ -8,7 +8,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/service"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/nats-io/nats.go/jetstream"

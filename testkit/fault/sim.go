@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/contracts/policyview"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"

@@ -54,9 +54,9 @@ func foreignImports(imports []string) []string {
 
 func TestRepoDepsDetectsRepositoryImports(t *testing.T) {
 	deps := []string{"fmt", self, self + ".test", self + "_test [" + self + ".test]", "github.com/nats-io/nats.go",
-		repoPrefix + "events", repoPrefix + "contracts/policyview", repoPrefix + "testkit"}
+		repoPrefix + "events", repoPrefix + "runtime/policyview", repoPrefix + "testkit"}
 	got := repoDeps(deps)
-	want := []string{repoPrefix + "events", repoPrefix + "contracts/policyview", repoPrefix + "testkit"}
+	want := []string{repoPrefix + "events", repoPrefix + "runtime/policyview", repoPrefix + "testkit"}
 	if !slices.Equal(got, want) {
 		t.Errorf("repoDeps = %v, want %v", got, want)
 	}

@@ -10,7 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // Default bounds of the Limiter.

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // Endpoint groups and the roles each admits. Commands are grouped by the

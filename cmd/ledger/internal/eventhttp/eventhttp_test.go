@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/service"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/eventhttp"
+	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

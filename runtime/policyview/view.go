@@ -9,7 +9,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // TestSkewRefusesFencedCommands runs a runner whose decision clock is off

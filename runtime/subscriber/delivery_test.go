@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/subscriber"
+	"github.com/marketledger/ledger/runtime/subscriber"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/command"
-	"github.com/marketledger/ledger/events/embedded"
+	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/runtime/command"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

@@ -1,6 +1,6 @@
 package service
 
-import "github.com/marketledger/ledger/events/command"
+import "github.com/marketledger/ledger/runtime/command"
 
 // Reply is what a command answers: the aggregate after it, and where its
 // events went.

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/subscriber"
+	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/runtime/subscriber"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

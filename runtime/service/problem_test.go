@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/service"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // A client tells refusals apart by the problem's type and reason alone, and

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events/embedded/tlsconf"
+	"github.com/marketledger/ledger/node/tlsconf"
 )
 
 // CA is a certificate authority made for one test.

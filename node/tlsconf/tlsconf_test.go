@@ -12,9 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/tlsconf"
-	"github.com/marketledger/ledger/events/embedded/tlsconf/tlstest"
+	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/node/tlsconf"
+	"github.com/marketledger/ledger/node/tlsconf/tlstest"
 )
 
 type pki = tlstest.CA

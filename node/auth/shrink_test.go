@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // stockJS connects with the stock client and nothing of the ledger's: the

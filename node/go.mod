@@ -1,0 +1,51 @@
+module github.com/marketledger/ledger/node
+
+go 1.26.0
+
+require (
+	github.com/marketledger/ledger/events v0.0.0
+	github.com/nats-io/nats-server/v2 v2.15.2
+	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nkeys v0.4.16
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/synadia-io/orbit.go/jetstreamext v0.3.2 // indirect
+	github.com/synadia-io/orbit.go/natsext v0.1.3 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+	go.uber.org/zap v1.28.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
+
+replace github.com/marketledger/ledger/adapters/eventstoredb => ../adapters/eventstoredb
+
+replace github.com/marketledger/ledger/cmd/ledger => ../cmd/ledger
+
+replace github.com/marketledger/ledger/contracts => ../contracts
+
+replace github.com/marketledger/ledger/events => ../events
+
+replace github.com/marketledger/ledger/projections => ../projections
+
+replace github.com/marketledger/ledger/runtime => ../runtime
+
+replace github.com/marketledger/ledger/services/checkout => ../services/checkout
+
+replace github.com/marketledger/ledger/services/listing => ../services/listing
+
+replace github.com/marketledger/ledger/services/order => ../services/order
+
+replace github.com/marketledger/ledger/services/payment => ../services/payment
+
+replace github.com/marketledger/ledger/services/policy => ../services/policy
+
+replace github.com/marketledger/ledger/testkit => ../testkit
