@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startStores starts an embedded server and returns two stores on it: a
@@ -39,12 +40,12 @@ func startStores(t *testing.T) (legacy, current *events.JetStreamStore) {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	legacy, err = events.NewJetStreamStore(ctx, nc)
+	legacy, err = events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { legacy.Close() })
-	current, err = events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
+	current, err = events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

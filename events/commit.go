@@ -38,7 +38,7 @@ func (s *JetStreamStore) commitLoop() {
 			if p.d.Fence {
 				fencedBusy = false
 			}
-			if isPolicy(p) {
+			if s.isPolicy(p) {
 				sourceBusy--
 			}
 		}
@@ -96,7 +96,7 @@ func (s *JetStreamStore) commitLoop() {
 		for _, p := range batch {
 			busy[p.d.Aggregate] = true
 			fencedBusy = fencedBusy || p.d.Fence
-			if isPolicy(p) {
+			if s.isPolicy(p) {
 				sourceBusy++
 			}
 		}
@@ -115,7 +115,9 @@ var fireAt = 64
 var lingerMax = 1 * time.Millisecond
 
 // isPolicy reports whether p is a policy decision: one that moves the fence.
-func isPolicy(p *pending) bool { return p.d.Aggregate.Context == fenceContext }
+func (s *JetStreamStore) isPolicy(p *pending) bool {
+	return s.fenceSource != "" && p.d.Aggregate.Context == s.fenceSource
+}
 
 // collect builds one batch from the waiting decisions (oldest first) and
 // whatever is queued now; what cannot go in this batch is returned in rest,
@@ -127,10 +129,10 @@ func (s *JetStreamStore) collect(carry []*pending, busy map[AggregateRef]bool, f
 	fenced, source := fencedBusy, false
 	policyWaits := sourceBusy
 	for _, p := range carry {
-		policyWaits = policyWaits || isPolicy(p)
+		policyWaits = policyWaits || s.isPolicy(p)
 	}
 	take := func(p *pending) {
-		isSource := isPolicy(p)
+		isSource := s.isPolicy(p)
 		// A batch never mixes fenced decisions with policy decisions: the
 		// fence must be checked against the policy as it was before the batch.
 		if busy[p.d.Aggregate] || in[p.d.Aggregate] || n+len(p.msgs) > MaxBatchMsgs-1 ||
@@ -245,7 +247,7 @@ func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 	if len(live) == 0 {
 		return
 	}
-	if hasPolicy(live) {
+	if s.hasPolicy(live) {
 		s.sendPolicy(live)
 		return
 	}
@@ -254,7 +256,7 @@ func (s *JetStreamStore) sendAttempt(live []*pending, attempt int) {
 		msgs = append(msgs, p.msgs...)
 	}
 	if nfenced > 0 {
-		msgs = append(msgs, fenceMsg(live, decidedAt, nfenced))
+		msgs = append(msgs, s.fenceMsg(live, decidedAt, nfenced))
 	}
 	ack, err := s.publishBatch(msgs)
 	switch {
@@ -333,11 +335,11 @@ func (s *JetStreamStore) sendPolicy(live []*pending) {
 		npolicy := 0
 		for _, p := range live {
 			msgs = append(msgs, p.msgs...)
-			if isPolicy(p) {
+			if s.isPolicy(p) {
 				npolicy += len(p.msgs)
 			}
 		}
-		msgs = append(msgs, sourceFenceMsg(head, len(live), npolicy))
+		msgs = append(msgs, s.sourceFenceMsg(head, len(live), npolicy))
 		ack, err := s.publishBatch(msgs)
 		retry := attempt < sourceRetryMax && time.Now().Before(deadline)
 		switch {
@@ -368,9 +370,9 @@ func (s *JetStreamStore) sendPolicy(live []*pending) {
 }
 
 // hasPolicy reports whether live holds a policy decision.
-func hasPolicy(live []*pending) bool {
+func (s *JetStreamStore) hasPolicy(live []*pending) bool {
 	for _, p := range live {
-		if isPolicy(p) {
+		if s.isPolicy(p) {
 			return true
 		}
 	}
@@ -396,8 +398,8 @@ func (s *JetStreamStore) refused(live []*pending, err error) {
 
 // fenceMsg is a batch's fence record: it carries the policy check and says,
 // for auditors, how many decisions of the batch were made under it.
-func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
-	ctx := fenceContext
+func (s *JetStreamStore) fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
+	ctx := s.fenceSource
 	for _, p := range live {
 		if p.d.Fence {
 			ctx = p.d.Aggregate.Context
@@ -406,7 +408,7 @@ func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
 	}
 	m := nats.NewMsg(SubjectPrefix + ctx + "." + fenceToken)
 	m.Data = []byte(`{"policy_position":` + strconv.FormatUint(policyPos, 10) + `,"decisions":` + strconv.Itoa(nfenced) + `}`)
-	setPolicyCheck(m, policyPos)
+	s.setPolicyCheck(m, policyPos)
 	return m
 }
 
@@ -416,18 +418,18 @@ func fenceMsg(live []*pending, policyPos uint64, nfenced int) *nats.Msg {
 // before it, so that a follower of ledger.policy.> can check that it missed
 // nothing: every message it saw after previous and before the record belongs
 // to the batch, and there are exactly policyMsgs of them.
-func sourceFenceMsg(previous uint64, ndecisions, policyMsgs int) *nats.Msg {
-	m := nats.NewMsg(SubjectPrefix + fenceContext + "." + fenceToken)
+func (s *JetStreamStore) sourceFenceMsg(previous uint64, ndecisions, policyMsgs int) *nats.Msg {
+	m := nats.NewMsg(s.FenceRecordSubject())
 	p := strconv.FormatUint(previous, 10)
 	m.Data = []byte(`{"policy_position":` + p + `,"previous_policy_position":` + p +
 		`,"decisions":` + strconv.Itoa(ndecisions) + `,"policy_messages":` + strconv.Itoa(policyMsgs) + `}`)
-	setPolicyCheck(m, previous)
+	s.setPolicyCheck(m, previous)
 	return m
 }
 
-func setPolicyCheck(m *nats.Msg, policyPos uint64) {
+func (s *JetStreamStore) setPolicyCheck(m *nats.Msg, policyPos uint64) {
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(policyPos, 10))
-	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, FenceSubject)
+	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.FenceSubject())
 }
 
 // policyHead reads the policy head from the stream leader, bounded.

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
 	"github.com/nats-io/nats.go"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // TestFenceHoldsUnderConcurrentAppends races 32 writers of fenced decisions,
@@ -26,7 +27,7 @@ func TestFenceHoldsUnderConcurrentAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc2.Close()
-	other, err := events.NewJetStreamStore(context.Background(), nc2)
+	other, err := events.NewJetStreamStore(context.Background(), nc2, events.WithFence("policy"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,6 @@ import (
 	"encoding/json"
 )
 
-// PolicyFenceSubject is the subject of the record that ends every batch of
-// policy decisions. It lies under FenceSubject, so followers of the policy
-// subject see it in order with the policy events.
-const PolicyFenceSubject = SubjectPrefix + fenceContext + "." + fenceToken
-
 // PolicyFence is the body of a record on PolicyFenceSubject
 // (docs/events.md, "Control records").
 //

@@ -6,9 +6,10 @@ import "testing"
 // policy batch's record states the previous head and the count, a fenced
 // batch's record (and a policy record of the older layout) does not.
 func TestPolicyFenceRecordsDecode(t *testing.T) {
-	m := sourceFenceMsg(41, 3, 5)
-	if m.Subject != PolicyFenceSubject {
-		t.Errorf("policy batch record on %q, want %q", m.Subject, PolicyFenceSubject)
+	s := &JetStreamStore{fenceSource: "policy"}
+	m := s.sourceFenceMsg(41, 3, 5)
+	if want := "ledger.policy._fence"; m.Subject != want || s.FenceRecordSubject() != want {
+		t.Errorf("policy batch record on %q (FenceRecordSubject %q), want %q", m.Subject, s.FenceRecordSubject(), want)
 	}
 	f, err := DecodePolicyFence(m.Data)
 	if err != nil {

@@ -42,9 +42,6 @@ const idemToken = "_idem"
 // ledger.<context>._fence.
 const fenceToken = "_fence"
 
-// fenceContext is the context whose events move the fence.
-const fenceContext = "policy"
-
 // JetStreamStore is the Store on one JetStream stream. Appends from many
 // goroutines are group-committed: one goroutine collects the decisions that
 // arrive while the previous batch is in flight and commits them as one atomic
@@ -56,7 +53,9 @@ type JetStreamStore struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	checker TypeChecker
-	log     *zap.Logger
+	// fenceSource is the context whose decisions move the fence (WithFence).
+	fenceSource string
+	log         *zap.Logger
 
 	queue   chan *pending
 	closing chan struct{}
@@ -135,6 +134,38 @@ const DefaultPipelineDepth = 2
 func WithPipelineDepth(n int) Option {
 	return func(s *JetStreamStore) { s.depth = min(max(n, 1), 16) }
 }
+
+// WithFence names the fence's source: the context whose decisions move the
+// fence (this ledger's policy context). A fenced decision is stored only if
+// nothing was stored on ledger.<source>.> after the position it was decided
+// under, and the source's own decisions are appended first, never in a batch
+// with fenced ones (ADR 0004). A store opened without a source refuses
+// fenced decisions.
+func WithFence(source string) Option { return func(s *JetStreamStore) { s.fenceSource = source } }
+
+// FenceSubject returns the subject filter fenced decisions are checked
+// against, ledger.<source>.> ("" when the store has no fence source).
+func (s *JetStreamStore) FenceSubject() string {
+	if s.fenceSource == "" {
+		return ""
+	}
+	return SubjectPrefix + s.fenceSource + ".>"
+}
+
+// FenceRecordSubject returns the subject of the record that ends every batch
+// of the fence source's decisions, ledger.<source>._fence. It lies under
+// FenceSubject, so a follower of the source sees it in order with the
+// source's events.
+func (s *JetStreamStore) FenceRecordSubject() string {
+	if s.fenceSource == "" {
+		return ""
+	}
+	return FenceRecordSubjectOf(s.fenceSource)
+}
+
+// FenceRecordSubjectOf returns the subject of the fence records of a store
+// whose fence source is source.
+func FenceRecordSubjectOf(source string) string { return SubjectPrefix + source + "." + fenceToken }
 
 // WithLogger sets the store's logger.
 func WithLogger(l *zap.Logger) Option { return func(s *JetStreamStore) { s.log = l } }
@@ -269,7 +300,10 @@ func (s *JetStreamStore) validateDecision(d Decision) error {
 		if d.Fence && e.PolicyPosition != d.Events[0].PolicyPosition {
 			return invalid("", field+"/policyposition", "all events of a fenced decision record the same policy position")
 		}
-		if d.Fence && d.Aggregate.Context == fenceContext {
+		if d.Fence && s.fenceSource == "" {
+			return invalid("", "fence", "the store has no fence source (events.WithFence): it cannot fence a decision")
+		}
+		if d.Fence && d.Aggregate.Context == s.fenceSource {
 			return invalid("", "fence", "policy decisions are the fence's source and cannot be fenced")
 		}
 		if err := e.Validate(); err != nil {

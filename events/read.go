@@ -598,7 +598,10 @@ func (s *JetStreamStore) LastPosition(ctx context.Context) (uint64, error) {
 // PolicyHead returns the position of the newest policy event (0 if none),
 // as the stream leader knows it.
 func (s *JetStreamStore) PolicyHead(ctx context.Context) (uint64, error) {
-	m, err := s.getLast(ctx, FenceSubject)
+	if s.fenceSource == "" {
+		return 0, nil
+	}
+	m, err := s.getLast(ctx, s.FenceSubject())
 	if err != nil || m == nil {
 		return 0, err
 	}

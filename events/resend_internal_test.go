@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 func startInternalStore(t *testing.T) (*JetStreamStore, jetstream.JetStream) {
@@ -29,7 +30,7 @@ func startInternalStore(t *testing.T) (*JetStreamStore, jetstream.JetStream) {
 	if _, err := EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := NewJetStreamStore(ctx, nc)
+	st, err := NewJetStreamStore(ctx, nc, WithFence("policy"))
 	if err != nil {
 		t.Fatal(err)
 	}

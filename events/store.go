@@ -77,17 +77,13 @@ type Decision struct {
 	// a SHA-256 of its canonical JSON). Required with IdempotencyKey.
 	CommandDigest string
 	// Fence, when true, appends the decision only if no event was stored on
-	// FenceSubject (the policy context) after the PolicyPosition its events
+	// the store's fence subject (its fence source's context, see WithFence) after the PolicyPosition its events
 	// record: the decision was made under the newest policy, or it is
 	// refused with a policy conflict (KindConflict, ReasonPolicyMoved)
 	// and must be decided again. All its events must record the same
 	// PolicyPosition. This is what makes a freeze exact (see ADR 0004).
 	Fence bool
 }
-
-// FenceSubject is the subject filter whose newest position fenced decisions
-// are checked against: every policy event.
-const FenceSubject = SubjectPrefix + "policy.>"
 
 // IsPolicyConflict reports whether err refused a fenced decision because a
 // policy event was appended after the position it was decided under.

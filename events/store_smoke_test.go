@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 func startStore(t testing.TB) (*events.JetStreamStore, *nats.Conn) {
@@ -29,7 +30,7 @@ func startStore(t testing.TB) (*events.JetStreamStore, *nats.Conn) {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithFence("policy"))
 	if err != nil {
 		t.Fatal(err)
 	}

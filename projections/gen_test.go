@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // env is one embedded node with the LEDGER stream and a checked store.
@@ -44,7 +45,7 @@ func startEnv(t testing.TB) *env {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
 )
 
 // Bounds of the durability test. The build of the server binary has its own
@@ -55,7 +57,7 @@ func TestDurabilityAcknowledgedAppendsSurviveSIGKILL(t *testing.T) {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // setupTimeout bounds starting a server, creating the stream and opening a
@@ -123,7 +125,7 @@ func openStore(t testing.TB, nc *nats.Conn, opts ...events.Option) *events.JetSt
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	st, err := events.NewJetStreamStore(ctx, nc, opts...)
+	st, err := events.NewJetStreamStore(ctx, nc, append([]events.Option{contracts.Fence()}, opts...)...)
 	if err != nil {
 		t.Fatalf("testkit: open store: %v", err)
 	}

@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/testkit"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestPolicyViewContinuousOnAClusterUnderConcurrentPolicyBatches: three
@@ -92,8 +93,8 @@ func TestPolicyViewContinuousOnAClusterUnderConcurrentPolicyBatches(t *testing.T
 		t.Fatal(err)
 	}
 	if info, err := js.Stream(ctx, events.StreamName); err == nil {
-		if si, err := info.Info(ctx, jetstream.WithSubjectFilter(events.PolicyFenceSubject)); err == nil {
-			t.Logf("%d freezes in %d policy batches", want, si.State.Subjects[events.PolicyFenceSubject])
+		if si, err := info.Info(ctx, jetstream.WithSubjectFilter(contracts.PolicyFenceRecordSubject)); err == nil {
+			t.Logf("%d freezes in %d policy batches", want, si.State.Subjects[contracts.PolicyFenceRecordSubject])
 		}
 	}
 	for name, v := range map[string]*policyview.View{"live": live, "started after": late} {

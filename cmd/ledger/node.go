@@ -153,7 +153,7 @@ func (n *node) open(ctx context.Context, role string) (*roleConn, error) {
 		c.close()
 		return nil, err
 	}
-	if c.store, err = events.NewJetStreamStore(ctx, nc, events.WithLogger(n.log), events.WithTypeChecker(contracts.Checker{})); err != nil {
+	if c.store, err = events.NewJetStreamStore(ctx, nc, events.WithLogger(n.log), events.WithTypeChecker(contracts.Checker{}), contracts.Fence()); err != nil {
 		c.close()
 		return nil, fmt.Errorf("open the log as %s: %w", role, err)
 	}

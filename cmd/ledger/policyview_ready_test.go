@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 type fakeView struct {
@@ -90,7 +91,7 @@ func TestUnfencedCommandsServedWhileThePolicyViewIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := strconv.FormatUint(head, 10)
-	if _, err := n.js.Publish(ctx, events.PolicyFenceSubject, []byte(`{"policy_position":`+h+`,"previous_policy_position":`+h+
+	if _, err := n.js.Publish(ctx, contracts.PolicyFenceRecordSubject, []byte(`{"policy_position":`+h+`,"previous_policy_position":`+h+
 		`,"decisions":1,"policy_messages":2}`)); err != nil {
 		t.Fatal(err)
 	}

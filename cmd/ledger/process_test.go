@@ -237,10 +237,13 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 	}
 
 	// checkout sends place to the order process, reserve to the listing
-	// process, authorize and capture to the payment process and confirm to
-	// the order process. The order process's checkout manager drives the
-	// same steps with the same idempotency keys; whichever comes first
-	// decides and the other is answered with its result.
+	// process, authorize to the payment process, confirm to the order
+	// process and capture to the payment process: the checkout's steps, in
+	// its order. The order process's checkout runner drives the same steps
+	// with the same idempotency keys (checkout.StepKey); whichever comes
+	// first decides and the other is answered with its result, so the two
+	// never disagree (a capture under another key, arriving after the freeze,
+	// would be refused and the runner would refund the order).
 	checkout := func(id, listingID string) order.Order {
 		var placed orderReply
 		ord.must(t, "order.place", contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1}, &placed)
@@ -250,16 +253,17 @@ func TestSeparateProcessesCheckoutRefundAndHonourTheFreeze(t *testing.T) {
 		pay.must(t, "payment.authorize", contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID,
 			SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total,
 			IdempotencyKey: checkout.StepKey(o.ID, "authorize")}, nil)
-		var captured paymentReply
-		pay.must(t, "payment.capture", contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: "capture:" + o.ID}, &captured)
-		if captured.Payment.Status != "captured" || captured.Payment.CapturedMinor != o.Total.AmountMinor {
-			t.Errorf("payment of %s after capture: %+v", o.ID, captured.Payment)
-		}
 		var confirmed orderReply
 		ord.must(t, "order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID),
 			IdempotencyKey: checkout.StepKey(o.ID, "confirm")}, &confirmed)
 		if confirmed.State.Status != order.StatusConfirmed {
 			t.Errorf("order %s after confirm: %s", o.ID, confirmed.State.Status)
+		}
+		var captured paymentReply
+		pay.must(t, "payment.capture", contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID),
+			IdempotencyKey: checkout.StepKey(o.ID, "capture")}, &captured)
+		if captured.Payment.Status != "captured" || captured.Payment.CapturedMinor != o.Total.AmountMinor {
+			t.Errorf("payment of %s after capture: %+v", o.ID, captured.Payment)
 		}
 		return o
 	}

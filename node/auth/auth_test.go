@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/auth"
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // cluster is an embedded server with the ledger's users and the LEDGER
@@ -131,7 +132,7 @@ func store(t *testing.T, nc *nats.Conn) *events.JetStreamStore {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithFence("policy"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func deniedStore(t *testing.T, nc *nats.Conn) *events.JetStreamStore {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithFence("policy"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // setupTimeout bounds starting a server and what a test waits for.
@@ -67,7 +68,7 @@ func (s logSource) PolicyHead(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	m, err := st.GetLastMsgForSubject(ctx, events.FenceSubject)
+	m, err := st.GetLastMsgForSubject(ctx, contracts.PolicySubject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -105,7 +106,7 @@ func startStore(t *testing.T) (*events.JetStreamStore, jetstream.JetStream) {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func TestViewAcceptsLegacyPolicyRecords(t *testing.T) {
 		return ack.Sequence
 	}
 	legacyBatch := func(previous uint64) {
-		raw(events.PolicyFenceSubject, fmt.Sprintf(`{"policy_position":%d,"decisions":1}`, previous))
+		raw(contracts.PolicyFenceRecordSubject, fmt.Sprintf(`{"policy_position":%d,"decisions":1}`, previous))
 		raw(events.SubjectPrefix+"policy._idem."+strings.Repeat("a", 64), `{"key":"k"}`)
 	}
 	legacyBatch(0)

@@ -7,11 +7,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
-	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 )
 
 // Source is what the view needs from the log: the stream to follow and the
@@ -256,7 +257,7 @@ func (v *View) closeForGood(gap *Discontinuity) {
 const viewHeartbeat = time.Second
 
 func (v *View) consume(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.FenceSubject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.PolicySubject}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from := v.Position() + 1; from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
@@ -304,7 +305,7 @@ func (v *View) apply(m jetstream.Msg) error {
 	var payload any
 	verified := false
 	switch {
-	case m.Subject() == events.PolicyFenceSubject:
+	case m.Subject() == contracts.PolicyFenceRecordSubject:
 		f, err := events.DecodePolicyFence(m.Data())
 		if err != nil {
 			return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Field: fmt.Sprint(pos), Err: err}

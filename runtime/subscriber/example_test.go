@@ -8,11 +8,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/runtime/subscriber"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A service that sends an e-mail for every new order: a named durable
@@ -36,7 +38,7 @@ func Example() {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	events.EnsureStream(ctx, js, 1)
-	st, _ := events.NewJetStreamStore(ctx, nc)
+	st, _ := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	defer st.Close()
 	for _, id := range []string{"o-1", "o-2", "o-3"} {
 		e := events.Event{ID: events.NewID(), Type: "order.placed", SchemaVersion: 2, Source: "/ledger/order",
@@ -99,7 +101,7 @@ func ExampleAtomicKV() {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	events.EnsureStream(ctx, js, 1)
-	st, _ := events.NewJetStreamStore(ctx, nc)
+	st, _ := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	defer st.Close()
 	for _, id := range []string{"o-1", "o-2", "o-3"} {
 		e := events.Event{ID: events.NewID(), Type: "order.placed", SchemaVersion: 2, Source: "/ledger/order",

@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/runtime/subscriber"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func startStore(t testing.TB) (*events.JetStreamStore, jetstream.JetStream) {
@@ -37,7 +39,7 @@ func startStoreURL(t testing.TB) (*events.JetStreamStore, jetstream.JetStream, s
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,14 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // env is one embedded JetStream node with the listing service on it.
@@ -46,7 +47,7 @@ func start(t testing.TB) *env {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

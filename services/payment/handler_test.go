@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/runtime/command"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func startStore(t testing.TB) (*events.JetStreamStore, *nats.Conn) {
@@ -38,7 +39,7 @@ func startStore(t testing.TB) (*events.JetStreamStore, *nats.Conn) {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

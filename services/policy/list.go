@@ -98,7 +98,7 @@ func (s *Service) foldTimeline(ctx context.Context, pt contracts.PolicyTimeline,
 	last := from - 1
 	// Read to the head and stop past to: a filtered read bounded by a
 	// position no policy event has might wait for one.
-	for e, err := range s.store.Read(ctx, events.Query{From: from, Subjects: []string{events.FenceSubject}}) {
+	for e, err := range s.store.Read(ctx, events.Query{From: from, Subjects: []string{contracts.PolicySubject}}) {
 		if err != nil {
 			return nil, 0, err
 		}

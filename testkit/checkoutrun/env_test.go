@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
@@ -15,9 +19,6 @@ import (
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/runtime/service"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // Subject prefixes outside the LEDGER stream, which captures "ledger.>"
@@ -55,7 +56,7 @@ func start(t testing.TB) *env {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}))
+	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

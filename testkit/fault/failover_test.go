@@ -177,7 +177,7 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 			t.Errorf("ledger serve --services %s exited during the failover", svc)
 		}
 	}
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections"
@@ -21,7 +23,6 @@ import (
 	"github.com/marketledger/ledger/services/payment"
 	"github.com/marketledger/ledger/services/policy"
 	"github.com/marketledger/ledger/testkit/invariant"
-	"github.com/nats-io/nats.go"
 )
 
 // SimIssuer is the policy issuer the simulated regulator acts as.
@@ -155,7 +156,7 @@ func (s *Sim) open(ctx context.Context) error {
 	s.nc = nc
 	octx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	if s.store, err = events.NewJetStreamStore(octx, nc, events.WithTypeChecker(contracts.Checker{})); err != nil {
+	if s.store, err = events.NewJetStreamStore(octx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence()); err != nil {
 		return err
 	}
 	if s.view, err = policyview.Start(octx, s.store); err != nil {

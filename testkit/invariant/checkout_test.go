@@ -28,7 +28,7 @@ type stack struct {
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	node := testkit.StartNode(t, testkit.WithStoreOptions(events.WithTypeChecker(contracts.Checker{})))
+	node := testkit.StartNode(t, testkit.WithStoreOptions(events.WithTypeChecker(contracts.Checker{}), contracts.Fence()))
 	in := scenario.NewInstance(t, "i0", node.Store)
 	nc := node.Connect(t)
 	ls, err := in.Listing.Serve(nc)

@@ -51,7 +51,7 @@ func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.E
 func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }
 
 // NewInstance starts the services on st. The store must check event types
-// against the contracts (events.WithTypeChecker(contracts.Checker{})), as
+// against the contracts (events.WithTypeChecker(contracts.Checker{}), contracts.Fence()), as
 // `ledger serve` opens it. Everything stops with t's cleanup.
 func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance {
 	t.Helper()

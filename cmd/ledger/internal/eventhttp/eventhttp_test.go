@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/marketledger/ledger/runtime/service"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,11 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/runtime/service"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/embedded"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func startStore(t testing.TB) *events.JetStreamStore {
@@ -40,7 +43,7 @@ func startStore(t testing.TB) *events.JetStreamStore {
 	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
 		t.Fatal(err)
 	}
-	st, err := events.NewJetStreamStore(ctx, nc)
+	st, err := events.NewJetStreamStore(ctx, nc, contracts.Fence())
 	if err != nil {
 		t.Fatal(err)
 	}
