@@ -14,14 +14,6 @@ import (
 	"github.com/marketledger/ledger/services/policy"
 )
 
-// contractsCodec adapts the contracts package to command.Codec.
-type contractsCodec struct{}
-
-func (contractsCodec) Encode(v any) (string, int, []byte, error) { return contracts.Encode(v) }
-func (contractsCodec) Decode(typ string, version int, data []byte) (any, error) {
-	return contracts.Decode(typ, version, data)
-}
-
 // stack is the four services in one process, sharing one policy view and
 // deciding on one clock.
 type stack struct {
@@ -84,7 +76,7 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 		}
 	}
 	runner := func(service string) *command.Runner {
-		return &command.Runner{Store: stores[service], Codec: contractsCodec{}, Source: contracts.Source(service), Clock: clock, Skew: skew}
+		return &command.Runner{Store: stores[service], Codec: contracts.Codec{}, Source: contracts.Source(service), Clock: clock, Skew: skew}
 	}
 	if on(contracts.ServiceListing) {
 		s.listing = listing.New(runner(contracts.ServiceListing), s.view.Snapshot)

@@ -59,7 +59,7 @@ func start(t testing.TB) *env {
 	t.Cleanup(view.Close)
 	e := &env{store: st, nc: nc, view: view}
 	e.setNow(beforeNoon)
-	r := &command.Runner{Store: st, Codec: codec{}, Source: contracts.Source(contracts.ServiceListing),
+	r := &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceListing),
 		Clock: func() time.Time { return *e.now.Load() }}
 	e.svc = New(r, view.Snapshot)
 	return e
@@ -71,11 +71,6 @@ func (e *env) setNow(t time.Time) { e.now.Store(&t) }
 // "ledger.>" (see WithSubjectPrefix).
 const testPrefix = "svc.ledger.listing"
 
-// codec adapts the contracts functions to command.Codec.
-type codec struct{}
-
-func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.Encode(v) }
-func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }
 
 // appendPolicy stores a policy event as the policy service would.
 func (e *env) appendPolicy(t testing.TB, id string, payload any) {

@@ -11,15 +11,6 @@ import (
 	"github.com/marketledger/ledger/runtime/policyview"
 )
 
-// tradeCodec encodes the trade the held-back decision appends: a placed
-// order in the freeze's scope.
-type tradeCodec struct{}
-
-func (tradeCodec) Encode(v any) (string, int, []byte, error) { return contracts.Encode(v) }
-func (tradeCodec) Decode(typ string, version int, data []byte) (any, error) {
-	return contracts.Decode(typ, version, data)
-}
-
 var socialTarget = contracts.Target{Jurisdiction: "ID", Channel: contracts.ChannelSocialCommerce, Category: "batik", SellerID: "s1",
 	Origin: contracts.OriginDomestic}
 
@@ -57,7 +48,7 @@ func TestHeldBackDecisionRefusedAfterActivation(t *testing.T) {
 	// The trading service decides at E minus a millisecond: the clock rule
 	// does not refuse yet.
 	tradeClock := newClock(e.Add(-time.Millisecond))
-	runner := &command.Runner{Store: st, Codec: tradeCodec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: tradeClock.Now}
+	runner := &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: tradeClock.Now}
 	agg := command.Aggregate[int]{Context: contracts.ServiceOrder, Initial: func(string) int { return 0 }, Evolve: func(s int, _ any) int { return s + 1 }}
 	decided, release := make(chan uint64, 1), make(chan struct{})
 	attempts := 0

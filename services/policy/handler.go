@@ -63,18 +63,10 @@ func New(cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	return &Service{
-		runner: &command.Runner{Store: cfg.Store, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePolicy), Clock: cfg.Clock, Skew: cfg.Skew},
+		runner: &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePolicy), Clock: cfg.Clock, Skew: cfg.Skew},
 		auth:   cfg.Authorizer,
 		store:  cfg.Store,
 	}, nil
-}
-
-// contractsCodec adapts the contracts package to command.Codec.
-type contractsCodec struct{}
-
-func (contractsCodec) Encode(v any) (string, int, []byte, error) { return contracts.Encode(v) }
-func (contractsCodec) Decode(typ string, version int, data []byte) (any, error) {
-	return contracts.Decode(typ, version, data)
 }
 
 // Reply is the JSON answer to a successful command.
