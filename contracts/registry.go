@@ -68,6 +68,13 @@ type CommandSpec struct {
 	Description string
 	// GoType is the Go struct of the command body.
 	GoType reflect.Type
+	// Aggregate is the JSON field of the body naming the aggregate the
+	// command is decided on ("listing_id").
+	Aggregate string
+	// Fenced is true for the commands a policy rule can block: they are
+	// decided under the policy view and appended fenced (ADR 0004). The
+	// others must never wait on the policy.
+	Fenced bool
 }
 
 func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
@@ -144,50 +151,50 @@ var Events = sortedEvents([]EventSpec{
 // Commands lists every command, sorted by name.
 var Commands = sortedCommands([]CommandSpec{
 	{Name: "listing.create", Service: ServiceListing, Callers: []string{"seller"}, Emits: []string{"listing.created"},
-		Description: "Create a listing.", GoType: typeOf[CreateListing]()},
+		Description: "Create a listing.", GoType: typeOf[CreateListing](), Aggregate: "listing_id", Fenced: true},
 	{Name: "listing.change_price", Service: ServiceListing, Callers: []string{"seller"}, Emits: []string{"listing.price_changed"},
-		Description: "Change a listing's unit price.", GoType: typeOf[ChangePrice]()},
+		Description: "Change a listing's unit price.", GoType: typeOf[ChangePrice](), Aggregate: "listing_id", Fenced: true},
 	{Name: "listing.change_stock", Service: ServiceListing, Callers: []string{"seller"}, Emits: []string{"listing.stock_changed"},
-		Description: "Set the units available.", GoType: typeOf[ChangeStock]()},
+		Description: "Set the units available.", GoType: typeOf[ChangeStock](), Aggregate: "listing_id"},
 	{Name: "listing.delist", Service: ServiceListing, Callers: []string{"seller", "operator"}, Emits: []string{"listing.delisted"},
-		Description: "Withdraw a listing for good.", GoType: typeOf[Delist]()},
+		Description: "Withdraw a listing for good.", GoType: typeOf[Delist](), Aggregate: "listing_id"},
 	{Name: "listing.reserve_stock", Service: ServiceListing, Callers: []string{ServiceOrder}, Emits: []string{"listing.stock_reserved"},
-		Description: "Hold units for an order.", GoType: typeOf[ReserveStock]()},
+		Description: "Hold units for an order.", GoType: typeOf[ReserveStock](), Aggregate: "listing_id"},
 	{Name: "listing.release_stock", Service: ServiceListing, Callers: []string{ServiceOrder}, Emits: []string{"listing.stock_released"},
-		Description: "Give back the units held for an order.", GoType: typeOf[ReleaseStock]()},
+		Description: "Give back the units held for an order.", GoType: typeOf[ReleaseStock](), Aggregate: "listing_id"},
 
 	{Name: "order.place", Service: ServiceOrder, Callers: []string{"buyer"}, Emits: []string{"order.placed"},
-		Description: "Order units of a listing at its current price.", GoType: typeOf[PlaceOrder]()},
+		Description: "Order units of a listing at its current price.", GoType: typeOf[PlaceOrder](), Aggregate: "order_id", Fenced: true},
 	{Name: "order.confirm", Service: ServiceOrder, Callers: []string{ServiceOrder}, Emits: []string{"order.confirmed"},
-		Description: "Confirm an order whose payment is authorized (checkout process manager).", GoType: typeOf[ConfirmOrder]()},
+		Description: "Confirm an order whose payment is authorized (checkout process manager).", GoType: typeOf[ConfirmOrder](), Aggregate: "order_id"},
 	{Name: "order.cancel", Service: ServiceOrder, Callers: []string{"buyer", "seller", ServiceOrder}, Emits: []string{"order.cancelled"},
-		Description: "Cancel an order that has not shipped.", GoType: typeOf[CancelOrder]()},
+		Description: "Cancel an order that has not shipped.", GoType: typeOf[CancelOrder](), Aggregate: "order_id"},
 	{Name: "order.reject", Service: ServiceOrder, Callers: []string{ServiceOrder}, Emits: []string{"order.rejected"},
-		Description: "Reject a placed order whose checkout failed (checkout process manager).", GoType: typeOf[RejectOrder]()},
+		Description: "Reject a placed order whose checkout failed (checkout process manager).", GoType: typeOf[RejectOrder](), Aggregate: "order_id"},
 	{Name: "order.ship", Service: ServiceOrder, Callers: []string{"seller"}, Emits: []string{"order.shipped"},
-		Description: "Mark a confirmed order shipped.", GoType: typeOf[ShipOrder]()},
+		Description: "Mark a confirmed order shipped.", GoType: typeOf[ShipOrder](), Aggregate: "order_id"},
 	{Name: "order.complete", Service: ServiceOrder, Callers: []string{"buyer", "carrier"}, Emits: []string{"order.completed"},
-		Description: "Mark a shipped order delivered.", GoType: typeOf[CompleteOrder]()},
+		Description: "Mark a shipped order delivered.", GoType: typeOf[CompleteOrder](), Aggregate: "order_id"},
 
 	{Name: "payment.authorize", Service: ServicePayment, Callers: []string{ServiceOrder}, Emits: []string{"payment.authorized", "payment.authorization_failed"},
-		Description: "Reserve the order's total as a pending transfer.", GoType: typeOf[AuthorizePayment]()},
+		Description: "Reserve the order's total as a pending transfer.", GoType: typeOf[AuthorizePayment](), Aggregate: "payment_id", Fenced: true},
 	{Name: "payment.capture", Service: ServicePayment, Callers: []string{ServiceOrder}, Emits: []string{"payment.captured"},
-		Description: "Capture an authorization into escrow.", GoType: typeOf[CapturePayment]()},
+		Description: "Capture an authorization into escrow.", GoType: typeOf[CapturePayment](), Aggregate: "payment_id", Fenced: true},
 	{Name: "payment.void", Service: ServicePayment, Callers: []string{ServiceOrder}, Emits: []string{"payment.voided", "payment.cancelled"},
-		Description: "Release an authorization without capture; before any authorization, spend the payment id.", GoType: typeOf[VoidPayment]()},
+		Description: "Release an authorization without capture; before any authorization, spend the payment id.", GoType: typeOf[VoidPayment](), Aggregate: "payment_id"},
 	{Name: "payment.refund", Service: ServicePayment, Callers: []string{"operator", ServiceOrder}, Emits: []string{"payment.refunded"},
-		Description: "Return captured money to the buyer.", GoType: typeOf[RefundPayment]()},
+		Description: "Return captured money to the buyer.", GoType: typeOf[RefundPayment](), Aggregate: "payment_id"},
 	{Name: "payment.settle", Service: ServicePayment, Callers: []string{"operator", ServiceOrder}, Emits: []string{"payment.settled"},
-		Description: "Pay a completed order out to the seller less the platform fee.", GoType: typeOf[SettlePayment]()},
+		Description: "Pay a completed order out to the seller less the platform fee.", GoType: typeOf[SettlePayment](), Aggregate: "payment_id"},
 
 	{Name: "policy.impose_freeze", Service: ServicePolicy, Callers: []string{"regulator", "operator"}, Emits: []string{"policy.freeze_imposed"},
-		Description: "Impose a freeze.", GoType: typeOf[ImposeFreeze]()},
+		Description: "Impose a freeze.", GoType: typeOf[ImposeFreeze](), Aggregate: "rule_id"},
 	{Name: "policy.lift_freeze", Service: ServicePolicy, Callers: []string{"regulator", "operator"}, Emits: []string{"policy.freeze_lifted"},
-		Description: "Lift a freeze.", GoType: typeOf[LiftFreeze]()},
+		Description: "Lift a freeze.", GoType: typeOf[LiftFreeze](), Aggregate: "rule_id"},
 	{Name: "policy.set_floor_price", Service: ServicePolicy, Callers: []string{"regulator", "operator"}, Emits: []string{"policy.floor_price_set"},
-		Description: "Set a floor price.", GoType: typeOf[SetFloorPrice]()},
+		Description: "Set a floor price.", GoType: typeOf[SetFloorPrice](), Aggregate: "rule_id"},
 	{Name: "policy.lift_floor_price", Service: ServicePolicy, Callers: []string{"regulator", "operator"}, Emits: []string{"policy.floor_price_lifted"},
-		Description: "Lift a floor price.", GoType: typeOf[LiftFloorPrice]()},
+		Description: "Lift a floor price.", GoType: typeOf[LiftFloorPrice](), Aggregate: "rule_id"},
 })
 
 func sortedEvents(specs []EventSpec) []EventSpec {
@@ -235,6 +242,12 @@ func init() {
 	for i, c := range Commands {
 		commandIndex[c.Name] = i
 		cmdGoIndex[c.GoType] = i
+		a, ok1 := fieldByJSON(c.GoType, c.Aggregate)
+		k, ok2 := fieldByJSON(c.GoType, "idempotency_key")
+		if !ok1 || !ok2 {
+			panic("contracts: command " + c.Name + " lacks its aggregate field " + c.Aggregate + " or idempotency_key")
+		}
+		cmdFields[i] = cmdField{aggregate: a, key: k}
 	}
 }
 
@@ -284,6 +297,44 @@ func LookupCommand(name string) (CommandSpec, bool) {
 		return CommandSpec{}, false
 	}
 	return Commands[i], true
+}
+
+// CommandTarget is what the runtime needs to run a command: its spec, the id of
+// the aggregate it is decided on and its idempotency key (empty: none).
+type CommandTarget struct {
+	Spec           CommandSpec
+	AggregateID    string
+	IdempotencyKey string
+}
+
+// TargetOf reads the target of a value of a registered command type (a
+// struct value, not a pointer) from the fields its spec names.
+func TargetOf(cmd any) (CommandTarget, bool) {
+	i, ok := cmdGoIndex[reflect.TypeOf(cmd)]
+	if !ok {
+		return CommandTarget{}, false
+	}
+	v := reflect.ValueOf(cmd)
+	f := cmdFields[i]
+	return CommandTarget{Spec: Commands[i], AggregateID: v.Field(f.aggregate).String(), IdempotencyKey: v.Field(f.key).String()}, true
+}
+
+// cmdFields are the indexes of a command struct's aggregate and
+// idempotency key fields.
+type cmdField struct{ aggregate, key int }
+
+var cmdFields = map[int]cmdField{}
+
+// fieldByJSON returns the index of t's string field whose JSON name is name.
+func fieldByJSON(t reflect.Type, name string) (int, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == name && f.Type.Kind() == reflect.String {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // CommandName returns the name of a value of a registered command type.

@@ -99,7 +99,8 @@ func dispatchDecoded(ctx context.Context, st *stack, name string, cmd any) (any,
 			if err != nil {
 				return nil, err
 			}
-			return payment.NewReply(paymentID(cmd), res), nil
+			tg, _ := contracts.TargetOf(cmd)
+			return payment.NewReply(tg.AggregateID, res), nil
 		}
 	case contracts.ServicePolicy:
 		if st.policy != nil {
@@ -111,22 +112,6 @@ func dispatchDecoded(ctx context.Context, st *stack, name string, cmd any) (any,
 		}
 	}
 	return nil, &events.Error{Op: name, Kind: events.KindNotFound, Rule: "the " + strings.SplitN(name, ".", 2)[0] + " service does not run in this process", Err: errServiceNotRunning}
-}
-
-func paymentID(cmd any) string {
-	switch c := cmd.(type) {
-	case contracts.AuthorizePayment:
-		return c.PaymentID
-	case contracts.CapturePayment:
-		return c.PaymentID
-	case contracts.VoidPayment:
-		return c.PaymentID
-	case contracts.RefundPayment:
-		return c.PaymentID
-	case contracts.SettlePayment:
-		return c.PaymentID
-	}
-	return ""
 }
 
 // writeError answers with the error's problem: the same mapping of error

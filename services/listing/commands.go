@@ -50,34 +50,19 @@ func (s *Service) exec(ctx context.Context, name string, cmd any) (command.Resul
 	return res, err
 }
 
-// dispatch runs a validated command on its listing. Only creation and
-// price changes are decided under the policy: they are the listing
-// operations a rule can block, and fencing the others would make stock
-// reservations wait on every policy change for nothing.
+// dispatch runs a validated command on its listing, on the aggregate and
+// key its contract names. Only creation and price changes are fenced
+// (contracts.CommandSpec.Fenced): they are the listing operations a rule can
+// block, and fencing the others would make stock reservations wait on every
+// policy change for nothing.
 func (s *Service) dispatch(ctx context.Context, cmd any) (string, command.Result[Listing], error) {
-	var (
-		id, key string
-		fenced  bool
-	)
-	switch c := cmd.(type) {
-	case contracts.CreateListing:
-		id, key, fenced = c.ListingID, c.IdempotencyKey, true
-	case contracts.ChangePrice:
-		id, key, fenced = c.ListingID, c.IdempotencyKey, true
-	case contracts.ChangeStock:
-		id, key = c.ListingID, c.IdempotencyKey
-	case contracts.Delist:
-		id, key = c.ListingID, c.IdempotencyKey
-	case contracts.ReserveStock:
-		id, key = c.ListingID, c.IdempotencyKey
-	case contracts.ReleaseStock:
-		id, key = c.ListingID, c.IdempotencyKey
-	default:
+	tg, ok := contracts.TargetOf(cmd)
+	if !ok || tg.Spec.Service != contracts.ServiceListing {
 		return "", command.Result[Listing]{}, &events.Error{Op: "listing.dispatch", Kind: events.KindInvalid,
 			Rule: fmt.Sprintf("%T is not a listing command", cmd)}
 	}
-	res, err := s.run(ctx, id, key, cmd, fenced)
-	return id, res, err
+	res, err := s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
+	return tg.AggregateID, res, err
 }
 
 // Create creates a listing, under the policy (a floor price may refuse it).

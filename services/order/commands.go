@@ -49,33 +49,18 @@ func (s *Service) exec(ctx context.Context, name string, cmd any) (command.Resul
 	return res, err
 }
 
-// dispatch runs a validated command on its order. Only placement is
-// decided under the policy: it is the one order operation a rule can
-// block, and cancellation must never wait on the policy.
+// dispatch runs a validated command on its order, on the aggregate and
+// key its contract names. Only placement is fenced: it is the one order
+// operation a rule can block, and cancellation must never wait on the
+// policy.
 func (s *Service) dispatch(ctx context.Context, cmd any) (string, command.Result[Order], error) {
-	var (
-		id, key string
-		fenced  bool
-	)
-	switch c := cmd.(type) {
-	case contracts.PlaceOrder:
-		id, key, fenced = c.OrderID, c.IdempotencyKey, true
-	case contracts.ConfirmOrder:
-		id, key = c.OrderID, c.IdempotencyKey
-	case contracts.CancelOrder:
-		id, key = c.OrderID, c.IdempotencyKey
-	case contracts.ShipOrder:
-		id, key = c.OrderID, c.IdempotencyKey
-	case contracts.CompleteOrder:
-		id, key = c.OrderID, c.IdempotencyKey
-	case contracts.RejectOrder:
-		id, key = c.OrderID, c.IdempotencyKey
-	default:
+	tg, ok := contracts.TargetOf(cmd)
+	if !ok || tg.Spec.Service != contracts.ServiceOrder {
 		return "", command.Result[Order]{}, &events.Error{Op: "order.dispatch", Kind: events.KindInvalid,
 			Rule: fmt.Sprintf("%T is not an order command", cmd)}
 	}
-	res, err := s.run(ctx, id, key, cmd, fenced)
-	return id, res, err
+	res, err := s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
+	return tg.AggregateID, res, err
 }
 
 // Place places an order at the listing's current price, under the policy

@@ -31,20 +31,12 @@ var routes = []route{
 // Handle runs one decoded payment command (a contracts command value) and
 // returns what it did.
 func (s *Service) Handle(ctx context.Context, cmd any) (command.Result[State], error) {
-	switch c := cmd.(type) {
-	case contracts.AuthorizePayment:
-		return s.Authorize(ctx, c)
-	case contracts.CapturePayment:
-		return s.Capture(ctx, c)
-	case contracts.VoidPayment:
-		return s.Void(ctx, c)
-	case contracts.RefundPayment:
-		return s.Refund(ctx, c)
-	case contracts.SettlePayment:
-		return s.Settle(ctx, c)
+	tg, ok := contracts.TargetOf(cmd)
+	if !ok || tg.Spec.Service != contracts.ServicePayment {
+		return command.Result[State]{}, &events.Error{Op: "payment.Handle", Kind: events.KindInvalid,
+			Rule: fmt.Sprintf("%T is not a payment command", cmd)}
 	}
-	return command.Result[State]{}, &events.Error{Op: "payment.Handle", Kind: events.KindInvalid,
-		Rule: fmt.Sprintf("%T is not a payment command", cmd)}
+	return s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
 }
 
 // aggregate describes the payment decider to the command runner.
@@ -63,33 +55,34 @@ func Clone(s State) State {
 // policy timeline: it is refused with KindFrozen while a freeze in its
 // scope is in force.
 func (s *Service) Authorize(ctx context.Context, c contracts.AuthorizePayment) (command.Result[State], error) {
-	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, true)
+	return s.Handle(ctx, c)
 }
 
 // Capture posts an authorization into escrow, fenced like Authorize.
 func (s *Service) Capture(ctx context.Context, c contracts.CapturePayment) (command.Result[State], error) {
-	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, true)
+	return s.Handle(ctx, c)
 }
 
 // Void releases an uncaptured authorization. No policy rule blocks it.
 func (s *Service) Void(ctx context.Context, c contracts.VoidPayment) (command.Result[State], error) {
-	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, false)
+	return s.Handle(ctx, c)
 }
 
 // Refund returns captured money to the buyer. No policy rule blocks it.
 func (s *Service) Refund(ctx context.Context, c contracts.RefundPayment) (command.Result[State], error) {
-	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, false)
+	return s.Handle(ctx, c)
 }
 
 // Settle pays a captured payment out to the seller less the platform fee.
 // No policy rule blocks it.
 func (s *Service) Settle(ctx context.Context, c contracts.SettlePayment) (command.Result[State], error) {
-	return s.run(ctx, c.PaymentID, c.IdempotencyKey, c, false)
+	return s.Handle(ctx, c)
 }
 
 // run loads, decides and appends one command. Only the operations a rule
-// can block (authorize, capture) are decided under a policy snapshot and
-// fenced; the others neither need the policy nor should be slowed by it.
+// can block (authorize, capture: contracts.CommandSpec.Fenced) are decided
+// under a policy snapshot and fenced; the others neither need the policy
+// nor should be slowed by it.
 func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool) (command.Result[State], error) {
 	if err := events.ValidateAggregateID(id); err != nil {
 		return command.Result[State]{}, &events.Error{Op: "payment", Kind: events.KindInvalid, Field: "/payment_id",
