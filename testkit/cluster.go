@@ -306,7 +306,7 @@ func (c *Cluster) StepDownStreamLeader(ctx context.Context) (string, error) {
 	if err := c.admin.FlushWithContext(ctx); err != nil {
 		return "", err
 	}
-	if err := c.requestStepDown(ctx); err != nil {
+	if err := requestStepDown(ctx, c.admin); err != nil {
 		return "", err
 	}
 	var leader string
@@ -339,8 +339,10 @@ func (c *Cluster) waitStreamInterest(ctx context.Context) error {
 	})
 }
 
-func (c *Cluster) requestStepDown(ctx context.Context) error {
-	resp, err := c.admin.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+events.StreamName, nil)
+// requestStepDown asks the LEDGER stream's leader to step down, through the
+// JetStream API on nc.
+func requestStepDown(ctx context.Context, nc *nats.Conn) error {
+	resp, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+events.StreamName, nil)
 	if err != nil {
 		return fmt.Errorf("testkit: stream leader stepdown: %w", err)
 	}

@@ -32,13 +32,19 @@ func nodeInstances(t *testing.T, n int) []*Instance {
 	return ins
 }
 
+// storeOpener is a cluster that opens a store on a connection of its own:
+// embedded nodes (testkit.Cluster) or processes (testkit.ProcCluster).
+type storeOpener interface {
+	NewStore(t testing.TB, opts ...events.Option) *events.JetStreamStore
+}
+
 // clusterInstances opens n service instances on c, each on its own
 // connection (to a node the client picks at random) and store.
-func clusterInstances(t *testing.T, c *testkit.Cluster, n int) []*Instance {
+func clusterInstances(t *testing.T, c storeOpener, n int) []*Instance {
 	t.Helper()
 	var ins []*Instance
 	for i := range n {
-		ins = append(ins, NewInstance(t, fmt.Sprintf("%s-i%d", c.Name, i), c.NewStore(t, typeChecked)))
+		ins = append(ins, NewInstance(t, fmt.Sprintf("cluster-i%d", i), c.NewStore(t, typeChecked)))
 	}
 	return ins
 }
