@@ -2,16 +2,10 @@ package testkit
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,11 +16,11 @@ import (
 )
 
 // Bounds of the durability test. The build of the server binary has its own
-// bound: it is cached after the first run, but a cold build takes a while.
+// bound (BuildTimeout): it is cached after the first run, but a cold build
+// takes a while.
 const (
-	durabilityBuildTimeout = 4 * time.Minute
-	durabilityTimeout      = 60 * time.Second
-	durabilityWriters      = 8
+	durabilityTimeout = 60 * time.Second
+	durabilityWriters = 8
 	// durabilityAckedBeforeKill is how many acknowledged decisions the
 	// writers reach before the server is killed under them.
 	durabilityAckedBeforeKill = 300
@@ -43,13 +37,12 @@ func TestDurabilityAcknowledgedAppendsSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the nats-server binary")
 	}
-	bin := buildNATSServer(t)
+	bin := BuildNATSServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), durabilityTimeout)
 	defer cancel()
-	srv := newChildServer(t, bin)
-	srv.start(ctx, t)
+	srv := StartNATSProcesses(t, bin, NATSProcessesConfig{Nodes: 1})[0]
 
-	nc := connect(t, srv.url)
+	nc := connect(t, srv.URL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +63,9 @@ func TestDurabilityAcknowledgedAppendsSurviveSIGKILL(t *testing.T) {
 	if err := rec.await(ctx, durabilityAckedBeforeKill); err != nil {
 		t.Fatalf("writers did not reach %d acknowledged decisions: %v", durabilityAckedBeforeKill, err)
 	}
-	srv.kill(t)
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
 	close(stop)
 	wg.Wait()
 	// Fail what is still in flight at once instead of waiting for timeouts.
@@ -78,114 +73,10 @@ func TestDurabilityAcknowledgedAppendsSurviveSIGKILL(t *testing.T) {
 	st.Close()
 	t.Logf("%d decisions acknowledged before SIGKILL, %d appends cut by it", rec.count(), rec.cut.Load())
 
-	srv.start(ctx, t)
-	verifyAcknowledged(ctx, t, openStore(t, connect(t, srv.url)), rec)
-}
-
-// buildNATSServer builds the nats-server main package at the version this
-// module requires (go.mod's tool directive keeps it there).
-func buildNATSServer(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("the go command is needed to build nats-server: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), durabilityBuildTimeout)
-	defer cancel()
-	bin := filepath.Join(t.TempDir(), "nats-server")
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "github.com/nats-io/nats-server/v2")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build nats-server: %v\n%s", err, out)
-	}
-	t.Logf("built nats-server in %s", time.Since(start).Round(time.Millisecond))
-	return bin
-}
-
-// childServer is a nats-server process on a fixed loopback port and store
-// directory, so that a restart finds its data and its clients.
-type childServer struct {
-	bin, conf, logPath, url string
-	cmd                     *exec.Cmd
-	exited                  chan struct{}
-}
-
-func newChildServer(t *testing.T, bin string) *childServer {
-	dir := t.TempDir()
-	port := freePorts(t, 1)[0]
-	conf := filepath.Join(dir, "nats.conf")
-	text := fmt.Sprintf(`server_name: durability
-listen: "127.0.0.1:%d"
-jetstream {
-  store_dir: %q
-  sync_interval: always
-}
-`, port, filepath.Join(dir, "store"))
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s := &childServer{bin: bin, conf: conf, logPath: filepath.Join(dir, "nats.log"),
-		url: "nats://127.0.0.1:" + strconv.Itoa(port)}
-	t.Cleanup(func() {
-		if s.cmd != nil {
-			s.kill(t)
-		}
-	})
-	return s
-}
-
-// start runs the server and waits until it accepts connections.
-func (s *childServer) start(ctx context.Context, t *testing.T) {
-	t.Helper()
-	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	s.cmd = exec.Command(s.bin, "-c", s.conf)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start nats-server: %v", err)
-	}
-	s.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(s.cmd, s.exited)
-	addr := s.url[len("nats://"):]
-	err = pollUntil(ctx, "nats-server to accept connections on "+addr, func() bool {
-		select {
-		case <-s.exited:
-			return true
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	select {
-	case <-s.exited:
-		err = errors.New("nats-server exited")
-	default:
-	}
-	if err != nil {
-		t.Fatalf("%v\n%s", err, s.log())
-	}
-}
-
-// kill sends SIGKILL to the server process (by its own pid) and reaps it.
-func (s *childServer) kill(t *testing.T) {
-	t.Helper()
-	if err := syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("kill nats-server: %v", err)
-	}
-	<-s.exited
-	s.cmd = nil
-}
-
-// log returns the tail of the server's log, for failure messages.
-func (s *childServer) log() string {
-	b, _ := os.ReadFile(s.logPath)
-	return string(b[max(0, len(b)-4000):])
+	verifyAcknowledged(ctx, t, openStore(t, connect(t, srv.URL)), rec)
 }
 
 // acked is one acknowledged decision.

@@ -20,6 +20,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/testkit"
 )
 
 // Bounds of the failover test; every wait is bounded by failoverTimeout.
@@ -44,16 +45,18 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs nats-server and ledger processes")
 	}
-	natsBin := goBuild(t, ".", "github.com/nats-io/nats-server/v2", "nats-server")
-	ledgerBin := goBuild(t, "../../cmd/ledger", ".", "ledger")
+	natsBin := testkit.BuildNATSServer(t)
+	ledgerBin := testkit.GoBuild(t, "../../cmd/ledger", ".", "ledger")
 	ctx, cancel := context.WithTimeout(context.Background(), failoverTimeout)
 	defer cancel()
 
 	access := makeLedgerAccess(t, ledgerBin)
-	nodes := startNATSCluster(t, natsBin, access.accounts)
+	// Three servers with the ledger's users (the accounts block from
+	// `ledger credentials server-config`); cleanup kills those still running.
+	nodes := testkit.StartNATSProcesses(t, natsBin, testkit.NATSProcessesConfig{Nodes: 3, ClusterName: "fault", Extra: access.accounts})
 	var urls []string
 	for _, nd := range nodes {
-		urls = append(urls, nd.url)
+		urls = append(urls, nd.URL)
 	}
 	all := strings.Join(urls, ",")
 	operator, err := nats.NkeyOptionFromSeed(access.seed("operator"))
@@ -144,9 +147,9 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 		t.Fatalf("stream leader: %v %+v", err, info)
 	}
 	leader := info.Cluster.Leader
-	var victim *natsNode
+	var victim *testkit.NATSProcess
 	for _, nd := range nodes {
-		if nd.name == leader {
+		if nd.Name == leader {
 			victim = nd
 		}
 	}
@@ -154,7 +157,9 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 		t.Fatalf("stream leader %q is none of the cluster's servers", leader)
 	}
 	killedAt, ackedAt := c.done.Load(), c.acked()
-	victim.proc.kill(t)
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("SIGKILL of nats-server %s (stream leader) after %d checkouts, %d acknowledged commands", leader, killedAt, ackedAt)
 	start := time.Now()
 	waitDone(killedAt + failoverAfterKill)
@@ -173,7 +178,7 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 
 	// The services' processes rode out the failover: none of them died.
 	for svc, p := range procs {
-		if !p.proc.running() {
+		if !p.proc.Running() {
 			t.Errorf("ledger serve --services %s exited during the failover", svc)
 		}
 	}
