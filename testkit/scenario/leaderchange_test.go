@@ -44,10 +44,16 @@ const (
 // target is 2 s; the bench prints the figures): a loaded machine or the
 // race detector must not make the test flaky, and a batch lost in a leader
 // change used to wait out the 10 s batch time-out.
+//
+// After a SIGKILL the bound is looser: a policy view whose consumer was on
+// the killed node waits for the client to re-create it, and a re-creation
+// asked while the stream has no leader can wait out the client's 10 s
+// request time-out (docs/performance.md, "Leader changes").
 const (
 	stepdownStallMax = 8 * time.Second
 	stepdownP99Max   = 8 * time.Second
 	recoveryMax      = 8 * time.Second
+	killRecoveryMax  = 15 * time.Second
 )
 
 // aroundChange is how far before and after a leader change a command counts
@@ -187,9 +193,13 @@ func TestLeaderChangesUnderLoad(t *testing.T) {
 		t.Errorf("p99 of the commands issued around a stepdown is %.0f ms, want at most %s", rep.StepdownP99Ms, stepdownP99Max)
 	}
 	for _, ch := range rep.Changes {
-		if ch.RecoveryMs > recoveryMax.Milliseconds() {
+		bound := recoveryMax
+		if ch.Kind != "stepdown" {
+			bound = killRecoveryMax
+		}
+		if ch.RecoveryMs > bound.Milliseconds() {
 			t.Errorf("a command issued around a %s took %d ms more once the cluster had recovered (%d ms after the fault), want at most %s",
-				ch.Kind, ch.RecoveryMs, ch.ElectionMs, recoveryMax)
+				ch.Kind, ch.RecoveryMs, ch.ElectionMs, bound)
 		}
 	}
 	if os.Getenv("LEDGER_FAULT_NONE") == "" {
