@@ -99,7 +99,7 @@ type faultReport struct {
 	ChangeMaxMs       float64        `json:"change_max_ms"`
 	StepdownP99Ms     float64        `json:"stepdown_p99_ms"` // commands issued around a stepdown
 	StepdownMaxMs     float64        `json:"stepdown_max_ms"`
-	KillP99Ms         float64        `json:"kill_p99_ms"` // commands issued around the SIGKILL
+	KillP99Ms         float64        `json:"kill_p99_ms"` // commands issued around the SIGKILL or caught in it
 	KillMaxMs         float64        `json:"kill_max_ms"`
 	RestartP99Ms      float64        `json:"restart_p99_ms"` // commands issued around the restart
 	RestartMaxMs      float64        `json:"restart_max_ms"`
@@ -442,11 +442,8 @@ func summarize(cmds []sentCommand, changes []leaderChange, elapsed time.Duration
 		d := c.done.Sub(c.issued)
 		all = append(all, d)
 		near := map[string]bool{}
-		for i := range changes {
+		for _, i := range changesAround(c, changes) {
 			ch := &changes[i]
-			if c.issued.Before(ch.Start.Add(-aroundChange)) || c.issued.After(ch.End.Add(aroundChange)) {
-				continue
-			}
 			near[ch.Kind] = true
 			ch.Commands++
 			ch.StallMs = max(ch.StallMs, d.Milliseconds())
@@ -471,6 +468,28 @@ func summarize(cmds []sentCommand, changes []leaderChange, elapsed time.Duration
 	return rep
 }
 
+// changesAround returns the indexes of the changes c counts for: those it
+// was issued around, or a kill it was still waiting for when the node died.
+// A kill's election is the longest wait of all; a command caught in it
+// counts for the kill alone, not for a stepdown it was issued around.
+func changesAround(c sentCommand, changes []leaderChange) []int {
+	var out, kills []int
+	for i, ch := range changes {
+		issuedNear := !c.issued.Before(ch.Start.Add(-aroundChange)) && !c.issued.After(ch.End.Add(aroundChange))
+		caught := ch.Kind == "kill" && c.issued.Before(ch.Start) && c.done.After(ch.Start)
+		switch {
+		case ch.Kind == "kill" && (issuedNear || caught):
+			kills = append(kills, i)
+		case issuedNear:
+			out = append(out, i)
+		}
+	}
+	if len(kills) > 0 {
+		return kills
+	}
+	return out
+}
+
 // logSlowest logs, for each change other than a stepdown, the n slowest
 // commands issued around it: when each was issued and answered, relative to
 // the fault's injection and to the new leader's (or the catch-up's) moment.
@@ -481,7 +500,7 @@ func logSlowest(t *testing.T, cmds []sentCommand, changes []leaderChange, n int)
 		}
 		var near []sentCommand
 		for _, c := range cmds {
-			if !c.issued.Before(ch.Start.Add(-aroundChange)) && !c.issued.After(ch.End.Add(aroundChange)) && (c.key != "" || c.failed) {
+			if (c.key != "" || c.failed) && slices.ContainsFunc(changesAround(c, changes), func(i int) bool { return changes[i].Start.Equal(ch.Start) }) {
 				near = append(near, c)
 			}
 		}
