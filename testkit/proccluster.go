@@ -131,11 +131,18 @@ func (c *ProcCluster) StreamLeader(ctx context.Context) string {
 	return info.Cluster.Leader
 }
 
-// WaitStreamReady waits until the LEDGER stream answers with a leader among
-// the running nodes and every running replica is current: the leader has
-// seen it persist everything committed.
+// WaitStreamReady waits until the JetStream meta group answers (it creates
+// consumers), the LEDGER stream answers with a leader among the running
+// nodes, and every running replica is current: the leader has seen it
+// persist everything committed.
 func (c *ProcCluster) WaitStreamReady(ctx context.Context) error {
-	return pollUntil(ctx, "stream "+events.StreamName+" leader and current replicas", func() bool {
+	return pollUntil(ctx, "meta leader, stream "+events.StreamName+" leader and current replicas", func() bool {
+		actx, cancel := context.WithTimeout(ctx, streamInfoTimeout)
+		_, err := c.js.AccountInfo(actx) // answered by the meta leader
+		cancel()
+		if err != nil {
+			return false
+		}
 		info, err := c.streamInfo(ctx)
 		if err != nil || info.Cluster == nil || !c.running(info.Cluster.Leader) {
 			return false

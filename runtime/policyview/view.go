@@ -253,33 +253,75 @@ func (v *View) closeForGood(gap *Discontinuity) {
 	v.notifyLocked()
 }
 
-// viewHeartbeat is the idle heartbeat the view's consumer asks for.
+// viewHeartbeat is the idle heartbeat the view's consumer asks for: two of
+// them missed (about 2 s of silence) and the view creates its consumer
+// again. At the client's default (about 10 s of silence) every fenced
+// command of this service would wait that long when the node that serves
+// the consumer goes away.
 const viewHeartbeat = time.Second
 
+// consumerCreateWait bounds one creation of the view's consumer. While the
+// stream has no leader (a killed node's stream leader: the servers' Raft
+// election time-out, 4 to 9 s) a creation can go unanswered; the view asks
+// again after follow's pause instead of waiting longer. The client's
+// ordered consumer, used before, waited 10 s for such an answer and backed
+// off 1, 2, 4 then 8 s between attempts: measured with the fault bench
+// (docs/performance.md, "Leader changes"), the fenced commands of a service
+// whose view lost its consumer with a killed node waited up to 11 s after
+// the new leader led.
+const consumerCreateWait = 2 * time.Second
+
+// consumerInactive is how long the server keeps a consumer of the view
+// that nobody pulls from: one left behind on a node that came back.
+const consumerInactive = time.Minute
+
+// consume creates a consumer of the policy subjects from the view's next
+// position and applies what it delivers, in order, until an error. The
+// consumer is the view's own, as an ordered consumer's would be (no acks,
+// one replica, in memory), but every failure (missed heartbeats, a consumer
+// gone with its node, a delivery out of sequence) ends consume at once, so
+// that follow creates it again, bounded by consumerCreateWait, after its
+// short pause.
 func (v *View) consume(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{contracts.PolicySubject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.ConsumerConfig{FilterSubject: contracts.PolicySubject, DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy: jetstream.AckNonePolicy, Replicas: 1, MemoryStorage: true, InactiveThreshold: consumerInactive}
 	if from := v.Position() + 1; from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	cons, err := v.src.JetStream().OrderedConsumer(ctx, events.StreamName, cfg)
+	js := v.src.JetStream()
+	cctx, cancel := context.WithTimeout(ctx, consumerCreateWait)
+	cons, err := js.CreateConsumer(cctx, events.StreamName, cfg)
+	cancel()
 	if err != nil {
 		return err
 	}
-	// A short heartbeat: when the node that serves this consumer goes away,
-	// the ordered consumer notices the missed heartbeats and recreates
-	// itself elsewhere; at the default (about 10 s of silence) every fenced
-	// command of this service would wait that long.
-	it, err := cons.Messages(jetstream.PullHeartbeat(viewHeartbeat))
+	defer func() {
+		// Best effort: a consumer on a node that is gone is removed by
+		// consumerInactive.
+		dctx, cancel := context.WithTimeout(context.Background(), consumerCreateWait)
+		defer cancel()
+		_ = js.DeleteConsumer(dctx, events.StreamName, cons.CachedInfo().Name)
+	}()
+	it, err := cons.Messages(jetstream.PullHeartbeat(viewHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	for {
+	for delivered := uint64(0); ; delivered++ {
 		m, err := it.Next()
 		if err != nil {
 			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Err: err}
+		}
+		if meta.Sequence.Consumer != delivered+1 {
+			// A message the consumer skipped (a pull lost over a
+			// reconnect): read again from the last one applied.
+			return fmt.Errorf("policy view consumer delivered %d after %d", meta.Sequence.Consumer, delivered)
 		}
 		if err := v.apply(m); err != nil {
 			return err
