@@ -185,10 +185,10 @@ func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle s
 			SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(id)}); err != nil {
+		if _, err := st.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: id, PaymentID: contracts.PaymentID(id)}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: id, PaymentID: contracts.PaymentID(id)}); err != nil {
+		if _, err := st.payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(id)}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -272,11 +272,11 @@ func (c *crashClient) checkout(ctx context.Context, id, listingID string) error 
 			return contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
 				Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total, IdempotencyKey: checkout.StepKey(o.ID, "authorize")}
 		}},
-		{"payment.capture", contracts.PaymentID(id), func(o order.Order) any {
-			return contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: checkout.StepKey(o.ID, "capture")}
-		}},
 		{"order.confirm", id, func(o order.Order) any {
 			return contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: checkout.StepKey(o.ID, "confirm")}
+		}},
+		{"payment.capture", contracts.PaymentID(id), func(o order.Order) any {
+			return contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID), IdempotencyKey: checkout.StepKey(o.ID, "capture")}
 		}},
 	}
 	code, b, err := c.send(ctx, "order.place", id, id, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID,

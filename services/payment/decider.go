@@ -310,8 +310,19 @@ func decideCapture(s State, c contracts.CapturePayment, o Order, rules []contrac
 		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/payment_id",
 			Rule: fmt.Sprintf("payment %s is for order %q, which is not in the log: its policy scope cannot be judged; void it", s.ID, s.OrderID)}
 	}
-	if o.Ended != "" {
+	// A marketplace captures on confirmation (ADR 0016): money is taken
+	// only for an order the log says is confirmed, and only under the
+	// payment it was confirmed with, so that no capture lands on an order
+	// still in checkout or charges a buyer twice.
+	switch {
+	case o.Ended != "":
 		return nil, givenUp(op, o)
+	case !o.Confirmed:
+		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/order_id",
+			Rule: fmt.Sprintf("order %s is not confirmed: a payment is captured once its order is confirmed", o.ID)}
+	case o.PaymentID != s.ID:
+		return nil, &events.Error{Op: op, Kind: events.KindConflict, Field: "/payment_id",
+			Rule: fmt.Sprintf("order %s was confirmed with payment %s: only that payment is captured; void this one", o.ID, o.PaymentID)}
 	}
 	if err := blocked(contracts.OpPaymentCapture, o, rules, now); err != nil {
 		return nil, err

@@ -40,7 +40,9 @@ func (s *scenario) At(now time.Time) *scenario { s.now = now; return s }
 func (s *scenario) Fee(bps int64) *scenario { s.d.FeeBasisPoints = bps; return s }
 
 // For sets the order the payment is for, as the log has it. Without it
-// the order is o1 (see orderFor), priced as the command or the payment.
+// the order is o1 (see orderFor), priced as the command or the payment:
+// placed for an authorization, confirmed with p1 for any other command
+// (the course of a checkout, which captures on confirmation).
 func (s *scenario) For(o Order) *scenario { s.order = &o; return s }
 
 // When sets the command.
@@ -51,7 +53,7 @@ func (s *scenario) decide() ([]any, error) {
 	for _, e := range s.given {
 		state = Evolve(state, e)
 	}
-	o := orderFor(contracts.Money{AmountMinor: state.AuthorizedMinor, Currency: state.Currency})
+	o := confirmedWith(contracts.Money{AmountMinor: state.AuthorizedMinor, Currency: state.Currency}, "p1")
 	if c, ok := s.cmd.(contracts.AuthorizePayment); ok {
 		o = orderFor(c.Amount)
 	}
@@ -66,6 +68,13 @@ func (s *scenario) decide() ([]any, error) {
 func orderFor(total contracts.Money) Order {
 	return Order{ID: "o1", Placed: true, BuyerID: "b1", SellerID: "s1", UnitPrice: total, Total: total,
 		Channel: contracts.ChannelSocialCommerce, Jurisdiction: "ID", Category: "fashion", Origin: contracts.OriginDomestic}
+}
+
+// confirmedWith is order o1 (see orderFor) confirmed with payment pid.
+func confirmedWith(total contracts.Money, pid string) Order {
+	o := orderFor(total)
+	o.Confirmed, o.PaymentID = true, pid
+	return o
 }
 
 // Then asserts the events decided, that each passes its contract and that

@@ -165,6 +165,7 @@ func TestFreezeHonouredOverNATS(t *testing.T) {
 	if first.Events[0].PolicyPosition != 0 || first.Payment.Status != StatusAuthorized {
 		t.Errorf("first authorization: %+v", first)
 	}
+	confirmOrder(t, st, p1.OrderID, "p1")
 	mustOK(t, nc, "capture", contracts.CapturePayment{PaymentID: "p1"})
 	mustOK(t, nc, "authorize", p2)
 
@@ -174,6 +175,7 @@ func TestFreezeHonouredOverNATS(t *testing.T) {
 	if !strings.Contains(p.Rule, "Permendag 31/2023") {
 		t.Errorf("frozen problem does not name the legal basis: %+v", p)
 	}
+	confirmOrder(t, st, p2.OrderID, "p2")
 	mustFail(t, nc, "capture", contracts.CapturePayment{PaymentID: "p2"}, 423, "r1")
 	mustOK(t, nc, "refund", contracts.RefundPayment{PaymentID: "p1", RefundID: "f1", Amount: usd(4_000), Reason: "regulation"})
 	mustOK(t, nc, "void", contracts.VoidPayment{PaymentID: "p2", Reason: "order cancelled"})
@@ -245,6 +247,7 @@ func TestBadInputAppendsNothing(t *testing.T) {
 	defer ms.Stop()
 	p1 := withOrder(t, st, auth("p1", contracts.ChannelMarketplace, 1_000))
 	mustOK(t, nc, "authorize", p1)
+	confirmOrder(t, st, p1.OrderID, "p1")
 	mustOK(t, nc, "capture", contracts.CapturePayment{PaymentID: "p1"})
 	ctx := context.Background()
 	before, err := st.LastPosition(ctx)

@@ -24,9 +24,11 @@ type Order struct {
 	Jurisdiction string
 	Category     string
 	Origin       contracts.Origin
-	// Confirmed is true once the order was confirmed: it has its payment,
-	// and a capture of that payment is the marketplace's normal course.
+	// Confirmed is true once the order was confirmed with PaymentID: a
+	// capture of that payment, and of no other, is the marketplace's
+	// normal course.
 	Confirmed bool
+	PaymentID string
 	// Ended is "cancelled" or "rejected" once the order was given up, and
 	// empty while it lives. No money may move towards an ended order:
 	// authorizing or capturing for it would strand the buyer's money.
@@ -62,7 +64,7 @@ func EvolveOrder(o Order, payload any) Order {
 		o = Order{ID: e.OrderID, Placed: true, BuyerID: e.BuyerID, SellerID: e.SellerID, UnitPrice: e.UnitPrice,
 			Total: e.Total, Channel: e.Channel, Jurisdiction: e.Jurisdiction, Category: e.Category, Origin: e.Origin}
 	case contracts.OrderConfirmed:
-		o.Confirmed = true
+		o.Confirmed, o.PaymentID = true, e.PaymentID
 	case contracts.OrderCancelled:
 		o.Ended = "cancelled"
 	case contracts.OrderRejected:

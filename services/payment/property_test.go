@@ -70,10 +70,11 @@ func (m *ledgerModel) togglePolicy(t *rapid.T) {
 func (m *ledgerModel) apply(t *rapid.T, pid string, cmd any) {
 	s := m.states[pid]
 	// The order each payment is for, as the log has it: priced as the
-	// command asks, on the channel drawn for it.
+	// command asks, on the channel drawn for it, and confirmed with the
+	// payment once it is authorized (the checkout captures on confirmation).
 	o := Order{ID: s.OrderID, Placed: true, BuyerID: s.BuyerID, SellerID: s.SellerID, Channel: s.Target.Channel,
 		Jurisdiction: s.Target.Jurisdiction, Category: s.Target.Category,
-		Total: contracts.Money{AmountMinor: s.AuthorizedMinor, Currency: s.Currency}}
+		Total: contracts.Money{AmountMinor: s.AuthorizedMinor, Currency: s.Currency}, Confirmed: true, PaymentID: pid}
 	if c, ok := cmd.(contracts.AuthorizePayment); ok {
 		o = Order{ID: c.OrderID, Placed: true, BuyerID: c.BuyerID, SellerID: c.SellerID, Channel: c.Channel,
 			Jurisdiction: c.Jurisdiction, Category: c.Category, Total: c.Amount}

@@ -23,6 +23,19 @@ func placeOrder(t testing.TB, st events.Store, e contracts.OrderPlaced) {
 	}
 }
 
+// confirmOrder confirms order id with payment pid in the log, as the
+// checkout does before it captures.
+func confirmOrder(t testing.TB, st events.Store, id, pid string) {
+	t.Helper()
+	e := contracts.OrderConfirmed{OrderID: id, PaymentID: pid}
+	r := &command.Runner{Store: st, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: time.Now}
+	agg := command.Aggregate[int]{Context: contracts.ServiceOrder, Initial: func(string) int { return 0 }, Evolve: func(n int, _ any) int { return n + 1 }}
+	if _, err := command.Run[int, struct{}](context.Background(), r, agg, id, command.Meta{CommandID: events.NewID(), Command: e}, nil,
+		func(int, struct{}, time.Time) ([]any, error) { return []any{e}, nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // socialOrder is an order of one unit at unitMinor USD from a
 // social-commerce listing in Indonesia.
 func socialOrder(id string, unitMinor int64) contracts.OrderPlaced {
@@ -117,11 +130,13 @@ func TestFloorOnPaymentsHonoured(t *testing.T) {
 	if p.Rule == "" {
 		t.Errorf("floor refusal names no rule: %+v", p)
 	}
+	confirmOrder(t, st, "o-held", "p-held")
 	mustFail(t, nc, "capture", contracts.CapturePayment{PaymentID: "p-held"}, 423, "/order_id")
 	mustOK(t, nc, "void", contracts.VoidPayment{PaymentID: "p-held", Reason: "below the floor"})
 	ok := mustOK(t, nc, "authorize", restate("p-fair", fair))
 	if ok.Payment.AuthorizedMinor != 5_000 || ok.Payment.SellerID != "s1" {
 		t.Errorf("authorization at the floor: %+v", ok.Payment)
 	}
+	confirmOrder(t, st, "o-fair", "p-fair")
 	mustOK(t, nc, "capture", contracts.CapturePayment{PaymentID: "p-fair"})
 }

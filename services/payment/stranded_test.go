@@ -54,10 +54,32 @@ func TestNoMoneyMovesForAGivenUpOrder(t *testing.T) {
 		Given(t, authorized(500)).For(o).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order " + ended}).
 			Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order " + ended})
 	}
-	o := orderFor(usd(500))
-	o.Confirmed = true
+	o := confirmedWith(usd(500), "p1")
 	Given(t).For(o).When(authorize(500)).ThenError(events.KindConflict, "/order_id")
 	Given(t, authorized(500)).For(o).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+}
+
+// A marketplace captures on confirmation (ADR 0015 rule 4, ADR 0016): a
+// capture for an order that is only placed is refused, and so is the
+// capture of a payment other than the one the order was confirmed with,
+// which would charge the buyer twice. Voiding either stays open.
+func TestCaptureOnlyOnConfirmation(t *testing.T) {
+	placed := orderFor(usd(500))
+	Given(t, authorized(500)).For(placed).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/order_id")
+	other := confirmedWith(usd(500), "p2")
+	Given(t, authorized(500)).For(other).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	Given(t, authorized(500)).For(other).When(contracts.VoidPayment{PaymentID: "p1", Reason: "not the order's payment"}).
+		Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "not the order's payment"})
+	Given(t, authorized(500)).For(confirmedWith(usd(500), "p1")).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+}
+
+// The payment's view of an order records the payment it was confirmed with.
+func TestOrderViewKeepsTheConfirmedPayment(t *testing.T) {
+	placed := contracts.OrderPlaced{OrderID: "o1", BuyerID: "b1", SellerID: "s1", Total: usd(500)}
+	got := EvolveOrder(EvolveOrder(Order{ID: "o1"}, placed), contracts.OrderConfirmed{OrderID: "o1", PaymentID: "p1"})
+	if !got.Confirmed || got.PaymentID != "p1" {
+		t.Errorf("after order.confirmed with p1: confirmed %t, payment %q", got.Confirmed, got.PaymentID)
+	}
 }
 
 // TestLateAuthorizeAfterVoidIsRefused plays the race over NATS: the
