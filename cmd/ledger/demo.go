@@ -12,6 +12,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/market"
 	"github.com/marketledger/ledger/node/auth"
@@ -30,8 +32,10 @@ func newDemoCmd(g *globals) *cobra.Command {
 		Short: "Play 4 October 2023, the day TikTok Shop Indonesia closed checkout, and report",
 		Long: `demo plays 4 October 2023 (WIB) on a simulated business clock with a seeded
 marketplace: sellers list goods on the marketplace and on social commerce,
-buyers check out, cancel and get refunds, sellers cut prices before the
-closure, and payments are settled. At 09:00 the regulator's freeze is appended
+buyers place orders, cancel and get refunds, sellers cut prices before the
+closure, and payments are settled. The orders are checked out by the
+checkout 'ledger serve' runs (reserve, authorize, confirm, capture; a
+cancelled order refunded and its stock released), on the simulated clock. At 09:00 the regulator's freeze is appended
 (Permendag 31/2023: social commerce in Indonesia, effective 17:00 WIB). After
 17:00 social-commerce checkouts are refused while marketplace trade and refunds
 go on. It then takes regulator snapshots as of 16:59:59 and 17:00:00 WIB,
@@ -121,15 +125,28 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 		return err
 	}
 	defer n.Close()
+	// The service layer `ledger serve` runs, on the simulated clock: the
+	// four services over NATS micro, each as its own user, and the one
+	// checkout, which the market drains after every simulated step.
 	clock := &market.Clock{}
 	st, err := newStack(ctx, n.storeOf(ctx), clock.Now, nil, nil)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	stopMicro, err := serveMicro(ctx, n, st)
+	if err != nil {
+		return err
+	}
+	defer stopMicro()
+	co, stopCheckout, err := startCheckout(ctx, n, clock.Now, demoLogger(stderr))
+	if err != nil {
+		return err
+	}
+	defer stopCheckout()
 	bar := progressbar.NewOptions(0, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("playing 4 Oct 2023"),
 		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-	out, err := market.Play(ctx, market.Services{Listing: st.listing, Order: st.order, Payment: st.payment, Policy: st.policy},
+	out, err := market.Play(ctx, market.Services{Listing: st.listing, Order: st.order, Payment: st.payment, Policy: st.policy, Checkout: co},
 		clock, seed, sc, func(done, total int) { bar.ChangeMax(total); bar.Set(done) })
 	bar.Finish()
 	if err != nil {
@@ -153,6 +170,13 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 	}
 	printReport(stdout, rep)
 	return nil
+}
+
+// demoLogger reports on stderr what the checkout warns of (a step that
+// failed and is retried): the demo's output stays its report.
+func demoLogger(stderr io.Writer) *zap.Logger {
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), zap.WarnLevel))
 }
 
 func printReport(w io.Writer, r *demoReport) {

@@ -174,15 +174,12 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	}
 	defer stopMicro()
 	if st.order != nil {
-		oc, err := n.as(ctx, auth.RoleOrder)
+		_, stopCheckout, err := startCheckout(ctx, n, time.Now, log)
 		if err != nil {
 			return err
 		}
 		// On shutdown the manager stops before the connections close.
-		cctx, stopCheckout := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); runCheckout(cctx, oc, st, log) }()
-		defer func() { stopCheckout(); <-done }()
+		defer stopCheckout()
 	}
 	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir), zap.String("services", o.services),
 		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy), zap.Bool("nats_auth", n.creds != ""),
@@ -368,14 +365,29 @@ func serveMicro(ctx context.Context, n *node, st *stack) (func(), error) {
 	return stop, nil
 }
 
-// runCheckout drives the checkout process manager until ctx ends; it is
-// restarted after a failure, resuming from its checkpoint.
-func runCheckout(ctx context.Context, n *roleConn, st *stack, log *zap.Logger) {
+// startCheckout runs the checkout (services/checkout) on the order
+// service's NATS user, deciding its business deadlines on clock, until the
+// returned stop is called: `ledger serve` runs it on the wall clock, `ledger
+// demo` on its simulated one (and drains it after every simulated step).
+func startCheckout(ctx context.Context, n *node, clock func() time.Time, log *zap.Logger) (*checkout.Runner, func(), error) {
+	oc, err := n.as(ctx, auth.RoleOrder)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := checkout.New(checkout.Config{Store: oc.store, Conn: oc.nc, Clock: clock,
+		OnError: func(err error) {
+			log.Warn("checkout process manager resumes from its checkpoint", zap.Error(err))
+		}})
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); runCheckout(cctx, c, log) }()
+	return c, func() { stop(); <-done }, nil
+}
+
+// runCheckout runs the checkout until ctx ends; it is restarted after a
+// failure, resuming from its checkpoint.
+func runCheckout(ctx context.Context, c *checkout.Runner, log *zap.Logger) {
 	for ctx.Err() == nil {
-		c := checkout.New(checkout.Config{Store: n.store, Conn: n.nc, Clock: time.Now,
-			OnError: func(err error) {
-				log.Warn("checkout process manager resumes from its checkpoint", zap.Error(err))
-			}})
 		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("checkout process manager stopped; restarting from its checkpoint", zap.Error(err))
 			select {

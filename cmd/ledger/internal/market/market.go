@@ -1,10 +1,16 @@
 // Package market plays a seeded marketplace through the ledger's services on
 // a simulated business clock: sellers list goods in both channels, buyers
-// check out, some cancel, some are refunded, sellers cut prices before the
-// closure, payments are settled, and the regulator's freeze is appended
-// ahead of its effective instant. The same seed gives the same business
-// outcome: operations of one simulated minute never touch the same listing
-// or payment, so their interleaving cannot change any result.
+// place orders, some cancel them, some are refunded, sellers cut prices
+// before the closure, payments are settled, and the regulator's freeze is
+// appended ahead of its effective instant. Every order is checked out by
+// the product's one checkout (services/checkout), which the market waits
+// for at the end of each simulated step; the market itself never drives a
+// step of a checkout.
+//
+// The same seed gives the same business outcome: operations of one
+// simulated step never touch the same listing or payment, so their
+// interleaving cannot change any result, and the clock moves only once the
+// checkout has finished the step's orders.
 package market
 
 import (
@@ -68,12 +74,24 @@ var Scales = map[string]Scale{
 	"day":   {Name: "day", Sellers: 400, Listings: 20000, Buyers: 200000, Step: time.Minute, CheckoutsPerStep: 240, Concurrency: 64},
 }
 
-// Services are the four services the market talks to.
+// Services are the four services the market's people talk to, and the
+// checkout that takes every order placed from placement to payment.
 type Services struct {
 	Listing *listing.Service
 	Order   *order.Service
 	Payment *payment.Service
 	Policy  *policy.Service
+	// Checkout is the one checkout (services/checkout's Runner, as `ledger
+	// serve` runs it), deciding on the market's clock. The market never
+	// reserves, authorizes, confirms, captures or compensates itself: it
+	// places orders and waits for the checkout to finish them.
+	Checkout Drainer
+}
+
+// Drainer is a checkout that can be waited for: Drain returns once every
+// event in the log, and every event its steps appended, is handled.
+type Drainer interface {
+	Drain(ctx context.Context) error
 }
 
 // Counts are the checkouts of one channel, before and from the freeze's
@@ -87,8 +105,11 @@ type Counts struct {
 	Cancelled      int `json:"cancelled"`
 }
 
-// Outcome is what the day did, as the market saw it from the services'
-// answers (the read models and the audit see it from the log).
+// Outcome is what the day did. The checkouts are counted from how each
+// order ended in the log (a placement refused outright, which leaves
+// nothing in the log, from the buyer's answer); refunds and settlements
+// from the services' answers. The read models and the audit see the day
+// from the log alone.
 type Outcome struct {
 	Seed                uint64                        `json:"seed"`
 	Scale               string                        `json:"scale"`

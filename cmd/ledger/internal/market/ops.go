@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/services/payment"
 )
 
 var categories = []string{"fashion", "beauty", "electronics", "home", "food", "toys"}
@@ -93,6 +92,32 @@ func (m *market) minute(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// settle pays an accepted order's seller out of escrow.
+func (m *market) settle(ctx context.Context, i int) (bool, error) {
+	p := m.captured[i]
+	pctx := payment.WithCorrelationID(ctx, p.orderID)
+	if _, err := m.svc.Payment.Settle(pctx, contracts.SettlePayment{PaymentID: p.paymentID, IdempotencyKey: "settle:" + p.paymentID}); err != nil {
+		return false, fmt.Errorf("payment %s: settle: %w", p.paymentID, err)
+	}
+	return true, nil
+}
+
+// cutPrice lowers a social-commerce listing's price by 10 to 30 percent, as
+// sellers did in the hours before the closure.
+func (m *market) cutPrice(ctx context.Context, i int) error {
+	it := &m.listings[i]
+	cut := 10 + int64(i%3)*10
+	price := it.price * (100 - cut) / 100 / 100 * 100
+	if price <= 0 {
+		return nil
+	}
+	if _, err := m.svc.Listing.ChangePrice(ctx, contracts.ChangePrice{ListingID: it.id, Price: idr(price)}); err != nil {
+		return fmt.Errorf("listing %s: change price: %w", it.id, err)
+	}
+	it.price = price
+	return nil
+}
+
 // checkoutsThisMinute varies around the scale's mean, busier in the
 // evening as on a real shopping day.
 func (m *market) checkoutsThisMinute() int {
@@ -139,12 +164,18 @@ func (m *market) pickAfterSales(now time.Time) (refunds []refund, settles []int)
 	return refunds, settles
 }
 
+// buy is one buyer's order in a step.
 type buy struct {
 	item           int
 	orderID, buyer string
 	qty            int64
-	cancel         bool
-	// results
+	// cancel is a buyer who will change their mind once the order is
+	// confirmed.
+	cancel bool
+	// placed is set once the order is in the log; cancelled once its buyer
+	// cancelled it.
+	placed, cancelled bool
+	// How the order ended, read from the log once the checkout finished.
 	result    checkoutResult
 	paymentID string
 	amount    int64
@@ -156,7 +187,8 @@ type refund struct {
 	ok     bool
 }
 
-// run performs the minute's operations concurrently and merges their
+// run performs the minute's operations concurrently, waits for the
+// checkout to finish the orders placed (see finish), and merges their
 // results in a fixed order.
 func (m *market) run(ctx context.Context, now time.Time, cuts []int, buys []buy, refunds []refund, settles []int) error {
 	after := !now.Before(FreezeStarts)
@@ -167,11 +199,11 @@ func (m *market) run(ctx context.Context, now time.Time, cuts []int, buys []buy,
 		case k < len(cuts):
 			return m.cutPrice(ctx, cuts[k])
 		case k < len(cuts)+len(buys):
-			return m.checkout(ctx, &buys[k-len(cuts)])
+			return m.place(ctx, &buys[k-len(cuts)])
 		case k < len(cuts)+len(buys)+len(refunds):
 			r := &refunds[k-len(cuts)-len(buys)]
 			var err error
-			r.ok, err = m.refund(ctx, now, r)
+			r.ok, err = m.refund(ctx, r)
 			return err
 		default:
 			i := k - len(cuts) - len(buys) - len(refunds)
@@ -181,6 +213,9 @@ func (m *market) run(ctx context.Context, now time.Time, cuts []int, buys []buy,
 		}
 	})
 	if err != nil {
+		return err
+	}
+	if err := m.finish(ctx, buys); err != nil {
 		return err
 	}
 	m.out.PriceCuts += len(cuts)
@@ -250,15 +285,3 @@ func (m *market) parallel(n int, fn func(int) error) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
-
-// sortedIDs is used by tests that compare outcomes.
-func sortedIDs(ps []paid) []string {
-	ids := make([]string, len(ps))
-	for i, p := range ps {
-		ids[i] = p.orderID
-	}
-	sort.Strings(ids)
-	return ids
-}
-
-var _ = events.KindFrozen
