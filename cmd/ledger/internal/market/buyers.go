@@ -2,9 +2,7 @@ package market
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -140,7 +138,4 @@ func (m *market) refund(ctx context.Context, r *refund) (bool, error) {
 
 // isNoStock reports a refusal for want of stock (the quantity asked exceeds
 // what the listing has left).
-func isNoStock(err error) bool {
-	var e *events.Error
-	return errors.As(err, &e) && e.Kind == events.KindConflict && strings.HasSuffix(e.Field, "/quantity")
-}
+func isNoStock(err error) bool { return events.ReasonOf(err) == events.ReasonNoStock }
