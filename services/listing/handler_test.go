@@ -71,7 +71,6 @@ func (e *env) setNow(t time.Time) { e.now.Store(&t) }
 // "ledger.>" (see WithSubjectPrefix).
 const testPrefix = "svc.ledger.listing"
 
-
 // appendPolicy stores a policy event as the policy service would.
 func (e *env) appendPolicy(t testing.TB, id string, payload any) {
 	t.Helper()

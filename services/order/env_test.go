@@ -67,7 +67,6 @@ func start(t testing.TB) *env {
 func (e *env) clock() time.Time   { return *e.now.Load() }
 func (e *env) setNow(t time.Time) { e.now.Store(&t) }
 
-
 // appendEvent stores one contract event as its publisher would.
 func (e *env) appendEvent(t testing.TB, context, id string, payload any) {
 	t.Helper()
