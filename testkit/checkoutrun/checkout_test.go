@@ -31,26 +31,22 @@ func checkoutEnv(t testing.TB) (*env, *fakePayment) {
 // longer than a few hundred milliseconds, the runner then sends the request
 // again while the first is still being handled, and the retries keep the
 // responders too busy ever to answer in time.
-func (e *env) manager(timeout time.Duration, onError func(error)) *checkout.Runner {
+func (e *env) manager(timeout time.Duration, onError func(error)) checkout.Config {
 	return e.managerWith(timeout, 0, onError)
 }
 
-func (e *env) managerWith(timeout, request time.Duration, onError func(error)) *checkout.Runner {
-	return checkout.New(checkout.Config{Store: e.store, Conn: e.nc, Clock: e.clock, Timeout: timeout,
+func (e *env) managerWith(timeout, request time.Duration, onError func(error)) checkout.Config {
+	return checkout.Config{Store: e.store, Conn: e.nc, Clock: e.clock, Timeout: timeout,
 		RequestTimeout: request, ListingSubject: listingPrefix, PaymentSubject: paymentPrefix,
-		OrderSubject: orderPrefix, OnError: onError})
+		OrderSubject: orderPrefix, OnError: onError}
 }
 
-// runManager runs m until the test ends or stop is called.
-func runManager(t testing.TB, m *checkout.Runner) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = m.Run(ctx) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
+// runManager runs the checkout on cfg until the test ends or stop is called.
+func runManager(t testing.TB, cfg checkout.Config) (stop func()) {
+	_, stop = Start(t, cfg)
 	return stop
 }
+
 
 func (e *env) status(t testing.TB, id string) order.Status {
 	o, _, err := e.svc.Load(t.Context(), id)
