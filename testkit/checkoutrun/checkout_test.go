@@ -47,7 +47,6 @@ func runManager(t testing.TB, cfg checkout.Config) (stop func()) {
 	return stop
 }
 
-
 func (e *env) status(t testing.TB, id string) order.Status {
 	o, _, err := e.svc.Load(t.Context(), id)
 	if err != nil {

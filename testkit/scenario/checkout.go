@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/services/checkout"
-	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/marketledger/ledger/services/payment"
 )
 
 // Outcome is how a checkout ended.
@@ -20,12 +19,14 @@ type Outcome int
 
 // The outcomes of a checkout.
 const (
-	// Accepted: placed, reserved, authorized, captured and confirmed.
+	// Accepted: placed, then reserved, authorized, confirmed and captured
+	// by the checkout.
 	Accepted Outcome = iota + 1
-	// Refused: a policy rule refused a step; what was done was undone.
+	// Refused: a policy rule refused the placement, or the checkout's
+	// authorization or capture, and the checkout cancelled the order.
 	Refused
-	// OutOfStock: the reservation found too few units; the order was
-	// rejected.
+	// OutOfStock: the placement or the reservation found too few units;
+	// the checkout rejected the order.
 	OutOfStock
 )
 
@@ -41,8 +42,11 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// The steps of a checkout. Place, authorize and capture are the operations
-// a freeze blocks; the others must never be blocked.
+// The steps of a checkout, as the idempotency keys of services/checkout
+// name them. A buyer sends only the placement (and may cancel); the
+// checkout (services/checkout) sends the others. Place, authorize and
+// capture are the operations a freeze blocks; the others must never be
+// blocked.
 const (
 	StepPlace     = "order.place"
 	StepReserve   = "listing.reserve_stock"
@@ -60,7 +64,7 @@ func Blocked(step string) bool {
 	return step == StepPlace || step == StepAuthorize || step == StepCapture
 }
 
-// Step is one command of a checkout as its caller saw it. Issued is when it
+// Step is one command a buyer sent, as the buyer saw it. Issued is when it
 // was first sent, Done when its final answer came (after retries of a
 // transient failure, with the same idempotency key).
 type Step struct {
@@ -71,36 +75,41 @@ type Step struct {
 	Err      error
 }
 
-// Checkout is one buyer's checkout.
+// Checkout is one buyer's checkout: the buyer places the order through an
+// instance, as a client of the services would, and the product's checkout
+// (services/checkout, run on the log by NewCheckout) does the rest.
 type Checkout struct {
 	OrderID   string
 	BuyerID   string
 	ListingID string
 	Quantity  int64
-	// Pick chooses the instance that sends each step; several instances
-	// make every step a decision of whichever process got it.
+	// Pick chooses the instance the buyer sends each command to; several
+	// instances make every command a decision of whichever process got it.
 	Pick func(step string) *Instance
 
 	Outcome   Outcome
 	PaymentID string
 	Amount    contracts.Money
-	Steps     []Step
+	// Reason is the order's rejection or cancellation reason in the log.
+	Reason string
+	// Steps are the commands the buyer sent.
+	Steps []Step
 }
 
-// Run drives the checkout as the checkout process manager does: place,
-// reserve, authorize, capture, confirm. A policy refusal at any step undoes
-// the earlier ones (void, release, cancel) and ends it Refused; too little
-// stock rejects the order. Every command carries an idempotency key derived
-// from the order and the step, so a retry after an unknown outcome never
-// places, reserves or charges twice. It returns an error only for a
-// failure that is neither a refusal nor transient.
+// Run places the order with its idempotency key and waits until the log
+// tells how the checkout ended: captured (Accepted), cancelled because a
+// rule refused its payment (Refused), or rejected for want of stock
+// (OutOfStock). A placement that a freeze refuses, or that finds too few
+// units, ends it at once. It returns an error for a failure that is
+// neither a refusal nor transient, and for an order that ended otherwise.
 func (c *Checkout) Run(ctx context.Context) error {
 	ctx = order.WithCorrelationID(ctx, c.OrderID)
-	key := func(step string) string { return checkout.StepKey(c.OrderID, step) }
 	var placed order.Order
+	var log *Checkouts
 	err := c.step(ctx, StepPlace, func(in *Instance) error {
+		log = in.Checkouts
 		res, err := in.Order.Place(ctx, contracts.PlaceOrder{OrderID: c.OrderID, BuyerID: c.BuyerID,
-			ListingID: c.ListingID, Quantity: c.Quantity, IdempotencyKey: key("place")})
+			ListingID: c.ListingID, Quantity: c.Quantity, IdempotencyKey: checkout.StepKey(c.OrderID, "place")})
 		placed = res.State
 		return err
 	})
@@ -113,82 +122,19 @@ func (c *Checkout) Run(ctx context.Context) error {
 		return nil
 	case err != nil:
 		return err
-	}
-	lctx := listing.WithCorrelationID(ctx, c.OrderID)
-	err = c.step(ctx, StepReserve, func(in *Instance) error {
-		_, err := in.Listing.ReserveStock(lctx, contracts.ReserveStock{ListingID: c.ListingID, OrderID: c.OrderID,
-			Quantity: c.Quantity, IdempotencyKey: key("reserve")})
-		return err
-	})
-	if IsNoStock(err) {
-		c.Outcome = OutOfStock
-		return c.step(ctx, StepReject, func(in *Instance) error {
-			_, err := in.Order.Reject(ctx, contracts.RejectOrder{OrderID: c.OrderID, Reason: "out of stock", IdempotencyKey: key("reject")})
-			return err
-		})
-	}
-	if err != nil {
-		return err
+	case log == nil:
+		return fmt.Errorf("order %s: no checkout runs on the instances' log (NewCheckout)", c.OrderID)
 	}
 	c.PaymentID, c.Amount = contracts.PaymentID(c.OrderID), placed.Total
-	pctx := payment.WithCorrelationID(ctx, c.OrderID)
-	err = c.step(ctx, StepAuthorize, func(in *Instance) error {
-		_, err := in.Payment.Authorize(pctx, contracts.AuthorizePayment{PaymentID: c.PaymentID, OrderID: c.OrderID,
-			BuyerID: c.BuyerID, SellerID: placed.SellerID, Channel: placed.Channel, Jurisdiction: placed.Jurisdiction,
-			Category: placed.Category, Amount: placed.Total, IdempotencyKey: key("authorize")})
-		return err
-	})
+	end, err := log.Await(ctx, c.OrderID)
 	if err != nil {
-		return c.compensate(ctx, err, false)
+		return fmt.Errorf("order %s: %w", c.OrderID, err)
 	}
-	err = c.step(ctx, StepCapture, func(in *Instance) error {
-		_, err := in.Payment.Capture(pctx, contracts.CapturePayment{PaymentID: c.PaymentID, IdempotencyKey: key("capture")})
-		return err
-	})
-	if err != nil {
-		return c.compensate(ctx, err, true)
+	c.Outcome, c.Reason = end.Outcome, end.Reason
+	if c.Outcome == 0 {
+		return fmt.Errorf("order %s ended %s: %s", c.OrderID, end.Status, end.Reason)
 	}
-	err = c.step(ctx, StepConfirm, func(in *Instance) error {
-		_, err := in.Order.Confirm(ctx, contracts.ConfirmOrder{OrderID: c.OrderID, PaymentID: c.PaymentID, IdempotencyKey: key("confirm")})
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	c.Outcome = Accepted
 	return nil
-}
-
-// compensate undoes a checkout whose payment step a rule refused: void the
-// authorization, release the stock, cancel the order. None of these may be
-// refused by a freeze.
-func (c *Checkout) compensate(ctx context.Context, cause error, authorized bool) error {
-	if events.KindOf(cause) != events.KindFrozen {
-		return cause
-	}
-	c.Outcome = Refused
-	key := func(step string) string { return checkout.StepKey(c.OrderID, step) }
-	if authorized {
-		pctx := payment.WithCorrelationID(ctx, c.OrderID)
-		if err := c.step(ctx, StepVoid, func(in *Instance) error {
-			_, err := in.Payment.Void(pctx, contracts.VoidPayment{PaymentID: c.PaymentID, Reason: "capture refused by policy", IdempotencyKey: key("void")})
-			return err
-		}); err != nil {
-			return err
-		}
-	}
-	lctx := listing.WithCorrelationID(ctx, c.OrderID)
-	if err := c.step(ctx, StepRelease, func(in *Instance) error {
-		_, err := in.Listing.ReleaseStock(lctx, contracts.ReleaseStock{ListingID: c.ListingID, OrderID: c.OrderID,
-			Quantity: c.Quantity, Reason: "payment refused by policy", IdempotencyKey: key("release")})
-		return err
-	}); err != nil {
-		return err
-	}
-	return c.step(ctx, StepCancel, func(in *Instance) error {
-		_, err := in.Order.Cancel(ctx, contracts.CancelOrder{OrderID: c.OrderID, Reason: "payment refused by policy", IdempotencyKey: key("cancel")})
-		return err
-	})
 }
 
 // step sends one command through the instance Pick chooses, retrying a
@@ -208,6 +154,95 @@ func (c *Checkout) step(ctx context.Context, name string, f func(*Instance) erro
 		return fmt.Errorf("order %s: %s (after %d attempts): %w", c.OrderID, name, attempts, err)
 	}
 	return err
+}
+
+// End is how the log says an order's checkout ended.
+type End struct {
+	Status  string // "captured", "rejected" or "cancelled"
+	Reason  string // the rejection's or cancellation's
+	Outcome Outcome
+}
+
+// Checkouts runs the product's checkout on one log and follows the log to
+// tell each order's end: the instances' view of what the checkout did.
+type Checkouts struct {
+	Runner *checkout.Runner
+	store  *events.JetStreamStore
+
+	mu      sync.Mutex
+	ends    map[string]End
+	changed chan struct{} // closed and replaced whenever ends grows
+}
+
+// Await returns the end of order id's checkout once the log has it.
+func (w *Checkouts) Await(ctx context.Context, id string) (End, error) {
+	for {
+		w.mu.Lock()
+		e, ok := w.ends[id]
+		changed := w.changed
+		w.mu.Unlock()
+		if ok {
+			return e, nil
+		}
+		select {
+		case <-ctx.Done():
+			return End{}, fmt.Errorf("checkout not ended: %w", ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// follow records the end of every checkout from position from until ctx
+// ends, subscribing again from where it stopped after a failure (a leader
+// election).
+func (w *Checkouts) follow(ctx context.Context, from uint64) {
+	for ctx.Err() == nil {
+		_ = w.store.Subscribe(ctx, from, func(e events.Event) error {
+			from = e.Position + 1
+			w.observe(e)
+			return nil
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (w *Checkouts) observe(e events.Event) {
+	var id string
+	var end End
+	switch e.Type {
+	case "payment.captured", "order.rejected", "order.cancelled":
+	default:
+		return
+	}
+	v, err := contracts.Decode(e.Type, e.SchemaVersion, e.Data)
+	if err != nil {
+		return // the store checked the body against its contract: never here
+	}
+	switch p := v.(type) {
+	case contracts.PaymentCaptured:
+		id, end = p.OrderID, End{Status: "captured", Outcome: Accepted}
+	case contracts.OrderRejected:
+		id, end = p.OrderID, End{Status: "rejected", Reason: p.Reason}
+		if strings.HasPrefix(p.Reason, "stock not reserved") {
+			end.Outcome = OutOfStock
+		}
+	case contracts.OrderCancelled:
+		id, end = p.OrderID, End{Status: "cancelled", Reason: p.Reason}
+		if strings.HasPrefix(p.Reason, "payment refused") || strings.HasPrefix(p.Reason, "capture refused") {
+			end.Outcome = Refused
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.ends[id]; ok {
+		return // the checkout's end; a buyer's later cancellation is after-sales
+	}
+	w.ends[id] = end
+	close(w.changed)
+	w.changed = make(chan struct{})
 }
 
 // IsNoStock reports a refusal for want of stock.

@@ -21,7 +21,7 @@ const runTimeout = 90 * time.Second
 var typeChecked = events.WithTypeChecker(contracts.Checker{})
 
 // nodeInstances starts one embedded node and n service instances on it,
-// each on its own connection and store.
+// each on its own connection and store, and the checkout on their log.
 func nodeInstances(t *testing.T, n int) []*Instance {
 	t.Helper()
 	node := testkit.StartNode(t, testkit.WithStoreOptions(typeChecked))
@@ -29,6 +29,7 @@ func nodeInstances(t *testing.T, n int) []*Instance {
 	for i := 1; i < n; i++ {
 		ins = append(ins, NewInstance(t, fmt.Sprintf("i%d", i), node.NewStore(t)))
 	}
+	NewCheckout(t, ins)
 	return ins
 }
 
@@ -39,13 +40,15 @@ type storeOpener interface {
 }
 
 // clusterInstances opens n service instances on c, each on its own
-// connection (to a node the client picks at random) and store.
+// connection (to a node the client picks at random) and store, and the
+// checkout on their log.
 func clusterInstances(t *testing.T, c storeOpener, n int) []*Instance {
 	t.Helper()
 	var ins []*Instance
 	for i := range n {
 		ins = append(ins, NewInstance(t, fmt.Sprintf("cluster-i%d", i), c.NewStore(t, typeChecked)))
 	}
+	NewCheckout(t, ins)
 	return ins
 }
 
@@ -108,6 +111,7 @@ func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
 	judgeRaw(t, ctx, ins[0].Store)
+	JudgeCheckouts(t, ctx, ins[0].Checkouts)
 	f := lg.Freezes[rule]
 	captured := 0
 	for _, x := range lg.InScope(f) {
@@ -197,6 +201,7 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 	}
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
 	judgeRaw(t, ctx, ins[0].Store)
+	JudgeCheckouts(t, ctx, ins[0].Checkouts)
 	f := lg.Freezes[rule]
 	if !f.Scheduled.Equal(instant) || f.ActivationPosition == 0 || f.InForce.Before(instant) {
 		t.Errorf("freeze scheduled at %s activated at %d recorded %s, want scheduled at %s and activated at or after it",
@@ -312,6 +317,7 @@ func hundredBuyers(t *testing.T, ins []*Instance, run string) {
 		t.Fatal(err)
 	}
 	judgeRaw(t, ctx, ins[0].Store)
+	JudgeCheckouts(t, ctx, ins[0].Checkouts)
 	var logged int
 	for i := range 100 {
 		if lg.Has(fmt.Sprintf("%s-buyer-%03d", run, i), "order.confirmed") {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/testkit/checkoutrun"
+	"github.com/marketledger/ledger/testkit/invariant"
 )
 
 // Judge checks what the loops saw against the freeze: every blocked step
@@ -80,6 +82,22 @@ func JudgeLog(t testing.TB, ctx context.Context, store events.Store, ruleID stri
 		lg.Head, len(lg.Txs), len(lg.InScope(f)), ruleID, len(lg.InFlight(f)), audit.Checked(), f.Position,
 		f.Recorded.Format(time.RFC3339Nano), f.ActivationPosition, f.InForce.Format(time.RFC3339Nano))
 	return lg
+}
+
+// JudgeCheckouts waits until the checkout has handled the log of w, then
+// fails t for every order the log shows stranding stock or money
+// (invariant.NothingStranded). Call it once the buyers have stopped.
+func JudgeCheckouts(t testing.TB, ctx context.Context, w *Checkouts) {
+	t.Helper()
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := checkoutrun.Settle(dctx, w.store, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := invariant.NothingStranded(ctx, w.store); err != nil {
+		t.Error(err)
+	}
+	t.Logf("checkout: %d steps sent, nothing stranded", w.Runner.Steps())
 }
 
 // Seeds returns the seeds a test runs: LEDGER_SCENARIO_SEED replays one,

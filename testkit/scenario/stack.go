@@ -7,6 +7,8 @@ package scenario
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,10 +16,13 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/services/payment"
 	"github.com/marketledger/ledger/services/policy"
+	"github.com/marketledger/ledger/testkit/checkoutrun"
+	"github.com/nats-io/nats.go/micro"
 )
 
 // Issuer is the policy issuer every Instance authorizes.
@@ -42,6 +47,12 @@ type Instance struct {
 	Order   *order.Service
 	Payment *payment.Service
 	Policy  *policy.Service
+	// Checkouts is the product's checkout on the instance's log, once
+	// NewCheckout started it.
+	Checkouts *Checkouts
+
+	mu     sync.Mutex
+	served map[string]micro.Service // by context
 }
 
 // codec adapts the contracts package to command.Codec.
@@ -51,7 +62,7 @@ func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.E
 func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }
 
 // NewInstance starts the services on st. The store must check event types
-// against the contracts (events.WithTypeChecker(contracts.Checker{}), contracts.Fence()), as
+// against the contracts (events.WithTypeChecker(contracts.Checker{})), as
 // `ledger serve` opens it. Everything stops with t's cleanup.
 func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance {
 	t.Helper()
@@ -82,7 +93,7 @@ func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance
 	activatorDone := make(chan struct{})
 	go func() { defer close(activatorDone); pol.RunActivator(actx, policy.ActivatorTick, nil) }()
 	t.Cleanup(func() { stopActivator(); <-activatorDone })
-	return &Instance{
+	in := &Instance{
 		Name:    name,
 		Store:   st,
 		View:    view,
@@ -90,7 +101,98 @@ func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance
 		Order:   order.New(runner(contracts.ServiceOrder), view.Snapshot),
 		Payment: pay,
 		Policy:  pol,
+		served:  map[string]micro.Service{},
 	}
+	// The checkout sends its steps over the services' NATS subjects, as it
+	// does to `ledger serve`; several instances answer them as a queue
+	// group, as several processes would.
+	for _, c := range []string{contracts.ServiceListing, contracts.ServiceOrder, contracts.ServicePayment} {
+		if err := in.serve(c); err != nil {
+			t.Fatalf("scenario: %s: serve %s: %v", name, c, err)
+		}
+	}
+	t.Cleanup(func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		for _, svc := range in.served {
+			_ = svc.Stop()
+		}
+	})
+	return in
+}
+
+// serve starts the NATS micro service of one context on the instance's
+// connection.
+func (in *Instance) serve(context string) error {
+	nc := in.Store.JetStream().Conn()
+	var svc micro.Service
+	var err error
+	switch context {
+	case contracts.ServiceListing:
+		svc, err = in.Listing.Serve(nc)
+	case contracts.ServiceOrder:
+		svc, err = in.Order.Serve(nc)
+	case contracts.ServicePayment:
+		svc, err = in.Payment.Serve(nc)
+	default:
+		return fmt.Errorf("no service %q", context)
+	}
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.served[context] = svc
+	in.mu.Unlock()
+	return nil
+}
+
+// Pause stops answering the NATS requests of one service context, as a
+// process of that service down would: the checkout's steps to it wait.
+// resume answers them again. The instance's Go services stay open to its
+// own callers.
+func (in *Instance) Pause(t testing.TB, context string) (resume func()) {
+	t.Helper()
+	in.mu.Lock()
+	svc := in.served[context]
+	delete(in.served, context)
+	in.mu.Unlock()
+	if svc != nil {
+		if err := svc.Stop(); err != nil {
+			t.Fatalf("scenario: %s: pause %s: %v", in.Name, context, err)
+		}
+	}
+	return func() {
+		t.Helper()
+		if err := in.serve(context); err != nil {
+			t.Fatalf("scenario: %s: resume %s: %v", in.Name, context, err)
+		}
+	}
+}
+
+// NewCheckout runs the product's checkout (services/checkout, started by
+// checkoutrun.Start as `ledger serve` runs it) on the log of ins, which
+// must all share one log, and follows the log for the checkouts' ends.
+// Everything stops with t's cleanup.
+func NewCheckout(t testing.TB, ins []*Instance) *Checkouts {
+	t.Helper()
+	st := ins[0].Store
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	head, err := st.LastPosition(ctx)
+	if err != nil {
+		t.Fatalf("scenario: checkout: %v", err)
+	}
+	runner, _ := checkoutrun.Start(t, checkout.Config{Store: st, Conn: st.JetStream().Conn(), Clock: time.Now,
+		OnError: func(err error) { t.Logf("checkout: %v", err) }})
+	w := &Checkouts{Runner: runner, store: st, ends: map[string]End{}, changed: make(chan struct{})}
+	fctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.follow(fctx, head+1) }()
+	t.Cleanup(func() { stop(); <-done })
+	for _, in := range ins {
+		in.Checkouts = w
+	}
+	return w
 }
 
 // IDR returns an amount of rupiah in minor units.
