@@ -9,7 +9,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/services/order"
+	"github.com/marketledger/ledger/services/checkout"
 )
 
 // parallel runs f(0..n-1) concurrently and returns the errors in order.
@@ -52,8 +52,10 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 				ListingID: specs[i%len(specs)].ID, Quantity: 1 + int64(i%2), Pick: pickLocked}
 		}
 
-		// Before the freeze: 12 captured checkouts, 4 payments authorized
-		// but not captured, 2 orders placed and holding stock.
+		// Before the freeze: 12 captured checkouts. Then, with every
+		// instance's order service down, 4 orders the checkout reserved and
+		// authorized and cannot confirm; with the payment service down too,
+		// 2 orders it reserved and cannot authorize.
 		captured := make([]*Checkout, 12)
 		for i, err := range parallel(12, func(i int) error {
 			captured[i] = newCheckout("paid", i)
@@ -63,29 +65,8 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 				t.Fatalf("checkout before the freeze: %v, %s", err, captured[i].Outcome)
 			}
 		}
-		authorized := make([]order.Order, 4)
-		for _, err := range parallel(4, func(i int) error {
-			var err error
-			authorized[i], err = placeAndReserve(ctx, ins[i%2], fmt.Sprintf("%s-auth-%02d", run, i), specs[i%4].ID)
-			if err == nil {
-				_, err = ins[(i+1)%2].Payment.Authorize(ctx, authorizeFor(authorized[i]))
-			}
-			return err
-		}) {
-			if err != nil {
-				t.Fatalf("authorization before the freeze: %v", err)
-			}
-		}
-		placed := make([]order.Order, 2)
-		for _, err := range parallel(2, func(i int) error {
-			var err error
-			placed[i], err = placeAndReserve(ctx, ins[i%2], fmt.Sprintf("%s-held-%02d", run, i), specs[i].ID)
-			return err
-		}) {
-			if err != nil {
-				t.Fatalf("placement before the freeze: %v", err)
-			}
-		}
+		authorized := inFlight(t, ctx, ins, contracts.ServiceOrder, run+"-auth", specs, 4, "payment.authorized")
+		placed := inFlight(t, ctx, ins, contracts.ServicePayment, run+"-held", specs, 2, "listing.stock_reserved")
 
 		rule := "freeze-" + run
 		if _, _, err := ImposeFreeze(ctx, ins[0], Freeze(rule, cat, time.Time{})); err != nil {
@@ -116,7 +97,7 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 				if refused[i].Outcome != Refused || len(refused[i].Steps) != 1 {
 					return fmt.Errorf("checkout %s during the freeze ended %s after %d steps", refused[i].OrderID, refused[i].Outcome, len(refused[i].Steps))
 				}
-				return nil
+				return frozen("placement of "+refused[i].OrderID, refused[i].Steps[0].Err)
 			})
 		}
 		for i, c := range captured {
@@ -140,37 +121,25 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 				}
 			})
 		}
-		for i, o := range authorized {
-			ops = append(ops, func(in *Instance) error {
-				if i < 2 {
-					_, err := in.Payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID)})
-					if err := frozen("capture of "+o.ID, err); err != nil {
-						return err
-					}
-				}
-				_, err := in.Payment.Void(ctx, contracts.VoidPayment{PaymentID: contracts.PaymentID(o.ID), Reason: "order withdrawn"})
-				return ok("void of "+o.ID, err)
-			})
-		}
-		for _, o := range placed {
-			ops = append(ops, func(in *Instance) error {
-				_, err := in.Payment.Authorize(ctx, authorizeFor(o))
-				if err := frozen("authorization of "+o.ID, err); err != nil {
-					return err
-				}
-				if _, err := in.Listing.ReleaseStock(ctx, contracts.ReleaseStock{ListingID: o.ListingID, OrderID: o.ID,
-					Quantity: o.Quantity, Reason: "buyer cancelled"}); err != nil {
-					return ok("stock release of "+o.ID, err)
-				}
-				_, err = in.Order.Cancel(ctx, contracts.CancelOrder{OrderID: o.ID, Reason: "buyer cancelled"})
-				return ok("cancellation of "+o.ID, err)
-			})
+		// The services come back: the checkout's capture of the authorized
+		// orders and its authorization of the held ones are refused, and it
+		// cancels them, voids their payments and releases their stock, all
+		// during the freeze.
+		for _, resume := range append(authorized.resume, placed.resume...) {
+			resume()
 		}
 		for _, err := range parallel(len(ops), func(i int) error { return ops[i](ins[i%2]) }) {
 			if err != nil {
 				t.Error(err)
 			}
 		}
+		for _, id := range append(authorized.orders, placed.orders...) {
+			end, err := ins[0].Checkouts.Await(ctx, id)
+			if err != nil || end.Status != "cancelled" || end.Outcome != Refused {
+				t.Errorf("order %s in flight at the freeze ended %+v (%v), want cancelled because its payment was refused", id, end, err)
+			}
+		}
+		JudgeCheckouts(t, ctx, ins[0].Checkouts)
 
 		// A lift a second ahead: trade stays refused until its instant,
 		// then resumes.
@@ -235,7 +204,8 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 		t.Logf("lift scheduled at %s activated %s later", lift.Format(time.RFC3339Nano), liftFrom.Sub(lift))
 
 		judgeRaw(t, ctx, ins[0].Store)
-		for typ, want := range map[string]int{"payment.refunded": 8, "payment.settled": 8, "payment.voided": 4, "order.cancelled": 2} {
+		for typ, want := range map[string]int{"payment.refunded": 8, "payment.settled": 8, "payment.voided": 4,
+			"payment.cancelled": 2, "order.cancelled": 6, "listing.stock_released": 6} {
 			if lg.Counts[typ] < want {
 				t.Errorf("%d %s events, want at least %d", lg.Counts[typ], typ, want)
 			}
@@ -244,18 +214,48 @@ func TestFreezeSparesAfterSalesAndLiftRestores(t *testing.T) {
 	})
 }
 
-// placeAndReserve places an order for one unit of listing and reserves it.
-func placeAndReserve(ctx context.Context, in *Instance, id, listingID string) (order.Order, error) {
-	res, err := in.Order.Place(ctx, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1})
-	if err != nil {
-		return order.Order{}, err
-	}
-	_, err = in.Listing.ReserveStock(ctx, contracts.ReserveStock{ListingID: listingID, OrderID: id, Quantity: 1})
-	return res.State, err
+// stalled is a set of orders whose checkout waits for a service that is
+// down on every instance.
+type stalled struct {
+	orders []string
+	resume []func()
 }
 
-// authorizeFor is the authorization of an order's total.
-func authorizeFor(o order.Order) contracts.AuthorizePayment {
-	return contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID, BuyerID: o.BuyerID, SellerID: o.SellerID,
-		Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category, Amount: o.Total}
+// inFlight takes the NATS service of context down on every instance of
+// ins, places n orders, and waits until the log has the event typ (the
+// last step the checkout could take) for each: their checkouts then wait
+// for that service. Call resume to let them go on.
+func inFlight(t *testing.T, ctx context.Context, ins []*Instance, context, prefix string, specs []ListingSpec, n int, typ string) stalled {
+	t.Helper()
+	var s stalled
+	for _, in := range ins {
+		s.resume = append(s.resume, in.Pause(t, context))
+	}
+	for i := range n {
+		id := fmt.Sprintf("%s-%02d", prefix, i)
+		in := ins[i%len(ins)]
+		if _, err := retry(ctx, func() error {
+			_, err := in.Order.Place(ctx, contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: specs[i%len(specs)].ID,
+				Quantity: 1, IdempotencyKey: checkout.StepKey(id, "place")})
+			return err
+		}); err != nil {
+			t.Fatalf("placement of %s before the freeze: %v", id, err)
+		}
+		s.orders = append(s.orders, id)
+	}
+	if err := Await(ctx, 30*time.Second, "the in-flight orders' "+typ, func() bool {
+		lg, err := ReadLog(ctx, ins[0].Store)
+		if err != nil {
+			return false
+		}
+		for _, id := range s.orders {
+			if !lg.Has(id, typ) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -166,6 +166,10 @@ func orderOf(payload any) string {
 		return p.OrderID
 	case contracts.PaymentVoided:
 		return p.PaymentID
+	case contracts.ListingStockReserved:
+		return p.OrderID
+	case contracts.ListingStockReleased:
+		return p.OrderID
 	}
 	return ""
 }
