@@ -3,62 +3,87 @@ package fault
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/projections"
-	"github.com/marketledger/ledger/runtime/command"
-	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/services/checkout"
-	"github.com/marketledger/ledger/services/listing"
-	"github.com/marketledger/ledger/services/order"
-	"github.com/marketledger/ledger/services/payment"
-	"github.com/marketledger/ledger/services/policy"
+	"github.com/marketledger/ledger/testkit/checkoutrun"
 	"github.com/marketledger/ledger/testkit/invariant"
+	"github.com/nats-io/nats.go"
 )
 
-// SimIssuer is the policy issuer the simulated regulator acts as.
-const SimIssuer = "regulator"
+// SimIssuer is the policy issuer the simulated regulator acts as: the one
+// `ledger serve` authorizes.
+const SimIssuer = "kemendag"
 
 // commandTimeout bounds one command the simulation sends without an
 // injected timeout; a command that takes longer is a failure, not a fault.
 const commandTimeout = 15 * time.Second
 
-// Sim is a seeded simulation of a marketplace on one JetStream server:
-// sellers list goods, buyers check out step by step (place, reserve,
-// authorize, capture, confirm, sometimes refund or cancel), and the
-// regulator imposes and lifts a freeze of social commerce, interleaved in
-// an order drawn from the seed, with faults injected between them: a stale
-// expected version appended directly, several buyers reserving one listing
-// at once, commands cut off by a very short context and retried with the
-// same idempotency key, and restarts of the whole service process (store,
-// connection and services closed and opened again on the same server).
+// settleTimeout bounds the wait for the checkout to take every order of
+// the log as far as it goes after a step.
+const settleTimeout = 30 * time.Second
+
+// SimConfig is what the simulation runs against: a `ledger serve` process
+// (its HTTP API, with an operator's and a policy issuer's token) on a
+// JetStream server the simulation reads as the operator.
+type SimConfig struct {
+	// NATS is the JetStream server's URL and OperatorSeed the operator
+	// user's nkey seed file: the simulation reads the log, and appends a
+	// stale decision, as that user.
+	NATS         string
+	OperatorSeed string
+	// HTTP is the base URL of the serve process's API ("http://host:port").
+	HTTP string
+	// Operator and Issuer are API tokens: the buyers', sellers' and
+	// operator's commands go with Operator, the regulator's with Issuer.
+	Operator, Issuer string
+	// Restart kills the serve process (SIGKILL) and starts it again on the
+	// same log, returning once it is ready.
+	Restart func(ctx context.Context) error
+}
+
+// Sim is a seeded simulation of a marketplace run by `ledger serve`:
+// sellers list goods, buyers place orders, sometimes cancel them or ask a
+// refund, and the regulator imposes and lifts a freeze of social commerce,
+// all over the HTTP API as clients do, interleaved in an order drawn from
+// the seed, with faults injected between them: a stale expected version
+// appended directly, several buyers placing orders on one listing at once,
+// placements cut off by a very short context and retried with the same
+// idempotency key, and the serve process killed (SIGKILL) and started
+// again. The serve process's checkout (services/checkout) does everything
+// else: reserve, authorize, confirm, capture, and the compensation of
+// every order that ends.
 //
-// After every step it checks the ledger's invariants on the log: the
+// After every step, once the checkout has settled (its checkpoint past the
+// log's last event), it checks the ledger's invariants on the log: the
 // postings of every currency sum to zero, no listing is oversold, the
 // violations audit is empty (no blocked operation was accepted under a
-// freeze), and every read model folded incrementally step by step equals,
-// byte for byte, a fold of the whole log from zero. The same seed draws the
-// same choices; which of several concurrent reservations wins is the
-// server's to decide and can differ between runs, so the history records
-// what each step did.
+// freeze), every read model folded incrementally step by step equals, byte
+// for byte, a fold of the whole log from zero, and no ended order holds
+// stock or money (invariant.NothingStranded). The same seed draws the same
+// choices; which of several concurrent orders gets a listing's last units
+// is the checkout's and the server's to decide and can differ between
+// runs, so the history records what each step did.
 type Sim struct {
-	url  string
+	cfg  SimConfig
 	seed uint64
 	rng  *rand.Rand
+	hc   *http.Client
 
 	nc    *nats.Conn
 	store *events.JetStreamStore
-	view  *policyview.View
-	svc   simServices
 
 	listings []*simListing
 	orders   []*simOrder
@@ -71,36 +96,26 @@ type Sim struct {
 	history []string
 }
 
-type simServices struct {
-	listing *listing.Service
-	order   *order.Service
-	payment *payment.Service
-	policy  *policy.Service
-}
-
 type simListing struct {
 	id      string
 	channel contracts.Channel
 	stock   int64 // as created; never changed
 }
 
-// simOrder is a buyer's checkout: stage is the next step to take.
+// simOrder is a buyer's order.
 type simOrder struct {
 	id, listing string
 	qty         int64
-	stage       int // index into checkoutStages; len means done
-	ended       bool
-	total       int64
+	placed      bool
+	cancelled   bool // the buyer asked to cancel it
 	refunds     int
-	state       order.Order
 }
 
-var checkoutStages = []string{"place", "reserve", "authorize", "capture", "confirm"}
-
-// NewSim returns a simulation against the JetStream server at url (the
-// LEDGER stream must exist), seeded with seed.
-func NewSim(url string, seed uint64) *Sim {
-	return &Sim{url: url, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))}
+// NewSim returns a simulation against cfg (the LEDGER stream must exist
+// and the serve process be ready), seeded with seed.
+func NewSim(cfg SimConfig, seed uint64) *Sim {
+	return &Sim{cfg: cfg, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)),
+		hc: &http.Client{Timeout: commandTimeout}}
 }
 
 // Seed returns the simulation's seed.
@@ -108,6 +123,9 @@ func (s *Sim) Seed() uint64 { return s.seed }
 
 // History returns the steps taken so far, one line each.
 func (s *Sim) History() []string { return s.history }
+
+// Restarts returns how many times the serve process was killed and started.
+func (s *Sim) Restarts() int { return s.restarts }
 
 // Run takes steps steps and checks the invariants after each. Its error
 // carries the seed and the history.
@@ -138,93 +156,107 @@ func (s *Sim) Run(ctx context.Context, steps int) (err error) {
 	return nil
 }
 
-// contractsCodec adapts the contracts package to command.Codec.
-type contractsCodec struct{}
-
-func (contractsCodec) Encode(v any) (string, int, []byte, error) { return contracts.Encode(v) }
-func (contractsCodec) Decode(typ string, version int, data []byte) (any, error) {
-	return contracts.Decode(typ, version, data)
-}
-
-// open starts the service process: a connection, a store, the policy view
-// and the four services, as `ledger serve` wires them.
+// open connects to the log as the operator.
 func (s *Sim) open(ctx context.Context) error {
-	nc, err := nats.Connect(s.url, nats.Name("fault-sim"), nats.MaxReconnects(-1))
+	nc, err := auth.Connect(s.cfg.NATS, s.cfg.OperatorSeed, nats.Name("fault-sim"), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
 	s.nc = nc
 	octx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	if s.store, err = events.NewJetStreamStore(octx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence()); err != nil {
-		return err
-	}
-	if s.view, err = policyview.Start(octx, s.store); err != nil {
-		return err
-	}
-	runner := func(svc string) *command.Runner {
-		return &command.Runner{Store: s.store, Codec: contractsCodec{}, Source: contracts.Source(svc), Clock: time.Now}
-	}
-	s.svc.listing = listing.New(runner(contracts.ServiceListing), s.view.Snapshot)
-	s.svc.order = order.New(runner(contracts.ServiceOrder), s.view.Snapshot)
-	if s.svc.payment, err = payment.New(octx, payment.Config{Store: s.store, FeeBasisPoints: 500, Policy: s.view.Snapshot}); err != nil {
-		return err
-	}
-	s.svc.policy, err = policy.New(policy.Config{Store: s.store, Authorizer: policy.StaticRoles{SimIssuer: {"policy_issuer"}}})
+	s.store, err = events.NewJetStreamStore(octx, nc, events.WithTypeChecker(contracts.Checker{}))
 	return err
 }
 
-// close stops the service process, as a crash between commands would:
-// nothing it held survives but the log.
 func (s *Sim) close() {
-	if s.svc.payment != nil {
-		s.svc.payment.Close()
-	}
-	if s.view != nil {
-		s.view.Close()
-	}
 	if s.store != nil {
 		s.store.Close()
 	}
 	if s.nc != nil {
 		s.nc.Close()
 	}
-	s.svc, s.view, s.store, s.nc = simServices{}, nil, nil, nil
+	s.store, s.nc = nil, nil
+}
+
+// send posts one command to the serve process, sending it again with the
+// same body (hence the same idempotency key) while the answer says nothing
+// was decided for sure (no connection, 5xx), within ctx. It returns the
+// status of the final answer and its body.
+func (s *Sim) send(ctx context.Context, name string, cmd any) (int, []byte, error) {
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return 0, nil, err
+	}
+	token := s.cfg.Operator
+	if strings.HasPrefix(name, contracts.ServicePolicy+".") {
+		token = s.cfg.Issuer
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.HTTP+"/v1/commands/"+name, bytes.NewReader(body))
+		if err != nil {
+			return 0, nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := s.hc.Do(req)
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil && resp.StatusCode < 500 {
+				return resp.StatusCode, b, nil
+			}
+			err = fmt.Errorf("%s answered %d: %s", name, resp.StatusCode, b)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil, fmt.Errorf("%s: %w (last: %v)", name, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// must sends a command that must be accepted.
+func (s *Sim) must(ctx context.Context, name string, cmd any) error {
+	code, b, err := s.send(ctx, name, cmd)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("%s answered %d: %s", name, code, b)
+	}
+	return err
 }
 
 // step takes one seeded step and describes it.
 func (s *Sim) step(ctx context.Context, i int) (string, error) {
-	open := s.openOrders()
+	placed := s.placedOrders()
 	switch r := s.rng.IntN(100); {
 	case len(s.listings) < 3 || r < 10:
 		return s.createListing(ctx)
-	case r < 55 && len(open) > 0:
-		return s.advance(ctx, open[s.rng.IntN(len(open))], 0)
-	case r < 65:
-		return s.placeNew(ctx)
-	case r < 70:
+	case r < 45:
+		return s.place(ctx, s.newOrder(), 0)
+	case r < 55 && len(placed) > 0:
+		return s.cancel(ctx, placed[s.rng.IntN(len(placed))])
+	case r < 62:
 		return s.regulate(ctx)
-	case r < 75:
+	case r < 72:
 		return s.refund(ctx)
-	case r < 80:
+	case r < 77:
 		return s.staleAppend(ctx)
-	case r < 86:
-		return s.concurrentReserve(ctx)
-	case r < 94 && len(open) > 0:
-		return s.advance(ctx, open[s.rng.IntN(len(open))], time.Duration(s.rng.IntN(3000))*time.Microsecond)
-	case r < 97:
-		s.close()
-		s.restarts++
-		return fmt.Sprintf("restart #%d of the service process", s.restarts), s.open(ctx)
+	case r < 85:
+		return s.concurrentPlace(ctx)
+	case r < 94:
+		return s.place(ctx, s.newOrder(), time.Duration(s.rng.IntN(3000))*time.Microsecond)
 	default:
-		return s.placeNew(ctx)
+		s.restarts++
+		return fmt.Sprintf("kill -9 and restart #%d of the serve process", s.restarts), s.cfg.Restart(ctx)
 	}
 }
 
-func (s *Sim) openOrders() []*simOrder {
+func (s *Sim) placedOrders() []*simOrder {
 	var out []*simOrder
 	for _, o := range s.orders {
-		if !o.ended && o.stage < len(checkoutStages) {
+		if o.placed && !o.cancelled {
 			out = append(out, o)
 		}
 	}
@@ -241,7 +273,7 @@ func (s *Sim) createListing(ctx context.Context) (string, error) {
 	seller := fmt.Sprintf("seller-%d", s.rng.IntN(3))
 	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	_, err := s.svc.listing.Create(cctx, contracts.CreateListing{ListingID: l.id, SellerID: seller, Title: "Sim item " + l.id,
+	err := s.must(cctx, "listing.create", contracts.CreateListing{ListingID: l.id, SellerID: seller, Title: "Sim item " + l.id,
 		Category: "home", Channel: l.channel, Jurisdiction: "ID", Origin: contracts.OriginDomestic,
 		Price: idr(int64(10+s.rng.IntN(90)) * 1_000_00), Stock: l.stock, IdempotencyKey: "create-" + l.id})
 	what := fmt.Sprintf("%s lists %s (%s, stock %d)", seller, l.id, l.channel, l.stock)
@@ -259,91 +291,72 @@ func (s *Sim) newOrder() *simOrder {
 	return o
 }
 
-func (s *Sim) placeNew(ctx context.Context) (string, error) {
-	return s.advance(ctx, s.newOrder(), 0)
-}
-
-// advance takes the order's next checkout step. With cut > 0 the command
-// first runs under a context of that length, so that it may be cut off
-// anywhere (before, during or after its append); it is then sent again
-// with the same idempotency key, as a client that saw a timeout must, and
-// must be decided exactly once.
-func (s *Sim) advance(ctx context.Context, o *simOrder, cut time.Duration) (string, error) {
-	stage := checkoutStages[o.stage]
-	what := fmt.Sprintf("buyer of %s: %s on %s", o.id, stage, o.listing)
+// place sends the buyer's order. With cut > 0 it is first sent under a
+// context of that length, so that it may be cut off anywhere (before,
+// during or after its append); it is then sent again with the same
+// idempotency key, as a client that saw a timeout must, and must be
+// decided exactly once. A freeze or too little stock refuses it (409,
+// 422), and that is an outcome.
+func (s *Sim) place(ctx context.Context, o *simOrder, cut time.Duration) (string, error) {
+	what := fmt.Sprintf("buyer of %s places %d of %s", o.id, o.qty, o.listing)
+	cmd := contracts.PlaceOrder{OrderID: o.id, BuyerID: "buyer-" + o.id, ListingID: o.listing, Quantity: o.qty,
+		IdempotencyKey: checkout.StepKey(o.id, "place")}
 	if cut > 0 {
 		what += fmt.Sprintf(" (cut off after %s, then retried)", cut)
 		cctx, cancel := context.WithTimeout(ctx, cut)
-		_ = s.do(cctx, o, stage) // outcome unknown: that is the fault
+		_, _, _ = s.send(cctx, "order.place", cmd) // outcome unknown: that is the fault
 		cancel()
 	}
 	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	err := s.do(cctx, o, stage)
+	code, b, err := s.send(cctx, "order.place", cmd)
 	switch {
-	case err == nil:
-		o.stage++
+	case err != nil:
+		return what, err
+	case code == http.StatusOK:
+		o.placed = true
 		return what, nil
-	case events.KindOf(err) == events.KindFrozen:
-		return what + ": refused by the freeze, compensated", s.compensate(cctx, o, "refused by the freeze")
-	case (stage == "place" || stage == "reserve") && events.KindOf(err) == events.KindConflict:
-		return what + ": out of stock, rejected", s.compensate(cctx, o, "out of stock")
+	case refusal(code):
+		return what + ": refused (" + problemTitle(b) + ")", nil
 	}
-	return what, err
+	return what, fmt.Errorf("order.place answered %d: %s", code, b)
 }
 
-// do sends the command of one checkout stage with its idempotency key.
-func (s *Sim) do(ctx context.Context, o *simOrder, stage string) error {
-	key := checkout.StepKey(o.id, stage)
-	switch stage {
-	case "place":
-		r, err := s.svc.order.Place(ctx, contracts.PlaceOrder{OrderID: o.id, BuyerID: "buyer-" + o.id, ListingID: o.listing, Quantity: o.qty, IdempotencyKey: key})
-		if err == nil {
-			o.state, o.total = r.State, r.State.Total.AmountMinor
-		}
-		return err
-	case "reserve":
-		_, err := s.svc.listing.ReserveStock(ctx, contracts.ReserveStock{ListingID: o.listing, OrderID: o.id, Quantity: o.qty, IdempotencyKey: key})
-		return err
-	case "authorize":
-		st := o.state
-		_, err := s.svc.payment.Authorize(ctx, contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.id), OrderID: o.id, BuyerID: st.BuyerID,
-			SellerID: st.SellerID, Channel: st.Channel, Jurisdiction: st.Jurisdiction, Category: st.Category, Amount: st.Total, IdempotencyKey: key})
-		return err
-	case "capture":
-		_, err := s.svc.payment.Capture(ctx, contracts.CapturePayment{PaymentID: contracts.PaymentID(o.id), IdempotencyKey: key})
-		return err
-	case "confirm":
-		_, err := s.svc.order.Confirm(ctx, contracts.ConfirmOrder{OrderID: o.id, PaymentID: contracts.PaymentID(o.id), IdempotencyKey: key})
-		return err
-	}
-	return fmt.Errorf("unknown stage %q", stage)
+// refusal reports whether an answer is a business refusal (a conflict,
+// a rule, a freeze): an outcome of the simulation, not a failure.
+func refusal(code int) bool {
+	return code == http.StatusConflict || code == http.StatusUnprocessableEntity || code == http.StatusLocked
 }
 
-// compensate ends a checkout that cannot go on: it voids what was
-// authorized, releases what was reserved, and rejects or cancels the order.
-func (s *Sim) compensate(ctx context.Context, o *simOrder, reason string) error {
-	o.ended = true
-	reached := o.stage // stages before this one succeeded
-	if reached == 0 {
-		return nil // nothing was placed
+// problemTitle is the title of an RFC 9457 problem body, for the history.
+func problemTitle(b []byte) string {
+	var p struct {
+		Title string `json:"title"`
 	}
-	if reached >= 3 { // authorized
-		if _, err := s.svc.payment.Void(ctx, contracts.VoidPayment{PaymentID: contracts.PaymentID(o.id), Reason: reason,
-			IdempotencyKey: checkout.StepKey(o.id, "void")}); err != nil {
-			return fmt.Errorf("void: %w", err)
-		}
+	_ = json.Unmarshal(b, &p)
+	return p.Title
+}
+
+// cancel is the buyer cancelling an order, whatever its checkout did with
+// it so far: the checkout gives back what it holds. An order that already
+// ended (or shipped) refuses it, which is an outcome.
+func (s *Sim) cancel(ctx context.Context, o *simOrder) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	code, b, err := s.send(cctx, "order.cancel", contracts.CancelOrder{OrderID: o.id, Reason: "buyer changed their mind",
+		IdempotencyKey: "buyer-cancel:" + o.id})
+	what := "buyer of " + o.id + " cancels it"
+	switch {
+	case err != nil:
+		return what, err
+	case code == http.StatusOK:
+		o.cancelled = true
+		return what, nil
+	case refusal(code):
+		o.cancelled = true
+		return what + ": refused (" + problemTitle(b) + ")", nil
 	}
-	if reached >= 2 { // reserved
-		if _, err := s.svc.listing.ReleaseStock(ctx, contracts.ReleaseStock{ListingID: o.listing, OrderID: o.id, Quantity: o.qty,
-			Reason: reason, IdempotencyKey: checkout.StepKey(o.id, "release")}); err != nil {
-			return fmt.Errorf("release: %w", err)
-		}
-		_, err := s.svc.order.Cancel(ctx, contracts.CancelOrder{OrderID: o.id, Reason: reason, IdempotencyKey: checkout.StepKey(o.id, "cancel")})
-		return err
-	}
-	_, err := s.svc.order.Reject(ctx, contracts.RejectOrder{OrderID: o.id, Reason: reason, IdempotencyKey: checkout.StepKey(o.id, "reject")})
-	return err
+	return what, fmt.Errorf("order.cancel answered %d: %s", code, b)
 }
 
 // regulate imposes a freeze of social commerce, or lifts the one in force.
@@ -352,39 +365,58 @@ func (s *Sim) regulate(ctx context.Context) (string, error) {
 	defer cancel()
 	if s.freeze != "" {
 		id := s.freeze
-		_, err := s.svc.policy.LiftFreeze(cctx, contracts.LiftFreeze{RuleID: id, LegalBasis: "simulation", Issuer: SimIssuer, IdempotencyKey: "lift-" + id})
 		s.freeze = ""
-		return "regulator lifts " + id, err
+		return "regulator lifts " + id, s.must(cctx, "policy.lift_freeze", contracts.LiftFreeze{RuleID: id, LegalBasis: "simulation",
+			Issuer: SimIssuer, IdempotencyKey: "lift-" + id})
 	}
 	s.freezes++
 	id := fmt.Sprintf("sim-freeze-%d", s.freezes)
-	_, err := s.svc.policy.ImposeFreeze(cctx, contracts.ImposeFreeze{RuleID: id,
+	s.freeze = id
+	return "regulator freezes social commerce (" + id + ")", s.must(cctx, "policy.impose_freeze", contracts.ImposeFreeze{RuleID: id,
 		Scope:      contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
 		LegalBasis: "simulation", Issuer: SimIssuer, IdempotencyKey: "impose-" + id})
-	s.freeze = id
-	return "regulator freezes social commerce (" + id + ")", err
 }
 
-// refund refunds part of a captured payment; refunds go on under a freeze.
+// refund is a buyer asking back a quarter of a captured payment, as the
+// log has it; refunds go on under a freeze. The payment service may refuse
+// it (the checkout refunded the rest of a cancelled order first), which is
+// an outcome.
 func (s *Sim) refund(ctx context.Context) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	h, err := invariant.Read(cctx, s.store)
+	if err != nil {
+		return "refund", err
+	}
 	var paid []*simOrder
 	for _, o := range s.orders {
-		if !o.ended && o.stage >= 4 && o.refunds < 2 {
-			paid = append(paid, o)
+		for _, p := range h.Payments[o.id] {
+			if p.CapturedMinor > p.RefundedMinor && o.refunds < 2 {
+				paid = append(paid, o)
+				break
+			}
 		}
 	}
 	if len(paid) == 0 {
-		return s.placeNew(ctx)
+		return s.place(ctx, s.newOrder(), 0)
 	}
 	o := paid[s.rng.IntN(len(paid))]
+	p := h.Payments[o.id][0]
 	o.refunds++
-	amount := o.total / 4
+	amount := p.CapturedMinor / 4
 	id := fmt.Sprintf("%s-rf-%d", o.id, o.refunds)
-	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
-	defer cancel()
-	_, err := s.svc.payment.Refund(cctx, contracts.RefundPayment{PaymentID: contracts.PaymentID(o.id), RefundID: id, Amount: idr(amount),
+	code, b, err := s.send(cctx, "payment.refund", contracts.RefundPayment{PaymentID: p.ID, RefundID: id, Amount: idr(amount),
 		Reason: "returned", IdempotencyKey: "refund:" + id})
-	return fmt.Sprintf("refund %d of %s", amount, o.id), err
+	what := fmt.Sprintf("buyer of %s asks a refund of %d", o.id, amount)
+	switch {
+	case err != nil:
+		return what, err
+	case code == http.StatusOK:
+		return what, nil
+	case refusal(code):
+		return what + ": refused (" + problemTitle(b) + ")", nil
+	}
+	return what, fmt.Errorf("payment.refund answered %d: %s", code, b)
 }
 
 // staleAppend appends a decision at an expected version the listing has
@@ -422,50 +454,33 @@ func (s *Sim) staleAppend(ctx context.Context) (string, error) {
 	return what, err
 }
 
-// concurrentReserve places several orders on one listing and reserves them
-// all at once: the listing's stock decides who gets units, never more than
-// it has.
-func (s *Sim) concurrentReserve(ctx context.Context) (string, error) {
+// concurrentPlace has several buyers place orders on one listing at
+// once: the checkout reserves for them concurrently, and the listing's
+// stock decides who gets units, never more than it has.
+func (s *Sim) concurrentPlace(ctx context.Context) (string, error) {
 	l := s.listings[s.rng.IntN(len(s.listings))]
 	n := 2 + s.rng.IntN(3)
-	var os []*simOrder
-	for range n {
-		o := &simOrder{id: fmt.Sprintf("sim-o-%d", len(s.orders)), listing: l.id, qty: int64(1 + s.rng.IntN(2))}
-		s.orders = append(s.orders, o)
-		if _, err := s.advance(ctx, o, 0); err != nil {
-			return "concurrent reserves on " + l.id, err
-		}
-		if !o.ended {
-			os = append(os, o)
-		}
+	os := make([]*simOrder, n)
+	for i := range os {
+		os[i] = &simOrder{id: fmt.Sprintf("sim-o-%d", len(s.orders)), listing: l.id, qty: int64(1 + s.rng.IntN(2))}
+		s.orders = append(s.orders, os[i])
 	}
-	errs := make([]error, len(os))
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
-	defer cancel()
 	for i, o := range os {
-		wg.Go(func() { errs[i] = s.do(cctx, o, "reserve") })
+		wg.Go(func() { _, errs[i] = s.place(ctx, o, 0) })
 	}
 	wg.Wait()
-	got := 0
-	for i, o := range os {
-		switch err := errs[i]; {
-		case err == nil:
-			o.stage++
-			got++
-		case events.KindOf(err) == events.KindConflict:
-			if err := s.compensate(cctx, o, "out of stock"); err != nil {
-				return "concurrent reserves on " + l.id, err
-			}
-		default:
-			return "concurrent reserves on " + l.id, err
-		}
-	}
-	return fmt.Sprintf("%d buyers reserve %s at once (stock %d): %d reserved", len(os), l.id, l.stock, got), nil
+	return fmt.Sprintf("%d buyers place orders on %s at once (stock %d)", n, l.id, l.stock), errors.Join(errs...)
 }
 
 // check verifies the invariants on the log as it is now.
 func (s *Sim) check(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	if err := checkoutrun.Settle(sctx, s.store, "", ""); err != nil {
+		return err
+	}
 	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 	head, err := s.store.LastPosition(cctx)
@@ -515,8 +530,7 @@ func (s *Sim) check(ctx context.Context) error {
 			errs = append(errs, s.checkStock(cctx, m)...)
 		}
 	}
-	// Every checkout of the simulation ends within its step, compensation
-	// included: after each step nothing may be left behind an ended order.
+	// The checkout has settled: nothing may be left behind an ended order.
 	if err := invariant.NothingStranded(cctx, s.store); err != nil {
 		errs = append(errs, err)
 	}
