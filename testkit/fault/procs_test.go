@@ -93,24 +93,8 @@ func startLedgerServe(ctx context.Context, t *testing.T, bin, urls, services str
 			t.Logf("ledger serve --services %s output (tail):\n%s", services, s.out.Tail(4000))
 		}
 	})
-	rctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+s.http+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		if !s.proc.Running() {
-			t.Fatalf("ledger serve --services %s exited before it was ready\n%s", services, s.out.Tail(4000))
-		}
-		select {
-		case <-rctx.Done():
-			t.Fatalf("ledger serve --services %s not ready: %v\n%s", services, err, s.out.Tail(4000))
-		case <-time.After(50 * time.Millisecond): // starting: nothing to await but its socket
-		}
+	if err := awaitReady(ctx, s.proc, "http://"+s.http); err != nil {
+		t.Fatalf("ledger serve --services %s not ready: %v\n%s", services, err, s.out.Tail(4000))
 	}
+	return s
 }
