@@ -165,7 +165,7 @@ func (s *Sim) open(ctx context.Context) error {
 	s.nc = nc
 	octx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
-	s.store, err = events.NewJetStreamStore(octx, nc, events.WithTypeChecker(contracts.Checker{}))
+	s.store, err = events.NewJetStreamStore(octx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
 	return err
 }
 

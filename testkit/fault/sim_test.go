@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/events/embedded"
-	"github.com/marketledger/ledger/events/embedded/auth"
+	"github.com/marketledger/ledger/node/auth"
+	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
