@@ -21,8 +21,6 @@ import (
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/testkit"
-	"github.com/marketledger/ledger/testkit/checkoutrun"
-	"github.com/marketledger/ledger/testkit/invariant"
 )
 
 // Bounds of the failover test; every wait is bounded by failoverTimeout.

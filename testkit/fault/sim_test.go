@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/marketledger/ledger/testkit"
 )
 
 // simSteps is how many steps one seeded run takes; each is followed by a
@@ -46,7 +48,7 @@ func TestSimulationKeepsInvariantsUnderFaults(t *testing.T) {
 		}
 		seeds = []uint64{seed}
 	}
-	ledgerBin := goBuild(t, "../../cmd/ledger", ".", "ledger")
+	ledgerBin := testkit.GoBuild(t, "../../cmd/ledger", ".", "ledger")
 	for _, seed := range seeds {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
 			cfg := startSimLedger(t, ledgerBin)
@@ -98,30 +100,37 @@ func startSimLedger(t *testing.T, bin string) SimConfig {
 	if err != nil || json.Unmarshal(out, &issued) != nil || issued.Token == "" {
 		t.Fatalf("ledger token issue --role policy_issuer: %v", err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePorts(t, 1)[0])
+	addr := "127.0.0.1:" + strconv.Itoa(testkit.FreePorts(t, 1)[0])
 	serveData := t.TempDir()
-	logs := &syncBuffer{}
-	start := func(ctx context.Context) (*child, error) {
-		c := startChild(t, "ledger serve", logs, bin, "serve", "--nats", srv.ClientURL(), "--creds", access.creds,
+	logs := &testkit.Output{}
+	start := func(ctx context.Context) (*testkit.Process, error) {
+		c, err := testkit.StartProcess("ledger serve", logs, bin, "serve", "--nats", srv.ClientURL(), "--creds", access.creds,
 			"--tokens", access.tokens, "--data", serveData, "--http", addr)
+		if err != nil {
+			return nil, err
+		}
 		return c, awaitReady(ctx, c, "http://"+addr)
 	}
 	proc, err := start(ctx)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, logs.tail(4000))
+		t.Fatalf("%v\n%s", err, logs.Tail(4000))
 	}
 	t.Cleanup(func() {
-		if proc.running() {
-			proc.stop(t)
+		if proc != nil && proc.Running() {
+			if err := proc.Stop(ledgerServeStopGrace); err != nil {
+				t.Error(err)
+			}
 		}
 		if t.Failed() {
-			t.Logf("ledger serve output (tail):\n%s", logs.tail(4000))
+			t.Logf("ledger serve output (tail):\n%s", logs.Tail(4000))
 		}
 	})
 	return SimConfig{NATS: srv.ClientURL(), OperatorSeed: access.seed(auth.RoleOperator), HTTP: "http://" + addr,
 		Operator: access.token, Issuer: issued.Token,
 		Restart: func(ctx context.Context) error {
-			proc.kill(t)
+			if err := proc.Kill(); err != nil {
+				return err
+			}
 			proc, err = start(ctx)
 			return err
 		}}
@@ -129,7 +138,7 @@ func startSimLedger(t *testing.T, bin string) SimConfig {
 
 // awaitReady waits until the serve process at base answers /readyz 200,
 // within 45 s.
-func awaitReady(ctx context.Context, c *child, base string) error {
+func awaitReady(ctx context.Context, c *testkit.Process, base string) error {
 	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	for {
@@ -141,7 +150,7 @@ func awaitReady(ctx context.Context, c *child, base string) error {
 				return nil
 			}
 		}
-		if !c.running() {
+		if !c.Running() {
 			return errExited
 		}
 		select {
