@@ -17,8 +17,7 @@ import (
 // keyed step), which no follower is delivered: Drain must not wait for it.
 func TestDrainWaitsForTheCheckoutToEnd(t *testing.T) {
 	e, _ := checkoutEnv(t)
-	m := e.manager(time.Minute, func(err error) { t.Error(err) })
-	runManager(t, m)
+	m, _ := Start(t, e.manager(time.Minute, func(err error) { t.Error(err) }))
 	if _, err := e.svc.Place(t.Context(), with(place(), func(c *contracts.PlaceOrder) { c.BuyerID = "broke" })); err != nil {
 		t.Fatal(err)
 	}
