@@ -49,6 +49,10 @@ type Config struct {
 	// and "position" when empty. Two managers with one key share progress.
 	Bucket string
 	Key    string
+	// Replicas of the checkpoint bucket; the LEDGER stream's when zero, so
+	// that on a cluster the checkpoint survives the loss of a node as the
+	// log does.
+	Replicas int
 	// Concurrency bounds the checkouts in progress at once; 64 when zero.
 	// Steps of one order always run one after another, in log order;
 	// orders competing for a listing's last units may reserve them in
@@ -131,9 +135,18 @@ func (c *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.Bucket, Storage: jetstream.FileStorage})
+	replicas := c.cfg.Replicas
+	if replicas == 0 {
+		st, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			return &events.Error{Op: "checkout.Run", Kind: events.KindUnavailable, Rule: "stream " + events.StreamName + " not reachable", Err: err}
+		}
+		replicas = st.CachedInfo().Config.Replicas
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.Bucket, Storage: jetstream.FileStorage,
+		Replicas: replicas, History: 1, Description: "the checkout's checkpoint"})
 	if err != nil {
-		return err
+		return &events.Error{Op: "checkout.Run", Kind: events.KindUnavailable, Field: c.cfg.Bucket, Err: err}
 	}
 	for ctx.Err() == nil {
 		from, err := c.checkpoint(ctx, kv)
@@ -257,10 +270,6 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 // permanent reports whether a step's error will be the same however often
 // the step is tried.
 func permanent(err error) bool {
-	var r *Refused
-	if errors.As(err, &r) {
-		return r.Problem.Type == "urn:marketledger:problem:"+events.KindDuplicate.String()
-	}
 	switch events.KindOf(err) {
 	case events.KindDuplicate, events.KindInvalid:
 		return true
@@ -570,16 +579,7 @@ func (r *Refused) Error() string { return "refused " + r.Code + ": " + r.Problem
 
 // Unwrap returns the refusal as the ledger's error, of the kind its problem
 // type names, so that events.KindOf tells a taken key from a conflict.
-func (r *Refused) Unwrap() error {
-	kind := events.KindOther
-	for _, k := range []events.Kind{events.KindInvalid, events.KindNotFound, events.KindConflict, events.KindDuplicate,
-		events.KindFrozen, events.KindUnavailable} {
-		if r.Problem.Type == "urn:marketledger:problem:"+k.String() {
-			kind = k
-		}
-	}
-	return &events.Error{Op: "checkout", Kind: kind, Field: r.Problem.Field, Rule: r.Problem.Rule}
-}
+func (r *Refused) Unwrap() error { return r.Problem.Err("checkout") }
 
 // send is call for a step of the checkout that is bounded by its business
 // deadline. Once the deadline has passed, the step is looked up in the log
@@ -667,6 +667,15 @@ func (c *Runner) call(ctx context.Context, subject string, deadline time.Time, c
 	}
 }
 
+// transient reports a refusal that says nothing about the step, only about
+// the moment: other writers of the aggregate won every attempt, or it moved
+// under the decision. The step is sent again (same key), never taken as the
+// checkout's outcome: an order fails for want of stock or by a rule, not
+// because other buyers were busy.
+func transient(r events.Reason) bool {
+	return r == events.ReasonContention || r == events.ReasonStaleVersion || r == events.ReasonPolicyMoved
+}
+
 // decodeReply reports whether resp is an answer (done) and its error.
 func decodeReply(resp *nats.Msg, out any) (done bool, err error) {
 	code := resp.Header.Get(micro.ErrorCodeHeader)
@@ -682,7 +691,7 @@ func decodeReply(resp *nats.Msg, out any) (done bool, err error) {
 		p.Status, _ = strconv.Atoi(code[:min(3, len(code))])
 		p.Detail = resp.Header.Get(micro.ErrorHeader)
 	}
-	if p.Status >= 500 || p.Status < 400 {
+	if p.Status >= 500 || p.Status < 400 || transient(events.Reason(p.Reason)) {
 		return false, nil
 	}
 	return true, &Refused{Code: code, Problem: p}
