@@ -388,7 +388,12 @@ func startCheckout(ctx context.Context, n *node, clock func() time.Time, log *za
 // failure, resuming from its checkpoint.
 func runCheckout(ctx context.Context, c *checkout.Runner, log *zap.Logger) {
 	for ctx.Err() == nil {
-		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+		err := c.Run(ctx)
+		if events.KindOf(err) == events.KindIntegrity {
+			log.Error("checkout stopped: its checkpoint is damaged; no order is checked out until it is repaired or deleted", zap.Error(err))
+			return
+		}
+		if err != nil && ctx.Err() == nil {
 			log.Warn("checkout process manager stopped; restarting from its checkpoint", zap.Error(err))
 			select {
 			case <-ctx.Done():

@@ -125,11 +125,12 @@ func New(cfg Config) *Runner {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64
 	}
-	return &Runner{cfg: cfg, read: &command.Runner{Store: cfg.Store, Codec: codec{}}, idle: make(chan struct{}, 1)}
+	return &Runner{cfg: cfg, read: &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}}, idle: make(chan struct{}, 1)}
 }
 
 // Run follows the log until ctx ends, resuming from the checkpoint after a
-// failure of the subscription. It returns ctx's error.
+// failure of the subscription. It returns ctx's error, or a KindIntegrity
+// error at once when the checkpoint is damaged.
 func (c *Runner) Run(ctx context.Context) error {
 	js, err := jetstream.New(c.cfg.Conn)
 	if err != nil {
@@ -159,6 +160,11 @@ func (c *Runner) Run(ctx context.Context) error {
 		if err != nil && c.cfg.OnError != nil {
 			c.cfg.OnError(err)
 		}
+		if events.KindOf(err) == events.KindIntegrity {
+			// A damaged checkpoint reads the same however often it is
+			// read: stop and say so, rather than guess where to resume.
+			return err
+		}
 		select { // the log or the bucket is unreachable: retry from the checkpoint
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):
@@ -172,8 +178,13 @@ func (c *Runner) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint64,
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil
 	}
-	if err != nil || len(e.Value()) != 8 {
-		return 0, fmt.Errorf("checkout: checkpoint: %v", err)
+	where := c.cfg.Bucket + "/" + c.cfg.Key
+	if err != nil {
+		return 0, &events.Error{Op: "checkout.checkpoint", Kind: events.KindUnavailable, Field: where, Rule: "the checkpoint could not be read", Err: err}
+	}
+	if len(e.Value()) != 8 {
+		return 0, &events.Error{Op: "checkout.checkpoint", Kind: events.KindIntegrity, Field: where,
+			Rule: fmt.Sprintf("a checkpoint is a position, 8 bytes big-endian; found %d bytes: repair or delete the key", len(e.Value()))}
 	}
 	return binary.BigEndian.Uint64(e.Value()), nil
 }
@@ -792,9 +803,3 @@ func paymentStepKey(o Order, pid, step string) string {
 	sum := sha256.Sum256([]byte(pid))
 	return StepKey(o.ID, step+"-"+hex.EncodeToString(sum[:8]))
 }
-
-// codec adapts the contracts functions to command.Codec for loading.
-type codec struct{}
-
-func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.Encode(v) }
-func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }

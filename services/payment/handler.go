@@ -78,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	s := &Service{
-		runner:  &command.Runner{Store: cfg.Store, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew},
+		runner:  &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew},
 		decider: Decider{FeeBasisPoints: cfg.FeeBasisPoints},
 		policy:  cfg.Policy,
 	}
@@ -107,14 +107,6 @@ func (s *Service) Close() {
 // Load returns a payment's current state and version (0: unknown).
 func (s *Service) Load(ctx context.Context, id string) (State, uint64, error) {
 	return command.Load(ctx, s.runner, aggregate, id)
-}
-
-// contractsCodec adapts the contracts package to command.Codec.
-type contractsCodec struct{}
-
-func (contractsCodec) Encode(v any) (string, int, []byte, error) { return contracts.Encode(v) }
-func (contractsCodec) Decode(typ string, version int, data []byte) (any, error) {
-	return contracts.Decode(typ, version, data)
 }
 
 // Reply is the JSON answer to a successful command.

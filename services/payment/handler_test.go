@@ -62,7 +62,7 @@ func newService(t testing.TB, st events.Store) *Service {
 // policy service, so the test writes the same event through the runner.
 func appendPolicy(t testing.TB, st events.Store, ruleID string, ev any) events.Appended {
 	t.Helper()
-	r := &command.Runner{Store: st, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServicePolicy), Clock: time.Now}
+	r := &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePolicy), Clock: time.Now}
 	agg := command.Aggregate[int]{Context: contracts.ServicePolicy, Initial: func(string) int { return 0 }, Evolve: func(n int, _ any) int { return n + 1 }}
 	res, err := command.Run[int, struct{}](context.Background(), r, agg, ruleID, command.Meta{CommandID: events.NewID(), Command: ev}, nil,
 		func(int, struct{}, time.Time) ([]any, error) { return []any{ev}, nil })

@@ -15,7 +15,7 @@ import (
 // same event through the runner.
 func placeOrder(t testing.TB, st events.Store, e contracts.OrderPlaced) {
 	t.Helper()
-	r := &command.Runner{Store: st, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: time.Now}
+	r := &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: time.Now}
 	agg := command.Aggregate[int]{Context: contracts.ServiceOrder, Initial: func(string) int { return 0 }, Evolve: func(n int, _ any) int { return n + 1 }}
 	if _, err := command.Run[int, struct{}](context.Background(), r, agg, e.OrderID, command.Meta{CommandID: events.NewID(), Command: e}, nil,
 		func(int, struct{}, time.Time) ([]any, error) { return []any{e}, nil }); err != nil {
@@ -28,7 +28,7 @@ func placeOrder(t testing.TB, st events.Store, e contracts.OrderPlaced) {
 func confirmOrder(t testing.TB, st events.Store, id, pid string) {
 	t.Helper()
 	e := contracts.OrderConfirmed{OrderID: id, PaymentID: pid}
-	r := &command.Runner{Store: st, Codec: contractsCodec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: time.Now}
+	r := &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: time.Now}
 	agg := command.Aggregate[int]{Context: contracts.ServiceOrder, Initial: func(string) int { return 0 }, Evolve: func(n int, _ any) int { return n + 1 }}
 	if _, err := command.Run[int, struct{}](context.Background(), r, agg, id, command.Meta{CommandID: events.NewID(), Command: e}, nil,
 		func(int, struct{}, time.Time) ([]any, error) { return []any{e}, nil }); err != nil {

@@ -68,7 +68,7 @@ func start(t testing.TB) *env {
 	t.Cleanup(view.Close)
 	e := &env{store: st, nc: nc}
 	e.setNow(beforeNoon)
-	e.runner = &command.Runner{Store: st, Codec: codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: e.clock}
+	e.runner = &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: e.clock}
 	e.svc = order.New(e.runner, view.Snapshot)
 	osvc, err := e.svc.Serve(nc)
 	if err != nil {
@@ -80,12 +80,6 @@ func start(t testing.TB) *env {
 
 func (e *env) clock() time.Time   { return *e.now.Load() }
 func (e *env) setNow(t time.Time) { e.now.Store(&t) }
-
-// codec adapts the contracts functions to command.Codec.
-type codec struct{}
-
-func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.Encode(v) }
-func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }
 
 // appendEvent stores one contract event as its publisher would.
 func (e *env) appendEvent(t testing.TB, context, id string, payload any) {

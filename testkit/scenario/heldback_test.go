@@ -36,7 +36,7 @@ func heldBack(t *testing.T, in *Instance, name string, fault func(context.Contex
 		t.Fatal(err)
 	}
 	tradeClock := func() time.Time { return e.Add(-1500 * time.Millisecond) }
-	runner := &command.Runner{Store: in.Store, Codec: codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: tradeClock}
+	runner := &command.Runner{Store: in.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: tradeClock}
 	agg := command.Aggregate[int]{Context: contracts.ServiceOrder, Initial: func(string) int { return 0 },
 		Evolve: func(s int, _ any) int { return s + 1 }}
 	target := contracts.Target{Jurisdiction: "ID", Channel: contracts.ChannelSocialCommerce, Category: category, SellerID: "s1",

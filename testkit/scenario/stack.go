@@ -55,12 +55,6 @@ type Instance struct {
 	served map[string]micro.Service // by context
 }
 
-// codec adapts the contracts package to command.Codec.
-type codec struct{}
-
-func (codec) Encode(v any) (string, int, []byte, error)     { return contracts.Encode(v) }
-func (codec) Decode(t string, v int, d []byte) (any, error) { return contracts.Decode(t, v, d) }
-
 // NewInstance starts the services on st. The store must check event types
 // against the contracts (events.WithTypeChecker(contracts.Checker{})), as
 // `ledger serve` opens it. Everything stops with t's cleanup.
@@ -74,7 +68,7 @@ func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance
 	}
 	t.Cleanup(view.Close)
 	runner := func(service string) *command.Runner {
-		return &command.Runner{Store: st, Codec: codec{}, Source: contracts.Source(service), Clock: time.Now}
+		return &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(service), Clock: time.Now}
 	}
 	pay, err := payment.New(ctx, payment.Config{Store: st, Clock: time.Now, FeeBasisPoints: FeeBasisPoints, Policy: view.Snapshot})
 	if err != nil {
