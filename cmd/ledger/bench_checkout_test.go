@@ -27,7 +27,9 @@ import (
 
 // The checkout benchmark's shape: 64 HTTP clients, each running checkouts
 // back to back for benchSeconds (LEDGER_BENCH_SECONDS overrides it) over
-// benchListings listings, on the embedded default with fsync on every write.
+// benchListings listings (LEDGER_BENCH_LISTINGS overrides it: 1 puts every
+// client on one listing, a flash sale), on the embedded default with fsync
+// on every write.
 const (
 	benchClients  = 64
 	benchSeconds  = 10
@@ -156,6 +158,10 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 	if s, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_SECONDS")); err == nil && s > 0 {
 		seconds = s
 	}
+	listings := benchListings
+	if n, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_LISTINGS")); err == nil && n > 0 {
+		listings = n
+	}
 	for range b.N {
 		base, natsURL, dataDir := benchServe(b)
 		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
@@ -166,7 +172,7 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 		var wg sync.WaitGroup
 		for c := range 16 {
 			wg.Go(func() {
-				for i := c; i < benchListings; i += 16 {
+				for i := c; i < listings; i += 16 {
 					code, body, err := postCommand(base, "listing.create", contracts.CreateListing{ListingID: fmt.Sprintf("bl-%03d", i),
 						SellerID: fmt.Sprintf("seller-%02d", i%32), Title: "bench item", Category: "fashion",
 						Channel: contracts.Channels[i%2], Jurisdiction: "ID", Origin: contracts.OriginDomestic,
@@ -194,7 +200,7 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 			wg.Go(func() {
 				for n := 0; time.Now().Before(stop); n++ {
 					id := fmt.Sprintf("bo-%02d-%06d", c, n)
-					listingID := fmt.Sprintf("bl-%03d", (c*7+n)%benchListings)
+					listingID := fmt.Sprintf("bl-%03d", (c*7+n)%listings)
 					var pac time.Duration
 					step := func(name string, cmd any, out any, blocked bool) error {
 						t0 := time.Now()
@@ -280,15 +286,15 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 		rate := float64(len(all)) / elapsed.Seconds()
 		msgRate := float64(stored) / elapsed.Seconds()
 		res := map[string]any{
-			"bench": "checkout_http", "mode": mode, "clients": benchClients, "seconds": round2(elapsed.Seconds()), "checkouts": len(all),
+			"bench": "checkout_http", "mode": mode, "clients": benchClients, "listings": listings, "seconds": round2(elapsed.Seconds()), "checkouts": len(all),
 			"checkouts_per_s": round2(rate), "checkout_p50_ms": round2(quantile(co, 0.50)), "checkout_p99_ms": round2(quantile(co, 0.99)),
 			"place_authorize_capture_p50_ms": round2(quantile(pac, 0.50)), "place_authorize_capture_p99_ms": round2(quantile(pac, 0.99)),
 			"stream_msgs_per_s": round2(msgRate), "raw_atomic_batch_msgs_per_s": round2(raw), "raw_batch_msgs": rawBatchMsgs,
 			"stream_to_raw_ratio": round2(msgRate / raw), "target_checkouts_per_s": 1500, "target_p99_ms": 50,
 		}
 		out, _ := json.Marshal(res)
-		fmt.Printf("checkouts (%s: place, reserve, authorize, confirm, capture) over HTTP, %d clients, fsync always: %.0f/s  p50 %.1f ms  p99 %.1f ms (target >= 1500/s, p99 <= 50 ms)\n",
-			mode, benchClients, rate, quantile(co, 0.50), quantile(co, 0.99))
+		fmt.Printf("checkouts (%s: place, reserve, authorize, confirm, capture) over HTTP, %d clients on %d listings, fsync always: %.0f/s  p50 %.1f ms  p99 %.1f ms (target >= 1500/s, p99 <= 50 ms)\n",
+			mode, benchClients, listings, rate, quantile(co, 0.50), quantile(co, 0.99))
 		fmt.Printf("place+authorize+capture latency:  p50 %.1f ms  p99 %.1f ms\n", quantile(pac, 0.50), quantile(pac, 0.99))
 		fmt.Printf("stream messages stored: %.0f/s;  raw atomic batch (%d msgs/batch) on the same server: %.0f msgs/s;  ratio %.2f\n",
 			msgRate, rawBatchMsgs, raw, msgRate/raw)
