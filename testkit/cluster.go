@@ -11,11 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/node/embedded"
 )
 
 // pollInterval is how often a wait re-checks server state that announces no
@@ -288,9 +289,20 @@ func (c *Cluster) StreamLeader() string {
 // JetStream API and waits until another node has been elected and leads. It
 // returns the new leader's name.
 func (c *Cluster) StepDownStreamLeader(ctx context.Context) (string, error) {
-	old := c.StreamLeader()
+	leader, err := replaceStreamLeader(ctx, c.admin, c.StreamLeader(), func() error { return requestStepDown(ctx, c.admin) }, c.StreamLeader)
+	if err != nil {
+		return "", err
+	}
+	return leader, c.waitStreamInterest(ctx)
+}
+
+// replaceStreamLeader does what removes the stream leader old (a stepdown,
+// a killed node) and waits until the stream's leader-elected advisory names
+// another node and current, the cluster's view of the leader, names it too,
+// so that callers can rely on it. It returns the new leader's name.
+func replaceStreamLeader(ctx context.Context, admin *nats.Conn, old string, do func() error, current func() string) (string, error) {
 	elected := make(chan string, 8)
-	sub, err := c.admin.Subscribe(server.JSAdvisoryStreamLeaderElectedPre+"."+events.StreamName, func(m *nats.Msg) {
+	sub, err := admin.Subscribe(server.JSAdvisoryStreamLeaderElectedPre+"."+events.StreamName, func(m *nats.Msg) {
 		var adv server.JSStreamLeaderElectedAdvisory
 		if json.Unmarshal(m.Data, &adv) == nil && adv.Leader != "" && adv.Leader != old {
 			select {
@@ -303,24 +315,21 @@ func (c *Cluster) StepDownStreamLeader(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer sub.Unsubscribe()
-	if err := c.admin.FlushWithContext(ctx); err != nil {
+	if err := admin.FlushWithContext(ctx); err != nil {
 		return "", err
 	}
-	if err := requestStepDown(ctx, c.admin); err != nil {
+	if err := do(); err != nil {
 		return "", err
 	}
 	var leader string
 	select {
 	case leader = <-elected:
 	case <-ctx.Done():
-		return "", fmt.Errorf("testkit: no new stream leader after %s stepped down: %w", old, ctx.Err())
+		return "", fmt.Errorf("testkit: no new stream leader after %s: %w", old, ctx.Err())
 	}
-	// The advisory is sent by the new leader as it takes over; wait until
-	// the node itself answers as leader so that callers can rely on it.
-	if err := pollUntil(ctx, "new stream leader "+leader, func() bool { return c.StreamLeader() == leader }); err != nil {
-		return "", err
-	}
-	return leader, c.waitStreamInterest(ctx)
+	// The advisory is sent by the new leader as it takes over.
+	err = pollUntil(ctx, "new stream leader "+leader, func() bool { return current() == leader })
+	return leader, err
 }
 
 // waitStreamInterest waits until every running node routes the stream's

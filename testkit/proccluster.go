@@ -2,16 +2,15 @@ package testkit
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // streamInfoTimeout bounds one stream-info request: during an election it
@@ -180,40 +179,8 @@ func (c *ProcCluster) KillStreamLeader(ctx context.Context) (killed int, leader 
 	return killed, leader, err
 }
 
-// replaceLeader does what removes the stream leader old and waits until the
-// stream's leader-elected advisory names another node and the stream
-// answers with it as leader.
 func (c *ProcCluster) replaceLeader(ctx context.Context, old string, do func() error) (string, error) {
-	elected := make(chan string, 8)
-	sub, err := c.admin.Subscribe(server.JSAdvisoryStreamLeaderElectedPre+"."+events.StreamName, func(m *nats.Msg) {
-		var adv server.JSStreamLeaderElectedAdvisory
-		if json.Unmarshal(m.Data, &adv) == nil && adv.Leader != "" && adv.Leader != old {
-			select {
-			case elected <- adv.Leader:
-			default:
-			}
-		}
-	})
-	if err != nil {
-		return "", err
-	}
-	defer sub.Unsubscribe()
-	if err := c.admin.FlushWithContext(ctx); err != nil {
-		return "", err
-	}
-	if err := do(); err != nil {
-		return "", err
-	}
-	var leader string
-	select {
-	case leader = <-elected:
-	case <-ctx.Done():
-		return "", fmt.Errorf("testkit: no new stream leader after %s: %w", old, ctx.Err())
-	}
-	// The advisory is sent by the new leader as it takes over; wait until
-	// the stream answers with it, so that callers can rely on it.
-	err = pollUntil(ctx, "new stream leader "+leader, func() bool { return c.StreamLeader(ctx) == leader })
-	return leader, err
+	return replaceStreamLeader(ctx, c.admin, old, do, func() string { return c.StreamLeader(ctx) })
 }
 
 // KillNode sends SIGKILL to node i's process (0-based), by its pid: no
