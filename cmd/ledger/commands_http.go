@@ -5,14 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/service"
-	"github.com/marketledger/ledger/services/payment"
-	"github.com/marketledger/ledger/services/policy"
 )
 
 // mountCommands serves every command of the running services as
@@ -82,36 +79,13 @@ func dispatch(ctx context.Context, st *stack, name string, body []byte) (any, er
 }
 
 // dispatchDecoded hands a command contracts.DecodeCommand already decoded
-// and validated to its service.
+// and validated to the service its contract names.
 func dispatchDecoded(ctx context.Context, st *stack, name string, cmd any) (any, error) {
-	switch ctxName, _, _ := strings.Cut(name, "."); ctxName {
-	case contracts.ServiceListing:
-		if st.listing != nil {
-			return st.listing.HandleDecoded(ctx, cmd)
-		}
-	case contracts.ServiceOrder:
-		if st.order != nil {
-			return st.order.HandleDecoded(ctx, cmd)
-		}
-	case contracts.ServicePayment:
-		if st.payment != nil {
-			res, err := st.payment.Handle(ctx, cmd)
-			if err != nil {
-				return nil, err
-			}
-			tg, _ := contracts.TargetOf(cmd)
-			return payment.NewReply(tg.AggregateID, res), nil
-		}
-	case contracts.ServicePolicy:
-		if st.policy != nil {
-			res, err := st.policy.Handle(ctx, cmd)
-			if err != nil {
-				return nil, err
-			}
-			return policy.NewReply(res), nil
-		}
+	spec, _ := contracts.LookupCommand(name)
+	if h := st.handler(spec.Service); h != nil {
+		return h(ctx, cmd)
 	}
-	return nil, &events.Error{Op: name, Kind: events.KindNotFound, Rule: "the " + strings.SplitN(name, ".", 2)[0] + " service does not run in this process", Err: errServiceNotRunning}
+	return nil, &events.Error{Op: name, Kind: events.KindNotFound, Rule: "the " + spec.Service + " service does not run in this process", Err: errServiceNotRunning}
 }
 
 // writeError answers with the error's problem: the same mapping of error

@@ -105,3 +105,19 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 func sameStore(st *events.JetStreamStore) func(string) (*events.JetStreamStore, error) {
 	return func(string) (*events.JetStreamStore, error) { return st, nil }
 }
+
+// handler returns how the stack runs a decoded command of service, nil when
+// this process does not run it.
+func (s *stack) handler(service string) func(context.Context, any) (any, error) {
+	switch {
+	case service == contracts.ServiceListing && s.listing != nil:
+		return func(ctx context.Context, cmd any) (any, error) { return s.listing.HandleDecoded(ctx, cmd) }
+	case service == contracts.ServiceOrder && s.order != nil:
+		return func(ctx context.Context, cmd any) (any, error) { return s.order.HandleDecoded(ctx, cmd) }
+	case service == contracts.ServicePayment && s.payment != nil:
+		return func(ctx context.Context, cmd any) (any, error) { return s.payment.HandleDecoded(ctx, cmd) }
+	case service == contracts.ServicePolicy && s.policy != nil:
+		return func(ctx context.Context, cmd any) (any, error) { return s.policy.HandleDecoded(ctx, cmd) }
+	}
+	return nil
+}

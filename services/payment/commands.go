@@ -39,6 +39,17 @@ func (s *Service) Handle(ctx context.Context, cmd any) (command.Result[State], e
 	return s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
 }
 
+// HandleDecoded runs a command contracts.DecodeCommand already decoded and
+// validated and returns its reply, as every service's does.
+func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
+	res, err := s.Handle(ctx, cmd)
+	if err != nil {
+		return Reply{}, err
+	}
+	tg, _ := contracts.TargetOf(cmd)
+	return NewReply(tg.AggregateID, res), nil
+}
+
 // aggregate describes the payment decider to the command runner.
 var aggregate = command.Aggregate[State]{Context: contracts.ServicePayment, Initial: Initial, Evolve: Evolve, Clone: Clone}
 

@@ -59,6 +59,16 @@ func (s *Service) Handle(ctx context.Context, cmd any) (command.Result[State], e
 		Rule: fmt.Sprintf("%T is not a policy command", cmd)}
 }
 
+// HandleDecoded runs a command contracts.DecodeCommand already decoded and
+// validated and returns its reply, as every service's does.
+func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
+	res, err := s.Handle(ctx, cmd)
+	if err != nil {
+		return Reply{}, err
+	}
+	return NewReply(res), nil
+}
+
 // ImposeFreeze appends a freeze, if its issuer holds the policy role.
 func (s *Service) ImposeFreeze(ctx context.Context, c contracts.ImposeFreeze) (command.Result[State], error) {
 	return s.run(ctx, "policy.impose_freeze", c.RuleID, c.Issuer, c.IdempotencyKey, c)
