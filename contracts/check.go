@@ -213,6 +213,13 @@ func DecodeCommand(name string, body []byte) (any, error) {
 	if !ok {
 		return nil, invalidAt(op, "", fmt.Sprintf("unknown command %q", truncate(name)))
 	}
+	if err := strictJSON(op, body); err != nil {
+		var se *strictError
+		if errors.As(err, &se) {
+			return nil, invalidAt(op, se.pointer, se.rule)
+		}
+		return nil, err
+	}
 	set, err := schemaSet()
 	if err != nil {
 		return nil, &events.Error{Op: op, Kind: events.KindOther, Err: err}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -24,7 +25,17 @@ func (a *api) mountCommands(st *stack) {
 			return
 		}
 		p, _ := httpauth.PrincipalFrom(r.Context()) // RequireCommand admitted a caller
-		cmd, err := contracts.DecodeCommand(name, scopeKey(p, body))
+		// A buyer's or seller's idempotency key is scoped to its subject,
+		// which rewrites it: the command is first checked as sent, so that a
+		// key the contract refuses is refused, not hashed into a valid one.
+		scoped := scopeKey(p, body)
+		if !bytes.Equal(scoped, body) {
+			if _, err := contracts.DecodeCommand(name, body); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		cmd, err := contracts.DecodeCommand(name, scoped)
 		if err != nil {
 			writeError(w, err)
 			return

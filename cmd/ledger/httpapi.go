@@ -86,9 +86,44 @@ func (a *api) handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	top.HandleFunc("GET /readyz", a.readyz)
-	top.Handle("/", a.authn.Middleware(a.limit.Middleware(a.mux)))
+	top.Handle("/", a.authn.Middleware(a.limit.Middleware(problemRoutes(a.mux))))
 	return http.MaxBytesHandler(top, maxBodyBytes)
 }
+
+// problemRoutes answers a request that matches no route as every other
+// refusal is answered, with a problem+json body: 404 for an unknown path,
+// 405 (with the mux's Allow header) for a known path and another method.
+func problemRoutes(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &headerRecorder{header: http.Header{}}
+		mux.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		if rec.status == http.StatusMethodNotAllowed {
+			service.HTTPProblem(rec.status, "method_not_allowed", "method not allowed",
+				r.Method+" is not served on "+r.URL.Path+"; allowed: "+rec.header.Get("Allow")).Write(w)
+			return
+		}
+		service.HTTPProblem(http.StatusNotFound, events.KindNotFound.String(), "not found",
+			"no route "+r.Method+" "+r.URL.Path+"; the routes are listed in /openapi.json").Write(w)
+	})
+}
+
+// headerRecorder keeps the status and headers the mux answers an unrouted
+// request with, and drops its plain-text body.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (h *headerRecorder) WriteHeader(status int)      { h.status = status }
 
 // readyz answers 200 only when the log answers: the stream is reachable
 // and has a leader (and so have the buckets this process uses), its

@@ -286,6 +286,15 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // the checkout runs on its own; nothing to await over HTTP but the log
 	}
+	// A buyer's key is checked as sent before it is scoped to the buyer: a
+	// key the contract refuses is refused, not hashed into a valid one.
+	for _, key := range []string{strings.Repeat("k", 300), "has spaces"} {
+		if code, b := s.call(t, "POST", "/v1/commands/order.place", tokens["buyer"], contracts.PlaceOrder{OrderID: "sec-o-6",
+			BuyerID: "test-buyer", ListingID: "sec-3", Quantity: 1, IdempotencyKey: key}); code != http.StatusBadRequest ||
+			!strings.Contains(string(b), "/idempotency_key") {
+			t.Errorf("order.place by a buyer with idempotency key %.20q: %d %s; want 400 at /idempotency_key", key, code, b)
+		}
+	}
 	// Commands on an aggregate that does not exist are refused before any
 	// decision, so that none can wait for someone else's id.
 	if code, b := s.call(t, "POST", "/v1/commands/order.cancel", tokens["buyer"], contracts.CancelOrder{OrderID: "sec-o-404", Reason: "x"}); code != http.StatusNotFound {

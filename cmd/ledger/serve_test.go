@@ -36,6 +36,22 @@ func TestServeAnswersHealthMetricsAndOpenAPIThenStopsCleanly(t *testing.T) {
 	if code, body := s.call(t, "GET", "/metrics", token, nil); code != 200 || !strings.Contains(string(body), "ledger_store_batches_total") {
 		t.Errorf("/metrics = %d, missing ledger_store_batches_total", code)
 	}
+	// A request no route matches is refused as every other is: problem+json.
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{{"GET", "/v1/nothing-here", 404}, {"DELETE", "/v1/events", 405}, {"GET", "/v1/commands/order.place", 405}} {
+		code, body := s.call(t, tc.method, tc.path, token, nil)
+		var p struct {
+			Type   string `json:"type"`
+			Status int    `json:"status"`
+			Detail string `json:"detail"`
+		}
+		if code != tc.status || json.Unmarshal(body, &p) != nil || p.Status != tc.status ||
+			!strings.HasPrefix(p.Type, "urn:marketledger:problem:") || p.Detail == "" {
+			t.Errorf("%s %s = %d %s; want %d problem+json", tc.method, tc.path, code, body, tc.status)
+		}
+	}
 	code, body := s.call(t, "GET", "/openapi.json", "", nil)
 	var doc map[string]any
 	if code != 200 || json.Unmarshal(body, &doc) != nil || doc["openapi"] == nil {
