@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
@@ -19,6 +20,14 @@ import (
 func (a *api) mountCommands(st *stack) {
 	a.mux.Handle("POST /v1/commands/{name}", httpauth.RequireCommand()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
+		start, label := time.Now(), name
+		if _, ok := contracts.LookupCommand(name); !ok {
+			label = "unknown" // a client's name must not become a label
+		}
+		fail := func(err error) {
+			a.metrics.command(label, start, err)
+			writeError(w, err)
+		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			service.HTTPProblem(http.StatusRequestEntityTooLarge, "too_large", "body too large", err.Error()).Write(w)
@@ -31,30 +40,31 @@ func (a *api) mountCommands(st *stack) {
 		scoped := scopeKey(p, body)
 		if !bytes.Equal(scoped, body) {
 			if _, err := contracts.DecodeCommand(name, body); err != nil {
-				writeError(w, err)
+				fail(err)
 				return
 			}
 		}
 		cmd, err := contracts.DecodeCommand(name, scoped)
 		if err != nil {
-			writeError(w, err)
+			fail(err)
 			return
 		}
 		var owner errNotOwner
 		switch err := checkOwner(r.Context(), st, p, name, cmd); {
 		case errors.As(err, &owner):
-			writeError(w, &events.Error{Kind: events.KindPermission, Field: owner.field,
+			fail(&events.Error{Kind: events.KindPermission, Field: owner.field,
 				Rule: "a buyer or seller token acts only for its own subject", Err: errors.New(owner.detail)})
 			return
 		case err != nil:
-			writeError(w, err)
+			fail(err)
 			return
 		}
 		reply, err := dispatchDecoded(r.Context(), st, name, cmd)
 		if err != nil {
-			writeError(w, err)
+			fail(err)
 			return
 		}
+		a.metrics.command(label, start, nil)
 		writeJSON(w, http.StatusOK, reply)
 	})))
 	if st.policy != nil {

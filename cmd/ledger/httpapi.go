@@ -38,11 +38,12 @@ const (
 // token of a role it admits (internal/httpauth), and every client is
 // bounded in requests in flight.
 type api struct {
-	mux   *http.ServeMux
-	reg   *prometheus.Registry
-	node  *node
-	log   *zap.Logger
-	ready func() error
+	mux     *http.ServeMux
+	reg     *prometheus.Registry
+	metrics *apiMetrics
+	node    *node
+	log     *zap.Logger
+	ready   func() error
 	// history, when set, compares the stream with what the ledger
 	// recorded of it (checkHistory); without it only the stream's
 	// settings are checked.
@@ -59,6 +60,7 @@ func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *
 	a := &api{mux: http.NewServeMux(), reg: prometheus.NewRegistry(), node: n, log: log,
 		authn: httpauth.NewAuthenticator(tokens, log), limit: limit}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics = newAPIMetrics(a.reg)
 	a.reg.MustRegister(newStoreCollector(n.stores))
 	a.mux.Handle("GET /metrics", httpauth.Require(httpauth.MetricsRoles...)(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
 	events := http.NewServeMux()
@@ -86,7 +88,7 @@ func (a *api) handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	top.HandleFunc("GET /readyz", a.readyz)
-	top.Handle("/", a.authn.Middleware(a.limit.Middleware(problemRoutes(a.mux))))
+	top.Handle("/", a.authn.Middleware(a.limit.Middleware(a.metrics.instrument(problemRoutes(a.mux)))))
 	return http.MaxBytesHandler(top, maxBodyBytes)
 }
 

@@ -310,6 +310,23 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 		contracts.PlaceOrder{OrderID: "sec-o-2", BuyerID: "test-buyer", ListingID: "sec-1", Quantity: 1}); code != http.StatusLocked {
 		t.Errorf("order.place under the freeze: %d %s; want 423", code, b)
 	}
+	// The operator sees the refusal by its rule, command latency by
+	// outcome, HTTP latency by route (not by path), and the build.
+	if code, b := s.call(t, "GET", "/metrics", tokens["operator"], nil); code != http.StatusOK {
+		t.Errorf("/metrics: %d", code)
+	} else {
+		for _, want := range []string{
+			`ledger_refusals_total{command="order.place",kind="frozen",reason="",rule="` + freeze.RuleID + `"} 1`,
+			`ledger_command_duration_seconds_count{command="order.place",outcome="ok"}`,
+			`ledger_command_duration_seconds_count{command="order.place",outcome="frozen"} 1`,
+			`ledger_http_request_duration_seconds_count{method="POST",route="POST /v1/commands/{name}",status="423"}`,
+			`ledger_build_info{`,
+		} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	}
 
 	// A token issued while serve runs is in force without a restart; a
 	// revoked one is refused.

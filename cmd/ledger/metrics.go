@@ -1,0 +1,103 @@
+package main
+
+import (
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/policyview"
+)
+
+// apiMetrics are the RED metrics of the HTTP API and of the commands it
+// runs, and the build of the binary.
+type apiMetrics struct {
+	httpDuration *prometheus.HistogramVec
+	commands     *prometheus.HistogramVec
+	refusals     *prometheus.CounterVec
+}
+
+// Latency buckets from 1 ms to 10 s: a command is a few milliseconds on a
+// quiet ledger and a leader change can hold one for seconds.
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+func newAPIMetrics(reg *prometheus.Registry) *apiMetrics {
+	m := &apiMetrics{
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ledger_http_request_duration_seconds",
+			Help: "HTTP requests by route pattern, method and status, from the first byte read to the last written.", Buckets: latencyBuckets},
+			[]string{"route", "method", "status"}),
+		commands: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ledger_command_duration_seconds",
+			Help: "Commands over HTTP by name and outcome (ok, or the refusal's kind), from decoding to the answer.", Buckets: latencyBuckets},
+			[]string{"command", "outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_refusals_total",
+			Help: "Commands refused, by command, kind (frozen, invalid, conflict, ...), reason (no_stock, contention, ...) and the rule that refused it (a policy rule id, or empty)."},
+			[]string{"command", "kind", "reason", "rule"}),
+	}
+	version, goVersion := "(devel)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "ledger_build_info", Help: "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion}})
+	build.Set(1)
+	reg.MustRegister(m.httpDuration, m.commands, m.refusals, build)
+	return m
+}
+
+// command records one command's outcome and latency; a refusal is also
+// counted by its kind, reason and rule.
+func (m *apiMetrics) command(name string, start time.Time, err error) {
+	outcome := "ok"
+	if err != nil {
+		kind := events.KindOf(err)
+		outcome = kind.String()
+		rule := ""
+		if r, ok := policyview.RefusalOf(err); ok {
+			rule = r.RuleID
+		}
+		m.refusals.WithLabelValues(name, kind.String(), string(events.ReasonOf(err)), rule).Inc()
+	}
+	m.commands.WithLabelValues(name, outcome).Observe(time.Since(start).Seconds())
+}
+
+// instrument measures every request by its route pattern (not its path:
+// ids would make the label unbounded).
+func (m *apiMetrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.httpDuration.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusWriter remembers the status a handler answered with. It passes
+// Flush through, so that the server-sent events stream still streams.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
