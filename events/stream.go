@@ -66,7 +66,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (je
 		if _, err = js.CreateStream(ctx, StreamConfig(replicas)); err != nil {
 			return nil, &Error{Op: op, Kind: KindUnavailable, Rule: "cannot create stream " + StreamName, Err: err}
 		}
-		s, err = WaitStreamLeader(wctx, js, StreamName)
+		// Created (by this process or, at the same moment, by another):
+		// the server that answers may not know the stream yet, so "not
+		// found" now means "not yet".
+		s, err = waitStreamLeader(wctx, js, StreamName, false)
 	}
 	if err != nil {
 		return nil, &Error{Op: op, Kind: KindUnavailable, Rule: "cannot read stream " + StreamName, Err: err}
@@ -134,13 +137,19 @@ const (
 // request until it elects one: without this wait the first request fails
 // with "no responders" or a time-out. The error names the stream.
 func WaitStreamLeader(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	return waitStreamLeader(ctx, js, name, true)
+}
+
+// waitStreamLeader is WaitStreamLeader; with notFoundIsFinal false it also
+// waits for a stream the cluster does not know yet.
+func waitStreamLeader(ctx context.Context, js jetstream.JetStream, name string, notFoundIsFinal bool) (jetstream.Stream, error) {
 	var last error
 	for {
 		actx, cancel := context.WithTimeout(ctx, leaderAsk)
 		s, err := js.Stream(actx, name)
 		cancel()
 		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
+		case errors.Is(err, jetstream.ErrStreamNotFound) && notFoundIsFinal:
 			return nil, err
 		case err == nil && hasLeader(s.CachedInfo()):
 			return s, nil
