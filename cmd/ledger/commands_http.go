@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -33,6 +34,16 @@ func (a *api) mountCommands(st *stack) {
 			service.HTTPProblem(http.StatusRequestEntityTooLarge, "too_large", "body too large", err.Error()).Write(w)
 			return
 		}
+		if body, err = idempotencyHeader(r, body); err != nil {
+			fail(err)
+			return
+		}
+		corr, err := correlationHeader(r)
+		if err != nil {
+			fail(err)
+			return
+		}
+		w.Header().Set(service.CorrelationHeader, corr)
 		p, _ := httpauth.PrincipalFrom(r.Context()) // RequireCommand admitted a caller
 		// A buyer's or seller's idempotency key is scoped to its subject,
 		// which rewrites it: the command is first checked as sent, so that a
@@ -59,7 +70,7 @@ func (a *api) mountCommands(st *stack) {
 			fail(err)
 			return
 		}
-		reply, err := dispatchDecoded(r.Context(), st, name, cmd)
+		reply, err := dispatchDecoded(withCorrelation(r.Context(), corr), st, name, cmd)
 		if err != nil {
 			fail(err)
 			return
@@ -113,4 +124,43 @@ func dispatchDecoded(ctx context.Context, st *stack, name string, cmd any) (any,
 // kinds to statuses as the services' NATS endpoints (runtime/service).
 func writeError(w http.ResponseWriter, err error) {
 	service.ProblemOf(err).Write(w)
+}
+
+// idempotencyHeader takes the Idempotency-Key header as the command's key
+// when its body names none. A body that names another key is refused: one
+// command has one key.
+func idempotencyHeader(r *http.Request, body []byte) ([]byte, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return body, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return body, nil // the contract check names what is wrong with the body
+	}
+	if raw, ok := m["idempotency_key"]; ok {
+		var inBody string
+		if json.Unmarshal(raw, &inBody) == nil && inBody != key {
+			return nil, &events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed, Field: "Idempotency-Key",
+				Rule: "the header and the body's idempotency_key must be the same when both are sent"}
+		}
+		return body, nil
+	}
+	m["idempotency_key"], _ = json.Marshal(key)
+	return json.Marshal(m)
+}
+
+// correlationHeader returns the Ledger-Correlation-Id the caller sent, or a
+// new one: every command's events join a flow the caller can follow
+// (`ledger trace ID`), and the answer says which.
+func correlationHeader(r *http.Request) (string, error) {
+	id := r.Header.Get(service.CorrelationHeader)
+	if id == "" {
+		return events.NewID(), nil
+	}
+	if err := events.ValidateAggregateID(id); err != nil {
+		return "", &events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed, Field: service.CorrelationHeader,
+			Rule: "1 to 128 letters, digits, '-' or '_', starting with a letter or digit"}
+	}
+	return id, nil
 }

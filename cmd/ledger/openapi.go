@@ -63,7 +63,11 @@ func buildOpenAPI() ([]byte, error) {
 			return nil, err
 		}
 		delete(s, "$schema") // OpenAPI 3.1's dialect is 2020-12 already
-		o := op(c.Description+" Emits "+strings.Join(c.Emits, ", ")+".", nil,
+		o := op(c.Description+" Emits "+strings.Join(c.Emits, ", ")+".", []any{
+			obj{"name": "Ledger-Correlation-Id", "in": "header", "required": false, "schema": obj{"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"},
+				"description": "the flow the command joins; a new one when absent. The answer names it in the same header."},
+			obj{"name": "Idempotency-Key", "in": "header", "required": false, "schema": obj{"type": "string"},
+				"description": "the command's idempotency key when its body names none; refused when the body names another"}},
 			withProblems(resp200("the aggregate after the command, with the events appended and their positions", jsonSchema(obj{"type": "object"})), 400, 404, 409, 422, 423, 503))
 		o["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s}}}
 		o["tags"] = []string{c.Service}
