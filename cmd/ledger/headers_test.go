@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/marketledger/ledger/contracts"
 )
@@ -58,6 +59,22 @@ func TestCommandHeaders(t *testing.T) {
 	if code, h, _ := post("order.place", contracts.PlaceOrder{OrderID: "hdr-o2", BuyerID: "buyer-h", ListingID: "hdr-1", Quantity: 1}, nil); code != http.StatusOK || h.Get("Ledger-Correlation-Id") == "" {
 		t.Errorf("order.place without headers: %d, correlation %q; want a new flow named", code, h.Get("Ledger-Correlation-Id"))
 	}
+	// The order placed over HTTP can be followed over HTTP.
+	if code, b := s.call(t, "GET", "/v1/orders/hdr-o1", token, nil); code != http.StatusOK ||
+		!strings.Contains(string(b), `"order_id":"hdr-o1"`) || !strings.Contains(string(b), `"version":`) {
+		t.Errorf("GET /v1/orders/hdr-o1: %d %s", code, b)
+	}
+	if code, b := s.call(t, "GET", "/v1/listings/hdr-1", token, nil); code != http.StatusOK || !strings.Contains(string(b), `"stock":`) {
+		t.Errorf("GET /v1/listings/hdr-1: %d %s", code, b)
+	}
+	// A buyer reads its own orders only; another's answers as missing.
+	buyer := issueTestToken(t, g.dataDir, "buyer")
+	waitStatusFor(t, s, buyer, "/v1/orders/hdr-o1", http.StatusNotFound)
+	for _, path := range []string{"/v1/orders/nope", "/v1/payments/nope"} {
+		if code, b := s.call(t, "GET", path, token, nil); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d %s; want 404", path, code, b)
+		}
+	}
 	for _, tc := range []struct {
 		headers map[string]string
 		body    any
@@ -70,5 +87,22 @@ func TestCommandHeaders(t *testing.T) {
 		if code != http.StatusBadRequest || !strings.Contains(string(b), `"field":"`+tc.field+`"`) {
 			t.Errorf("headers %v: %d %s; want 400 naming %s", tc.headers, code, b, tc.field)
 		}
+	}
+}
+
+// waitStatusFor waits until GET path answers want to token: a token issued
+// while serve runs is in force within a second.
+func waitStatusFor(t *testing.T, s *servedLedger, token, path string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, b := s.call(t, "GET", path, token, nil)
+		if code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d %s; want %d within 10 s", path, code, b, want)
+		}
+		time.Sleep(50 * time.Millisecond) // the tokens file is re-read at most once a second
 	}
 }

@@ -42,6 +42,12 @@ func buildOpenAPI() ([]byte, error) {
 			[]any{queryParam("as_of", "RFC 3339 instant with offset, or a position"), queryParam("clock", "business (default), recorded or position")},
 			withProblems(obj{"200": obj{"description": "the bundle", "content": obj{"application/zip": obj{}}}}, 400, 404))},
 	}
+	for _, kind := range []string{"orders", "listings", "payments"} {
+		paths["/v1/"+kind+"/{id}"] = obj{"get": op("The current state of one of the "+kind+", folded from its events, and its version; "+
+			"a buyer or seller token reads only the orders and payments it is a party to (another's answers 404)",
+			[]any{obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"}}},
+			withProblems(resp200("{id, version, state}", jsonSchema(obj{"type": "object"})), 400, 404))}
+	}
 	for _, p := range []string{"/healthz", "/readyz", "/openapi.json"} {
 		paths[p].(obj)["get"].(obj)["security"] = []obj{} // open: probes and discovery
 	}

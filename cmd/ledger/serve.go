@@ -231,6 +231,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		a.watchPolicyView(st.view)
 	}
 	a.mountCommands(st)
+	a.mountState(st)
 	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
 	} else {
