@@ -82,16 +82,23 @@ func Evolve(s Listing, payload any) Listing {
 	return s
 }
 
+// Inputs is what a listing decision needs besides the listing's own state.
+type Inputs struct {
+	// Rules are the policy rules the decision is judged by (a creation
+	// and a price change may meet a floor price).
+	Rules policyview.Rules
+}
+
 // Decide answers one command (a value of a contracts listing command type)
-// given the listing's state, the policy rules and the decision instant. It
+// given the listing's state, its inputs and the decision instant. It
 // returns the events to append; none means the command changes nothing (a
 // repeated reservation, a price set to what it is).
-func Decide(s Listing, cmd any, rules policyview.Rules, now time.Time) ([]any, error) {
+func Decide(s Listing, cmd any, in Inputs, now time.Time) ([]any, error) {
 	switch c := cmd.(type) {
 	case contracts.CreateListing:
-		return decideCreate(s, c, rules, now)
+		return decideCreate(s, c, in.Rules, now)
 	case contracts.ChangePrice:
-		return decideChangePrice(s, c, rules, now)
+		return decideChangePrice(s, c, in.Rules, now)
 	case contracts.ChangeStock:
 		return decideChangeStock(s, c)
 	case contracts.Delist:

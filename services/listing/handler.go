@@ -78,7 +78,7 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 	}
 	return command.Run(ctx, s.runner, Aggregate, id, meta, policy,
 		func(st Listing, rules policyview.Rules, now time.Time) ([]any, error) {
-			return Decide(st, cmd, rules, now)
+			return Decide(st, cmd, Inputs{Rules: rules}, now)
 		})
 }
 

@@ -73,14 +73,22 @@ func Evolve(s Order, payload any) Order {
 	return s
 }
 
+// Inputs is what an order decision needs besides the order's own state.
+type Inputs struct {
+	// Listing is the listing as it is now; only placement reads it (zero
+	// for the other commands).
+	Listing Listing
+	// Rules are the policy rules the decision is judged by.
+	Rules policyview.Rules
+}
+
 // Decide answers one command (a value of a contracts order command type)
-// given the order's state, the listing as it is now (used by placement
-// only), the policy rules and the decision instant. It returns the events
-// to append; none means the command was already done.
-func Decide(s Order, cmd any, l Listing, rules policyview.Rules, now time.Time) ([]any, error) {
+// given the order's state, its inputs and the decision instant. It returns
+// the events to append; none means the command was already done.
+func Decide(s Order, cmd any, in Inputs, now time.Time) ([]any, error) {
 	switch c := cmd.(type) {
 	case contracts.PlaceOrder:
-		return decidePlace(s, c, l, rules, now)
+		return decidePlace(s, c, in.Listing, in.Rules, now)
 	case contracts.ConfirmOrder:
 		if s.Status == StatusConfirmed && s.PaymentID != c.PaymentID {
 			return nil, fail("order.confirm", events.KindConflict, "/payment_id", "order was confirmed with payment "+s.PaymentID)

@@ -81,7 +81,7 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 					return nil, err
 				}
 			}
-			return Decide(st, cmd, l, rules, now)
+			return Decide(st, cmd, Inputs{Listing: l, Rules: rules}, now)
 		})
 }
 

@@ -110,7 +110,7 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 			if err != nil {
 				return nil, err
 			}
-			return s.decider.Decide(st, cmd, o, rules.InForce(now), now)
+			return Decide(st, cmd, Inputs{Order: o, Rules: rules.InForce(now), FeeBasisPoints: s.feeBasisPoints}, now)
 		})
 }
 

@@ -179,35 +179,40 @@ func Fee(gross, feeBps int64) (int64, error) {
 	return int64(q), nil
 }
 
-// Decider decides payment commands. It is pure: it holds only
-// configuration, and time arrives as the now of each decision.
-type Decider struct {
+// Inputs is what a payment decision needs besides the payment's own state.
+type Inputs struct {
+	// Order is the order the payment is for, as the log has it (zero when
+	// the command needs none): authorization and capture are judged by the
+	// order's scope and unit price, never by what the caller says about
+	// them.
+	Order Order
+	// Rules are the policy rules in force at the decision instant
+	// (policyview.Rules.InForce).
+	Rules []contracts.Rule
 	// FeeBasisPoints is the platform fee taken at settlement, in basis
-	// points of the gross (250 = 2.5 %).
+	// points of the gross (250 = 2.5 %): the service's configuration.
 	FeeBasisPoints int64
 }
 
-// Decide returns the events cmd produces on s under the policy rules in
-// force at now, or an error naming the field and rule it breaks. cmd is one
-// of the contracts payment commands (a value, not a pointer). o is the
-// order the payment is for, as the log has it (zero when the command needs
-// none): authorization and capture are judged by the order's scope and
-// unit price, never by what the caller says about them.
-func (d Decider) Decide(s State, cmd any, o Order, rules []contracts.Rule, now time.Time) ([]any, error) {
+// Decide returns the events cmd produces on s given its inputs at the
+// decision instant now, or an error naming the field and rule it breaks.
+// cmd is one of the contracts payment commands (a value, not a pointer).
+// Decide is pure: configuration and time arrive as inputs.
+func Decide(s State, cmd any, in Inputs, now time.Time) ([]any, error) {
 	if s.Corrupt != nil {
 		return nil, s.Corrupt
 	}
 	switch c := cmd.(type) {
 	case contracts.AuthorizePayment:
-		return decideAuthorize(s, c, o, rules, now)
+		return decideAuthorize(s, c, in.Order, in.Rules, now)
 	case contracts.CapturePayment:
-		return decideCapture(s, c, o, rules, now)
+		return decideCapture(s, c, in.Order, in.Rules, now)
 	case contracts.VoidPayment:
 		return decideVoid(s, c)
 	case contracts.RefundPayment:
 		return decideRefund(s, c)
 	case contracts.SettlePayment:
-		return decideSettle(s, c, d.FeeBasisPoints)
+		return decideSettle(s, c, in.FeeBasisPoints)
 	}
 	return nil, &events.Error{Op: "payment.Decide", Kind: events.KindInvalid, Rule: fmt.Sprintf("%T is not a payment command", cmd)}
 }

@@ -59,10 +59,12 @@ type Config struct {
 // retry, idempotency keys and the policy fence (runtime/command). It is safe
 // for concurrent use.
 type Service struct {
-	runner  *command.Runner
-	decider Decider
-	policy  PolicySnapshot
-	view    *policyview.View // started by New, closed by Close; nil when Config.Policy was given
+	runner *command.Runner
+	// feeBasisPoints is the platform fee at settlement, an input of every
+	// decision.
+	feeBasisPoints int64
+	policy         PolicySnapshot
+	view           *policyview.View // started by New, closed by Close; nil when Config.Policy was given
 }
 
 // New returns a Service, refusing a configuration it cannot run with. It
@@ -78,9 +80,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	s := &Service{
-		runner:  &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew},
-		decider: Decider{FeeBasisPoints: cfg.FeeBasisPoints},
-		policy:  cfg.Policy,
+		runner:         &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew},
+		feeBasisPoints: cfg.FeeBasisPoints,
+		policy:         cfg.Policy,
 	}
 	if s.policy == nil {
 		src, ok := cfg.Store.(policyview.Source)

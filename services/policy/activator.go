@@ -67,7 +67,7 @@ func (s *Service) activate(ctx context.Context, id string) (command.Result[State
 	cmd := ActivateDue{RuleID: id}
 	meta := command.Meta{CommandID: events.NewID(), Command: cmd}
 	return command.Run[State, struct{}](ctx, s.runner, aggregate, id, meta, nil,
-		func(st State, _ struct{}, now time.Time) ([]any, error) { return Decide(st, cmd, now) })
+		func(st State, _ struct{}, now time.Time) ([]any, error) { return Decide(st, cmd, Inputs{}, now) })
 }
 
 // RunActivator calls ActivateDue until ctx ends: at every tick, and sooner

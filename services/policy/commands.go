@@ -101,7 +101,7 @@ func (s *Service) run(ctx context.Context, op, id, issuer, key string, cmd any) 
 	}
 	meta := command.Meta{CommandID: events.NewID(), IdempotencyKey: key, Command: cmd}
 	return command.Run[State, struct{}](ctx, s.runner, aggregate, id, meta, nil,
-		func(st State, _ struct{}, now time.Time) ([]any, error) { return Decide(st, cmd, now) })
+		func(st State, _ struct{}, now time.Time) ([]any, error) { return Decide(st, cmd, Inputs{}, now) })
 }
 
 func (s *Service) authorize(ctx context.Context, op, issuer string) error {

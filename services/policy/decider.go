@@ -100,11 +100,16 @@ type ActivateDue struct {
 	RuleID string `json:"rule_id"`
 }
 
+// Inputs is what a policy decision needs besides the rule's own state:
+// nothing. It exists so that the policy decider has the shape of every
+// other (Decide(state, command, inputs, now)).
+type Inputs struct{}
+
 // Decide returns the events cmd produces on s at the decision instant now,
 // or an error naming the field and rule it breaks. cmd is one of the
 // contracts policy commands (a value, not a pointer). The issuer's role is
 // checked by the handler before, because it needs an Authorizer.
-func Decide(s State, cmd any, now time.Time) ([]any, error) {
+func Decide(s State, cmd any, _ Inputs, now time.Time) ([]any, error) {
 	switch c := cmd.(type) {
 	case contracts.ImposeFreeze:
 		return decideImposeFreeze(s, c, now)
