@@ -4,11 +4,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/testkit/decidertest"
 )
 
 var (
@@ -18,62 +17,11 @@ var (
 	usd        = func(minor int64) contracts.Money { return contracts.Money{AmountMinor: minor, Currency: "USD"} }
 )
 
-// scenario is one given/when/then case for the listing decider.
-type scenario struct {
-	given []any
-	rules policyview.Rules
-	now   time.Time
-	when  any
-}
+// spec is the listing decider under test, on listing l1.
+var spec = decidertest.Spec[Listing, Inputs]{ID: "l1", Initial: Initial, Evolve: Evolve, Decide: Decide, Now: beforeNoon}
 
-// Given starts a scenario from the listing's past events.
-func Given(evs ...any) scenario { return scenario{given: evs, now: beforeNoon} }
-
-// Under sets the policy rules and the decision instant.
-func (s scenario) Under(rules policyview.Rules, now time.Time) scenario {
-	s.rules, s.now = rules, now
-	return s
-}
-
-// When sets the command.
-func (s scenario) When(cmd any) scenario { s.when = cmd; return s }
-
-func (s scenario) decide() ([]any, error) {
-	st := Initial("l1")
-	for _, e := range s.given {
-		st = Evolve(st, e)
-	}
-	return Decide(st, s.when, s.rules, s.now)
-}
-
-// Then checks that the command is accepted with exactly want.
-func (s scenario) Then(t *testing.T, want ...any) {
-	t.Helper()
-	got, err := s.decide()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("events (-want +got):\n%s", diff)
-	}
-}
-
-// ThenError checks that the command is refused with kind on field.
-func (s scenario) ThenError(t *testing.T, kind events.Kind, field string) *events.Error {
-	t.Helper()
-	got, err := s.decide()
-	e, ok := err.(*events.Error)
-	if !ok {
-		t.Fatalf("got events %v and error %v, want a %s error on %s", got, err, kind, field)
-	}
-	if e.Kind != kind || e.Field != field {
-		t.Errorf("got %s on %q (%v), want %s on %q", e.Kind, e.Field, e, kind, field)
-	}
-	if len(got) != 0 {
-		t.Errorf("refused command still returned events %v", got)
-	}
-	return e
-}
+// Given starts a case from the listing's past events.
+func Given(evs ...any) decidertest.Case[Listing, Inputs] { return spec.Given(evs...) }
 
 func created() contracts.ListingCreated {
 	return contracts.ListingCreated{ListingID: "l1", SellerID: "s1", Title: "Batik shirt", Category: "apparel",
@@ -102,23 +50,23 @@ func TestDecideAccepts(t *testing.T) {
 	reserved := contracts.ListingStockReserved{ListingID: "l1", OrderID: "o1", Quantity: 3, Stock: 7}
 	tests := []struct {
 		name string
-		s    scenario
+		s    decidertest.Case[Listing, Inputs]
 		then []any
 	}{
 		{"create", Given().When(create()), []any{created()}},
 		{"create with no stock", Given().When(with(create(), func(c *contracts.CreateListing) { c.Stock = 0 })),
 			[]any{with(created(), func(e *contracts.ListingCreated) { e.Stock = 0 })}},
-		{"create below the floor before it is in force", Given().Under(floor, beforeNoon).
+		{"create below the floor before it is in force", Given().With(Inputs{Rules: floor}).At(beforeNoon).
 			When(with(create(), func(c *contracts.CreateListing) { c.Price = usd(50_00) })),
 			[]any{with(created(), func(e *contracts.ListingCreated) { e.Price = usd(50_00) })}},
-		{"create during a freeze: listings stay visible", Given().Under(freeze, freezeAt).When(create()), []any{created()}},
-		{"create domestic below a cross-border floor", Given().Under(floor, freezeAt).
+		{"create during a freeze: listings stay visible", Given().With(Inputs{Rules: freeze}).At(freezeAt).When(create()), []any{created()}},
+		{"create domestic below a cross-border floor", Given().With(Inputs{Rules: floor}).At(freezeAt).
 			When(with(create(), func(c *contracts.CreateListing) { c.Origin, c.Price = contracts.OriginDomestic, usd(1) })),
 			[]any{with(created(), func(e *contracts.ListingCreated) { e.Origin, e.Price = contracts.OriginDomestic, usd(1) })}},
 		{"change price", Given(created()).When(contracts.ChangePrice{ListingID: "l1", Price: usd(120_00)}),
 			[]any{contracts.ListingPriceChanged{ListingID: "l1", Price: usd(120_00), PreviousPrice: usd(150_00)}}},
 		{"change price to the same price", Given(created()).When(contracts.ChangePrice{ListingID: "l1", Price: usd(150_00)}), nil},
-		{"change price at the floor", Given(created()).Under(floor, freezeAt).When(contracts.ChangePrice{ListingID: "l1", Price: usd(100_00)}),
+		{"change price at the floor", Given(created()).With(Inputs{Rules: floor}).At(freezeAt).When(contracts.ChangePrice{ListingID: "l1", Price: usd(100_00)}),
 			[]any{contracts.ListingPriceChanged{ListingID: "l1", Price: usd(100_00), PreviousPrice: usd(150_00)}}},
 		{"change stock", Given(created()).When(contracts.ChangeStock{ListingID: "l1", Stock: 0}),
 			[]any{contracts.ListingStockChanged{ListingID: "l1", Stock: 0, PreviousStock: 10}}},
@@ -129,7 +77,7 @@ func TestDecideAccepts(t *testing.T) {
 		{"reserve all", Given(created()).When(contracts.ReserveStock{ListingID: "l1", OrderID: "o1", Quantity: 10}),
 			[]any{contracts.ListingStockReserved{ListingID: "l1", OrderID: "o1", Quantity: 10, Stock: 0}}},
 		{"reserve again for the same order", Given(created(), reserved).When(contracts.ReserveStock{ListingID: "l1", OrderID: "o1", Quantity: 3}), nil},
-		{"reserve during a freeze", Given(created()).Under(freeze, freezeAt).When(contracts.ReserveStock{ListingID: "l1", OrderID: "o1", Quantity: 3}), []any{reserved}},
+		{"reserve during a freeze", Given(created()).With(Inputs{Rules: freeze}).At(freezeAt).When(contracts.ReserveStock{ListingID: "l1", OrderID: "o1", Quantity: 3}), []any{reserved}},
 		{"release", Given(created(), reserved).When(contracts.ReleaseStock{ListingID: "l1", OrderID: "o1", Quantity: 3, Reason: "cancelled"}),
 			[]any{contracts.ListingStockReleased{ListingID: "l1", OrderID: "o1", Quantity: 3, Stock: 10, Reason: "cancelled"}}},
 		{"release part", Given(created(), reserved).When(contracts.ReleaseStock{ListingID: "l1", OrderID: "o1", Quantity: 1, Reason: "x"}),
@@ -150,7 +98,7 @@ func TestDecideRefuses(t *testing.T) {
 	delisted := contracts.ListingDelisted{ListingID: "l1"}
 	tests := []struct {
 		name  string
-		s     scenario
+		s     decidertest.Case[Listing, Inputs]
 		kind  events.Kind
 		field string
 	}{
@@ -164,13 +112,13 @@ func TestDecideRefuses(t *testing.T) {
 		{"create with unknown jurisdiction", Given().When(with(create(), func(c *contracts.CreateListing) { c.Jurisdiction = "XX" })), events.KindInvalid, "/jurisdiction"},
 		{"create with unknown origin", Given().When(with(create(), func(c *contracts.CreateListing) { c.Origin = "moon" })), events.KindInvalid, "/origin"},
 		{"create with no seller", Given().When(with(create(), func(c *contracts.CreateListing) { c.SellerID = "" })), events.KindInvalid, "/seller_id"},
-		{"create below the floor", Given().Under(floor, freezeAt).When(with(create(), func(c *contracts.CreateListing) { c.Price = usd(99_99) })), events.KindFrozen, "/price"},
-		{"create in another currency under a floor", Given().Under(floor, freezeAt).When(with(create(), func(c *contracts.CreateListing) { c.Price = contracts.Money{AmountMinor: 500_000_000, Currency: "IDR"} })), events.KindFrozen, "/price"},
+		{"create below the floor", Given().With(Inputs{Rules: floor}).At(freezeAt).When(with(create(), func(c *contracts.CreateListing) { c.Price = usd(99_99) })), events.KindFrozen, "/price"},
+		{"create in another currency under a floor", Given().With(Inputs{Rules: floor}).At(freezeAt).When(with(create(), func(c *contracts.CreateListing) { c.Price = contracts.Money{AmountMinor: 500_000_000, Currency: "IDR"} })), events.KindFrozen, "/price"},
 		{"change price of unknown listing", Given().When(contracts.ChangePrice{ListingID: "l1", Price: usd(1)}), events.KindNotFound, "/listing_id"},
 		{"change price of delisted listing", Given(created(), delisted).When(contracts.ChangePrice{ListingID: "l1", Price: usd(1)}), events.KindInvalid, "/listing_id"},
 		{"change price to zero", Given(created()).When(contracts.ChangePrice{ListingID: "l1", Price: usd(0)}), events.KindInvalid, "/price/amount_minor"},
 		{"change price currency", Given(created()).When(contracts.ChangePrice{ListingID: "l1", Price: contracts.Money{AmountMinor: 1, Currency: "EUR"}}), events.KindInvalid, "/price/currency"},
-		{"change price below the floor", Given(created()).Under(floor, freezeAt).When(contracts.ChangePrice{ListingID: "l1", Price: usd(99_99)}), events.KindFrozen, "/price"},
+		{"change price below the floor", Given(created()).With(Inputs{Rules: floor}).At(freezeAt).When(contracts.ChangePrice{ListingID: "l1", Price: usd(99_99)}), events.KindFrozen, "/price"},
 		{"change stock of unknown listing", Given().When(contracts.ChangeStock{ListingID: "l1", Stock: 1}), events.KindNotFound, "/listing_id"},
 		{"change stock to negative", Given(created()).When(contracts.ChangeStock{ListingID: "l1", Stock: -1}), events.KindInvalid, "/stock"},
 		{"change stock of delisted listing", Given(created(), delisted).When(contracts.ChangeStock{ListingID: "l1", Stock: 1}), events.KindInvalid, "/listing_id"},
@@ -195,7 +143,7 @@ func TestDecideRefuses(t *testing.T) {
 // TestFloorRefusalNamesRule checks that a refusal carries the rule id and
 // the legal basis, for the problem body and for OrderRejected.
 func TestFloorRefusalNamesRule(t *testing.T) {
-	e := Given().Under(floor, freezeAt).When(with(create(), func(c *contracts.CreateListing) { c.Price = usd(1) })).
+	e := Given().With(Inputs{Rules: floor}).At(freezeAt).When(with(create(), func(c *contracts.CreateListing) { c.Price = usd(1) })).
 		ThenError(t, events.KindFrozen, "/price")
 	r, ok := policyview.RefusalOf(e)
 	if !ok {

@@ -5,25 +5,25 @@ import (
 	"testing"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/testkit/decidertest"
 	"pgregory.net/rapid"
 )
 
 // TestStockProperties runs random command sequences against the decider:
 // stock never goes negative, a reservation never takes more than is
-// available, an order never holds units after release, and every unit is
-// either available or held (stock + held = the seller's supply).
+// available, an order never holds units after release, every unit is
+// either available or held (stock + held = the seller's supply), and the
+// listing replayed from its events is the listing the run built.
 func TestStockProperties(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		s := Evolve(Initial("l1"), created())
-		supply := s.Stock
-		for i := range rapid.IntRange(1, 80).Draw(t, "steps") {
-			cmd := drawCommand(t, i)
-			evs, err := Decide(s, cmd, policyview.Rules{}, beforeNoon)
-			if err != nil {
-				continue
-			}
-			for _, e := range evs {
+	spec.Property(t, func(t *rapid.T) decidertest.Model[Listing, Inputs] {
+		supply := Evolve(Initial("l1"), created()).Stock
+		return decidertest.Model[Listing, Inputs]{
+			Given:    map[string][]any{"l1": {created()}},
+			StepsMax: 80,
+			Next: func(t *rapid.T, i int, _ func(string) Listing) (decidertest.Step[Inputs], bool) {
+				return decidertest.Step[Inputs]{ID: "l1", Cmd: drawCommand(t, i), Now: beforeNoon}, true
+			},
+			Accepted: func(t *rapid.T, _ string, s Listing, e any) {
 				switch e := e.(type) {
 				case contracts.ListingStockReserved:
 					if e.Quantity > s.Stock {
@@ -36,18 +36,20 @@ func TestStockProperties(t *testing.T) {
 				case contracts.ListingStockChanged:
 					supply += e.Stock - e.PreviousStock
 				}
-				s = Evolve(s, e)
-			}
-			held := int64(0)
-			for o, q := range s.Reserved {
-				if q <= 0 || s.Released[o] {
-					t.Fatalf("order %s holds %d (released %v)", o, q, s.Released[o])
+			},
+			Invariant: func(t *rapid.T, states map[string]Listing) {
+				s := states["l1"]
+				held := int64(0)
+				for o, q := range s.Reserved {
+					if q <= 0 || s.Released[o] {
+						t.Fatalf("order %s holds %d (released %v)", o, q, s.Released[o])
+					}
+					held += q
 				}
-				held += q
-			}
-			if s.Stock < 0 || s.Stock+held != supply {
-				t.Fatalf("stock %d + held %d != supply %d", s.Stock, held, supply)
-			}
+				if s.Stock < 0 || s.Stock+held != supply {
+					t.Fatalf("stock %d + held %d != supply %d", s.Stock, held, supply)
+				}
+			},
 		}
 	})
 }

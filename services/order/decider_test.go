@@ -4,11 +4,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/testkit/decidertest"
 )
 
 var (
@@ -18,64 +17,19 @@ var (
 	usd        = func(minor int64) contracts.Money { return contracts.Money{AmountMinor: minor, Currency: "USD"} }
 )
 
-// scenario is one given/when/then case for the order decider.
-type scenario struct {
-	given   []any
-	listing Listing
-	rules   policyview.Rules
-	now     time.Time
-	when    any
-}
+// spec is the order decider under test, on order o1. A case decides
+// with the listing of theListing() and no rules unless it adjusts them.
+var spec = decidertest.Spec[Order, Inputs]{ID: "o1", Initial: Initial, Evolve: Evolve, Decide: Decide, Now: beforeNoon,
+	Inputs: func(Order, any) Inputs { return Inputs{Listing: theListing()} }}
 
-// Given starts a scenario from the order's past events, with the listing
-// of theListing().
-func Given(evs ...any) scenario { return scenario{given: evs, listing: theListing(), now: beforeNoon} }
+// Given starts a case from the order's past events.
+func Given(evs ...any) decidertest.Case[Order, Inputs] { return spec.Given(evs...) }
 
-// With sets the listing as the order service sees it at decision time.
-func (s scenario) With(l Listing) scenario { s.listing = l; return s }
+// onListing sets the listing as the order service sees it at decision time.
+func onListing(l Listing) func(*Inputs) { return func(in *Inputs) { in.Listing = l } }
 
-// Under sets the policy rules and the decision instant.
-func (s scenario) Under(rules policyview.Rules, now time.Time) scenario {
-	s.rules, s.now = rules, now
-	return s
-}
-
-// When sets the command.
-func (s scenario) When(cmd any) scenario { s.when = cmd; return s }
-
-func (s scenario) decide() ([]any, error) {
-	st := Initial("o1")
-	for _, e := range s.given {
-		st = Evolve(st, e)
-	}
-	return Decide(st, s.when, s.listing, s.rules, s.now)
-}
-
-// Then checks that the command is accepted with exactly want.
-func (s scenario) Then(t *testing.T, want ...any) {
-	t.Helper()
-	got, err := s.decide()
-	if err != nil {
-		t.Fatalf("unexpected error: %v", err)
-	}
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("events (-want +got):\n%s", diff)
-	}
-}
-
-// ThenError checks that the command is refused with kind on field.
-func (s scenario) ThenError(t *testing.T, kind events.Kind, field string) *events.Error {
-	t.Helper()
-	got, err := s.decide()
-	e, ok := err.(*events.Error)
-	if !ok {
-		t.Fatalf("got events %v and error %v, want a %s error on %s", got, err, kind, field)
-	}
-	if e.Kind != kind || e.Field != field {
-		t.Errorf("got %s on %q (%v), want %s on %q", e.Kind, e.Field, e, kind, field)
-	}
-	return e
-}
+// under sets the policy rules.
+func under(rules policyview.Rules) func(*Inputs) { return func(in *Inputs) { in.Rules = rules } }
 
 func theListing() Listing {
 	return Listing{ID: "l1", Created: true, SellerID: "s1", Category: "apparel", Channel: contracts.ChannelSocialCommerce,
@@ -118,21 +72,21 @@ func TestDecideAccepts(t *testing.T) {
 	marketplace := with(theListing(), func(l *Listing) { l.Channel = contracts.ChannelMarketplace })
 	tests := []struct {
 		name string
-		s    scenario
+		s    decidertest.Case[Order, Inputs]
 		then []any
 	}{
 		{"place takes price and attributes from the listing", Given().When(place()), []any{placed()}},
-		{"place just before the freeze", Given().Under(freeze, freezeAt.Add(-time.Nanosecond)).When(place()), []any{placed()}},
-		{"place out of the freeze's scope", Given().With(marketplace).Under(freeze, freezeAt).When(place()),
+		{"place just before the freeze", Given().Adjust(under(freeze)).At(freezeAt.Add(-time.Nanosecond)).When(place()), []any{placed()}},
+		{"place out of the freeze's scope", Given().Adjust(onListing(marketplace)).Adjust(under(freeze)).At(freezeAt).When(place()),
 			[]any{with(placed(), func(e *contracts.OrderPlaced) { e.Channel = contracts.ChannelMarketplace })}},
-		{"place after the lift", Given().Under(lifted, freezeAt.Add(time.Hour)).When(place()), []any{placed()}},
-		{"place at the floor", Given().With(with(theListing(), func(l *Listing) { l.Price = usd(100_00) })).Under(floor, freezeAt).When(place()),
+		{"place after the lift", Given().Adjust(under(lifted)).At(freezeAt.Add(time.Hour)).When(place()), []any{placed()}},
+		{"place at the floor", Given().Adjust(onListing(with(theListing(), func(l *Listing) { l.Price = usd(100_00) }))).Adjust(under(floor)).At(freezeAt).When(place()),
 			[]any{with(placed(), func(e *contracts.OrderPlaced) { e.UnitPrice, e.Total = usd(100_00), usd(200_00) })}},
 		{"confirm", Given(placed()).When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p1"}), []any{confirmed}},
 		{"confirm again", Given(placed(), confirmed).When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p1"}), nil},
 		{"cancel placed", Given(placed()).When(contracts.CancelOrder{OrderID: "o1", Reason: "changed my mind"}), []any{cancelled}},
 		{"cancel confirmed", Given(placed(), confirmed).When(contracts.CancelOrder{OrderID: "o1", Reason: "changed my mind"}), []any{cancelled}},
-		{"cancel during a freeze", Given(placed(), confirmed).Under(freeze, freezeAt).When(contracts.CancelOrder{OrderID: "o1", Reason: "changed my mind"}), []any{cancelled}},
+		{"cancel during a freeze", Given(placed(), confirmed).Adjust(under(freeze)).At(freezeAt).When(contracts.CancelOrder{OrderID: "o1", Reason: "changed my mind"}), []any{cancelled}},
 		{"cancel again", Given(placed(), cancelled).When(contracts.CancelOrder{OrderID: "o1", Reason: "again"}), nil},
 		{"ship", Given(placed(), confirmed).When(contracts.ShipOrder{OrderID: "o1", Carrier: "JNE"}), []any{shipped}},
 		{"complete", Given(placed(), confirmed, shipped).When(contracts.CompleteOrder{OrderID: "o1"}), []any{completed}},
@@ -148,7 +102,7 @@ func TestDecideRefuses(t *testing.T) {
 	huge := with(theListing(), func(l *Listing) { l.Price = usd(contracts.MaxAmountMinor) })
 	tests := []struct {
 		name  string
-		s     scenario
+		s     decidertest.Case[Order, Inputs]
 		kind  events.Kind
 		field string
 	}{
@@ -156,13 +110,13 @@ func TestDecideRefuses(t *testing.T) {
 		{"place zero units", Given().When(with(place(), func(c *contracts.PlaceOrder) { c.Quantity = 0 })), events.KindInvalid, "/quantity"},
 		{"place negative units", Given().When(with(place(), func(c *contracts.PlaceOrder) { c.Quantity = -1 })), events.KindInvalid, "/quantity"},
 		{"place with no buyer", Given().When(with(place(), func(c *contracts.PlaceOrder) { c.BuyerID = "" })), events.KindInvalid, "/buyer_id"},
-		{"place on unknown listing", Given().With(Listing{ID: "l1"}).When(place()), events.KindNotFound, "/listing_id"},
-		{"place on delisted listing", Given().With(with(theListing(), func(l *Listing) { l.Delisted = true })).When(place()), events.KindInvalid, "/listing_id"},
-		{"place with an amount that overflows", Given().With(huge).When(place()), events.KindInvalid, "/quantity"},
+		{"place on unknown listing", Given().Adjust(onListing(Listing{ID: "l1"})).When(place()), events.KindNotFound, "/listing_id"},
+		{"place on delisted listing", Given().Adjust(onListing(with(theListing(), func(l *Listing) { l.Delisted = true }))).When(place()), events.KindInvalid, "/listing_id"},
+		{"place with an amount that overflows", Given().Adjust(onListing(huge)).When(place()), events.KindInvalid, "/quantity"},
 		{"place more than in stock", Given().When(with(place(), func(c *contracts.PlaceOrder) { c.Quantity = 11 })), events.KindConflict, "/quantity"},
-		{"place at the freeze instant", Given().Under(freeze, freezeAt).When(place()), events.KindFrozen, ""},
-		{"place during the freeze", Given().Under(liftPending, freezeAt.Add(time.Hour+time.Minute)).When(place()), events.KindFrozen, ""},
-		{"place below the floor", Given().With(with(theListing(), func(l *Listing) { l.Price = usd(99_99) })).Under(floor, freezeAt).When(place()), events.KindFrozen, "/listing_id"},
+		{"place at the freeze instant", Given().Adjust(under(freeze)).At(freezeAt).When(place()), events.KindFrozen, ""},
+		{"place during the freeze", Given().Adjust(under(liftPending)).At(freezeAt.Add(time.Hour + time.Minute)).When(place()), events.KindFrozen, ""},
+		{"place below the floor", Given().Adjust(onListing(with(theListing(), func(l *Listing) { l.Price = usd(99_99) }))).Adjust(under(floor)).At(freezeAt).When(place()), events.KindFrozen, "/listing_id"},
 		{"confirm unknown order", Given().When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p1"}), events.KindNotFound, "/order_id"},
 		{"confirm cancelled order", Given(placed(), cancelled).When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p1"}), events.KindConflict, "/order_id"},
 		{"confirm with another payment", Given(placed(), confirmed).When(contracts.ConfirmOrder{OrderID: "o1", PaymentID: "p2"}), events.KindConflict, "/payment_id"},
@@ -187,7 +141,7 @@ func TestDecideRefuses(t *testing.T) {
 // TestFreezeRefusalNamesRule checks that a refusal carries the rule id and
 // the legal basis.
 func TestFreezeRefusalNamesRule(t *testing.T) {
-	e := Given().Under(freeze, freezeAt).When(place()).ThenError(t, events.KindFrozen, "")
+	e := Given().Adjust(under(freeze)).At(freezeAt).When(place()).ThenError(t, events.KindFrozen, "")
 	r, ok := policyview.RefusalOf(e)
 	if !ok || r.RuleID != "freeze-id-sc" || r.LegalBasis != "Permendag 31/2023" {
 		t.Errorf("refusal %+v (%v), want rule freeze-id-sc under Permendag 31/2023", r, e)

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/testkit/decidertest"
 	"pgregory.net/rapid"
 )
 
@@ -14,23 +14,24 @@ import (
 // completed; a shipped order is never cancelled; the total is always unit
 // price times quantity.
 func TestLifecycleProperties(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		s := Initial("o1")
+	spec.Property(t, func(t *rapid.T) decidertest.Model[Order, Inputs] {
 		l := theListing()
 		l.Price = usd(rapid.Int64Range(1, contracts.MaxAmountMinor).Draw(t, "price"))
-		for i := range rapid.IntRange(1, 40).Draw(t, "steps") {
-			evs, err := Decide(s, drawOrderCommand(t, i), l, policyview.Rules{}, beforeNoon)
-			if err != nil {
-				continue
-			}
-			for _, e := range evs {
+		return decidertest.Model[Order, Inputs]{
+			StepsMax: 40,
+			Next: func(t *rapid.T, i int, _ func(string) Order) (decidertest.Step[Inputs], bool) {
+				return decidertest.Step[Inputs]{ID: "o1", Cmd: drawOrderCommand(t, i), In: Inputs{Listing: l}, Now: beforeNoon}, true
+			},
+			Accepted: func(t *rapid.T, _ string, s Order, e any) {
 				typ, _, _ := contracts.TypeOf(e)
 				checkTransition(t, s.Status, typ)
-				s = Evolve(s, e)
-			}
-			if s.Status != StatusNone && s.Total.AmountMinor != s.UnitPrice.AmountMinor*s.Quantity {
-				t.Fatalf("total %v != %v × %d", s.Total, s.UnitPrice, s.Quantity)
-			}
+			},
+			Invariant: func(t *rapid.T, states map[string]Order) {
+				s := states["o1"]
+				if s.Status != StatusNone && s.Total.AmountMinor != s.UnitPrice.AmountMinor*s.Quantity {
+					t.Fatalf("total %v != %v × %d", s.Total, s.UnitPrice, s.Quantity)
+				}
+			},
 		}
 	})
 }
