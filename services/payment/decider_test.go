@@ -1,67 +1,58 @@
 package payment
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/testkit/decidertest"
 )
 
 var t0 = time.Date(2023, 10, 4, 10, 0, 0, 0, time.UTC) // 17:00 WIB
 
-// scenario is a given/when/then test of the decider.
-type scenario struct {
-	t     *testing.T
-	d     Decider
-	given []any
-	rules []contracts.Rule
-	now   time.Time
-	cmd   any
-	order *Order
+// spec is the payment decider under test, on payment p1, with a fee of
+// 250 basis points and no rules unless a case adjusts them. Without an
+// order of its own (forOrder) a case's order is o1 (see orderFor), priced
+// as the command or the payment: placed for an authorization, confirmed
+// with p1 for any other command (the course of a checkout, which captures
+// on confirmation).
+var spec = decidertest.Spec[State, Inputs]{ID: "p1", Initial: Initial, Evolve: Evolve, Decide: Decide, Now: t0,
+	Inputs: func(s State, cmd any) Inputs {
+		o := confirmedWith(contracts.Money{AmountMinor: s.AuthorizedMinor, Currency: s.Currency}, "p1")
+		if c, ok := cmd.(contracts.AuthorizePayment); ok {
+			o = orderFor(c.Amount)
+		}
+		return Inputs{Order: o, FeeBasisPoints: 250}
+	},
+	// The history with the decided events still replays without breaking
+	// an invariant, and every event of it passes its contract.
+	Check: func(t testing.TB, history []any, s State) {
+		t.Helper()
+		for _, e := range history {
+			if _, _, _, err := contracts.Encode(e); err != nil {
+				t.Errorf("contract: %T: %v", e, err)
+			}
+		}
+		if s.Corrupt != nil {
+			t.Errorf("replay: %v", s.Corrupt)
+		}
+		checkBalanced(t, s.Balances)
+	},
 }
 
-// Given starts a scenario on payment "p1" with its past events.
-func Given(t *testing.T, past ...any) *scenario {
-	t.Helper()
-	return &scenario{t: t, d: Decider{FeeBasisPoints: 250}, given: past, now: t0}
-}
+// Given starts a case on payment p1 with its past events.
+func Given(past ...any) decidertest.Case[State, Inputs] { return spec.Given(past...) }
 
-// Under sets the policy rules the decision sees.
-func (s *scenario) Under(rules ...contracts.Rule) *scenario { s.rules = rules; return s }
+// under sets the policy rules the decision sees.
+func under(rules ...contracts.Rule) func(*Inputs) { return func(in *Inputs) { in.Rules = rules } }
 
-// At sets the decision instant.
-func (s *scenario) At(now time.Time) *scenario { s.now = now; return s }
+// fee sets the platform fee.
+func fee(bps int64) func(*Inputs) { return func(in *Inputs) { in.FeeBasisPoints = bps } }
 
-// Fee sets the platform fee.
-func (s *scenario) Fee(bps int64) *scenario { s.d.FeeBasisPoints = bps; return s }
-
-// For sets the order the payment is for, as the log has it. Without it
-// the order is o1 (see orderFor), priced as the command or the payment:
-// placed for an authorization, confirmed with p1 for any other command
-// (the course of a checkout, which captures on confirmation).
-func (s *scenario) For(o Order) *scenario { s.order = &o; return s }
-
-// When sets the command.
-func (s *scenario) When(cmd any) *scenario { s.cmd = cmd; return s }
-
-func (s *scenario) decide() ([]any, error) {
-	state := Initial("p1")
-	for _, e := range s.given {
-		state = Evolve(state, e)
-	}
-	o := confirmedWith(contracts.Money{AmountMinor: state.AuthorizedMinor, Currency: state.Currency}, "p1")
-	if c, ok := s.cmd.(contracts.AuthorizePayment); ok {
-		o = orderFor(c.Amount)
-	}
-	if s.order != nil {
-		o = *s.order
-	}
-	return s.d.Decide(state, s.cmd, o, s.rules, s.now)
-}
+// forOrder sets the order the payment is for, as the log has it.
+func forOrder(o Order) func(*Inputs) { return func(in *Inputs) { in.Order = o } }
 
 // orderFor is order o1 as the log has it: one unit at total from a
 // domestic social-commerce listing of seller s1 in Indonesia, bought by b1.
@@ -75,47 +66,6 @@ func confirmedWith(total contracts.Money, pid string) Order {
 	o := orderFor(total)
 	o.Confirmed, o.PaymentID = true, pid
 	return o
-}
-
-// Then asserts the events decided, that each passes its contract and that
-// the history with them still replays without breaking an invariant.
-func (s *scenario) Then(want ...any) {
-	s.t.Helper()
-	got, err := s.decide()
-	if err != nil {
-		s.t.Fatalf("decide: %v", err)
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		s.t.Errorf("events (-want +got):\n%s", diff)
-	}
-	state := Initial("p1")
-	for _, e := range append(append([]any{}, s.given...), got...) {
-		if _, _, _, err := contracts.Encode(e); err != nil {
-			s.t.Errorf("contract: %T: %v", e, err)
-		}
-		state = Evolve(state, e)
-	}
-	if state.Corrupt != nil {
-		s.t.Errorf("replay: %v", state.Corrupt)
-	}
-	checkBalanced(s.t, state.Balances)
-}
-
-// ThenError asserts the command is refused with kind at field.
-func (s *scenario) ThenError(kind events.Kind, field string) *events.Error {
-	s.t.Helper()
-	got, err := s.decide()
-	var e *events.Error
-	if !errors.As(err, &e) {
-		s.t.Fatalf("want %s error at %q, got events %v, error %v", kind, field, got, err)
-	}
-	if e.Kind != kind || e.Field != field {
-		s.t.Errorf("got %s at %q (%v), want %s at %q", e.Kind, e.Field, err, kind, field)
-	}
-	if len(got) != 0 {
-		s.t.Errorf("refused command emitted %v", got)
-	}
-	return e
 }
 
 func checkBalanced(t testing.TB, b map[BalanceKey]int64) {
@@ -166,11 +116,11 @@ func freeze(id string, scope contracts.Scope, at time.Time) contracts.Rule {
 var socialID = contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}
 
 func TestAuthorize(t *testing.T) {
-	Given(t).When(authorize(10_000)).Then(authorized(10_000))
+	Given().When(authorize(10_000)).Then(t, authorized(10_000))
 }
 
 func TestAuthorizeTwiceConflicts(t *testing.T) {
-	Given(t, authorized(100)).When(authorize(100)).ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(100)).When(authorize(100)).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestAuthorizeBadInput(t *testing.T) {
@@ -195,7 +145,7 @@ func TestAuthorizeBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := authorize(100)
 			tc.edit(&c)
-			Given(t).For(orderFor(usd(100))).When(c).ThenError(tc.kind, tc.field)
+			Given().Adjust(forOrder(orderFor(usd(100)))).When(c).ThenError(t, tc.kind, tc.field)
 		})
 	}
 }
@@ -203,7 +153,7 @@ func TestAuthorizeBadInput(t *testing.T) {
 // TestAuthorizeFromTheOrder: a command that names only the order gets the
 // order's parties, scope and total.
 func TestAuthorizeFromTheOrder(t *testing.T) {
-	Given(t).For(orderFor(usd(700))).When(contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1"}).Then(authorized(700))
+	Given().Adjust(forOrder(orderFor(usd(700)))).When(contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1"}).Then(t, authorized(700))
 }
 
 // TestAuthorizeMarketplaceClaimFrozen: claiming the marketplace channel for
@@ -211,18 +161,18 @@ func TestAuthorizeFromTheOrder(t *testing.T) {
 func TestAuthorizeMarketplaceClaimFrozen(t *testing.T) {
 	c := authorize(100)
 	c.Channel = contracts.ChannelMarketplace
-	Given(t).Under(freeze("r1", socialID, t0)).When(c).ThenError(events.KindInvalid, "/channel")
+	Given().Adjust(under(freeze("r1", socialID, t0))).When(c).ThenError(t, events.KindInvalid, "/channel")
 }
 
 func TestAuthorizeFrozenInScope(t *testing.T) {
-	e := Given(t).Under(freeze("r1", socialID, t0)).When(authorize(100)).ThenError(events.KindFrozen, "r1")
+	e := Given().Adjust(under(freeze("r1", socialID, t0))).When(authorize(100)).ThenError(t, events.KindFrozen, "r1")
 	if !strings.Contains(e.Error(), "Permendag 31/2023") {
 		t.Errorf("error does not name the legal basis: %v", e)
 	}
 }
 
 func TestAuthorizeBeforeFreezeInstant(t *testing.T) {
-	Given(t).Under(freeze("r1", socialID, t0.Add(time.Second))).When(authorize(100)).Then(authorized(100))
+	Given().Adjust(under(freeze("r1", socialID, t0.Add(time.Second)))).When(authorize(100)).Then(t, authorized(100))
 }
 
 func TestAuthorizeOutOfScope(t *testing.T) {
@@ -232,13 +182,13 @@ func TestAuthorizeOutOfScope(t *testing.T) {
 	o.Channel = contracts.ChannelMarketplace
 	want := authorized(100)
 	want.Channel = contracts.ChannelMarketplace
-	Given(t).For(o).Under(freeze("r1", socialID, t0)).When(c).Then(want)
+	Given().Adjust(forOrder(o)).Adjust(under(freeze("r1", socialID, t0))).When(c).Then(t, want)
 }
 
 func TestAuthorizeAfterLift(t *testing.T) {
 	r := freeze("r1", socialID, t0.Add(-time.Hour))
 	r.LiftedAt = t0
-	Given(t).Under(r).When(authorize(100)).Then(authorized(100))
+	Given().Adjust(under(r)).When(authorize(100)).Then(t, authorized(100))
 }
 
 func floorOn(amount contracts.Money, origin contracts.Origin, ops ...contracts.Operation) contracts.Rule {
@@ -253,27 +203,27 @@ func floorOn(amount contracts.Money, origin contracts.Origin, ops ...contracts.O
 func TestAuthorizeFloorPrice(t *testing.T) {
 	below := orderFor(usd(99))
 	below.Total = usd(99 * 3) // three units: the total is above the floor, the unit price is not
-	e := Given(t).For(below).Under(floorOn(usd(100), "", contracts.OpPaymentAuthorize)).
-		When(contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1"}).ThenError(events.KindFrozen, "/order_id")
+	e := Given().Adjust(forOrder(below)).Adjust(under(floorOn(usd(100), "", contracts.OpPaymentAuthorize))).
+		When(contracts.AuthorizePayment{PaymentID: "p1", OrderID: "o1"}).ThenError(t, events.KindFrozen, "/order_id")
 	if !strings.Contains(e.Error(), "f1") || !strings.Contains(e.Error(), "Permendag 31/2023") {
 		t.Errorf("floor refusal does not name the rule and its basis: %v", e)
 	}
-	Given(t).For(orderFor(usd(100))).Under(floorOn(usd(100), "", contracts.OpPaymentAuthorize)).
-		When(authorize(100)).Then(authorized(100))
-	Given(t).For(orderFor(usd(99))).Under(floorOn(usd(100), contracts.OriginCrossBorder, contracts.OpPaymentAuthorize)).
-		When(authorize(99)).Then(authorized(99))
-	Given(t).For(orderFor(usd(99))).Under(floorOn(usd(100), "", contracts.OpOrderPlace)).
-		When(authorize(99)).Then(authorized(99))
+	Given().Adjust(forOrder(orderFor(usd(100)))).Adjust(under(floorOn(usd(100), "", contracts.OpPaymentAuthorize))).
+		When(authorize(100)).Then(t, authorized(100))
+	Given().Adjust(forOrder(orderFor(usd(99)))).Adjust(under(floorOn(usd(100), contracts.OriginCrossBorder, contracts.OpPaymentAuthorize))).
+		When(authorize(99)).Then(t, authorized(99))
+	Given().Adjust(forOrder(orderFor(usd(99)))).Adjust(under(floorOn(usd(100), "", contracts.OpOrderPlace))).
+		When(authorize(99)).Then(t, authorized(99))
 }
 
 // TestCaptureFloorPrice: a floor set after the authorization on
 // payment.capture refuses the capture; voiding stays possible.
 func TestCaptureFloorPrice(t *testing.T) {
-	Given(t, authorized(99)).Under(floorOn(usd(100), "", contracts.OpPaymentCapture)).
-		When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindFrozen, "/order_id")
-	Given(t, authorized(99)).Under(floorOn(usd(100), "", contracts.OpPaymentCapture)).
+	Given(authorized(99)).Adjust(under(floorOn(usd(100), "", contracts.OpPaymentCapture))).
+		When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindFrozen, "/order_id")
+	Given(authorized(99)).Adjust(under(floorOn(usd(100), "", contracts.OpPaymentCapture))).
 		When(contracts.VoidPayment{PaymentID: "p1", Reason: "below the floor"}).
-		Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(99), Reason: "below the floor"})
+		Then(t, contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(99), Reason: "below the floor"})
 }
 
 // TestCaptureJudgedByTheOrder: a payment authorized (before payments took
@@ -283,59 +233,59 @@ func TestCaptureFloorPrice(t *testing.T) {
 func TestCaptureJudgedByTheOrder(t *testing.T) {
 	lied := authorized(500)
 	lied.Channel = contracts.ChannelMarketplace
-	Given(t, lied).Under(freeze("r1", socialID, t0)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindFrozen, "r1")
-	Given(t, authorized(500)).For(Order{ID: "o1"}).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	Given(lied).Adjust(under(freeze("r1", socialID, t0))).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindFrozen, "r1")
+	Given(authorized(500)).Adjust(forOrder(Order{ID: "o1"})).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestCaptureFull(t *testing.T) {
-	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+	Given(authorized(500)).When(contracts.CapturePayment{PaymentID: "p1"}).Then(t, captured(500))
 }
 
 func TestCapturePartial(t *testing.T) {
 	m := usd(200)
-	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).Then(captured(200))
+	Given(authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).Then(t, captured(200))
 }
 
 func TestCaptureAboveAuthorized(t *testing.T) {
 	m := usd(501)
-	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).ThenError(events.KindInvalid, "/amount/amount_minor")
+	Given(authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).ThenError(t, events.KindInvalid, "/amount/amount_minor")
 }
 
 func TestCaptureOtherCurrency(t *testing.T) {
 	m := contracts.Money{AmountMinor: 100, Currency: "IDR"}
-	Given(t, authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).ThenError(events.KindInvalid, "/amount/currency")
+	Given(authorized(500)).When(contracts.CapturePayment{PaymentID: "p1", Amount: &m}).ThenError(t, events.KindInvalid, "/amount/currency")
 }
 
 func TestCaptureUnknown(t *testing.T) {
-	Given(t).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindNotFound, "/payment_id")
+	Given().When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindNotFound, "/payment_id")
 }
 
 func TestCaptureVoidedNever(t *testing.T) {
-	Given(t, authorized(500), contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "x"}).
-		When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(500), contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "x"}).
+		When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestCaptureTwice(t *testing.T) {
-	Given(t, authorized(500), captured(500)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(500), captured(500)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestCaptureFrozenUsesAuthorizationScope(t *testing.T) {
-	Given(t, authorized(500)).Under(freeze("r1", socialID, t0)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindFrozen, "r1")
+	Given(authorized(500)).Adjust(under(freeze("r1", socialID, t0))).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindFrozen, "r1")
 }
 
 func TestVoid(t *testing.T) {
-	Given(t, authorized(500)).Under(freeze("r1", socialID, t0)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order cancelled"}).
-		Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order cancelled"})
+	Given(authorized(500)).Adjust(under(freeze("r1", socialID, t0))).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order cancelled"}).
+		Then(t, contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order cancelled"})
 }
 
 func TestVoidCaptured(t *testing.T) {
-	Given(t, authorized(500), captured(500)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "x"}).ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(500), captured(500)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "x"}).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestVoidUnknown(t *testing.T) {
 	// A void before any authorization is a tombstone, not a refusal (see
 	// TestVoidBeforeAuthorizationRecordsATombstone).
-	Given(t).When(contracts.VoidPayment{PaymentID: "p1", Reason: "x"}).Then(contracts.PaymentCancelled{PaymentID: "p1", Reason: "x"})
+	Given().When(contracts.VoidPayment{PaymentID: "p1", Reason: "x"}).Then(t, contracts.PaymentCancelled{PaymentID: "p1", Reason: "x"})
 }
 
 func refund(id string, x int64) contracts.RefundPayment {
@@ -343,39 +293,39 @@ func refund(id string, x int64) contracts.RefundPayment {
 }
 
 func TestRefundPartialUnderFreeze(t *testing.T) {
-	Given(t, authorized(500), captured(500)).Under(freeze("r1", socialID, t0)).When(refund("f1", 200)).
-		Then(refunded("f1", 200, "escrow:o1"))
+	Given(authorized(500), captured(500)).Adjust(under(freeze("r1", socialID, t0))).When(refund("f1", 200)).
+		Then(t, refunded("f1", 200, "escrow:o1"))
 }
 
 func TestRefundRest(t *testing.T) {
-	Given(t, authorized(500), captured(500), refunded("f1", 200, "escrow:o1")).When(refund("f2", 300)).
-		Then(refunded("f2", 300, "escrow:o1"))
+	Given(authorized(500), captured(500), refunded("f1", 200, "escrow:o1")).When(refund("f2", 300)).
+		Then(t, refunded("f2", 300, "escrow:o1"))
 }
 
 func TestRefundAboveCaptured(t *testing.T) {
-	Given(t, authorized(500), captured(500), refunded("f1", 200, "escrow:o1")).When(refund("f2", 301)).
-		ThenError(events.KindInvalid, "/amount/amount_minor")
+	Given(authorized(500), captured(500), refunded("f1", 200, "escrow:o1")).When(refund("f2", 301)).
+		ThenError(t, events.KindInvalid, "/amount/amount_minor")
 }
 
 func TestRefundAbovePartialCapture(t *testing.T) {
-	Given(t, authorized(500), captured(100)).When(refund("f1", 101)).ThenError(events.KindInvalid, "/amount/amount_minor")
+	Given(authorized(500), captured(100)).When(refund("f1", 101)).ThenError(t, events.KindInvalid, "/amount/amount_minor")
 }
 
 func TestRefundDuplicateID(t *testing.T) {
-	Given(t, authorized(500), captured(500), refunded("f1", 1, "escrow:o1")).When(refund("f1", 1)).ThenError(events.KindConflict, "/refund_id")
+	Given(authorized(500), captured(500), refunded("f1", 1, "escrow:o1")).When(refund("f1", 1)).ThenError(t, events.KindConflict, "/refund_id")
 }
 
 func TestRefundUncaptured(t *testing.T) {
-	Given(t, authorized(500)).When(refund("f1", 1)).ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(500)).When(refund("f1", 1)).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestRefundBadAmount(t *testing.T) {
-	Given(t, authorized(500), captured(500)).When(refund("f1", 0)).ThenError(events.KindInvalid, "/amount/amount_minor")
+	Given(authorized(500), captured(500)).When(refund("f1", 0)).ThenError(t, events.KindInvalid, "/amount/amount_minor")
 }
 
 func TestRefundAfterSettlementFromSellerPayable(t *testing.T) {
-	Given(t, authorized(1000), captured(1000), settled(1000, 25)).When(refund("f1", 100)).
-		Then(refunded("f1", 100, "seller_payable:s1"))
+	Given(authorized(1000), captured(1000), settled(1000, 25)).When(refund("f1", 100)).
+		Then(t, refunded("f1", 100, "seller_payable:s1"))
 }
 
 func settled(gross, fee int64) contracts.PaymentSettled {
@@ -390,40 +340,40 @@ func settled(gross, fee int64) contracts.PaymentSettled {
 
 func TestSettleRoundsFeeDown(t *testing.T) {
 	// 999 * 250 / 10000 = 24.975: the fee is 24, the seller gets 975.
-	Given(t, authorized(999), captured(999)).Under(freeze("r1", socialID, t0)).When(contracts.SettlePayment{PaymentID: "p1"}).
-		Then(settled(999, 24))
+	Given(authorized(999), captured(999)).Adjust(under(freeze("r1", socialID, t0))).When(contracts.SettlePayment{PaymentID: "p1"}).
+		Then(t, settled(999, 24))
 }
 
 func TestSettleWhatIsLeftAfterRefunds(t *testing.T) {
-	Given(t, authorized(1000), captured(1000), refunded("f1", 600, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
-		Then(settled(400, 10))
+	Given(authorized(1000), captured(1000), refunded("f1", 600, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
+		Then(t, settled(400, 10))
 }
 
 func TestSettleNoFeeLegWhenZero(t *testing.T) {
-	Given(t, authorized(39), captured(39)).When(contracts.SettlePayment{PaymentID: "p1"}).Then(settled(39, 0))
+	Given(authorized(39), captured(39)).When(contracts.SettlePayment{PaymentID: "p1"}).Then(t, settled(39, 0))
 }
 
 func TestSettleOnce(t *testing.T) {
-	Given(t, authorized(1000), captured(1000), settled(1000, 25)).When(contracts.SettlePayment{PaymentID: "p1"}).
-		ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(1000), captured(1000), settled(1000, 25)).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestSettleFullyRefunded(t *testing.T) {
-	Given(t, authorized(1000), captured(1000), refunded("f1", 1000, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
-		ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(1000), captured(1000), refunded("f1", 1000, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestSettleUncaptured(t *testing.T) {
-	Given(t, authorized(1000)).When(contracts.SettlePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	Given(authorized(1000)).When(contracts.SettlePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/payment_id")
 }
 
 func TestSettleUnknown(t *testing.T) {
-	Given(t).When(contracts.SettlePayment{PaymentID: "p1"}).ThenError(events.KindNotFound, "/payment_id")
+	Given().When(contracts.SettlePayment{PaymentID: "p1"}).ThenError(t, events.KindNotFound, "/payment_id")
 }
 
 func TestSettleFeeOutOfRange(t *testing.T) {
-	Given(t, authorized(1000), captured(1000)).Fee(10_000).When(contracts.SettlePayment{PaymentID: "p1"}).
-		ThenError(events.KindInvalid, "fee_basis_points")
+	Given(authorized(1000), captured(1000)).Adjust(fee(10_000)).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(t, events.KindInvalid, "fee_basis_points")
 }
 
 func TestFee(t *testing.T) {
@@ -442,13 +392,13 @@ func TestFee(t *testing.T) {
 func TestReplayRefusesUnbalancedHistory(t *testing.T) {
 	bad := captured(500)
 	bad.Postings[1].AmountMinor = 499
-	e := Given(t, authorized(500), bad).When(refund("f1", 1)).ThenError(events.KindIntegrity, "payment.captured")
+	e := Given(authorized(500), bad).When(refund("f1", 1)).ThenError(t, events.KindIntegrity, "payment.captured")
 	if !strings.Contains(e.Error(), "sum to -1") {
 		t.Errorf("error does not say the sum: %v", e)
 	}
 }
 
 func TestReplayRefusesRefundsAboveCaptured(t *testing.T) {
-	Given(t, authorized(500), captured(100), refunded("f1", 101, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
-		ThenError(events.KindIntegrity, "payment.refunded")
+	Given(authorized(500), captured(100), refunded("f1", 101, "escrow:o1")).When(contracts.SettlePayment{PaymentID: "p1"}).
+		ThenError(t, events.KindIntegrity, "payment.refunded")
 }

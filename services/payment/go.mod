@@ -6,6 +6,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
+	github.com/marketledger/ledger/testkit v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	pgregory.net/rapid v1.3.0
 )

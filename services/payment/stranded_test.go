@@ -14,10 +14,10 @@ import (
 // order that was given up.
 func TestVoidBeforeAuthorizationRecordsATombstone(t *testing.T) {
 	tomb := contracts.PaymentCancelled{PaymentID: "p1", Reason: "order cancelled"}
-	Given(t).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order cancelled"}).Then(tomb)
-	Given(t, tomb).When(authorize(500)).ThenError(events.KindConflict, "/payment_id")
-	Given(t, tomb).When(contracts.VoidPayment{PaymentID: "p1", Reason: "again"}).Then()
-	Given(t, tomb).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
+	Given().When(contracts.VoidPayment{PaymentID: "p1", Reason: "order cancelled"}).Then(t, tomb)
+	Given(tomb).When(authorize(500)).ThenError(t, events.KindConflict, "/payment_id")
+	Given(tomb).When(contracts.VoidPayment{PaymentID: "p1", Reason: "again"}).Then(t)
+	Given(tomb).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/payment_id")
 	if s := Evolve(Initial("p1"), tomb); s.Status != StatusCancelled || s.Corrupt != nil {
 		t.Errorf("state after the tombstone: %+v", s)
 	}
@@ -48,15 +48,15 @@ func TestNoMoneyMovesForAGivenUpOrder(t *testing.T) {
 	for _, ended := range []string{"cancelled", "rejected"} {
 		o := orderFor(usd(500))
 		o.Ended = ended
-		Given(t).For(o).When(authorize(500)).ThenError(events.KindConflict, "/order_id")
-		Given(t, authorized(500)).For(o).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/order_id")
+		Given().Adjust(forOrder(o)).When(authorize(500)).ThenError(t, events.KindConflict, "/order_id")
+		Given(authorized(500)).Adjust(forOrder(o)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/order_id")
 		// Releasing and returning money stay open.
-		Given(t, authorized(500)).For(o).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order " + ended}).
-			Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order " + ended})
+		Given(authorized(500)).Adjust(forOrder(o)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "order " + ended}).
+			Then(t, contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "order " + ended})
 	}
 	o := confirmedWith(usd(500), "p1")
-	Given(t).For(o).When(authorize(500)).ThenError(events.KindConflict, "/order_id")
-	Given(t, authorized(500)).For(o).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+	Given().Adjust(forOrder(o)).When(authorize(500)).ThenError(t, events.KindConflict, "/order_id")
+	Given(authorized(500)).Adjust(forOrder(o)).When(contracts.CapturePayment{PaymentID: "p1"}).Then(t, captured(500))
 }
 
 // A marketplace captures on confirmation (ADR 0015 rule 4, ADR 0016): a
@@ -65,12 +65,12 @@ func TestNoMoneyMovesForAGivenUpOrder(t *testing.T) {
 // which would charge the buyer twice. Voiding either stays open.
 func TestCaptureOnlyOnConfirmation(t *testing.T) {
 	placed := orderFor(usd(500))
-	Given(t, authorized(500)).For(placed).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/order_id")
+	Given(authorized(500)).Adjust(forOrder(placed)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/order_id")
 	other := confirmedWith(usd(500), "p2")
-	Given(t, authorized(500)).For(other).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(events.KindConflict, "/payment_id")
-	Given(t, authorized(500)).For(other).When(contracts.VoidPayment{PaymentID: "p1", Reason: "not the order's payment"}).
-		Then(contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "not the order's payment"})
-	Given(t, authorized(500)).For(confirmedWith(usd(500), "p1")).When(contracts.CapturePayment{PaymentID: "p1"}).Then(captured(500))
+	Given(authorized(500)).Adjust(forOrder(other)).When(contracts.CapturePayment{PaymentID: "p1"}).ThenError(t, events.KindConflict, "/payment_id")
+	Given(authorized(500)).Adjust(forOrder(other)).When(contracts.VoidPayment{PaymentID: "p1", Reason: "not the order's payment"}).
+		Then(t, contracts.PaymentVoided{PaymentID: "p1", OrderID: "o1", Amount: usd(500), Reason: "not the order's payment"})
+	Given(authorized(500)).Adjust(forOrder(confirmedWith(usd(500), "p1"))).When(contracts.CapturePayment{PaymentID: "p1"}).Then(t, captured(500))
 }
 
 // The payment's view of an order records the payment it was confirmed with.
