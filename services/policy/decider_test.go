@@ -1,68 +1,21 @@
 package policy
 
 import (
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/testkit/decidertest"
 )
 
 var t0 = time.Date(2023, 10, 4, 10, 0, 0, 0, time.UTC) // 17:00 WIB
 
-// scenario is a given/when/then test of the decider on rule "r1".
-type scenario struct {
-	t     *testing.T
-	given []any
-	now   time.Time
-	cmd   any
-}
+// spec is the policy decider under test, on rule r1. It needs no inputs.
+var spec = decidertest.Spec[State, Inputs]{ID: "r1", Initial: Initial, Evolve: Evolve, Decide: Decide, Now: t0}
 
-// Given starts a scenario with the rule's past events.
-func Given(t *testing.T, past ...any) *scenario { return &scenario{t: t, given: past, now: t0} }
-
-// When sets the command.
-func (s *scenario) When(cmd any) *scenario { s.cmd = cmd; return s }
-
-func (s *scenario) decide() ([]any, error) {
-	st := Initial("r1")
-	for _, e := range s.given {
-		st = Evolve(st, e)
-	}
-	return Decide(st, s.cmd, s.now)
-}
-
-// Then asserts the events decided and that each passes its contract.
-func (s *scenario) Then(want ...any) {
-	s.t.Helper()
-	got, err := s.decide()
-	if err != nil {
-		s.t.Fatalf("decide: %v", err)
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		s.t.Errorf("events (-want +got):\n%s", diff)
-	}
-	for _, e := range got {
-		if _, _, _, err := contracts.Encode(e); err != nil {
-			s.t.Errorf("contract: %T: %v", e, err)
-		}
-	}
-}
-
-// ThenError asserts the command is refused with kind at field.
-func (s *scenario) ThenError(kind events.Kind, field string) {
-	s.t.Helper()
-	got, err := s.decide()
-	var e *events.Error
-	if !errors.As(err, &e) {
-		s.t.Fatalf("want %s error at %q, got events %v, error %v", kind, field, got, err)
-	}
-	if e.Kind != kind || e.Field != field {
-		s.t.Errorf("got %s at %q (%v), want %s at %q", e.Kind, e.Field, err, kind, field)
-	}
-}
+// Given starts a case with the rule's past events.
+func Given(past ...any) decidertest.Case[State, Inputs] { return spec.Given(past...) }
 
 var socialID = contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}
 
@@ -78,25 +31,25 @@ func imposed(at time.Time) contracts.FreezeImposed {
 }
 
 func TestImposeFreezeNowWithDefaultOperations(t *testing.T) {
-	Given(t).When(impose()).Then(imposed(t0))
+	Given().When(impose()).Then(t, imposed(t0))
 }
 
 func TestImposeFreezeLater(t *testing.T) {
 	c := impose()
 	c.EffectiveAt = t0.Add(time.Hour)
-	Given(t).When(c).Then(imposed(t0.Add(time.Hour)))
+	Given().When(c).Then(t, imposed(t0.Add(time.Hour)))
 }
 
 func TestImposeFreezeWithinToleranceIsRecordedAsAsked(t *testing.T) {
 	c := impose()
 	c.EffectiveAt = t0.Add(-EffectiveTolerance)
-	Given(t).When(c).Then(imposed(t0.Add(-EffectiveTolerance)))
+	Given().When(c).Then(t, imposed(t0.Add(-EffectiveTolerance)))
 }
 
 func TestImposeFreezeInThePast(t *testing.T) {
 	c := impose()
 	c.EffectiveAt = t0.Add(-EffectiveTolerance - time.Millisecond)
-	Given(t).When(c).ThenError(events.KindInvalid, "/effective_at")
+	Given().When(c).ThenError(t, events.KindInvalid, "/effective_at")
 }
 
 func TestImposeFreezeAllExplicit(t *testing.T) {
@@ -104,7 +57,7 @@ func TestImposeFreezeAllExplicit(t *testing.T) {
 	c.Scope = contracts.Scope{All: true}
 	want := imposed(t0)
 	want.Scope = c.Scope
-	Given(t).When(c).Then(want)
+	Given().When(c).Then(t, want)
 }
 
 func TestImposeFreezeBadInput(t *testing.T) {
@@ -126,13 +79,13 @@ func TestImposeFreezeBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := impose()
 			tc.edit(&c)
-			Given(t).When(c).ThenError(events.KindInvalid, tc.field)
+			Given().When(c).ThenError(t, events.KindInvalid, tc.field)
 		})
 	}
 }
 
 func TestImposeFreezeTwice(t *testing.T) {
-	Given(t, imposed(t0)).When(impose()).ThenError(events.KindConflict, "/rule_id")
+	Given(imposed(t0)).When(impose()).ThenError(t, events.KindConflict, "/rule_id")
 }
 
 func lift() contracts.LiftFreeze {
@@ -140,34 +93,34 @@ func lift() contracts.LiftFreeze {
 }
 
 func TestLiftFreeze(t *testing.T) {
-	Given(t, imposed(t0.Add(-time.Hour))).When(lift()).
-		Then(contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, Activation: contracts.ActivationOnRecording,
+	Given(imposed(t0.Add(-time.Hour))).When(lift()).
+		Then(t, contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, Activation: contracts.ActivationOnRecording,
 			LegalBasis: "agreement to serve again", Issuer: "kemendag"})
 }
 
 func TestLiftFreezeUnknown(t *testing.T) {
-	Given(t).When(lift()).ThenError(events.KindNotFound, "/rule_id")
+	Given().When(lift()).ThenError(t, events.KindNotFound, "/rule_id")
 }
 
 func TestLiftFreezeTwice(t *testing.T) {
-	Given(t, imposed(t0), contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, LegalBasis: "x", Issuer: "y"}).
-		When(lift()).ThenError(events.KindConflict, "/rule_id")
+	Given(imposed(t0), contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, LegalBasis: "x", Issuer: "y"}).
+		When(lift()).ThenError(t, events.KindConflict, "/rule_id")
 }
 
 func TestLiftFreezeOnFloorPrice(t *testing.T) {
-	Given(t, floorSet()).When(lift()).ThenError(events.KindNotFound, "/rule_id")
+	Given(floorSet()).When(lift()).ThenError(t, events.KindNotFound, "/rule_id")
 }
 
 func TestLiftFreezeNeedsBasis(t *testing.T) {
 	c := lift()
 	c.LegalBasis = ""
-	Given(t, imposed(t0)).When(c).ThenError(events.KindInvalid, "/legal_basis")
+	Given(imposed(t0)).When(c).ThenError(t, events.KindInvalid, "/legal_basis")
 }
 
 func TestLiftFreezeInThePast(t *testing.T) {
 	c := lift()
 	c.EffectiveAt = t0.Add(-time.Minute)
-	Given(t, imposed(t0.Add(-time.Hour))).When(c).ThenError(events.KindInvalid, "/effective_at")
+	Given(imposed(t0.Add(-time.Hour))).When(c).ThenError(t, events.KindInvalid, "/effective_at")
 }
 
 func setFloor() contracts.SetFloorPrice {
@@ -184,7 +137,7 @@ func floorSet() contracts.FloorPriceSet {
 }
 
 func TestSetFloorPrice(t *testing.T) {
-	Given(t).When(setFloor()).Then(floorSet())
+	Given().When(setFloor()).Then(t, floorSet())
 }
 
 func TestSetFloorPriceEmptyScopeMeansAll(t *testing.T) {
@@ -192,7 +145,7 @@ func TestSetFloorPriceEmptyScopeMeansAll(t *testing.T) {
 	c.Scope = contracts.Scope{}
 	want := floorSet()
 	want.Scope = contracts.Scope{}
-	Given(t).When(c).Then(want)
+	Given().When(c).Then(t, want)
 }
 
 func TestSetFloorPriceBadInput(t *testing.T) {
@@ -210,22 +163,22 @@ func TestSetFloorPriceBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := setFloor()
 			tc.edit(&c)
-			Given(t).When(c).ThenError(events.KindInvalid, tc.field)
+			Given().When(c).ThenError(t, events.KindInvalid, tc.field)
 		})
 	}
 }
 
 func TestSetFloorPriceTwice(t *testing.T) {
-	Given(t, floorSet()).When(setFloor()).ThenError(events.KindConflict, "/rule_id")
+	Given(floorSet()).When(setFloor()).ThenError(t, events.KindConflict, "/rule_id")
 }
 
 func TestLiftFloorPrice(t *testing.T) {
-	Given(t, floorSet()).When(contracts.LiftFloorPrice{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), LegalBasis: "x", Issuer: "y"}).
-		Then(contracts.FloorPriceLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), Activation: contracts.ActivationScheduled, LegalBasis: "x", Issuer: "y"})
+	Given(floorSet()).When(contracts.LiftFloorPrice{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), LegalBasis: "x", Issuer: "y"}).
+		Then(t, contracts.FloorPriceLifted{RuleID: "r1", EffectiveAt: t0.Add(time.Hour), Activation: contracts.ActivationScheduled, LegalBasis: "x", Issuer: "y"})
 }
 
 func TestLiftFloorPriceOnFreeze(t *testing.T) {
-	Given(t, imposed(t0)).When(contracts.LiftFloorPrice{RuleID: "r1", LegalBasis: "x", Issuer: "y"}).ThenError(events.KindNotFound, "/rule_id")
+	Given(imposed(t0)).When(contracts.LiftFloorPrice{RuleID: "r1", LegalBasis: "x", Issuer: "y"}).ThenError(t, events.KindNotFound, "/rule_id")
 }
 
 func TestEvolveLiftSetsLiftedAt(t *testing.T) {
@@ -256,22 +209,21 @@ func TestActivateDue(t *testing.T) {
 	if later.Activation != contracts.ActivationScheduled {
 		t.Fatalf("freeze an hour ahead: activation %q", later.Activation)
 	}
-	at := func(s *scenario, now time.Time) *scenario { s.now = now; return s }
-	at(Given(t, later), e.Add(-time.Nanosecond)).When(ActivateDue{RuleID: "r1"}).Then()
-	at(Given(t, later), e).When(ActivateDue{RuleID: "r1"}).Then(activated(contracts.ChangeFreezeImposed, e))
-	at(Given(t, later, activated(contracts.ChangeFreezeImposed, e)), e.Add(time.Minute)).When(ActivateDue{RuleID: "r1"}).Then()
+	Given(later).At(e.Add(-time.Nanosecond)).When(ActivateDue{RuleID: "r1"}).Then(t)
+	Given(later).At(e).When(ActivateDue{RuleID: "r1"}).Then(t, activated(contracts.ChangeFreezeImposed, e))
+	Given(later, activated(contracts.ChangeFreezeImposed, e)).At(e.Add(time.Minute)).When(ActivateDue{RuleID: "r1"}).Then(t)
 
 	l := e.Add(time.Hour)
 	liftLater := contracts.FreezeLifted{RuleID: "r1", EffectiveAt: l, Activation: contracts.ActivationScheduled, LegalBasis: "x", Issuer: "y"}
-	at(Given(t, later, activated(contracts.ChangeFreezeImposed, e), liftLater), l).When(ActivateDue{RuleID: "r1"}).
-		Then(activated(contracts.ChangeFreezeLifted, l))
+	Given(later, activated(contracts.ChangeFreezeImposed, e), liftLater).At(l).When(ActivateDue{RuleID: "r1"}).
+		Then(t, activated(contracts.ChangeFreezeLifted, l))
 	// Both due at once (the activator was down): the rule's first.
-	at(Given(t, later, liftLater), l).When(ActivateDue{RuleID: "r1"}).
-		Then(activated(contracts.ChangeFreezeImposed, e), activated(contracts.ChangeFreezeLifted, l))
+	Given(later, liftLater).At(l).When(ActivateDue{RuleID: "r1"}).
+		Then(t, activated(contracts.ChangeFreezeImposed, e), activated(contracts.ChangeFreezeLifted, l))
 	// A scheduled freeze cancelled by a lift on recording is never activated.
-	at(Given(t, later, contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, Activation: contracts.ActivationOnRecording}), e).
-		When(ActivateDue{RuleID: "r1"}).Then()
-	Given(t).When(ActivateDue{RuleID: "r1"}).ThenError(events.KindNotFound, "/rule_id")
+	Given(later, contracts.FreezeLifted{RuleID: "r1", EffectiveAt: t0, Activation: contracts.ActivationOnRecording}).At(e).
+		When(ActivateDue{RuleID: "r1"}).Then(t)
+	Given().When(ActivateDue{RuleID: "r1"}).ThenError(t, events.KindNotFound, "/rule_id")
 }
 
 // TestLegacyScheduledChangeIsActivated checks that a change stored before
@@ -279,5 +231,5 @@ func TestActivateDue(t *testing.T) {
 func TestLegacyScheduledChangeIsActivated(t *testing.T) {
 	old := imposed(t0)
 	old.Activation = ""
-	Given(t, old).When(ActivateDue{RuleID: "r1"}).Then(activated(contracts.ChangeFreezeImposed, t0))
+	Given(old).When(ActivateDue{RuleID: "r1"}).Then(t, activated(contracts.ChangeFreezeImposed, t0))
 }
