@@ -5,6 +5,8 @@ go 1.26.0
 require (
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
+	github.com/marketledger/ledger/testkit v0.0.0
+	pgregory.net/rapid v1.3.0
 )
 
 require (
@@ -17,7 +19,7 @@ require (
 )
 
 require (
-	github.com/google/go-cmp v0.7.0
+	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/marketledger/ledger/node v0.0.0

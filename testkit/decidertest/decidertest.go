@@ -39,9 +39,10 @@ type Spec[S, I any] struct {
 	// from its given events and its command; With replaces them and Adjust
 	// changes them. Without it a case starts from the zero I.
 	Inputs func(s S, cmd any) I
-	// Check, when set, is run by Then on the state folded from the given
-	// and the decided events: the invariants that must hold after replay.
-	Check func(t testing.TB, s S)
+	// Check, when set, is run by Then on the history (the given and the
+	// decided events) and the state folded from it: the invariants that
+	// must hold after replay.
+	Check func(t testing.TB, history []any, s S)
 }
 
 // Case is one given/when/then case of a Spec. Its methods return a changed
@@ -118,7 +119,8 @@ func (c Case[S, I]) Then(t testing.TB, want ...any) {
 	}
 	checkContracts(t, got)
 	if c.spec.Check != nil {
-		c.spec.Check(t, fold(c.spec, c.State(), got))
+		history := append(append([]any{}, c.given...), got...)
+		c.spec.Check(t, history, fold(c.spec, c.spec.Initial(c.spec.ID), history))
 	}
 }
 
