@@ -12,18 +12,31 @@ const modulePrefix = "github.com/marketledger/ledger/"
 
 // The map of the modules (docs/architecture.md): what each may build on.
 // Tests may also start a node (node/...); cmd/ledger and testkit may use
-// everything.
+// everything, except testkit/decidertest, which the services' tests build
+// on and which must therefore build on the log and the contracts alone.
 var allowedDeps = map[string][]string{
-	"events":            {"events"},
-	"contracts":         {"contracts", "events"},
-	"runtime":           {"runtime", "contracts", "events"},
-	"node":              {"node", "events"},
-	"projections":       {"projections", "runtime", "contracts", "events"},
-	"services/checkout": {"services/checkout", "runtime", "contracts", "events"},
-	"services/listing":  {"services/listing", "runtime", "contracts", "events"},
-	"services/order":    {"services/order", "runtime", "contracts", "events"},
-	"services/payment":  {"services/payment", "runtime", "contracts", "events"},
-	"services/policy":   {"services/policy", "runtime", "contracts", "events"},
+	"events":              {"events"},
+	"contracts":           {"contracts", "events"},
+	"runtime":             {"runtime", "contracts", "events"},
+	"node":                {"node", "events"},
+	"projections":         {"projections", "runtime", "contracts", "events"},
+	"services/checkout":   {"services/checkout", "runtime", "contracts", "events"},
+	"services/listing":    {"services/listing", "runtime", "contracts", "events"},
+	"services/order":      {"services/order", "runtime", "contracts", "events"},
+	"services/payment":    {"services/payment", "runtime", "contracts", "events"},
+	"services/policy":     {"services/policy", "runtime", "contracts", "events"},
+	"testkit/decidertest": {"testkit/decidertest", "contracts", "events"},
+}
+
+// testDeps returns what mod's tests may build on besides what mod may: a
+// node, and for a service the decider harness (and no other part of
+// testkit, which builds on the services).
+func testDeps(mod string) []string {
+	deps := append(slices.Clone(allowedDeps[mod]), "node")
+	if strings.HasPrefix(mod, "services/") {
+		deps = append(deps, "testkit/decidertest")
+	}
+	return deps
 }
 
 // forbiddenDeps returns the ledger packages among deps that are not under
@@ -53,6 +66,25 @@ func TestForbiddenDepsDetectsCrossServiceImports(t *testing.T) {
 	want := []string{modulePrefix + "services/payment", modulePrefix + "projections", modulePrefix + "node/embedded"}
 	if !slices.Equal(got, want) {
 		t.Errorf("forbiddenDeps = %v, want %v", got, want)
+	}
+}
+
+// TestServiceTestsMayUseOnlyTheDeciderHarness: a service's tests may build
+// on testkit/decidertest, and on no other part of testkit; the harness
+// itself may not start a node.
+func TestServiceTestsMayUseOnlyTheDeciderHarness(t *testing.T) {
+	deps := []string{modulePrefix + "testkit/decidertest", modulePrefix + "testkit/decidertestx", modulePrefix + "testkit",
+		modulePrefix + "testkit/fault", modulePrefix + "node/embedded"}
+	got := forbiddenDeps(testDeps("services/listing"), deps)
+	want := []string{modulePrefix + "testkit/decidertestx", modulePrefix + "testkit", modulePrefix + "testkit/fault"}
+	if !slices.Equal(got, want) {
+		t.Errorf("service tests: forbiddenDeps = %v, want %v", got, want)
+	}
+	if got := forbiddenDeps(allowedDeps["testkit/decidertest"], []string{modulePrefix + "runtime/command"}); len(got) != 1 {
+		t.Errorf("decidertest on runtime: forbiddenDeps = %v, want it forbidden", got)
+	}
+	if got := forbiddenDeps(allowedDeps["services/checkout"], []string{modulePrefix + "testkit/decidertest"}); len(got) != 1 {
+		t.Errorf("a service's own build on decidertest: forbiddenDeps = %v, want it forbidden", got)
 	}
 }
 
@@ -92,7 +124,7 @@ func TestModuleMap(t *testing.T) {
 			}
 			// Tests may start an embedded node besides.
 			tdeps := goList(t, mod, "-deps", "-test", "-f", "{{.ImportPath}}", "./...")
-			for _, pkg := range forbiddenDeps(append(allowed, "node"), tdeps) {
+			for _, pkg := range forbiddenDeps(testDeps(mod), tdeps) {
 				t.Errorf("%s's tests build on %s", mod, pkg)
 			}
 		})
