@@ -9,8 +9,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
+
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // Clock names the clock an as-of instant is read on.
@@ -115,7 +118,7 @@ type Point struct {
 // State is the read models as of a point.
 type State struct {
 	Point  Point
-	Models []Model // sorted by name
+	Models []models.Model // sorted by name
 	// Snapshots is the snapshot position each model started from (0: none).
 	Snapshots map[string]uint64
 	// Replayed is how many events of the tail were read.
@@ -123,7 +126,7 @@ type State struct {
 }
 
 // Model returns the model of that name, or nil.
-func (s *State) Model(name string) Model {
+func (s *State) Model(name string) models.Model {
 	for _, m := range s.Models {
 		if m.Name() == name {
 			return m
@@ -163,20 +166,20 @@ func QueryAsOf(ctx context.Context, store LogStore, at AsOf, names ...string) (*
 // event or after the last on its clock, and KindNotFound for an unknown
 // model.
 func (q *Querier) State(ctx context.Context, at AsOf, names ...string) (*State, error) {
-	models, err := NewModels(names...)
+	ms, err := models.NewModels(names...)
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(models, func(i, j int) bool { return models[i].Name() < models[j].Name() })
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name() < ms[j].Name() })
 	b, err := q.bounds(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var s *State
 	if at.Clock == ClockBusiness {
-		s, err = q.business(ctx, at, b, models)
+		s, err = q.business(ctx, at, b, ms)
 	} else {
-		s, err = q.prefix(ctx, at, b, models)
+		s, err = q.prefix(ctx, at, b, ms)
 	}
 	if err != nil {
 		return nil, err

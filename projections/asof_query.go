@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // bounds are the log's ends, which every as-of is checked against.
@@ -66,7 +67,7 @@ func outOfRange(at AsOf, rule string) error {
 }
 
 // prefix answers on the position and recorded clocks: the fold of a prefix.
-func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model) (*State, error) {
+func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, ms []models.Model) (*State, error) {
 	var pos uint64
 	switch at.Clock {
 	case ClockPosition:
@@ -91,11 +92,11 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model)
 	default:
 		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock", Rule: fmt.Sprintf("unknown clock %q", at.Clock)}
 	}
-	s := &State{Models: models, Snapshots: map[string]uint64{}, Point: Point{Position: pos}}
-	from := make([]uint64, len(models))
-	picks := make([]*SnapshotEntry, len(models))
+	s := &State{Models: ms, Snapshots: map[string]uint64{}, Point: Point{Position: pos}}
+	from := make([]uint64, len(ms))
+	picks := make([]*SnapshotEntry, len(ms))
 	start := pos
-	for i, m := range models {
+	for i, m := range ms {
 		es, err := q.entries(ctx, m)
 		if err != nil {
 			return nil, err
@@ -108,9 +109,9 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model)
 		s.Snapshots[m.Name()] = from[i]
 		start = min(start, from[i])
 	}
-	ready := q.restoreAsync(ctx, models, picks)
+	ready := q.restoreAsync(ctx, ms, picks)
 	if start < pos {
-		n, err := foldCount(ctx, q.store, events.Query{From: start + 1, To: pos}, models, from, nil, ready)
+		n, err := foldCount(ctx, q.store, events.Query{From: start + 1, To: pos}, ms, from, nil, ready)
 		s.Replayed = n
 		if err != nil {
 			return nil, err
@@ -125,15 +126,15 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, models []Model)
 // starts from its latest snapshot whose events all occurred by T; the tail
 // read skips indexed segments with no event that occurred by T, and always
 // reads the unindexed end of the log, whose clocks nothing summarises.
-func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Model) (*State, error) {
+func (q *Querier) business(ctx context.Context, at AsOf, b bounds, ms []models.Model) (*State, error) {
 	T := at.Time
-	s := &State{Models: models, Snapshots: map[string]uint64{}}
-	from := make([]uint64, len(models))
-	picks := make([]*SnapshotEntry, len(models))
+	s := &State{Models: ms, Snapshots: map[string]uint64{}}
+	from := make([]uint64, len(ms))
+	picks := make([]*SnapshotEntry, len(ms))
 	start, needTo, indexedTo := b.head, uint64(0), b.head
 	var lastIncluded uint64
 	var maxOcc time.Time
-	for i, m := range models {
+	for i, m := range ms {
 		es, err := q.entries(ctx, m)
 		if err != nil {
 			return nil, err
@@ -160,16 +161,16 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 		s.Snapshots[m.Name()] = from[i]
 		start, needTo, indexedTo = min(start, from[i]), max(needTo, end), min(indexedTo, last)
 	}
-	ready := q.restoreAsync(ctx, models, picks)
+	ready := q.restoreAsync(ctx, ms, picks)
 	ranges := [][2]uint64{{start + 1, needTo}, {indexedTo + 1, b.head}}
 	if needTo >= indexedTo {
 		ranges = [][2]uint64{{start + 1, b.head}}
 	}
 	keep := func(e *events.Event) bool {
-		if isBusiness(e) && e.OccurredAt.After(maxOcc) {
+		if models.IsBusiness(e) && e.OccurredAt.After(maxOcc) {
 			maxOcc = e.OccurredAt
 		}
-		if !isBusiness(e) || e.OccurredAt.After(T) {
+		if !models.IsBusiness(e) || e.OccurredAt.After(T) {
 			return false
 		}
 		lastIncluded = max(lastIncluded, e.Position)
@@ -179,7 +180,7 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 		if r[0] > r[1] {
 			continue
 		}
-		n, err := foldCount(ctx, q.store, events.Query{From: r[0], To: r[1]}, models, from, keep, ready)
+		n, err := foldCount(ctx, q.store, events.Query{From: r[0], To: r[1]}, ms, from, keep, ready)
 		ready = nil // restored before the first range applied anything
 		s.Replayed += n
 		if err != nil {
@@ -204,13 +205,13 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, models []Mode
 // foldCount is Fold that also counts the events read. With ready, the
 // models apply nothing before it yields, and the tail is read ahead
 // meanwhile.
-func foldCount(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, keep Filter, ready <-chan error) (int, error) {
+func foldCount(ctx context.Context, store events.Store, q events.Query, ms []models.Model, from []uint64, keep Filter, ready <-chan error) (int, error) {
 	var n atomic.Int64 // the reader may still be counting after an early return
 	counting := func(e *events.Event) bool {
 		n.Add(1)
 		return keep == nil || keep(e)
 	}
-	_, _, err := fold(ctx, store, q, models, from, counting, ready, readAhead)
+	_, _, err := fold(ctx, store, q, ms, from, counting, ready, readAhead)
 	return int(n.Load()), err
 }
 
@@ -221,9 +222,9 @@ const readAhead = 64
 
 // restoreAsync runs restoreAll on its own goroutine; the channel yields its
 // result once.
-func (q *Querier) restoreAsync(ctx context.Context, models []Model, picks []*SnapshotEntry) <-chan error {
+func (q *Querier) restoreAsync(ctx context.Context, ms []models.Model, picks []*SnapshotEntry) <-chan error {
 	ready := make(chan error, 1)
-	go func() { ready <- q.restoreAll(ctx, models, picks) }()
+	go func() { ready <- q.restoreAll(ctx, ms, picks) }()
 	return ready
 }
 
@@ -239,10 +240,10 @@ func lastWhere(es []SnapshotEntry, ok func(SnapshotEntry) bool) int {
 
 // restoreAll restores each model from its picked snapshot (nil: none), in
 // parallel: decoding the JSON of large states is most of an as-of query.
-func (q *Querier) restoreAll(ctx context.Context, models []Model, picks []*SnapshotEntry) error {
-	errs := make([]error, len(models))
+func (q *Querier) restoreAll(ctx context.Context, ms []models.Model, picks []*SnapshotEntry) error {
+	errs := make([]error, len(ms))
 	var wg sync.WaitGroup
-	for i, m := range models {
+	for i, m := range ms {
 		if picks[i] == nil {
 			continue
 		}
@@ -256,7 +257,7 @@ func (q *Querier) restoreAll(ctx context.Context, models []Model, picks []*Snaps
 	return errors.Join(errs...)
 }
 
-func (q *Querier) restoreFrom(ctx context.Context, m Model, e SnapshotEntry) error {
+func (q *Querier) restoreFrom(ctx context.Context, m models.Model, e SnapshotEntry) error {
 	body, err := q.st.getBody(ctx, e.Object, e.SHA256)
 	if err != nil {
 		return err
@@ -266,12 +267,12 @@ func (q *Querier) restoreFrom(ctx context.Context, m Model, e SnapshotEntry) err
 
 // entries returns the snapshot index of m's version if that version is the
 // one serving queries (another build's snapshots are not m's state).
-func (q *Querier) entries(ctx context.Context, m Model) ([]SnapshotEntry, error) {
+func (q *Querier) entries(ctx context.Context, m models.Model) ([]SnapshotEntry, error) {
 	if q.st == nil {
 		return nil, nil
 	}
 	ver, err := q.st.activeVersion(ctx, m.Name())
-	if err != nil || ver != ModelVersion(m) {
+	if err != nil || ver != models.ModelVersion(m) {
 		return nil, err
 	}
 	es, _, err := q.st.index(ctx, m.Name(), ver)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketledger/ledger/projections/internal/logtest"
+
 	"github.com/marketledger/ledger/events"
 )
 
@@ -17,14 +19,14 @@ import (
 // at the same point, byte for byte, for every model.
 func TestAsOfEqualsRebuild(t *testing.T) {
 	env := startEnv(t)
-	g := generate(t, env.store, genConfig{Seed: 21, Listings: 10, Flows: 150})
+	g := logtest.Generate(t, env.Store, logtest.Config{Seed: 21, Listings: 10, Flows: 150})
 	eng := startEngine(t, env, nil)
 	waitHead(t, env, eng)
 	eng.Stop()
-	g.more(20, 4, 22) // an unindexed tail the engine has not seen
-	evs, ps := readAll(t, env.store)
+	g.More(20, 4, 22) // an unindexed tail the engine has not seen
+	evs, ps := logtest.ReadAll(t, env.Store)
 	ctx := context.Background()
-	q := NewQuerier(ctx, env.store)
+	q := NewQuerier(ctx, env.Store)
 	rng := rand.New(rand.NewPCG(21, 2))
 	const points = 50
 	var replayed, total int
@@ -34,7 +36,7 @@ func TestAsOfEqualsRebuild(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", at, err)
 		}
-		want := foldMem(t, evs, ps, keep)
+		want := logtest.FoldMem(t, evs, ps, keep)
 		for _, m := range s.Models {
 			got, _ := m.Snapshot()
 			if !bytes.Equal(got, want[m.Name()]) {
@@ -57,7 +59,7 @@ func TestAsOfEqualsRebuild(t *testing.T) {
 		if at.Before(evs[0].RecordedAt) {
 			at = evs[0].RecordedAt
 		}
-		pos, err := env.store.PositionAt(ctx, at)
+		pos, err := env.Store.PositionAt(ctx, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,12 +81,12 @@ func TestAsOfEqualsRebuild(t *testing.T) {
 func TestAsOfBadInput(t *testing.T) {
 	env := startEnv(t)
 	ctx := context.Background()
-	q := NewQuerier(ctx, env.store)
+	q := NewQuerier(ctx, env.Store)
 	if _, err := q.State(ctx, AtPosition(1)); !errors.Is(err, events.ErrNotFound) {
 		t.Errorf("empty log: %v", err)
 	}
-	generate(t, env.store, genConfig{Seed: 1, Listings: 3, Flows: 5})
-	evs, _ := readAll(t, env.store)
+	logtest.Generate(t, env.Store, logtest.Config{Seed: 1, Listings: 3, Flows: 5})
+	evs, _ := logtest.ReadAll(t, env.Store)
 	last := evs[len(evs)-1]
 	lo := evs[0].OccurredAt
 	for _, e := range evs {

@@ -12,8 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/internal/logtest"
+	"github.com/marketledger/ledger/projections/models"
+
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // benchEvents is the log size of BenchmarkRebuildAndAsOf: LEDGER_BENCH_EVENTS,
@@ -34,10 +38,10 @@ func benchEvents() int {
 func BenchmarkRebuildAndAsOf(b *testing.B) {
 	n := benchEvents()
 	env := startEnv(b)
-	g := generate(b, env.store, genConfig{Seed: 99, Listings: 500, Flows: n / 6, Workers: 64})
+	g := logtest.Generate(b, env.Store, logtest.Config{Seed: 99, Listings: 500, Flows: n / 6, Workers: 64})
 	ctx := context.Background()
 	headPos := head(b, env)
-	eng, err := NewEngine(ctx, env.js, EngineConfig{Models: mustModels(b), SnapshotEvery: benchSnapshotEvery})
+	eng, err := NewEngine(ctx, env.JS, EngineConfig{Models: mustModels(b), SnapshotEvery: benchSnapshotEvery})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -52,10 +56,10 @@ func BenchmarkRebuildAndAsOf(b *testing.B) {
 	eng.Stop()
 	b.ResetTimer()
 	for range b.N {
-		raw := rawRead(b, env.js)
+		raw := rawRead(b, env.JS)
 		t0 := time.Now()
 		models := mustModels(b)
-		if err := Rebuild(ctx, env.store, headPos, models); err != nil {
+		if err := Rebuild(ctx, env.Store, headPos, models); err != nil {
 			b.Fatal(err)
 		}
 		rebuild := time.Since(t0)
@@ -63,10 +67,10 @@ func BenchmarkRebuildAndAsOf(b *testing.B) {
 		hwm := vmHWM()
 		ratio := raw.Seconds() / rebuild.Seconds()
 		fmt.Printf("events %d (log positions %d)\nraw ordered-consumer read %s (%.0f msgs/s)\nrebuild of %d models %s (%.0f events/s), ratio %.2f (target >= 0.7)\n",
-			g.count, headPos, raw, float64(headPos)/raw.Seconds(), len(models), rebuild, float64(g.count)/rebuild.Seconds(), ratio)
+			g.Count, headPos, raw, float64(headPos)/raw.Seconds(), len(models), rebuild, float64(g.Count)/rebuild.Seconds(), ratio)
 		fmt.Printf("as-of (business clock, all models) p50 %s p99 %s over %d queries (target p99 <= 200ms)\nsnapshot every %d events; engine build with snapshots %s; peak RSS %d MiB\n",
 			lat[len(lat)/2], lat[len(lat)*99/100], len(lat), benchSnapshotEvery, build.Round(time.Millisecond), hwm>>10)
-		line, _ := json.Marshal(map[string]any{"bench": "projections", "events": g.count, "positions": headPos,
+		line, _ := json.Marshal(map[string]any{"bench": "projections", "events": g.Count, "positions": headPos,
 			"raw_read_ms": raw.Milliseconds(), "rebuild_ms": rebuild.Milliseconds(), "ratio": ratio,
 			"asof_p50_ms": float64(lat[len(lat)/2].Microseconds()) / 1000, "asof_p99_ms": float64(lat[len(lat)*99/100].Microseconds()) / 1000,
 			"rss_hwm_kib": hwm, "engine_build_ms": build.Milliseconds()})
@@ -78,8 +82,8 @@ func BenchmarkRebuildAndAsOf(b *testing.B) {
 // about K events of tail (plus the business clock's skew).
 const benchSnapshotEvery = 2500
 
-func mustModels(b testing.TB) []Model {
-	ms, err := NewModels()
+func mustModels(b testing.TB) []models.Model {
+	ms, err := models.NewModels()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,14 +115,14 @@ func rawRead(b *testing.B, js jetstream.JetStream) time.Duration {
 	}
 }
 
-func asOfLatencies(b *testing.B, env *env, k int) []time.Duration {
+func asOfLatencies(b *testing.B, env *logtest.Env, k int) []time.Duration {
 	ctx := context.Background()
-	q := NewQuerier(ctx, env.store)
+	q := NewQuerier(ctx, env.Store)
 	rng := rand.New(rand.NewPCG(7, 7))
 	span := 14 * time.Hour
 	var out []time.Duration
 	for range k {
-		at := dayStart.Add(time.Duration(rng.Int64N(int64(span))))
+		at := logtest.DayStart.Add(time.Duration(rng.Int64N(int64(span))))
 		t0 := time.Now()
 		if _, err := q.State(ctx, AtBusiness(at)); err != nil {
 			b.Fatal(err)

@@ -7,9 +7,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // Engine defaults. Each is a bound: the engine never holds more than
@@ -26,7 +29,7 @@ const (
 type EngineConfig struct {
 	// Models are the read models to run, fresh (the engine restores them
 	// from their checkpoints). Names must be distinct.
-	Models []Model
+	Models []models.Model
 	// Registerer, when set, receives the engine's gauges:
 	// ledger_projection_lag_events (head position minus applied position)
 	// and ledger_projection_applied_position, labelled model and version.
@@ -155,7 +158,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-func (e *Engine) startRunner(ctx context.Context, m Model) (*runner, error) {
+func (e *Engine) startRunner(ctx context.Context, m models.Model) (*runner, error) {
 	r := newRunner(e, m)
 	if err := r.restore(ctx); err != nil {
 		return nil, err
@@ -217,7 +220,7 @@ func (e *Engine) runner(name string) (*runner, error) {
 
 // View calls fn with the active version of the named model, holding it
 // still: no event is applied while fn runs. fn must not keep the model.
-func (e *Engine) View(name string, fn func(Model) error) error {
+func (e *Engine) View(name string, fn func(models.Model) error) error {
 	r, err := e.runner(name)
 	if err != nil {
 		return err
@@ -269,9 +272,9 @@ func (e *Engine) WaitApplied(ctx context.Context, pos uint64) error {
 // old version's runner stops and its consumer is deleted; its checkpoint
 // and snapshots stay, so rolling back is another Deploy. Deploy returns
 // when the swap is done.
-func (e *Engine) Deploy(ctx context.Context, m Model) error {
+func (e *Engine) Deploy(ctx context.Context, m models.Model) error {
 	const op = "projections.Deploy"
-	name, ver := m.Name(), ModelVersion(m)
+	name, ver := m.Name(), models.ModelVersion(m)
 	e.mu.Lock()
 	old := e.active[name]
 	started := e.ctx != nil

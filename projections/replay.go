@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // Filter selects the events a fold applies; nil applies every event.
@@ -15,15 +16,15 @@ type Filter func(e *events.Event) bool
 // may be nil: every event). It returns the position of the last event read
 // and of the last event applied. Payloads are decoded once for all models,
 // on a goroutine of their own, while the models apply the previous chunk.
-func Fold(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, filter Filter) (lastRead, lastApplied uint64, err error) {
-	return fold(ctx, store, q, models, from, filter, nil, 4)
+func Fold(ctx context.Context, store events.Store, q events.Query, ms []models.Model, from []uint64, filter Filter) (lastRead, lastApplied uint64, err error) {
+	return fold(ctx, store, q, ms, from, filter, nil, 4)
 }
 
 // fold is Fold whose models apply nothing until ready yields (nil: at
 // once), while up to ahead chunks of 256 events are read and decoded: an
 // as-of query reads its tail while the models are still being restored from
 // their snapshots.
-func fold(ctx context.Context, store events.Store, q events.Query, models []Model, from []uint64, filter Filter,
+func fold(ctx context.Context, store events.Store, q events.Query, ms []models.Model, from []uint64, filter Filter,
 	ready <-chan error, ahead int) (lastRead, lastApplied uint64, err error) {
 	type item struct {
 		e       events.Event
@@ -43,7 +44,7 @@ func fold(ctx context.Context, store events.Store, q events.Query, models []Mode
 			}
 			var p any
 			if filter == nil || filter(&e) {
-				if p, err = DecodePayload(&e); err != nil {
+				if p, err = models.DecodePayload(&e); err != nil {
 					errc <- err
 					return
 				}
@@ -83,7 +84,7 @@ func fold(ctx context.Context, store events.Store, q events.Query, models []Mode
 				continue
 			}
 			lastApplied = it.e.Position
-			for j, m := range models {
+			for j, m := range ms {
 				if from != nil && it.e.Position <= from[j] {
 					continue
 				}
@@ -104,12 +105,12 @@ func fold(ctx context.Context, store events.Store, q events.Query, models []Mode
 // Rebuild folds the whole log, up to position to (0: the head when called),
 // into fresh models: the reference every other way of building a model must
 // agree with byte for byte.
-func Rebuild(ctx context.Context, store events.Store, to uint64, models []Model) error {
-	_, _, err := Fold(ctx, store, events.Query{To: to}, models, nil, nil)
+func Rebuild(ctx context.Context, store events.Store, to uint64, ms []models.Model) error {
+	_, _, err := Fold(ctx, store, events.Query{To: to}, ms, nil, nil)
 	return err
 }
 
 // BusinessFilter selects the business events that occurred at or before t.
 func BusinessFilter(t time.Time) Filter {
-	return func(e *events.Event) bool { return isBusiness(e) && !e.OccurredAt.After(t) }
+	return func(e *events.Event) bool { return models.IsBusiness(e) && !e.OccurredAt.After(t) }
 }

@@ -8,8 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/marketledger/ledger/events"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // errGap means the consumer delivered a position past the next one: the
@@ -24,7 +26,7 @@ type runner struct {
 	labels  []string
 
 	mu       sync.Mutex // guards m, applied, err and progress
-	m        Model
+	m        models.Model
 	applied  uint64
 	err      error
 	progress chan struct{} // closed and replaced whenever applied moves
@@ -54,7 +56,7 @@ type clocks struct {
 // see folds one event's clocks.
 func (c *clocks) see(e *events.Event) {
 	c.lastRecorded = e.RecordedAt
-	if !isBusiness(e) {
+	if !models.IsBusiness(e) {
 		return
 	}
 	c.lastBusiness = e.Position
@@ -66,8 +68,8 @@ func (c *clocks) see(e *events.Event) {
 	}
 }
 
-func newRunner(e *Engine, m Model) *runner {
-	r := &runner{eng: e, m: m, name: m.Name(), version: ModelVersion(m), progress: make(chan struct{}), done: make(chan struct{})}
+func newRunner(e *Engine, m models.Model) *runner {
+	r := &runner{eng: e, m: m, name: m.Name(), version: models.ModelVersion(m), progress: make(chan struct{}), done: make(chan struct{})}
 	r.labels = []string{r.name, strconv.Itoa(r.version)}
 	return r
 }
@@ -205,7 +207,7 @@ func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
 		return positionErr("projections.run", seq, err)
 	}
 	e.Position, e.RecordedAt = seq, meta.Timestamp
-	payload, err := DecodePayload(&e)
+	payload, err := models.DecodePayload(&e)
 	if err != nil {
 		return err
 	}
@@ -393,4 +395,10 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// positionErr names the log position whose message could not be read, so an
+// operator can find it.
+func positionErr(op string, pos uint64, err error) error {
+	return &events.Error{Op: op, Kind: events.KindInvalid, Field: "position " + strconv.FormatUint(pos, 10), Err: err}
 }

@@ -12,8 +12,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/marketledger/ledger/events"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/events"
 )
 
 // Where read-model state lives (ADR 0007): small records in a KV bucket,

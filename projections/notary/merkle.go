@@ -1,4 +1,4 @@
-package projections
+package notary
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package projections
+package models
 
 // This file is where the audit meets the one definition of "in force" the
 // services enforce: contracts.PolicyTimeline folds the policy events by

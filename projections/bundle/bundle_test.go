@@ -1,4 +1,4 @@
-package projections
+package bundle
 
 import (
 	"archive/zip"
@@ -10,30 +10,34 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/internal/logtest"
+	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 
 	"github.com/marketledger/ledger/events"
 )
 
 // bundleAt is the business instant of the test bundle: after the rogue
 // order.
-var bundleAt = freezeAt.Add(2 * time.Minute)
+var bundleAt = logtest.FreezeAt.Add(2 * time.Minute)
 
-func writeTestBundle(t *testing.T) (*env, []byte, ed25519.PrivateKey) {
+func writeTestBundle(t *testing.T) (*logtest.Env, []byte, ed25519.PrivateKey) {
 	t.Helper()
 	env := startEnv(t)
-	g := generate(t, env.store, genConfig{Seed: 41, Listings: 8, Flows: 80})
+	g := logtest.Generate(t, env.Store, logtest.Config{Seed: 41, Listings: 8, Flows: 80})
 	// Decided after 17:00 by a writer that knew of the freeze.
-	appendViolationUnder(t, env.store, "o-rogue", freezeAt.Add(time.Minute), g.policy)
-	eng := startEngine(t, env, nil)
-	waitHead(t, env, eng)
-	eng.Stop()
-	key, _ := LoadOrCreateKey(t.TempDir())
+	logtest.AppendViolationUnder(t, env.Store, "o-rogue", logtest.FreezeAt.Add(time.Minute), g.Policy)
+	runEngine(t, env)
+	key, _ := notary.LoadOrCreateKey(t.TempDir())
 	var b bytes.Buffer
-	at := AtBusiness(bundleAt)
-	if err := WriteBundle(context.Background(), env.store, &b, at, key); err != nil {
+	at := projections.AtBusiness(bundleAt)
+	if err := Write(context.Background(), env.Store, &b, at, key); err != nil {
 		t.Fatal(err)
 	}
 	return env, b.Bytes(), key
@@ -42,30 +46,30 @@ func writeTestBundle(t *testing.T) (*env, []byte, ed25519.PrivateKey) {
 func TestBundleVerifies(t *testing.T) {
 	env, b, key := writeTestBundle(t)
 	pub := key.Public().(ed25519.PublicKey)
-	rep, err := VerifyBundle(bytes.NewReader(b), int64(len(b)), pub)
+	rep, err := Verify(bytes.NewReader(b), int64(len(b)), pub)
 	if err != nil || !rep.OK() {
 		t.Fatalf("%v %+v", err, rep.Checks)
 	}
-	if rep.Manifest.Violations != 1 || rep.Manifest.Clock != ClockBusiness || len(rep.Manifest.Models) != len(ModelNames()) {
+	if rep.Manifest.Violations != 1 || rep.Manifest.Clock != projections.ClockBusiness || len(rep.Manifest.Models) != len(models.ModelNames()) {
 		t.Errorf("manifest %+v", rep.Manifest)
 	}
 	if len(rep.NotChecked) == 0 || !strings.Contains(strings.Join(rep.NotChecked, " "), "merkle root") {
 		t.Errorf("offline verification claims what it cannot check: %v", rep.NotChecked)
 	}
-	rep, err = VerifyAgainst(context.Background(), env.store, bytes.NewReader(b), int64(len(b)), pub)
+	rep, err = VerifyAgainst(context.Background(), env.Store, bytes.NewReader(b), int64(len(b)), pub)
 	if err != nil || !rep.OK() {
 		t.Fatalf("against the log: %v %+v", err, rep.Checks)
 	}
 	// The same state and key give the same bytes.
 	var again bytes.Buffer
-	if err := WriteBundle(context.Background(), env.store, &again, AtBusiness(bundleAt), key); err != nil {
+	if err := Write(context.Background(), env.Store, &again, projections.AtBusiness(bundleAt), key); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(again.Bytes(), b) {
 		t.Error("bundle is not reproducible")
 	}
 	// Without a trusted key the origin is reported as not checked.
-	rep, err = VerifyBundle(bytes.NewReader(b), int64(len(b)), nil)
+	rep, err = Verify(bytes.NewReader(b), int64(len(b)), nil)
 	if err != nil || !strings.Contains(strings.Join(rep.NotChecked, " "), "no trusted key") {
 		t.Errorf("%v %v", err, rep.NotChecked)
 	}
@@ -80,7 +84,7 @@ func TestBundleTampering(t *testing.T) {
 	pub := key.Public().(ed25519.PublicKey)
 	fails := func(what string, data []byte) {
 		t.Helper()
-		if _, err := VerifyBundle(bytes.NewReader(data), int64(len(data)), pub); err == nil {
+		if _, err := Verify(bytes.NewReader(data), int64(len(data)), pub); err == nil {
 			t.Fatalf("%s: verified", what)
 		}
 	}
@@ -95,16 +99,16 @@ func TestBundleTampering(t *testing.T) {
 			c := bytes.Clone(data)
 			c[i] ^= 1 << rng.IntN(8)
 			changed[name] = c
-			fails(name+" byte "+itoa(int64(i)), rezip(t, changed))
+			fails(name+" byte "+strconv.Itoa(i), rezip(t, changed))
 		}
 	}
 	for _, i := range samplePositions(rng, len(b), 300) {
 		c := bytes.Clone(b)
 		c[i] ^= 1 << rng.IntN(8)
-		fails("archive byte "+itoa(int64(i)), c)
+		fails("archive byte "+strconv.Itoa(i), c)
 	}
 	for _, n := range []int{0, 1, len(b) / 2, len(b) - 22, len(b) - 1} {
-		fails("truncated to "+itoa(int64(n)), b[:n])
+		fails("truncated to "+strconv.Itoa(n), b[:n])
 	}
 	// The same contents signed by another key.
 	_, other, _ := ed25519.GenerateKey(crand.Reader)
@@ -115,7 +119,7 @@ func TestBundleTampering(t *testing.T) {
 	forged[SignatureFile] = []byte(b64(ed25519.Sign(other, files[ManifestFile])) + "\n")
 	forged[PublicKeyFile] = []byte(b64(other.Public().(ed25519.PublicKey)) + "\n")
 	fb := rezip(t, forged)
-	_, err := VerifyBundle(bytes.NewReader(fb), int64(len(fb)), pub)
+	_, err := Verify(bytes.NewReader(fb), int64(len(fb)), pub)
 	if !errors.Is(err, events.ErrIntegrity) || !strings.Contains(err.Error(), "not by the trusted key") {
 		t.Errorf("bundle signed by another key: %v", err)
 	}

@@ -1,4 +1,4 @@
-package projections
+package notary
 
 import (
 	"context"
@@ -87,7 +87,7 @@ func KeyID(pub ed25519.PublicKey) string {
 // position order (EventLeaf), and appends signed checkpoints of it. It is
 // safe for concurrent use.
 type Notary struct {
-	store LogStore
+	store Store
 	key   ed25519.PrivateKey
 
 	mu        sync.Mutex
@@ -101,8 +101,16 @@ type Notary struct {
 	onCheckpoint func(contracts.NotaryCheckpointed, events.Appended)
 }
 
-// NewNotary returns a notary on store signing with key.
-func NewNotary(store LogStore, key ed25519.PrivateKey) *Notary {
+// Store is what the notary reads and appends to: the log and its head.
+// *events.JetStreamStore is one.
+type Store interface {
+	events.Store
+	// LastPosition returns the position of the newest event in the log.
+	LastPosition(ctx context.Context) (uint64, error)
+}
+
+// New returns a notary on store signing with key.
+func New(store Store, key ed25519.PrivateKey) *Notary {
 	return &Notary{store: store, key: key}
 }
 

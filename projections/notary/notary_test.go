@@ -1,10 +1,11 @@
-package projections
+package notary
 
 import (
 	"context"
 	"crypto/ed25519"
 	crand "crypto/rand"
 	"errors"
+	"github.com/marketledger/ledger/projections/internal/logtest"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -40,15 +41,15 @@ func TestNotaryKeyFile(t *testing.T) {
 
 func TestNotaryCheckpointsAndProofs(t *testing.T) {
 	env := startEnv(t)
-	g := generate(t, env.store, genConfig{Seed: 31, Listings: 5, Flows: 30})
+	g := logtest.Generate(t, env.Store, logtest.Config{Seed: 31, Listings: 5, Flows: 30})
 	ctx := context.Background()
 	key, _ := LoadOrCreateKey(t.TempDir())
-	n := NewNotary(env.store, key)
+	n := New(env.Store, key)
 	c1, a1, err := n.Checkpoint(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.more(20, 4, 32)
+	g.More(20, 4, 32)
 	c2, _, err := n.Checkpoint(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestNotaryCheckpointsAndProofs(t *testing.T) {
 		t.Fatalf("second checkpoint %+v does not cover the first's event", c2)
 	}
 	// The checkpoints are in the log, and verify from it alone.
-	stored, err := env.store.Load(ctx, NotaryAggregate, 0)
+	stored, err := env.Store.Load(ctx, NotaryAggregate, 0)
 	if err != nil || len(stored) != 2 {
 		t.Fatalf("notary events: %d %v", len(stored), err)
 	}
@@ -95,7 +96,7 @@ func TestNotaryCheckpointsAndProofs(t *testing.T) {
 		t.Error("consistency verified with a wrong old root")
 	}
 	// Inclusion of events under the second checkpoint; a tampered event fails.
-	evs, _ := readAll(t, env.store)
+	evs, _ := logtest.ReadAll(t, env.Store)
 	rng := rand.New(rand.NewPCG(3, 3))
 	for range 20 {
 		e := evs[rng.IntN(len(evs))]
@@ -121,7 +122,7 @@ func TestNotaryCheckpointsAndProofs(t *testing.T) {
 		}
 	}
 	// A second notary folding from zero gets the same roots.
-	n2 := NewNotary(env.store, key)
+	n2 := New(env.Store, key)
 	size, root, err := n2.TreeAt(ctx, c1.Position)
 	if err != nil || size != c1.TreeSize || root != roots[0] {
 		t.Errorf("refold: size %d root %s, checkpoint %d %s (%v)", size, root, c1.TreeSize, roots[0], err)

@@ -1,4 +1,4 @@
-package projections
+package models
 
 import (
 	"time"
@@ -65,7 +65,7 @@ func (m *Catalogue) Name() string { return ModelCatalogue }
 
 // Apply implements Model.
 func (m *Catalogue) Apply(e events.Event, payload any) error {
-	if !isBusiness(&e) {
+	if !IsBusiness(&e) {
 		return nil
 	}
 	m.state.Now = utc(e.OccurredAt)

@@ -1,4 +1,4 @@
-package projections
+package models
 
 import (
 	"bytes"
@@ -128,9 +128,9 @@ func DecodePayload(e *events.Event) (any, error) {
 	return p, nil
 }
 
-// isBusiness reports whether e is a business fact with a meaningful business
+// IsBusiness reports whether e is a business fact with a meaningful business
 // time. Notary checkpoints are facts about the log, not about trade.
-func isBusiness(e *events.Event) bool {
+func IsBusiness(e *events.Event) bool {
 	return e.Context() != contracts.ServiceNotary
 }
 

@@ -1,4 +1,4 @@
-package projections
+package bundle
 
 import (
 	"archive/zip"
@@ -15,6 +15,10 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 
 	"github.com/marketledger/ledger/events"
 )
@@ -34,7 +38,7 @@ const (
 type Manifest struct {
 	Format     string                   `json:"format"`
 	AsOf       string                   `json:"as_of"`
-	Clock      Clock                    `json:"clock"`
+	Clock      projections.Clock        `json:"clock"`
 	Position   uint64                   `json:"position"`
 	RecordedAt time.Time                `json:"recorded_at"`
 	TreeSize   uint64                   `json:"tree_size"`
@@ -56,14 +60,14 @@ type bundleFile struct {
 	data []byte
 }
 
-// WriteBundle writes the regulator bundle as of at to w: a zip of every
+// Write writes the regulator bundle as of at to w: a zip of every
 // read model as of at (models/<name>.json, the canonical snapshot, and
 // models/<name>.csv), manifest.json, manifest.sig (base64 Ed25519 signature
 // over the manifest's bytes with key) and notary.pub (base64 public key).
 // The archive is canonical: the same state and key give the same bytes,
-// which is what lets VerifyBundle refuse any changed byte of it.
-func WriteBundle(ctx context.Context, store LogStore, w io.Writer, at AsOf, key ed25519.PrivateKey) error {
-	s, err := QueryAsOf(ctx, store, at)
+// which is what lets Verify refuse any changed byte of it.
+func Write(ctx context.Context, store projections.LogStore, w io.Writer, at projections.AsOf, key ed25519.PrivateKey) error {
+	s, err := projections.QueryAsOf(ctx, store, at)
 	if err != nil {
 		return err
 	}
@@ -73,7 +77,7 @@ func WriteBundle(ctx context.Context, store LogStore, w io.Writer, at AsOf, key 
 	}
 	m := Manifest{Format: BundleFormat, AsOf: asOfValue(at), Clock: at.Clock, Position: s.Point.Position,
 		RecordedAt: s.Point.RecordedAt.UTC(), TreeSize: size, MerkleRoot: root.String(),
-		Models: map[string]ManifestModel{}, Files: map[string]string{}, KeyID: KeyID(key.Public().(ed25519.PublicKey))}
+		Models: map[string]ManifestModel{}, Files: map[string]string{}, KeyID: notary.KeyID(key.Public().(ed25519.PublicKey))}
 	files, err := modelFiles(s.Models, &m)
 	if err != nil {
 		return err
@@ -94,17 +98,17 @@ func WriteBundle(ctx context.Context, store LogStore, w io.Writer, at AsOf, key 
 	return err
 }
 
-func asOfValue(at AsOf) string {
-	if at.Clock == ClockPosition {
+func asOfValue(at projections.AsOf) string {
+	if at.Clock == projections.ClockPosition {
 		return fmt.Sprint(at.Position)
 	}
 	return at.Time.Format(time.RFC3339Nano)
 }
 
 // modelFiles renders each model as JSON and CSV and records them in m.
-func modelFiles(models []Model, m *Manifest) ([]bundleFile, error) {
+func modelFiles(ms []models.Model, m *Manifest) ([]bundleFile, error) {
 	var files []bundleFile
-	for _, md := range models {
+	for _, md := range ms {
 		js, err := md.Snapshot()
 		if err != nil {
 			return nil, err
@@ -114,8 +118,8 @@ func modelFiles(models []Model, m *Manifest) ([]bundleFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.Models[md.Name()] = ManifestModel{Version: ModelVersion(md), Rows: len(t.Rows)}
-		if v, ok := md.(*Violations); ok {
+		m.Models[md.Name()] = ManifestModel{Version: models.ModelVersion(md), Rows: len(t.Rows)}
+		if v, ok := md.(*models.Violations); ok {
 			m.Violations = v.Count()
 		}
 		for _, f := range []bundleFile{{bundleModelDir + md.Name() + ".json", js}, {bundleModelDir + md.Name() + ".csv", cs}} {
@@ -127,7 +131,7 @@ func modelFiles(models []Model, m *Manifest) ([]bundleFile, error) {
 	return files, nil
 }
 
-func renderCSV(t Table) ([]byte, error) {
+func renderCSV(t models.Table) ([]byte, error) {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
 	if err := w.Write(t.Columns); err != nil {
@@ -162,20 +166,20 @@ func writeArchive(files []bundleFile) ([]byte, error) {
 
 // treeAt folds the log up to pos into a Merkle tree: the root a notary
 // would have signed for that prefix.
-func treeAt(ctx context.Context, store events.Store, pos uint64) (uint64, Hash, error) {
-	var t Tree
+func treeAt(ctx context.Context, store events.Store, pos uint64) (uint64, notary.Hash, error) {
+	var t notary.Tree
 	for e, err := range store.Read(ctx, events.Query{To: pos}) {
 		if err != nil {
-			return 0, Hash{}, err
+			return 0, notary.Hash{}, err
 		}
-		leaf, err := EventLeaf(&e)
+		leaf, err := notary.EventLeaf(&e)
 		if err != nil {
-			return 0, Hash{}, err
+			return 0, notary.Hash{}, err
 		}
-		t.Append(LeafHash(leaf))
+		t.Append(notary.LeafHash(leaf))
 	}
 	if t.Size() == 0 {
-		return 0, Hash{}, &events.Error{Op: "projections.treeAt", Kind: events.KindInvalid, Rule: fmt.Sprintf("no event at or before position %d", pos)}
+		return 0, notary.Hash{}, &events.Error{Op: "projections.treeAt", Kind: events.KindInvalid, Rule: fmt.Sprintf("no event at or before position %d", pos)}
 	}
 	root, err := t.Root(t.Size())
 	return t.Size(), root, err
@@ -230,5 +234,5 @@ func (r *Report) err() error {
 	if len(failed) == 0 {
 		return nil
 	}
-	return &events.Error{Op: "projections.VerifyBundle", Kind: events.KindIntegrity, Rule: strings.Join(failed, "; ")}
+	return &events.Error{Op: "projections.Verify", Kind: events.KindIntegrity, Rule: strings.Join(failed, "; ")}
 }

@@ -1,8 +1,6 @@
-package projections
+package models
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -12,61 +10,11 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
-func TestModelsOnGeneratedLog(t *testing.T) {
-	env := startEnv(t)
-	g := generate(t, env.store, genConfig{Seed: 7, Listings: 12, Flows: 120})
-	evs, ps := readAll(t, env.store)
-	if len(evs) != g.count {
-		t.Fatalf("read %d events, appended %d", len(evs), g.count)
-	}
-	ms, _ := NewModels()
-	ctx := context.Background()
-	if err := Rebuild(ctx, env.store, 0, ms); err != nil {
-		t.Fatal(err)
-	}
-	want := foldMem(t, evs, ps, nil)
-	for _, m := range ms {
-		got, _ := m.Snapshot()
-		if !bytes.Equal(got, want[m.Name()]) {
-			t.Errorf("%s: Rebuild and in-memory fold differ", m.Name())
-		}
-		// Restore then Snapshot gives the same bytes.
-		fresh, _ := NewModel(m.Name())
-		if err := fresh.Restore(got); err != nil {
-			t.Fatalf("%s: restore: %v", m.Name(), err)
-		}
-		again, _ := fresh.Snapshot()
-		if !bytes.Equal(got, again) {
-			t.Errorf("%s: snapshot does not survive Restore", m.Name())
-		}
-		if len(m.Rows().Columns) == 0 {
-			t.Errorf("%s: no columns", m.Name())
-		}
-	}
-	byName := map[string]Model{}
-	for _, m := range ms {
-		byName[m.Name()] = m
-	}
-	if n := byName[ModelViolations].(*Violations).Count(); n != 0 {
-		t.Errorf("compliant log has %d violations: %+v", n, byName[ModelViolations].(*Violations).List())
-	}
-	for cur, sum := range byName[ModelBalances].(*Balances).Totals() {
-		if sum != 0 {
-			t.Errorf("balances in %s sum to %d", cur, sum)
-		}
-	}
-	cat := byName[ModelCatalogue].(*Catalogue)
-	if !cat.Now().After(freezeAt) {
-		t.Fatalf("generated log ends at %s, before the freeze", cat.Now())
-	}
-	for _, id := range []string{"l-0", "l-1"} { // l-0 social commerce, l-1 marketplace
-		l, _ := cat.Listing(id)
-		social := l.Channel == contracts.ChannelSocialCommerce
-		if l.PromotionOnly != social || (social && l.Purchasable) || (!social && l.Stock > 0 && !l.Purchasable) {
-			t.Errorf("%s after the freeze: %+v", id, l)
-		}
-	}
-}
+// The simulated day: 4 October 2023 in Jakarta, the freeze at 17:00 WIB.
+var (
+	dayStart = time.Date(2023, 10, 4, 8, 0, 0, 0, WIB)
+	freezeAt = time.Date(2023, 10, 4, 17, 0, 0, 0, WIB)
+)
 
 func TestCatalogueFlagsBeforeFreeze(t *testing.T) {
 	c := NewCatalogue()
@@ -92,32 +40,6 @@ func TestCatalogueFlagsBeforeFreeze(t *testing.T) {
 	apply(contracts.ListingStockChanged{ListingID: "l-1", Stock: 4, PreviousStock: 3}, freezeAt)
 	if l, _ := c.Listing("l-1"); l.Purchasable || !l.PromotionOnly || l.BlockedBy != "f" {
 		t.Errorf("at the effective instant: %+v", l)
-	}
-}
-
-// TestViolationsFindsWriteAroundTheFence writes blocked orders directly
-// with the store, without the fence, into a log with a scheduled freeze:
-// one decided after the freeze's instant by a writer that knew of it must
-// be found; one decided before the instant is not a violation.
-func TestViolationsFindsWriteAroundTheFence(t *testing.T) {
-	env := startEnv(t)
-	g := generate(t, env.store, genConfig{Seed: 3, Listings: 6, Flows: 40})
-	bad := appendViolationUnder(t, env.store, "o-rogue", freezeAt.Add(time.Minute), g.policy)
-	appendViolationUnder(t, env.store, "o-early", freezeAt.Add(-time.Hour), g.policy)
-	v := NewViolations()
-	if err := Rebuild(context.Background(), env.store, 0, []Model{v}); err != nil {
-		t.Fatal(err)
-	}
-	got := v.List()
-	if len(got) != 1 {
-		t.Fatalf("want 1 violation, got %d: %+v", len(got), got)
-	}
-	if got[0].Position != bad.LastPosition || got[0].RuleID != "freeze-social-id" ||
-		joinKinds(got[0].Kinds) != "decision_instant" {
-		t.Errorf("rogue order: %+v", got[0])
-	}
-	if v.Checked() == 0 || len(v.Rows().Rows) != 1 {
-		t.Errorf("checked %d, rows %d", v.Checked(), len(v.Rows().Rows))
 	}
 }
 

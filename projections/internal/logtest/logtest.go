@@ -1,4 +1,10 @@
-package projections
+// Package logtest writes seeded marketplace logs for the projections
+// tests: a Generator that appends as a compliant set of services would,
+// writes around the fence as a broken one would, and an in-memory fold that
+// is the reference every other way of building a model is checked against.
+// It connects to a node the test started; it never starts one itself, so
+// the projections module keeps the embedded server out of its build.
+package logtest
 
 import (
 	"context"
@@ -13,25 +19,22 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/projections/models"
 )
 
-// env is one embedded node with the LEDGER stream and a checked store.
-type env struct {
-	store   *events.JetStreamStore
-	js      jetstream.JetStream
-	dataDir string
+// Env is one node with the LEDGER stream and a checked store.
+type Env struct {
+	Store   *events.JetStreamStore
+	JS      jetstream.JetStream
+	DataDir string // the node's data directory
 }
 
-func startEnv(t testing.TB) *env {
+// Open connects to the node at url (started by the test, with its data in
+// dataDir), creates the LEDGER stream and opens a checked store on it. The
+// connection and the store close when the test ends.
+func Open(t testing.TB, url, dataDir string) *Env {
 	t.Helper()
-	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,17 +53,17 @@ func startEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return &env{store: st, js: js, dataDir: dir}
+	return &Env{Store: st, JS: js, DataDir: dataDir}
 }
 
 // The simulated day: 4 October 2023 in Jakarta, the freeze at 17:00 WIB.
 var (
-	dayStart = time.Date(2023, 10, 4, 8, 0, 0, 0, WIB)
-	freezeAt = time.Date(2023, 10, 4, 17, 0, 0, 0, WIB)
+	DayStart = time.Date(2023, 10, 4, 8, 0, 0, 0, models.WIB)
+	FreezeAt = time.Date(2023, 10, 4, 17, 0, 0, 0, models.WIB)
 )
 
-// genConfig shapes a generated log.
-type genConfig struct {
+// Config shapes a generated log.
+type Config struct {
 	Seed     uint64
 	Listings int
 	Flows    int // checkouts; each is 3 to 7 events
@@ -68,22 +71,24 @@ type genConfig struct {
 	DaySpan  time.Duration // business time the flows spread over
 }
 
-// generator appends a seeded marketplace log through the store, as a
+// Generator appends a seeded marketplace log through the store, as a
 // compliant set of services would: every transaction decision is fenced and
 // records the newest policy position; no social-commerce trade is placed
 // after the freeze's effective instant.
-type generator struct {
+type Generator struct {
 	t        testing.TB
 	st       events.Store
-	cfg      genConfig
+	cfg      Config
 	listings []contracts.ListingCreated
-	policy   uint64 // position of the newest policy event
+	Policy   uint64 // position of the newest policy event
 	mu       sync.Mutex
-	count    int
+	Count    int // events appended
 	next     int // the next flow number
 }
 
-func generate(t testing.TB, st events.Store, cfg genConfig) *generator {
+// Generate creates cfg.Listings listings, imposes the social-commerce freeze
+// at FreezeAt and appends cfg.Flows checkouts through st.
+func Generate(t testing.TB, st events.Store, cfg Config) *Generator {
 	t.Helper()
 	if cfg.Workers == 0 {
 		cfg.Workers = 16
@@ -91,18 +96,18 @@ func generate(t testing.TB, st events.Store, cfg genConfig) *generator {
 	if cfg.DaySpan == 0 {
 		cfg.DaySpan = 14 * time.Hour
 	}
-	g := &generator{t: t, st: st, cfg: cfg}
+	g := &Generator{t: t, st: st, cfg: cfg}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
 	g.createListings(rng)
-	g.imposeFreeze(freezeAt, "freeze-social-id")
+	g.imposeFreeze(FreezeAt, "freeze-social-id")
 	g.runFlows(cfg.Flows, cfg.Workers, cfg.Seed)
 	return g
 }
 
-// more appends n more checkouts, later in the business day.
-func (g *generator) more(n, workers int, seed uint64) { g.runFlows(n, workers, seed) }
+// More appends n more checkouts, later in the business day.
+func (g *Generator) More(n, workers int, seed uint64) { g.runFlows(n, workers, seed) }
 
-func (g *generator) appendOne(ctx context.Context, ctxName, id string, ver uint64, v any, at time.Time, fence bool) events.Appended {
+func (g *Generator) appendOne(ctx context.Context, ctxName, id string, ver uint64, v any, at time.Time, fence bool) events.Appended {
 	g.t.Helper()
 	typ, sv, data, err := contracts.Encode(v)
 	if err != nil {
@@ -113,19 +118,19 @@ func (g *generator) appendOne(ctx context.Context, ctxName, id string, ver uint6
 	d := events.Decision{Aggregate: events.AggregateRef{Context: ctxName, ID: id}, ExpectedVersion: ver,
 		Events: []events.Event{e}, Fence: fence}
 	if fence {
-		d.Events[0].PolicyPosition = g.policy
+		d.Events[0].PolicyPosition = g.Policy
 	}
 	a, err := g.st.Append(ctx, d)
 	if err != nil {
 		g.t.Fatalf("append %s %s: %v", typ, id, err)
 	}
 	g.mu.Lock()
-	g.count++
+	g.Count++
 	g.mu.Unlock()
 	return a
 }
 
-func (g *generator) createListings(rng *rand.Rand) {
+func (g *Generator) createListings(rng *rand.Rand) {
 	ctx := context.Background()
 	for i := range g.cfg.Listings {
 		ch := contracts.ChannelMarketplace
@@ -141,16 +146,16 @@ func (g *generator) createListings(rng *rand.Rand) {
 			Jurisdiction: "ID", Origin: origin, Price: contracts.Money{AmountMinor: int64(1000+rng.IntN(100000)) * 100, Currency: "IDR"},
 			Stock: int64(10 + rng.IntN(100))}
 		g.listings = append(g.listings, l)
-		g.appendOne(ctx, "listing", l.ListingID, 0, l, dayStart.Add(-time.Hour+time.Duration(i)*time.Second), false)
+		g.appendOne(ctx, "listing", l.ListingID, 0, l, DayStart.Add(-time.Hour+time.Duration(i)*time.Second), false)
 	}
 }
 
-func (g *generator) imposeFreeze(at time.Time, id string) {
+func (g *Generator) imposeFreeze(at time.Time, id string) {
 	f := contracts.FreezeImposed{RuleID: id, Scope: contracts.Scope{Jurisdictions: []string{"ID"},
 		Channels: []contracts.Channel{contracts.ChannelSocialCommerce}}, BlockedOperations: contracts.FreezeOperations,
 		EffectiveAt: at, LegalBasis: "Permendag 31/2023", Issuer: "Kementerian Perdagangan RI"}
-	a := g.appendOne(context.Background(), "policy", id, 0, f, dayStart.Add(-30*time.Minute), false)
-	g.policy = a.LastPosition
+	a := g.appendOne(context.Background(), "policy", id, 0, f, DayStart.Add(-30*time.Minute), false)
+	g.Policy = a.LastPosition
 	// A policy batch ends with its fence record, which is then the head of
 	// the policy subject that fenced decisions are checked against.
 	if h, ok := g.st.(interface {
@@ -160,13 +165,13 @@ func (g *generator) imposeFreeze(at time.Time, id string) {
 		if err != nil {
 			g.t.Fatal(err)
 		}
-		g.policy = head
+		g.Policy = head
 	}
 }
 
 // runFlows runs the checkouts on several workers, so that positions
 // interleave and business time is not monotonic in position.
-func (g *generator) runFlows(n, workers int, seed uint64) {
+func (g *Generator) runFlows(n, workers int, seed uint64) {
 	var wg sync.WaitGroup
 	first := g.next
 	g.next += n
@@ -183,12 +188,12 @@ func (g *generator) runFlows(n, workers int, seed uint64) {
 	wg.Wait()
 }
 
-func (g *generator) flow(rng *rand.Rand, f int) {
+func (g *Generator) flow(rng *rand.Rand, f int) {
 	ctx := context.Background()
-	at := dayStart.Add(time.Duration(float64(g.cfg.DaySpan) * float64(f) / float64(max(g.cfg.Flows, 1))))
+	at := DayStart.Add(time.Duration(float64(g.cfg.DaySpan) * float64(f) / float64(max(g.cfg.Flows, 1))))
 	at = at.Add(time.Duration(rng.IntN(600)-300) * time.Second) // clocks disagree a little
 	l := g.listings[rng.IntN(len(g.listings))]
-	if l.Channel == contracts.ChannelSocialCommerce && !at.Before(freezeAt) {
+	if l.Channel == contracts.ChannelSocialCommerce && !at.Before(FreezeAt) {
 		return // a compliant service refuses it: nothing is appended
 	}
 	oid, pid, buyer := fmt.Sprintf("o-%d", f), fmt.Sprintf("p-%d", f), fmt.Sprintf("b-%d", rng.IntN(50))
@@ -230,17 +235,17 @@ func (g *generator) flow(rng *rand.Rand, f int) {
 	}
 }
 
-// appendViolation writes an order the freeze blocks, directly with the
+// AppendViolation writes an order the freeze blocks, directly with the
 // store and without the fence, under a stale policy position: the log as a
 // broken service would leave it.
-func appendViolation(t testing.TB, st events.Store, orderID string, at time.Time) events.Appended {
+func AppendViolation(t testing.TB, st events.Store, orderID string, at time.Time) events.Appended {
 	t.Helper()
-	return appendViolationUnder(t, st, orderID, at, 0)
+	return AppendViolationUnder(t, st, orderID, at, 0)
 }
 
-// appendViolationUnder is appendViolation decided under policy position
+// AppendViolationUnder is AppendViolation decided under policy position
 // policy (the writer knew every policy event up to it).
-func appendViolationUnder(t testing.TB, st events.Store, orderID string, at time.Time, policy uint64) events.Appended {
+func AppendViolationUnder(t testing.TB, st events.Store, orderID string, at time.Time, policy uint64) events.Appended {
 	t.Helper()
 	p := contracts.OrderPlaced{OrderID: orderID, BuyerID: "b-rogue", ListingID: "l-0", SellerID: "s-0", Quantity: 1,
 		UnitPrice: contracts.Money{AmountMinor: 100000, Currency: "IDR"}, Total: contracts.Money{AmountMinor: 100000, Currency: "IDR"},
@@ -258,8 +263,8 @@ func appendViolationUnder(t testing.TB, st events.Store, orderID string, at time
 	return a
 }
 
-// readAll reads the whole log into memory with decoded payloads.
-func readAll(t testing.TB, st events.Store) ([]events.Event, []any) {
+// ReadAll reads the whole log into memory with decoded payloads.
+func ReadAll(t testing.TB, st events.Store) ([]events.Event, []any) {
 	t.Helper()
 	var evs []events.Event
 	var ps []any
@@ -267,7 +272,7 @@ func readAll(t testing.TB, st events.Store) ([]events.Event, []any) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := DecodePayload(&e)
+		p, err := models.DecodePayload(&e)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,10 +281,10 @@ func readAll(t testing.TB, st events.Store) ([]events.Event, []any) {
 	return evs, ps
 }
 
-// foldMem folds in-memory events into fresh models: the reference.
-func foldMem(t testing.TB, evs []events.Event, ps []any, keep func(*events.Event) bool) map[string][]byte {
+// FoldMem folds in-memory events into fresh models: the reference.
+func FoldMem(t testing.TB, evs []events.Event, ps []any, keep func(*events.Event) bool) map[string][]byte {
 	t.Helper()
-	ms, err := NewModels()
+	ms, err := models.NewModels()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,4 +309,5 @@ func foldMem(t testing.TB, evs []events.Event, ps []any, keep func(*events.Event
 	return out
 }
 
-func jetstreamWait() jetstream.FetchOpt { return jetstream.FetchMaxWait(2 * time.Second) }
+// JetStreamWait bounds a fetch from a consumer in a test.
+func JetStreamWait() jetstream.FetchOpt { return jetstream.FetchMaxWait(2 * time.Second) }

@@ -1,4 +1,4 @@
-package projections
+package bundle
 
 import (
 	"archive/zip"
@@ -16,10 +16,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
+
 	"github.com/marketledger/ledger/events"
 )
 
-// VerifyBundle checks a bundle offline: the archive reads and is in
+// Verify checks a bundle offline: the archive reads and is in
 // canonical form (so any changed byte anywhere fails), the signature over
 // the manifest verifies with the bundle's key, that key is trustedKey when
 // one is given, every file's SHA-256 matches the manifest and no file is
@@ -28,7 +32,7 @@ import (
 // the report and an error naming every check that failed. What it cannot
 // check offline (the Merkle root against the log) is listed in
 // Report.NotChecked, never reported as verified.
-func VerifyBundle(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, error) {
+func Verify(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, error) {
 	var rep Report
 	files, order, err := readArchive(r, size)
 	if !rep.add("archive readable", err) {
@@ -77,17 +81,17 @@ func checkClaims(m Manifest) error {
 		if m.TreeSize != 0 {
 			bad = append(bad, fmt.Sprintf("position 0 (an empty log) with tree_size %d", m.TreeSize))
 		}
-		if m.Clock == ClockPosition {
+		if m.Clock == projections.ClockPosition {
 			bad = append(bad, "position 0 on the position clock: an as-of position is a whole number from 1")
 		} else if _, err := time.Parse(time.RFC3339Nano, m.AsOf); err != nil {
 			bad = append(bad, fmt.Sprintf("as_of %q is not an RFC 3339 instant", m.AsOf))
 		}
 	} else {
-		at, err := ParseAsOf(string(m.Clock), m.AsOf)
+		at, err := projections.ParseAsOf(string(m.Clock), m.AsOf)
 		switch {
 		case err != nil:
 			bad = append(bad, err.Error())
-		case at.Clock == ClockPosition && at.Position != m.Position:
+		case at.Clock == projections.ClockPosition && at.Position != m.Position:
 			bad = append(bad, fmt.Sprintf("as_of is position %d, the manifest's position is %d", at.Position, m.Position))
 		}
 		if m.TreeSize == 0 || m.TreeSize > m.Position {
@@ -108,19 +112,19 @@ func checkClaims(m Manifest) error {
 // audit above all) says nothing about it, and must not verify.
 func checkModelSet(m Manifest) error {
 	var bad []string
-	for _, name := range ModelNames() {
+	for _, name := range models.ModelNames() {
 		got, ok := m.Models[name]
 		if !ok {
 			bad = append(bad, name+" is missing")
 			continue
 		}
-		md, _ := NewModel(name)
-		if want := ModelVersion(md); got.Version != want {
+		md, _ := models.NewModel(name)
+		if want := models.ModelVersion(md); got.Version != want {
 			bad = append(bad, fmt.Sprintf("%s is version %d, this verifier checks version %d", name, got.Version, want))
 		}
 	}
 	for name := range m.Models {
-		if _, err := NewModel(name); err != nil {
+		if _, err := models.NewModel(name); err != nil {
 			bad = append(bad, name+" is not a read model")
 		}
 	}
@@ -160,7 +164,7 @@ func readArchive(r io.ReaderAt, size int64) (map[string][]byte, []string, error)
 	return files, order, nil
 }
 
-// canonicalArchive rebuilds the archive from its files the way WriteBundle
+// canonicalArchive rebuilds the archive from its files the way Write
 // writes it and requires the very same bytes: a change in a header, a
 // timestamp or padding, which no digest covers, fails here.
 func canonicalArchive(r io.ReaderAt, size int64, files map[string][]byte, order []string) error {
@@ -223,14 +227,14 @@ func base64Line(b []byte, n int) ([]byte, error) {
 
 func trustedErr(pub, trusted ed25519.PublicKey) error {
 	if pub == nil || !trusted.Equal(pub) {
-		return fmt.Errorf("the bundle is signed by key %s, not by the trusted key %s", KeyID(pub), KeyID(trusted))
+		return fmt.Errorf("the bundle is signed by key %s, not by the trusted key %s", notary.KeyID(pub), notary.KeyID(trusted))
 	}
 	return nil
 }
 
 func keyIDErr(pub ed25519.PublicKey, id string) error {
-	if pub == nil || KeyID(pub) != id {
-		return fmt.Errorf("manifest names key %s, the bundle carries %s", id, KeyID(pub))
+	if pub == nil || notary.KeyID(pub) != id {
+		return fmt.Errorf("manifest names key %s, the bundle carries %s", id, notary.KeyID(pub))
 	}
 	return nil
 }
@@ -289,7 +293,7 @@ func checkModels(rep *Report, files map[string][]byte) {
 }
 
 func checkModel(name string, m Manifest, files map[string][]byte) error {
-	md, err := NewModel(name)
+	md, err := models.NewModel(name)
 	if err != nil {
 		return err
 	}
@@ -307,13 +311,13 @@ func checkModel(name string, m Manifest, files map[string][]byte) error {
 	if !bytes.Equal(cs, files[bundleModelDir+name+".csv"]) {
 		return fmt.Errorf("%s.csv is not the table of %s.json", name, name)
 	}
-	if v, ok := md.(*Violations); ok && v.Count() != m.Violations {
+	if v, ok := md.(*models.Violations); ok && v.Count() != m.Violations {
 		return fmt.Errorf("manifest says %d violations, the audit holds %d", m.Violations, v.Count())
 	}
 	return nil
 }
 
-// VerifyAgainst verifies the bundle offline (VerifyBundle), then against
+// VerifyAgainst verifies the bundle offline (Verify), then against
 // the live log: it requires the manifest's as_of on its clock to resolve to
 // exactly its position and recorded_at in the log (a position 0 bundle
 // only where the log held no event as of that instant), recomputes the
@@ -321,8 +325,8 @@ func checkModel(name string, m Manifest, files map[string][]byte) error {
 // instant by a fold from the first event (not from stored snapshots),
 // requires the same root, tree size and file bytes, and recounts the
 // violations.
-func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, error) {
-	rep, _ := VerifyBundle(r, size, trustedKey)
+func VerifyAgainst(ctx context.Context, store projections.LogStore, r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, error) {
+	rep, _ := Verify(r, size, trustedKey)
 	rep.NotChecked = slicesDeleteMerkle(rep.NotChecked)
 	m := rep.Manifest
 	if m.Format == "" && len(m.Models) == 0 {
@@ -330,7 +334,7 @@ func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int6
 	}
 	rep.add("as_of against the log", bindAsOf(ctx, store, m))
 	if m.Position == 0 {
-		return rep, rep.err() // the models were required empty offline
+		return rep, rep.err() // the ms were required empty offline
 	}
 	n, root, err := treeAt(ctx, store, m.Position)
 	if err == nil && (n != m.TreeSize || root.String() != m.MerkleRoot) {
@@ -338,7 +342,7 @@ func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int6
 	}
 	rep.add("merkle root against the log", err)
 	count, err := refold(ctx, store, m)
-	rep.add("read models against the log", err)
+	rep.add("read ms against the log", err)
 	if count >= 0 {
 		var cerr error
 		if count != m.Violations {
@@ -353,10 +357,10 @@ func VerifyAgainst(ctx context.Context, store LogStore, r io.ReaderAt, size int6
 // read of the log alone, and requires the manifest's position and
 // recorded_at: a later as_of re-signed over an earlier state, or a
 // position chosen to skip the log, fails here. The resolution is the one
-// WriteBundle makes (QueryAsOf), so a bundle the ledger wrote binds.
-func bindAsOf(ctx context.Context, store LogStore, m Manifest) error {
+// Write makes (QueryAsOf), so a bundle the ledger wrote binds.
+func bindAsOf(ctx context.Context, store projections.LogStore, m Manifest) error {
 	var T time.Time
-	if m.Clock != ClockPosition {
+	if m.Clock != projections.ClockPosition {
 		t, err := time.Parse(time.RFC3339Nano, m.AsOf)
 		if err != nil {
 			return fmt.Errorf("as_of %q is not an RFC 3339 instant", m.AsOf)
@@ -374,26 +378,26 @@ func bindAsOf(ctx context.Context, store LogStore, m Manifest) error {
 			recorded = e.RecordedAt
 		}
 		switch m.Clock {
-		case ClockRecorded:
+		case projections.ClockRecorded:
 			if !e.RecordedAt.After(T) {
 				resolved = e.Position
 			}
-		case ClockBusiness:
-			if isBusiness(&e) && e.OccurredAt.After(lastOccurred) {
+		case projections.ClockBusiness:
+			if models.IsBusiness(&e) && e.OccurredAt.After(lastOccurred) {
 				lastOccurred = e.OccurredAt
 			}
-			if isBusiness(&e) && !e.OccurredAt.After(T) {
+			if models.IsBusiness(&e) && !e.OccurredAt.After(T) {
 				resolved = e.Position
 			}
 		}
 	}
 	switch {
-	case m.Clock == ClockPosition:
+	case m.Clock == projections.ClockPosition:
 		resolved = m.Position
 	case head == 0:
-	case m.Clock == ClockRecorded && T.After(lastRecorded):
+	case m.Clock == projections.ClockRecorded && T.After(lastRecorded):
 		return fmt.Errorf("as_of %s is after the last event the log recorded (%s)", m.AsOf, lastRecorded.UTC().Format(time.RFC3339Nano))
-	case m.Clock == ClockBusiness && T.After(lastOccurred):
+	case m.Clock == projections.ClockBusiness && T.After(lastOccurred):
 		return fmt.Errorf("as_of %s is after the last business instant in the log (%s)", m.AsOf, lastOccurred.UTC().Format(time.RFC3339Nano))
 	}
 	if resolved != m.Position {
@@ -421,11 +425,11 @@ func bindAsOf(ctx context.Context, store LogStore, m Manifest) error {
 // emptyModels requires the files of a position 0 bundle to be the empty
 // read models: a log with no event has nothing else to show.
 func emptyModels(m Manifest) error {
-	models, err := NewModels()
+	ms, err := models.NewModels()
 	if err != nil {
 		return err
 	}
-	if err := sameFiles(models, m); err != nil {
+	if err := sameFiles(ms, m); err != nil {
 		return err
 	}
 	if m.Violations != 0 {
@@ -448,37 +452,37 @@ func slicesDeleteMerkle(s []string) []string {
 // names) as of the manifest's instant from the first event, compares
 // digests, and returns the violations the log gives (-1 if the fold
 // failed).
-func refold(ctx context.Context, store LogStore, m Manifest) (int, error) {
-	at, err := ParseAsOf(string(m.Clock), m.AsOf)
+func refold(ctx context.Context, store projections.LogStore, m Manifest) (int, error) {
+	at, err := projections.ParseAsOf(string(m.Clock), m.AsOf)
 	if err != nil {
 		return -1, err
 	}
-	models, err := NewModels()
+	ms, err := models.NewModels()
 	if err != nil {
 		return -1, err
 	}
-	var keep Filter
-	if at.Clock == ClockBusiness {
-		keep = BusinessFilter(at.Time)
+	var keep projections.Filter
+	if at.Clock == projections.ClockBusiness {
+		keep = projections.BusinessFilter(at.Time)
 	}
-	if _, _, err := Fold(ctx, store, events.Query{To: m.Position}, models, nil, keep); err != nil {
+	if _, _, err := projections.Fold(ctx, store, events.Query{To: m.Position}, ms, nil, keep); err != nil {
 		return -1, err
 	}
 	count := -1
-	for _, md := range models {
-		if v, ok := md.(*Violations); ok {
+	for _, md := range ms {
+		if v, ok := md.(*models.Violations); ok {
 			count = v.Count()
 		}
 	}
-	return count, sameFiles(models, m)
+	return count, sameFiles(ms, m)
 }
 
 // sameFiles renders models and requires the manifest's digests for every
 // file they make.
-func sameFiles(models []Model, m Manifest) error {
+func sameFiles(ms []models.Model, m Manifest) error {
 	var tmp Manifest
 	tmp.Models, tmp.Files = map[string]ManifestModel{}, map[string]string{}
-	if _, err := modelFiles(models, &tmp); err != nil {
+	if _, err := modelFiles(ms, &tmp); err != nil {
 		return err
 	}
 	var bad []string
