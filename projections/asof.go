@@ -9,11 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/marketledger/ledger/projections/models"
-
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // Clock names the clock an as-of instant is read on.

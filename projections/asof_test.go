@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/projections/internal/logtest"
-
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/internal/logtest"
 )
 
 // TestAsOfEqualsRebuild checks, for many random points on each clock, that

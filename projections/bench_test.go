@@ -12,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/projections/internal/logtest"
-	"github.com/marketledger/ledger/projections/models"
-
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/internal/logtest"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // benchEvents is the log size of BenchmarkRebuildAndAsOf: LEDGER_BENCH_EVENTS,

@@ -7,12 +7,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/marketledger/ledger/projections/models"
-
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // Engine defaults. Each is a bound: the engine never holds more than

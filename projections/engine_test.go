@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/projections/internal/logtest"
-	"github.com/marketledger/ledger/projections/models"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/marketledger/ledger/projections/internal/logtest"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 func head(t testing.TB, env *logtest.Env) uint64 {

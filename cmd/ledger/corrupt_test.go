@@ -17,6 +17,8 @@ import (
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/bundle"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // corruptMarker is a string that occurs in exactly one stored event body
@@ -36,8 +38,8 @@ func TestCorruptedBlockIsReportedByVerifyAndReplay(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	g := &globals{dataDir: dir}
-	bundle := filepath.Join(t.TempDir(), "bundle.zip")
-	damaged := writeCorruptibleLog(ctx, t, g, bundle)
+	bundlePath := filepath.Join(t.TempDir(), "bundle.zip")
+	damaged := writeCorruptibleLog(ctx, t, g, bundlePath)
 
 	// With the server stopped, flip one byte of the marker in the body.
 	blocks := streamBlocks(t, dir)
@@ -67,7 +69,7 @@ func TestCorruptedBlockIsReportedByVerifyAndReplay(t *testing.T) {
 
 	logStreamState(ctx, t, g, damaged)
 	var out bytes.Buffer
-	err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundle, dir, notaryKeyHex(t, dir))
+	err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundlePath, dir, notaryKeyHex(t, dir))
 	report := out.String()
 	if err == nil {
 		t.Fatalf("verify --against passed over a corrupted log:\n%s", report)
@@ -144,7 +146,7 @@ func streamBlocks(t *testing.T, dir string) []string {
 // lists the marked listing and completes a checkout on it, writes a signed
 // bundle of the log to bundle, and stops the server. It returns the position
 // of the listing.created event, the one whose body carries the marker.
-func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle string) uint64 {
+func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundlePath string) uint64 {
 	t.Helper()
 	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleOperator, port: embedded.RandomPort})
 	if err != nil {
@@ -201,21 +203,21 @@ func writeCorruptibleLog(ctx context.Context, t *testing.T, g *globals, bundle s
 		}
 		head = e.Position
 	}
-	key, err := projections.LoadOrCreateKey(g.dataDir)
+	key, err := notary.LoadOrCreateKey(g.dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := projections.WriteBundle(ctx, n.store, &buf, projections.AtPosition(head), key); err != nil {
+	if err := bundle.Write(ctx, n.store, &buf, projections.AtPosition(head), key); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bundle, buf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(bundlePath, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The bundle verifies against the intact log: the failure below is the
 	// corruption's, not the bundle's.
 	var out bytes.Buffer
-	if err := runVerify(ctx, &globals{dataDir: t.TempDir(), credsDir: credentialsDir(g.dataDir)}, &out, bundle, "nats://"+strings.TrimPrefix(n.url, "nats://"), notaryKeyHex(t, g.dataDir)); err != nil {
+	if err := runVerify(ctx, &globals{dataDir: t.TempDir(), credsDir: credentialsDir(g.dataDir)}, &out, bundlePath, "nats://"+strings.TrimPrefix(n.url, "nats://"), notaryKeyHex(t, g.dataDir)); err != nil {
 		t.Fatalf("verify --against the intact log: %v\n%s", err, out.String())
 	}
 	return damaged

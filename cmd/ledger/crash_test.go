@@ -25,6 +25,7 @@ import (
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/testkit/invariant"
@@ -516,7 +517,7 @@ func checkModelsConverge(ctx context.Context, t *testing.T, n *node) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := projections.ModelNames()
+	names := models.ModelNames()
 	ckpts := map[string]projections.Checkpoint{}
 	var head uint64
 	for {
@@ -525,8 +526,8 @@ func checkModelsConverge(ctx context.Context, t *testing.T, n *node) {
 		}
 		atHead := 0
 		for _, name := range names {
-			m, _ := projections.NewModel(name)
-			e, err := kv.Get(ctx, "ckpt."+name+".v"+strconv.Itoa(projections.ModelVersion(m)))
+			m, _ := models.NewModel(name)
+			e, err := kv.Get(ctx, "ckpt."+name+".v"+strconv.Itoa(models.ModelVersion(m)))
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				continue
 			}
@@ -551,7 +552,7 @@ func checkModelsConverge(ctx context.Context, t *testing.T, n *node) {
 		case <-time.After(100 * time.Millisecond): // the engine checkpoints once a second
 		}
 	}
-	rebuilt, err := projections.NewModels(names...)
+	rebuilt, err := models.NewModels(names...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,13 @@ import (
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 func newDiffCmd(g *globals) *cobra.Command {
 	var at []string
 	var clock string
-	var models []string
+	var picked []string
 	c := &cobra.Command{
 		Use:     "diff --at T1 --at T2",
 		Short:   "What changed in the read models between two instants: added, removed and changed rows",
@@ -38,7 +39,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			names, err := modelNames(models)
+			names, err := modelNames(picked)
 			if err != nil {
 				return err
 			}
@@ -47,16 +48,16 @@ func newDiffCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringArrayVar(&at, "at", nil, "an instant (RFC 3339 with offset) or a position; give it twice")
 	c.Flags().StringVar(&clock, "clock", "", "clock of --at: business (default for instants), recorded, or position (default for numbers)")
-	c.Flags().StringSliceVar(&models, "model", nil, "read model to compare (default all): "+strings.Join(projections.ModelNames(), ", "))
+	c.Flags().StringSliceVar(&picked, "model", nil, "read model to compare (default all): "+strings.Join(models.ModelNames(), ", "))
 	return c
 }
 
 func modelNames(given []string) ([]string, error) {
 	if len(given) == 0 {
-		return projections.ModelNames(), nil
+		return models.ModelNames(), nil
 	}
 	for _, n := range given {
-		if _, err := projections.NewModel(n); err != nil {
+		if _, err := models.NewModel(n); err != nil {
 			return nil, err
 		}
 	}
@@ -118,7 +119,7 @@ func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.As
 
 // diffTables compares two renderings of a model, row by row, keyed by the
 // first column, in the order of the second table then the removed rows.
-func diffTables(model string, before, after projections.Table) []rowChange {
+func diffTables(model string, before, after models.Table) []rowChange {
 	old := map[string][]string{}
 	for _, r := range before.Rows {
 		old[rowKey(r)] = r
@@ -154,7 +155,7 @@ func rowKey(r []string) string {
 // writeModelAsOf writes one model as of an instant into dir as JSON and CSV
 // (`ledger replay --model NAME --to T --out DIR`).
 func writeModelAsOf(ctx context.Context, g *globals, w io.Writer, name string, at projections.AsOf, dir string) error {
-	if _, err := projections.NewModel(name); err != nil {
+	if _, err := models.NewModel(name); err != nil {
 		return err
 	}
 	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})

@@ -5,12 +5,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 func TestDiffTablesFindsAddedRemovedAndChangedRows(t *testing.T) {
-	before := projections.Table{Columns: []string{"id", "stock"}, Rows: [][]string{{"a", "1"}, {"b", "2"}, {"c", "3"}}}
-	after := projections.Table{Columns: []string{"id", "stock"}, Rows: [][]string{{"a", "1"}, {"b", "5"}, {"d", "4"}}}
+	before := models.Table{Columns: []string{"id", "stock"}, Rows: [][]string{{"a", "1"}, {"b", "2"}, {"c", "3"}}}
+	after := models.Table{Columns: []string{"id", "stock"}, Rows: [][]string{{"a", "1"}, {"b", "5"}, {"d", "4"}}}
 	got := diffTables("catalogue", before, after)
 	want := []rowChange{
 		{Model: "catalogue", Change: "changed", Key: "b", Before: []string{"b", "2"}, After: []string{"b", "5"}},

@@ -14,6 +14,9 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/bundle"
+	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // examine reads the log the day left, as an auditor would: the balances
@@ -28,7 +31,7 @@ func examine(ctx context.Context, n *node, rep *demoReport, stderr io.Writer) er
 	if err := countEvents(ctx, n, rep); err != nil {
 		return err
 	}
-	st, err := projections.QueryAsOf(ctx, n.store, projections.AtPosition(last), projections.ModelBalances, projections.ModelViolations)
+	st, err := projections.QueryAsOf(ctx, n.store, projections.AtPosition(last), models.ModelBalances, models.ModelViolations)
 	if err != nil {
 		return fmt.Errorf("audit as of position %d: %w", last, err)
 	}
@@ -36,9 +39,9 @@ func examine(ctx context.Context, n *node, rep *demoReport, stderr io.Writer) er
 	sums := map[string]int64{}
 	for _, m := range st.Models {
 		switch m := m.(type) {
-		case *projections.Violations:
+		case *models.Violations:
 			rep.Violations = m.Count()
-		case *projections.Balances:
+		case *models.Balances:
 			for _, r := range m.Rows().Rows {
 				amt, err := strconv.ParseInt(r[2], 10, 64)
 				if err != nil {
@@ -53,15 +56,15 @@ func examine(ctx context.Context, n *node, rep *demoReport, stderr io.Writer) er
 		rep.PostingsSumZero = rep.PostingsSumZero && s == 0
 	}
 	rep.Balances = summarize(rep.Balances)
-	key, err := projections.LoadOrCreateKey(rep.DataDir)
+	key, err := notary.LoadOrCreateKey(rep.DataDir)
 	if err != nil {
 		return err
 	}
-	notary, err := n.as(ctx, auth.RoleProjections)
+	notaryConn, err := n.as(ctx, auth.RoleProjections)
 	if err != nil {
 		return err
 	}
-	if _, _, err := projections.NewNotary(notary.store, key).Checkpoint(ctx); err != nil {
+	if _, _, err := notary.New(notaryConn.store, key).Checkpoint(ctx); err != nil {
 		return fmt.Errorf("notary checkpoint: %w", err)
 	}
 	for _, t := range []time.Time{market.FreezeStarts.Add(-time.Second), market.FreezeStarts} {
@@ -122,7 +125,7 @@ func snapshotAndVerify(ctx context.Context, n *node, dir string, t time.Time, ke
 		return s, err
 	}
 	defer f.Close()
-	if err := projections.WriteBundle(ctx, n.store, f, projections.AtBusiness(t), key); err != nil {
+	if err := bundle.Write(ctx, n.store, f, projections.AtBusiness(t), key); err != nil {
 		return s, fmt.Errorf("snapshot as of %s: %w", s.AsOf, err)
 	}
 	info, err := f.Stat()
@@ -130,7 +133,7 @@ func snapshotAndVerify(ctx context.Context, n *node, dir string, t time.Time, ke
 		return s, err
 	}
 	pub := key.Public().(ed25519.PublicKey)
-	rep, err := projections.VerifyAgainst(ctx, n.store, f, info.Size(), pub)
+	rep, err := bundle.VerifyAgainst(ctx, n.store, f, info.Size(), pub)
 	s.Position, s.Root = rep.Manifest.Position, rep.Manifest.MerkleRoot
 	s.Verified = err == nil && rep.OK()
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // The log cannot shrink (docs/adr/0012-the-log-cannot-shrink.md): the
@@ -312,7 +313,7 @@ func verifyWatermark(dataDir string, w watermark) error {
 	if b, err := os.ReadFile(filepath.Join(dataDir, "notary", "ed25519.pub")); err == nil && len(b) == ed25519.PublicKeySize {
 		trusted = b
 	}
-	if _, err := projections.VerifyCheckpoint(*w.Notary, trusted); err != nil {
+	if _, err := notary.VerifyCheckpoint(*w.Notary, trusted); err != nil {
 		return fmt.Errorf("the notary checkpoint recorded in %s does not verify (%v)", watermarkFile, err)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // shrinkable is a served ledger with some history, its read models
@@ -270,7 +271,7 @@ func TestNotaryCheckpointMarksTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	key, err := projections.LoadOrCreateKey(dir)
+	key, err := notary.LoadOrCreateKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +279,7 @@ func TestNotaryCheckpointMarksTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, a, err := projections.NewNotary(pc.store, key).Checkpoint(ctx)
+	c, a, err := notary.New(pc.store, key).Checkpoint(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

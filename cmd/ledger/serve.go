@@ -25,6 +25,8 @@ import (
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/node/tlsconf"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/policy"
@@ -232,7 +234,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	}
 	a.mountCommands(st)
 	a.mountState(st)
-	if key, err := projections.LoadOrCreateKey(g.dataDir); err != nil {
+	if key, err := notary.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
 	} else {
 		a.mountSnapshots(key)
@@ -268,7 +270,7 @@ func (o *serveOpts) serverTLS() (*tls.Config, error) {
 // startProjections runs every read model from its durable consumer, with
 // lag exported on /metrics; /readyz fails while the engine has failed.
 func startProjections(ctx context.Context, n *roleConn, a *api) (*projections.Engine, error) {
-	models, err := projections.NewModels(projections.ModelNames()...)
+	models, err := models.NewModels(models.ModelNames()...)
 	if err != nil {
 		return nil, err
 	}
@@ -297,9 +299,9 @@ func runNotary(ctx context.Context, n *roleConn, key ed25519.PrivateKey, dataDir
 		}
 	}
 	for ctx.Err() == nil {
-		notary := projections.NewNotary(n.store, key)
-		notary.OnCheckpoint(record)
-		if err := notary.Run(ctx, notaryEvery); err != nil && ctx.Err() == nil {
+		nt := notary.New(n.store, key)
+		nt.OnCheckpoint(record)
+		if err := nt.Run(ctx, notaryEvery); err != nil && ctx.Err() == nil {
 			log.Warn("notary stopped; restarting", zap.Error(err))
 			select {
 			case <-ctx.Done():

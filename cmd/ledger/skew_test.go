@@ -4,8 +4,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/runtime/command"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 // TestSkewGaugeAndReadiness checks that a measured skew beyond the bound,

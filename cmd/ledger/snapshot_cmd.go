@@ -11,13 +11,14 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
-
-	"github.com/spf13/cobra"
-
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/bundle"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 func newSnapshotCmd(g *globals) *cobra.Command {
@@ -49,12 +50,12 @@ log position.`,
 				return err
 			}
 			defer n.Close()
-			key, err := projections.LoadOrCreateKey(g.dataDir)
+			key, err := notary.LoadOrCreateKey(g.dataDir)
 			if err != nil {
 				return err
 			}
 			var buf bytes.Buffer
-			if err := projections.WriteBundle(ctx, n.store, &buf, at, key); err != nil {
+			if err := bundle.Write(ctx, n.store, &buf, at, key); err != nil {
 				return err
 			}
 			// Written only once complete: a failed snapshot leaves no file.
@@ -118,9 +119,9 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 		trusted = b
 	}
 	r := bytes.NewReader(data)
-	var rep projections.Report
+	var rep bundle.Report
 	if against == "" {
-		rep, err = projections.VerifyBundle(r, int64(len(data)), trusted)
+		rep, err = bundle.Verify(r, int64(len(data)), trusted)
 	} else {
 		lg := &globals{dataDir: g.dataDir, credsDir: g.credsDir, tlsCA: g.tlsCA}
 		if strings.HasPrefix(against, "nats://") || strings.HasPrefix(against, "tls://") {
@@ -133,7 +134,7 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 			return oerr
 		}
 		defer n.Close()
-		rep, err = projections.VerifyAgainst(ctx, n.store, r, int64(len(data)), trusted)
+		rep, err = bundle.VerifyAgainst(ctx, n.store, r, int64(len(data)), trusted)
 	}
 	if perr := printJSONOr(w, g.json, rep, func() { printVerify(w, path, rep) }); perr != nil {
 		return perr
@@ -160,7 +161,7 @@ func (e untrustedError) Error() string {
 
 const untrustedMessage = "signature valid but signer not trusted: pass --key"
 
-func printVerify(w io.Writer, path string, rep projections.Report) {
+func printVerify(w io.Writer, path string, rep bundle.Report) {
 	for _, c := range rep.Checks {
 		mark := "ok  "
 		if !c.OK {
@@ -190,7 +191,7 @@ func (a *api) mountSnapshots(key ed25519.PrivateKey) {
 			return
 		}
 		var buf bytes.Buffer
-		if err := projections.WriteBundle(r.Context(), a.node.store, &buf, at, key); err != nil {
+		if err := bundle.Write(r.Context(), a.node.store, &buf, at, key); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -200,7 +201,7 @@ func (a *api) mountSnapshots(key ed25519.PrivateKey) {
 	})))
 }
 
-func checkLine(c projections.Check) string {
+func checkLine(c bundle.Check) string {
 	if c.Detail == "" {
 		return c.Name
 	}

@@ -22,6 +22,9 @@ import (
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/bundle"
+	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // rogueAt is when the order written around the fence was decided: after the
@@ -31,7 +34,7 @@ var rogueAt = time.Date(2023, 10, 4, 17, 30, 0, 0, wib)
 // auditedLedger is the fixture log plus one order the freeze blocks, a
 // bundle of it as of business 17:30 signed with the ledger's notary key,
 // and that key: what a marketplace under audit holds.
-func auditedLedger(t *testing.T) (dir, bundle string, key ed25519.PrivateKey) {
+func auditedLedger(t *testing.T) (dir, bundlePath string, key ed25519.PrivateKey) {
 	t.Helper()
 	ctx := context.Background()
 	dir = fixtureDir(t)
@@ -50,24 +53,24 @@ func auditedLedger(t *testing.T) (dir, bundle string, key ed25519.PrivateKey) {
 	if _, err := n.store.Append(ctx, events.Decision{Aggregate: events.AggregateRef{Context: "order", ID: "o-rogue"}, Events: []events.Event{e}}); err != nil {
 		t.Fatal(err)
 	}
-	if key, err = projections.LoadOrCreateKey(dir); err != nil {
+	if key, err = notary.LoadOrCreateKey(dir); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := projections.WriteBundle(ctx, n.store, &buf, projections.AtBusiness(rogueAt), key); err != nil {
+	if err := bundle.Write(ctx, n.store, &buf, projections.AtBusiness(rogueAt), key); err != nil {
 		t.Fatal(err)
 	}
-	bundle = filepath.Join(t.TempDir(), "bundle.zip")
-	if err := os.WriteFile(bundle, buf.Bytes(), 0o600); err != nil {
+	bundlePath = filepath.Join(t.TempDir(), "bundle.zip")
+	if err := os.WriteFile(bundlePath, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return dir, bundle, key
+	return dir, bundlePath, key
 }
 
 // resign rewrites the bundle at path with change applied to its manifest
 // and files, signed again with key and zipped canonically: a bundle only
 // the holder of the notary key can make.
-func resign(t *testing.T, path string, key ed25519.PrivateKey, change func(m *projections.Manifest, files map[string][]byte)) string {
+func resign(t *testing.T, path string, key ed25519.PrivateKey, change func(m *bundle.Manifest, files map[string][]byte)) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -83,8 +86,8 @@ func resign(t *testing.T, path string, key ed25519.PrivateKey, change func(m *pr
 		files[f.Name], _ = io.ReadAll(rc)
 		rc.Close()
 	}
-	var m projections.Manifest
-	if err := json.Unmarshal(files[projections.ManifestFile], &m); err != nil {
+	var m bundle.Manifest
+	if err := json.Unmarshal(files[bundle.ManifestFile], &m); err != nil {
 		t.Fatal(err)
 	}
 	change(&m, files)
@@ -92,8 +95,8 @@ func resign(t *testing.T, path string, key ed25519.PrivateKey, change func(m *pr
 	if err != nil {
 		t.Fatal(err)
 	}
-	files[projections.ManifestFile] = manifest
-	files[projections.SignatureFile] = []byte(base64.StdEncoding.EncodeToString(ed25519.Sign(key, manifest)) + "\n")
+	files[bundle.ManifestFile] = manifest
+	files[bundle.SignatureFile] = []byte(base64.StdEncoding.EncodeToString(ed25519.Sign(key, manifest)) + "\n")
 	names := make([]string, 0, len(files))
 	for n := range files {
 		names = append(names, n)
@@ -118,7 +121,7 @@ func resign(t *testing.T, path string, key ed25519.PrivateKey, change func(m *pr
 	return forged
 }
 
-func dropModel(m *projections.Manifest, files map[string][]byte, name string) {
+func dropModel(m *bundle.Manifest, files map[string][]byte, name string) {
 	delete(m.Models, name)
 	for _, ext := range []string{".json", ".csv"} {
 		delete(m.Files, "models/"+name+ext)
@@ -132,10 +135,10 @@ func dropModel(m *projections.Manifest, files map[string][]byte, name string) {
 // offline verification those it can see without the log.
 func TestVerifyRefusesResignedClaims(t *testing.T) {
 	ctx := context.Background()
-	dir, bundle, key := auditedLedger(t)
+	dir, bundlePath, key := auditedLedger(t)
 	keyHex := hex.EncodeToString(key.Public().(ed25519.PublicKey))
 	var out bytes.Buffer
-	if err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundle, dir, keyHex); err != nil {
+	if err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundlePath, dir, keyHex); err != nil {
 		t.Fatalf("the genuine bundle: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "verified") {
@@ -144,47 +147,47 @@ func TestVerifyRefusesResignedClaims(t *testing.T) {
 	tests := []struct {
 		name    string
 		offline bool // refused without the log too
-		change  func(m *projections.Manifest, files map[string][]byte)
+		change  func(m *bundle.Manifest, files map[string][]byte)
 	}{
-		{"a later as_of", false, func(m *projections.Manifest, _ map[string][]byte) {
+		{"a later as_of", false, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.AsOf = rogueAt.Add(time.Hour).Format(time.RFC3339Nano)
 		}},
-		{"an earlier as_of", false, func(m *projections.Manifest, _ map[string][]byte) {
+		{"an earlier as_of", false, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.AsOf = rogueAt.Add(-time.Minute).Format(time.RFC3339Nano)
 		}},
-		{"the violations model left out, 0 violations", true, func(m *projections.Manifest, files map[string][]byte) {
-			dropModel(m, files, projections.ModelViolations)
+		{"the violations model left out, 0 violations", true, func(m *bundle.Manifest, files map[string][]byte) {
+			dropModel(m, files, models.ModelViolations)
 			m.Violations = 0
 		}},
-		{"the balances model left out", true, func(m *projections.Manifest, files map[string][]byte) {
-			dropModel(m, files, projections.ModelBalances)
+		{"the balances model left out", true, func(m *bundle.Manifest, files map[string][]byte) {
+			dropModel(m, files, models.ModelBalances)
 		}},
-		{"violations count and model edited", false, func(m *projections.Manifest, files map[string][]byte) {
-			empty := projections.NewViolations()
+		{"violations count and model edited", false, func(m *bundle.Manifest, files map[string][]byte) {
+			empty := models.NewViolations()
 			js, _ := empty.Snapshot()
 			files["models/violations.json"] = js
 			files["models/violations.csv"] = []byte("position,event_id,type,operation,aggregate_id,rule_id,legal_basis,kinds,occurred_at,recorded_at,policy_position\n")
 			for _, n := range []string{"models/violations.json", "models/violations.csv"} {
 				m.Files[n] = sha(files[n])
 			}
-			m.Models[projections.ModelViolations] = projections.ManifestModel{Version: m.Models[projections.ModelViolations].Version}
+			m.Models[models.ModelViolations] = bundle.ManifestModel{Version: m.Models[models.ModelViolations].Version}
 			m.Violations = 0
 		}},
-		{"position 0", true, func(m *projections.Manifest, _ map[string][]byte) {
+		{"position 0", true, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.Position, m.TreeSize, m.MerkleRoot, m.RecordedAt = 0, 0, "", time.Time{}
 		}},
-		{"position 0, tree kept", false, func(m *projections.Manifest, _ map[string][]byte) {
+		{"position 0, tree kept", false, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.Position = 0
 		}},
-		{"recorded_at moved", false, func(m *projections.Manifest, _ map[string][]byte) {
+		{"recorded_at moved", false, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.RecordedAt = m.RecordedAt.Add(time.Hour)
 		}},
-		{"clock changed", false, func(m *projections.Manifest, _ map[string][]byte) {
+		{"clock changed", false, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.Clock = projections.ClockRecorded
 		}},
 	}
 	for _, tc := range tests {
-		forged := resign(t, bundle, key, tc.change)
+		forged := resign(t, bundlePath, key, tc.change)
 		out.Reset()
 		err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, forged, dir, keyHex)
 		if err == nil || strings.Contains(out.String(), "verified") {
@@ -206,10 +209,10 @@ func TestVerifyRefusesResignedClaims(t *testing.T) {
 // says so and exits with its own status, offline and against the log.
 func TestVerifyWithoutKeyIsNotVerified(t *testing.T) {
 	ctx := context.Background()
-	dir, bundle, _ := auditedLedger(t)
+	dir, bundlePath, _ := auditedLedger(t)
 	for _, against := range []string{"", dir} {
 		var out bytes.Buffer
-		err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundle, against, "")
+		err := runVerify(ctx, &globals{dataDir: t.TempDir()}, &out, bundlePath, against, "")
 		if err == nil || exitCode(err) != exitUntrusted {
 			t.Errorf("against %q: %v (exit %d), want exit %d\n%s", against, err, exitCode(err), exitUntrusted, out.String())
 			continue
@@ -232,7 +235,7 @@ func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 // what a regulator is given out of band to pass as --key.
 func notaryKeyHex(t testing.TB, dir string) string {
 	t.Helper()
-	key, err := projections.LoadOrCreateKey(dir)
+	key, err := notary.LoadOrCreateKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/projections/internal/logtest"
 	"github.com/marketledger/ledger/projections/models"
 	"github.com/marketledger/ledger/projections/notary"
-
-	"github.com/marketledger/ledger/events"
 )
 
 // bundleAt is the business instant of the test bundle: after the rogue

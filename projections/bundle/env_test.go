@@ -5,11 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/projections"
-	"github.com/marketledger/ledger/projections/models"
-
 	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/projections/internal/logtest"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // startEnv starts an embedded node in a temporary directory and opens the

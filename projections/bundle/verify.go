@@ -16,11 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/projections/models"
 	"github.com/marketledger/ledger/projections/notary"
-
-	"github.com/marketledger/ledger/events"
 )
 
 // Verify checks a bundle offline: the archive reads and is in

@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/projections/internal/logtest"
 	"github.com/marketledger/ledger/projections/models"
-
-	"github.com/marketledger/ledger/contracts"
 )
 
 func TestModelsOnGeneratedLog(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	crand "crypto/rand"
 	"errors"
-	"github.com/marketledger/ledger/projections/internal/logtest"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/internal/logtest"
 )
 
 func TestNotaryKeyFile(t *testing.T) {

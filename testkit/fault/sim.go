@@ -13,14 +13,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/testkit/checkoutrun"
 	"github.com/marketledger/ledger/testkit/invariant"
-	"github.com/nats-io/nats.go"
 )
 
 // SimIssuer is the policy issuer the simulated regulator acts as: the one
@@ -91,8 +93,8 @@ type Sim struct {
 	freezes  int
 	restarts int
 
-	inc     []projections.Model // folded step by step
-	folded  uint64              // last position folded into inc
+	inc     []models.Model // folded step by step
+	folded  uint64         // last position folded into inc
 	history []string
 }
 
@@ -140,7 +142,7 @@ func (s *Sim) Run(ctx context.Context, steps int) (err error) {
 	if err := s.open(ctx); err != nil {
 		return err
 	}
-	if s.inc, err = projections.NewModels(projections.ModelNames()...); err != nil {
+	if s.inc, err = models.NewModels(models.ModelNames()...); err != nil {
 		return err
 	}
 	for i := range steps {
@@ -493,7 +495,7 @@ func (s *Sim) check(ctx context.Context) error {
 		}
 		s.folded = head
 	}
-	fresh, err := projections.NewModels(projections.ModelNames()...)
+	fresh, err := models.NewModels(models.ModelNames()...)
 	if err != nil {
 		return err
 	}
@@ -516,17 +518,17 @@ func (s *Sim) check(ctx context.Context) error {
 	var errs []error
 	for _, m := range fresh {
 		switch m := m.(type) {
-		case *projections.Balances:
+		case *models.Balances:
 			for cur, sum := range m.Totals() {
 				if sum != 0 {
 					errs = append(errs, fmt.Errorf("postings in %s sum to %d, not zero", cur, sum))
 				}
 			}
-		case *projections.Violations:
+		case *models.Violations:
 			if n := m.Count(); n != 0 {
 				errs = append(errs, fmt.Errorf("%d violations: %+v", n, m.List()))
 			}
-		case *projections.Catalogue:
+		case *models.Catalogue:
 			errs = append(errs, s.checkStock(cctx, m)...)
 		}
 	}
@@ -540,13 +542,13 @@ func (s *Sim) check(ctx context.Context) error {
 // checkStock requires every listing's stock to be non-negative and equal
 // to what it was created with less the units reserved and not released:
 // no unit was sold twice.
-func (s *Sim) checkStock(ctx context.Context, cat *projections.Catalogue) []error {
+func (s *Sim) checkStock(ctx context.Context, cat *models.Catalogue) []error {
 	net := map[string]int64{}
 	for e, err := range s.store.Read(ctx, events.Query{Subjects: []string{events.SubjectPrefix + contracts.ServiceListing + ".>"}}) {
 		if err != nil {
 			return []error{err}
 		}
-		p, err := projections.DecodePayload(&e)
+		p, err := models.DecodePayload(&e)
 		if err != nil {
 			return []error{err}
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // Tx is one transaction event a freeze can block (order.placed,
@@ -267,9 +268,9 @@ func (f *FreezeRecord) dueBy(policyPos uint64, decided time.Time) bool {
 
 // Audit folds the whole log into the projections' violations audit and
 // returns it.
-func Audit(ctx context.Context, store events.Store) (*projections.Violations, error) {
-	v := projections.NewViolations()
-	if _, _, err := projections.Fold(ctx, store, events.Query{}, []projections.Model{v}, nil, nil); err != nil {
+func Audit(ctx context.Context, store events.Store) (*models.Violations, error) {
+	v := models.NewViolations()
+	if _, _, err := projections.Fold(ctx, store, events.Query{}, []models.Model{v}, nil, nil); err != nil {
 		return nil, err
 	}
 	return v, nil
