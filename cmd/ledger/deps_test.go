@@ -102,8 +102,8 @@ func goList(t *testing.T, dir string, args ...string) []string {
 // TestModuleMap fails when a module builds on one it must not: a service on
 // another service, the log on the runtime, anything but cmd/ledger and
 // testkit on the embedded server. Services, contracts, the runtime and the
-// log never have nats-server in their build, and contracts does no I/O of
-// its own.
+// log never have nats-server in their build, and contracts and the read
+// models (projections/models) do no I/O of their own.
 func TestModuleMap(t *testing.T) {
 	for mod, allowed := range allowedDeps {
 		t.Run(mod, func(t *testing.T) {
@@ -129,13 +129,30 @@ func TestModuleMap(t *testing.T) {
 			}
 		})
 	}
-	t.Run("contracts does no I/O", func(t *testing.T) {
-		for _, line := range goList(t, "contracts", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", "./...") {
-			for _, imp := range strings.Fields(line)[1:] {
-				if strings.HasPrefix(imp, "github.com/nats-io/") || imp == "net" || strings.HasPrefix(imp, "net/") || imp == "os" {
-					t.Errorf("%s imports %s", strings.TrimSuffix(strings.Fields(line)[0], ":"), imp)
+	// The types of the trade and the read models are pure: whatever does
+	// I/O builds on them, never the other way round.
+	for _, pure := range []struct{ name, dir, pkgs string }{
+		{"contracts does no I/O", "contracts", "./..."},
+		{"the read models do no I/O", "projections", "./models/..."},
+	} {
+		t.Run(pure.name, func(t *testing.T) {
+			lines := goList(t, pure.dir, "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", pure.pkgs)
+			if len(lines) == 0 || lines[0] == "" {
+				t.Fatalf("go list %s in %s listed nothing; the check saw nothing", pure.pkgs, pure.dir)
+			}
+			for _, line := range lines {
+				for _, imp := range strings.Fields(line)[1:] {
+					if doesIO(imp) {
+						t.Errorf("%s imports %s", strings.TrimSuffix(strings.Fields(line)[0], ":"), imp)
+					}
 				}
 			}
-		}
-	})
+		})
+	}
+}
+
+// doesIO reports whether importing pkg means doing I/O of one's own: NATS,
+// the network or the file system.
+func doesIO(pkg string) bool {
+	return strings.HasPrefix(pkg, "github.com/nats-io/") || pkg == "net" || strings.HasPrefix(pkg, "net/") || pkg == "os"
 }
