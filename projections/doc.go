@@ -1,10 +1,12 @@
-// Package projections turns the ledger's log into read models and proves what
-// they say. It holds the read models (pure folds of events), the projection
-// engine that runs them from durable JetStream consumers with checkpoints,
-// as-of queries by position, server time and business time, the notary that
-// folds the log into a signed Merkle tree, and the regulator bundle.
+// Package projections runs the read models of projections/models over the
+// ledger's log: the engine folds them from durable JetStream consumers,
+// checkpoints them and stores their snapshots; Fold and Rebuild build them
+// from a range of the log; as-of queries answer by position, server time or
+// business time from a snapshot plus the tail. The notary
+// (projections/notary) and the regulator bundle (projections/bundle) build
+// on it.
 //
 // A read model must never be the source of truth: everything here can be
 // rebuilt from the log, and a rebuild must give the same bytes. The package
-// never appends anything but notary checkpoints, and never decides trade.
+// never appends to the log and never decides trade.
 package projections
