@@ -125,7 +125,5 @@ func (s *stack) handler(service string) func(context.Context, any) (any, error) 
 // withCorrelation makes the commands run with ctx join flow id, whichever
 // service runs them.
 func withCorrelation(ctx context.Context, id string) context.Context {
-	ctx = listing.WithCorrelationID(ctx, id)
-	ctx = order.WithCorrelationID(ctx, id)
-	return payment.WithCorrelationID(ctx, id)
+	return command.WithCorrelationID(ctx, id)
 }

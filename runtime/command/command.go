@@ -20,6 +20,21 @@ import (
 	"github.com/marketledger/ledger/events"
 )
 
+type correlationKey struct{}
+
+// WithCorrelationID returns a context whose commands join the business flow
+// id (a checkout, a client's Ledger-Correlation-Id): their events record it
+// as their correlation id, whichever service runs them.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey{}, id)
+}
+
+// CorrelationID returns the flow ctx carries, "" when none.
+func CorrelationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey{}).(string)
+	return id
+}
+
 // MaxAttempts bounds the load-decide-append loop of one command.
 const MaxAttempts = 8
 
@@ -65,7 +80,8 @@ type Runner struct {
 type Meta struct {
 	// CommandID identifies the command; it becomes the causation id.
 	CommandID string
-	// CorrelationID ties the flow together; defaults to CommandID.
+	// CorrelationID ties the flow together; defaults to the flow ctx
+	// carries (WithCorrelationID), then to CommandID.
 	CorrelationID string
 	// IdempotencyKey, when set, makes the command idempotent for good.
 	IdempotencyKey string
@@ -102,6 +118,9 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	policy func(ctx context.Context, refresh bool) (Policy[P], error),
 	decide func(state S, pol P, now time.Time) ([]any, error)) (Result[S], error) {
 	ref := events.AggregateRef{Context: agg.Context, ID: id}
+	if meta.CorrelationID == "" {
+		meta.CorrelationID = CorrelationID(ctx)
+	}
 	digest, err := Digest(meta.Command)
 	if err != nil {
 		return Result[S]{}, err

@@ -5,13 +5,14 @@ import (
 	"maps"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/runtime/service"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // ServiceName is the micro service name, as `nats micro ls` shows it.
@@ -55,14 +56,6 @@ func New(r *command.Runner, policy PolicySnapshot) *Service {
 	return &Service{runner: r, policy: policy}
 }
 
-type correlationKey struct{}
-
-// WithCorrelationID returns a context whose commands record id as their
-// correlation id, tying them to one business flow.
-func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey{}, id)
-}
-
 // Load returns a listing's current state and version.
 func (s *Service) Load(ctx context.Context, id string) (Listing, uint64, error) {
 	return command.Load(ctx, s.runner, Aggregate, id)
@@ -70,8 +63,7 @@ func (s *Service) Load(ctx context.Context, id string) (Listing, uint64, error) 
 
 // run decides an already validated command on listing id.
 func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool) (command.Result[Listing], error) {
-	corr, _ := ctx.Value(correlationKey{}).(string)
-	meta := command.Meta{CommandID: events.NewID(), CorrelationID: corr, IdempotencyKey: key, Command: cmd}
+	meta := command.Meta{CommandID: events.NewID(), IdempotencyKey: key, Command: cmd}
 	var policy func(context.Context, bool) (command.Policy[policyview.Rules], error)
 	if fenced && s.policy != nil {
 		policy = s.policy
@@ -110,7 +102,7 @@ func (s *Service) Serve(nc *nats.Conn, opts ...ServeOption) (micro.Service, erro
 	cfg := service.Config{Name: ServiceName, Description: "listing commands of the marketplace ledger",
 		Context: contracts.ServiceListing, Commands: Commands, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
 		Handle:    func(ctx context.Context, name string, body []byte) (any, error) { return s.Handle(ctx, name, body) },
-		Correlate: WithCorrelationID}
+		Correlate: command.WithCorrelationID}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/runtime/service"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // ServiceName is the micro service name, as `nats micro ls` shows it.
@@ -49,14 +50,6 @@ func New(r *command.Runner, policy PolicySnapshot) *Service {
 	return &Service{runner: r, policy: policy}
 }
 
-type correlationKey struct{}
-
-// WithCorrelationID returns a context whose commands record id as their
-// correlation id, tying them to one business flow.
-func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey{}, id)
-}
-
 // Load returns an order's current state and version.
 func (s *Service) Load(ctx context.Context, id string) (Order, uint64, error) {
 	return command.Load(ctx, s.runner, Aggregate, id)
@@ -66,8 +59,7 @@ func (s *Service) Load(ctx context.Context, id string) (Order, uint64, error) {
 // the listing at every attempt, right before deciding, so the order copies
 // the listing's price and attributes as they are at decision time.
 func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool) (command.Result[Order], error) {
-	corr, _ := ctx.Value(correlationKey{}).(string)
-	meta := command.Meta{CommandID: events.NewID(), CorrelationID: corr, IdempotencyKey: key, Command: cmd}
+	meta := command.Meta{CommandID: events.NewID(), IdempotencyKey: key, Command: cmd}
 	var policy func(context.Context, bool) (command.Policy[policyview.Rules], error)
 	if fenced && s.policy != nil {
 		policy = s.policy
@@ -113,7 +105,7 @@ func (s *Service) Serve(nc *nats.Conn, opts ...ServeOption) (micro.Service, erro
 	cfg := service.Config{Name: ServiceName, Description: "order commands of the marketplace ledger",
 		Context: contracts.ServiceOrder, Commands: Commands, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
 		Handle:    func(ctx context.Context, name string, body []byte) (any, error) { return s.Handle(ctx, name, body) },
-		Correlate: WithCorrelationID}
+		Correlate: command.WithCorrelationID}
 	for _, o := range opts {
 		o(&cfg)
 	}

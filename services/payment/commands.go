@@ -99,7 +99,7 @@ func (s *Service) run(ctx context.Context, id, key string, cmd any, fenced bool)
 		return command.Result[State]{}, &events.Error{Op: "payment", Kind: events.KindInvalid, Field: "/payment_id",
 			Rule: "pattern ^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"}
 	}
-	meta := command.Meta{CommandID: events.NewID(), CorrelationID: correlationID(ctx), IdempotencyKey: key, Command: cmd}
+	meta := command.Meta{CommandID: events.NewID(), IdempotencyKey: key, Command: cmd}
 	var policy func(context.Context, bool) (command.Policy[policyview.Rules], error)
 	if fenced {
 		policy = s.policy
@@ -131,17 +131,4 @@ func (s *Service) order(ctx context.Context, st State, cmd any) (Order, error) {
 	}
 	o, _, err := command.Load(ctx, s.runner, OrderAggregate, id)
 	return o, err
-}
-
-type correlationKey struct{}
-
-// WithCorrelationID returns a context whose commands join the business flow
-// id (the checkout), so that their events share its correlation id.
-func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey{}, id)
-}
-
-func correlationID(ctx context.Context) string {
-	id, _ := ctx.Value(correlationKey{}).(string)
-	return id
 }

@@ -7,13 +7,14 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/runtime/service"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 )
 
 // ServiceName is the micro service name, as `nats micro ls` shows it.
@@ -186,7 +187,7 @@ func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
 	return service.Serve(nc, service.Config{Name: ServiceName,
 		Description: "payments: authorize, capture, void, refund, settle, with double-entry postings",
 		Context:     contracts.ServicePayment, Commands: names, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
-		Timeout: RequestTimeout, Correlate: WithCorrelationID,
+		Timeout: RequestTimeout, Correlate: command.WithCorrelationID,
 		Handle: func(ctx context.Context, name string, body []byte) (any, error) {
 			cmd, err := contracts.DecodeCommand(name, body)
 			if err != nil {

@@ -126,6 +126,7 @@ func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
 	svc, err := service.Serve(nc, service.Config{Name: ServiceName,
 		Description: "regulatory policy: freezes and floor prices, and the policy timeline",
 		Context:     contracts.ServicePolicy, Commands: names, Prefix: SubjectPrefix, Timeout: RequestTimeout,
+		Correlate: command.WithCorrelationID,
 		Handle: func(ctx context.Context, name string, body []byte) (any, error) {
 			cmd, err := contracts.DecodeCommand(name, body)
 			if err != nil {

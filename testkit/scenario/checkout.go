@@ -10,6 +10,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 )
@@ -103,7 +104,7 @@ type Checkout struct {
 // units, ends it at once. It returns an error for a failure that is
 // neither a refusal nor transient, and for an order that ended otherwise.
 func (c *Checkout) Run(ctx context.Context) error {
-	ctx = order.WithCorrelationID(ctx, c.OrderID)
+	ctx = command.WithCorrelationID(ctx, c.OrderID)
 	var placed order.Order
 	var log *Checkouts
 	err := c.step(ctx, StepPlace, func(in *Instance) error {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/services/order"
-	"github.com/marketledger/ledger/services/payment"
 )
 
 // checkoutResult is how a buyer's checkout ended, as the log has it.
@@ -32,7 +32,7 @@ const drainMax = 2 * time.Minute
 // for want of stock is the buyer's answer; nothing of it is in the log.
 func (m *market) place(ctx context.Context, b *buy) error {
 	it := m.listings[b.item]
-	ctx = order.WithCorrelationID(ctx, b.orderID)
+	ctx = command.WithCorrelationID(ctx, b.orderID)
 	_, err := m.svc.Order.Place(ctx, contracts.PlaceOrder{OrderID: b.orderID, BuyerID: b.buyer, ListingID: it.id, Quantity: b.qty})
 	switch {
 	case events.KindOf(err) == events.KindFrozen:
@@ -88,7 +88,7 @@ func (m *market) changeMind(ctx context.Context, b *buy) error {
 	if o.Status != order.StatusConfirmed {
 		return nil // the checkout ended it: nothing to cancel
 	}
-	ctx = order.WithCorrelationID(ctx, b.orderID)
+	ctx = command.WithCorrelationID(ctx, b.orderID)
 	if _, err := m.svc.Order.Cancel(ctx, contracts.CancelOrder{OrderID: b.orderID, Reason: "buyer changed their mind"}); err != nil {
 		return fmt.Errorf("order %s: cancel: %w", b.orderID, err)
 	}
@@ -127,7 +127,7 @@ func (m *market) ended(ctx context.Context, b *buy) error {
 func (m *market) refund(ctx context.Context, r *refund) (bool, error) {
 	p := m.captured[r.idx]
 	refundID := fmt.Sprintf("rf-%s-%d", p.orderID, p.refunded)
-	pctx := payment.WithCorrelationID(ctx, p.orderID)
+	pctx := command.WithCorrelationID(ctx, p.orderID)
 	_, err := m.svc.Payment.Refund(pctx, contracts.RefundPayment{PaymentID: p.paymentID, RefundID: refundID,
 		Amount: idr(r.amount), Reason: "buyer request", IdempotencyKey: "refund:" + refundID})
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/services/payment"
+	"github.com/marketledger/ledger/runtime/command"
 )
 
 var categories = []string{"fashion", "beauty", "electronics", "home", "food", "toys"}
@@ -95,7 +95,7 @@ func (m *market) minute(ctx context.Context, now time.Time) error {
 // settle pays an accepted order's seller out of escrow.
 func (m *market) settle(ctx context.Context, i int) (bool, error) {
 	p := m.captured[i]
-	pctx := payment.WithCorrelationID(ctx, p.orderID)
+	pctx := command.WithCorrelationID(ctx, p.orderID)
 	if _, err := m.svc.Payment.Settle(pctx, contracts.SettlePayment{PaymentID: p.paymentID, IdempotencyKey: "settle:" + p.paymentID}); err != nil {
 		return false, fmt.Errorf("payment %s: settle: %w", p.paymentID, err)
 	}
