@@ -513,10 +513,23 @@ func decodeStored(subject string, h nats.Header, data []byte, seq uint64, ts tim
 // Subscribe implements Store with an ordered consumer, which the client
 // library recreates from the last delivered position after any gap, so
 // delivery is gapless and duplicate-free across the catch-up/live boundary.
-func (s *JetStreamStore) Subscribe(ctx context.Context, from uint64, fn func(Event) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{SubjectPrefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+// q.Subjects becomes the consumer's filter, so the server sends only the
+// events the subscriber asked for; the store's own records are skipped.
+func (s *JetStreamStore) Subscribe(ctx context.Context, q Query, fn func(Event) error) error {
+	if err := q.CheckSubscription(); err != nil {
+		return err
+	}
+	subjects := q.Subjects
+	if len(subjects) == 0 {
+		subjects = []string{SubjectPrefix + ">"}
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case !q.FromTime.IsZero():
+		t := q.FromTime
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	case q.From > 1:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, q.From
 	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
 	if err != nil {

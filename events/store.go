@@ -34,10 +34,13 @@ type Store interface {
 	// Read yields the global log in order, from q.From up to q.To (or up to
 	// the head of the log when Read was called, if q.To is 0).
 	Read(ctx context.Context, q Query) iter.Seq2[Event, error]
-	// Subscribe calls fn for every event from position from (1 is the first)
-	// and then for every new event as it is appended, in order, with no gap
-	// and no duplicate, until ctx ends or fn returns an error.
-	Subscribe(ctx context.Context, from uint64, fn func(Event) error) error
+	// Subscribe calls fn for every event that q selects, from q.From (or
+	// q.FromTime) on, and then for every new one as it is appended, in
+	// order, with no gap and no duplicate among the events q selects, until
+	// ctx ends or fn returns an error. q.Subjects narrows the subscription
+	// as it narrows a Read; q.To must be 0 (a subscription has no end),
+	// and a Query with To set is refused with a KindInvalid error.
+	Subscribe(ctx context.Context, q Query, fn func(Event) error) error
 	// PositionAt returns the position of the last event recorded by the
 	// server at or before t, or 0 if there is none.
 	PositionAt(ctx context.Context, t time.Time) (uint64, error)
@@ -116,6 +119,21 @@ type Query struct {
 	// Subjects filters by NATS subject patterns (for example
 	// "ledger.order.>"); empty means every event.
 	Subjects []string
+}
+
+// CheckSubscription reports whether q can start a subscription: a
+// subscription follows the log without end, so To must be 0, and it starts
+// either at a position or at an instant, not both.
+func (q Query) CheckSubscription() error {
+	if q.To != 0 {
+		return &Error{Op: "events.Subscribe", Kind: KindInvalid, Field: "to",
+			Rule: "must be 0: a subscription follows the log without end"}
+	}
+	if q.From > 1 && !q.FromTime.IsZero() {
+		return &Error{Op: "events.Subscribe", Kind: KindInvalid, Field: "from_time",
+			Rule: "must be unset when from is set: a subscription starts at a position or at an instant"}
+	}
+	return nil
 }
 
 // TypeChecker validates an event's type, schema version and body against the

@@ -82,6 +82,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) events.Store,
 		{"PositionAtFollowsRecordedTime", s.testPositionAt},
 		{"PositionAtNamesEventsOnly", s.testPositionAtEventsOnly},
 		{"SubscribeCatchesUpThenGoesLive", s.testSubscribe},
+		{"SubscribeFiltersBySubjects", s.testSubscribeFiltered},
 	}
 	if opts.JetStream {
 		tests = append(tests, struct {

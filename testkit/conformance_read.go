@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,7 +253,7 @@ func (s *suite) testSubscribe(t *testing.T) {
 	subCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
-		subErr <- sub.Subscribe(subCtx, from, func(e events.Event) error {
+		subErr <- sub.Subscribe(subCtx, events.Query{From: from}, func(e events.Event) error {
 			got = append(got, e)
 			if expect.seen(e.ID) {
 				return errSeenAll
@@ -289,6 +290,113 @@ func (s *suite) testSubscribe(t *testing.T) {
 	if ok, diff := equalIDs(ids(got), ids(read)); !ok {
 		t.Errorf("subscription differs from a Read of the same range: %s", diff)
 	}
+}
+
+// testSubscribeFiltered: a subscription with subjects gets exactly the
+// events that match them, in order, through catch-up and then live, with
+// no gap and no duplicate; events of the same aggregates or contexts that
+// do not match are never delivered. A subscription with an end is refused.
+func (s *suite) testSubscribeFiltered(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	if err := st.Subscribe(ctx, events.Query{To: 5}, func(events.Event) error { return nil }); events.KindOf(err) != events.KindInvalid {
+		t.Errorf("Subscribe with to 5 = %v; want a KindInvalid error", err)
+	} else if !strings.Contains(err.Error(), "to") {
+		t.Errorf("Subscribe with to 5 = %v; want the error to name the field to", err)
+	}
+	ref, other := s.ref("order"), s.ref("order")
+	// One pattern selects one aggregate with '>', the other selects one
+	// event name in every payment aggregate with '*'.
+	q := events.Query{Subjects: []string{events.SubjectPrefix + "order." + ref.ID + ".>", events.SubjectPrefix + "payment.*.captured"}}
+	var want []events.Event
+	decoys := map[string]bool{}
+	for v := range uint64(subscribeBefore) {
+		d := decision(ref, v, "step")
+		a := s.mustAppend(ctx, t, st, d)
+		if q.From == 0 {
+			q.From = a.FirstPosition
+		}
+		want = append(want, d.Events...)
+		o := decision(other, v, "step")
+		s.mustAppend(ctx, t, st, o)
+		decoys[o.Events[0].ID] = true
+	}
+	expect := newExpectation(want)
+	var got []events.Event
+	subErr := make(chan error, 1)
+	sub := s.newStore(t)
+	subCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		subErr <- sub.Subscribe(subCtx, q, func(e events.Event) error {
+			got = append(got, e)
+			if expect.seen(e.ID) {
+				return errSeenAll
+			}
+			return nil
+		})
+	}()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range subscribeWriters {
+		wg.Go(func() {
+			for _, id := range s.filteredWriter(ctx, t, st, expect) {
+				mu.Lock()
+				decoys[id] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	final := decision(ref, subscribeBefore, "closed")
+	expect.add(final.Events)
+	expect.close()
+	s.mustAppend(ctx, t, st, final)
+	select {
+	case err := <-subErr:
+		if !errors.Is(err, errSeenAll) {
+			t.Fatalf("filtered Subscribe ended with %v before delivering every matching event (%d missing)", err, expect.missing())
+		}
+	case <-time.After(subscribeDrain):
+		stop()
+		<-subErr
+		t.Fatalf("filtered Subscribe delivered the last event but not every earlier one within %s: %d missing", subscribeDrain, expect.missing())
+	}
+	checkIncreasing(t, "filtered subscription", got)
+	for _, e := range got {
+		if decoys[e.ID] {
+			t.Errorf("filtered subscription delivered %s (%s at position %d), which matches none of %v", e.ID, e.Subject(), e.Position, q.Subjects)
+		}
+	}
+	if got[0].Position != q.From {
+		t.Errorf("filtered subscription from %d started at %d", q.From, got[0].Position)
+	}
+	rq := q
+	rq.To = got[len(got)-1].Position
+	if ok, diff := equalIDs(ids(got), ids(readAll(ctx, t, st, rq))); !ok {
+		t.Errorf("filtered subscription differs from a Read of the same query: %s", diff)
+	}
+}
+
+// filteredWriter appends payment decisions of which only the captures
+// match the filtered subscription, adds those to what it must see, and
+// returns the ids of the authorizations, which it must not see.
+func (s *suite) filteredWriter(ctx context.Context, t *testing.T, st events.Store, expect *expectation) (decoys []string) {
+	ref := s.ref("payment")
+	var v uint64
+	for i := range subscribeEach {
+		names := []string{"authorized", "captured"}[:1+i%2]
+		d := keyed(decision(ref, v, names...))
+		captured := d.Events[1:]
+		expect.add(captured)
+		if _, err := s.append(ctx, st, d, nil); err != nil {
+			t.Errorf("append to %s while subscribed: %v", ref, err)
+			expect.drop(captured)
+			return decoys
+		}
+		decoys = append(decoys, d.Events[0].ID)
+		v += uint64(len(names))
+	}
+	return decoys
 }
 
 // subscribeWriter appends decisions of one or two events to its own

@@ -209,18 +209,22 @@ func (s *Store) Read(ctx context.Context, q events.Query) iter.Seq2[events.Event
 	}
 }
 
-// Subscribe implements events.Store: it reads $all from position from to
-// the end, then follows a catch-up subscription to $all, filtered on the
-// server to aggregate streams, that starts after the last record the read
-// saw, so that nothing is delivered twice or skipped between the two.
-func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(events.Event) error) error {
+// Subscribe implements events.Store: it reads $all from q.From (or
+// q.FromTime) to the end, then follows a catch-up subscription to $all,
+// filtered on the server to aggregate streams, that starts after the last
+// record the read saw, so that nothing is delivered twice or skipped
+// between the two. The server filters by stream, not by event name, so
+// q.Subjects (NATS patterns with '*' and '>') is applied here to each
+// event's subject.
+func (s *Store) Subscribe(ctx context.Context, q events.Query, fn func(events.Event) error) error {
 	const op = "eventstoredb.Subscribe"
+	if err := q.CheckSubscription(); err != nil {
+		return withOp(op, err)
+	}
 	if s.isClosed() {
 		return closedErr(op)
 	}
-	if from == 0 {
-		from = 1
-	}
+	from := max(q.From, 1)
 	head, err := s.headPosition(ctx, op)
 	if err != nil {
 		return err
@@ -237,7 +241,7 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(events.Event
 			return nil
 		}
 		e, ok, err := FromRecorded(r)
-		if err != nil || !ok {
+		if err != nil || !ok || !matchAny(q.Subjects, e.Subject()) {
 			return err
 		}
 		return fn(e)
@@ -245,7 +249,14 @@ func (s *Store) Subscribe(ctx context.Context, from uint64, fn func(events.Event
 	if head != 0 {
 		last = head // if the read below sees nothing, go live after the head
 		if from <= head {
-			start, found, err := s.startAt(ctx, op, from)
+			var start esdb.AllPosition
+			var found bool
+			var err error
+			if !q.FromTime.IsZero() {
+				start, found, err = s.startAtTime(ctx, op, q.FromTime)
+			} else {
+				start, found, err = s.startAt(ctx, op, from)
+			}
 			if err != nil {
 				return err
 			}

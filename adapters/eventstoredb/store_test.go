@@ -214,7 +214,7 @@ func TestSubscribeFromBeyondTheHead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got := make(chan events.Event, 4)
-	go s.Subscribe(ctx, a.LastPosition+1, func(e events.Event) error { got <- e; return nil })
+	go s.Subscribe(ctx, events.Query{From: a.LastPosition + 1}, func(e events.Event) error { got <- e; return nil })
 	time.Sleep(50 * time.Millisecond)
 	m.mustAppend("customer-8", "customer.registered", []byte(`{}`), nil)
 	b := mustAppend(t, s, decide(ref, 1, "confirmed"))
