@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,7 +205,7 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 		mu   sync.Mutex
 		last = map[string]chan struct{}{} // per order: its latest step's end
 	)
-	err := c.cfg.Store.Subscribe(ctx, from+1, func(e events.Event) error {
+	err := c.cfg.Store.Subscribe(ctx, events.Query{From: from + 1, Subjects: Subjects()}, func(e events.Event) error {
 		id, ok := checkoutOrder(e)
 		if !ok {
 			w.pass(e.Position)
@@ -288,17 +290,37 @@ func permanent(err error) bool {
 	return false
 }
 
+// stepEvents are the event types the manager acts on: the order's own
+// placement and end, and every reservation, authorization and capture made
+// for an order, because one that is stored after its order ended must be
+// compensated (ADR 0015). The value says whether the order is the event's
+// own aggregate; otherwise the event's body names it in order_id.
+var stepEvents = map[string]bool{
+	"order.placed": true, "order.cancelled": true, "order.rejected": true,
+	"listing.stock_reserved": false, "payment.authorized": false, "payment.captured": false,
+}
+
+// Subjects returns the subject patterns of the events the manager acts on:
+// its subscription's filter, so that the server sends it nothing else.
+func Subjects() []string {
+	out := make([]string, 0, len(stepEvents))
+	for typ := range stepEvents {
+		ctx, name, _ := strings.Cut(typ, ".")
+		out = append(out, events.SubjectPrefix+ctx+".*."+name)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // checkoutOrder returns the order an event is a step of, and whether the
-// manager acts on it: the order's own placement and end, and every
-// reservation, authorization and capture made for an order, because one
-// that is stored after its order ended must be compensated (ADR 0015).
+// manager acts on it (see stepEvents).
 func checkoutOrder(e events.Event) (string, bool) {
-	switch e.Type {
-	case "order.placed", "order.cancelled", "order.rejected":
-		return e.AggregateID, true
-	case "listing.stock_reserved", "payment.authorized", "payment.captured":
-	default:
+	own, ok := stepEvents[e.Type]
+	if !ok {
 		return "", false
+	}
+	if own {
+		return e.AggregateID, true
 	}
 	var v struct {
 		OrderID string `json:"order_id"`
@@ -381,10 +403,19 @@ func (c *Runner) Steps() int64 { return c.steps.Load() }
 // plays a simulated clock calls after each simulated step, so that the
 // checkout runs on that clock and the outcome is the same for a seed. Run
 // must be running.
+//
+// The manager subscribes to its own events only (Subjects), so its
+// watermark stops at the last of those it was delivered: Drain waits for
+// the last event up to the log's end that the manager acts on, not for the
+// log's last event, which may be one it is never sent.
 func (c *Runner) Drain(ctx context.Context) error {
 	head, err := c.lastEvent(ctx)
 	for err == nil {
-		if err = c.waitHandled(ctx, head); err != nil {
+		var step uint64
+		if step, err = c.lastStep(ctx, head); err != nil {
+			break
+		}
+		if err = c.waitHandled(ctx, step); err != nil {
 			break
 		}
 		var again uint64
@@ -394,6 +425,26 @@ func (c *Runner) Drain(ctx context.Context) error {
 		head = again
 	}
 	return err
+}
+
+// lastStep returns the position of the last event at or before head that
+// the manager acts on, reading only the part of the log it has not handled
+// yet; 0 when that part holds none.
+func (c *Runner) lastStep(ctx context.Context, head uint64) (uint64, error) {
+	c.mu.Lock()
+	handled := c.handled
+	c.mu.Unlock()
+	var last uint64
+	if handled >= head {
+		return last, nil
+	}
+	for e, err := range c.cfg.Store.Read(ctx, events.Query{From: handled + 1, To: head, Subjects: Subjects()}) {
+		if err != nil {
+			return 0, err
+		}
+		last = e.Position
+	}
+	return last, nil
 }
 
 // endOfTime is after every instant a server records an event at, and
