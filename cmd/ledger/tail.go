@@ -6,13 +6,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"slices"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
 	"github.com/marketledger/ledger/events"
 )
 
@@ -85,8 +83,10 @@ var errTailDone = fmt.Errorf("tail: count reached")
 
 func tailEvents(ctx context.Context, st events.Store, from uint64, r *logRange, count int, p *printer) error {
 	printed := 0
-	err := st.Subscribe(ctx, from, func(e events.Event) error {
-		if !r.match(&e) || !subjectIn(r.subjects, e.Subject()) {
+	// The subjects filter on the server; the types and business times,
+	// which a subject does not carry, here.
+	err := st.Subscribe(ctx, events.Query{From: from, Subjects: r.subjects}, func(e events.Event) error {
+		if !r.match(&e) {
 			return nil
 		}
 		if err := p.print(e); err != nil {
@@ -102,11 +102,4 @@ func tailEvents(ctx context.Context, st events.Store, from uint64, r *logRange, 
 		return nil
 	}
 	return err
-}
-
-func subjectIn(patterns []string, subject string) bool {
-	if len(patterns) == 0 {
-		return true
-	}
-	return slices.ContainsFunc(patterns, func(p string) bool { return eventhttp.SubjectMatches(p, subject) })
 }

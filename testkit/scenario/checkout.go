@@ -198,7 +198,7 @@ func (w *Checkouts) Await(ctx context.Context, id string) (End, error) {
 // election).
 func (w *Checkouts) follow(ctx context.Context, from uint64) {
 	for ctx.Err() == nil {
-		_ = w.store.Subscribe(ctx, from, func(e events.Event) error {
+		_ = w.store.Subscribe(ctx, events.Query{From: from, Subjects: endSubjects}, func(e events.Event) error {
 			from = e.Position + 1
 			w.observe(e)
 			return nil
@@ -209,6 +209,9 @@ func (w *Checkouts) follow(ctx context.Context, from uint64) {
 		}
 	}
 }
+
+// endSubjects select the events that end a checkout, which observe reads.
+var endSubjects = []string{"ledger.payment.*.captured", "ledger.order.*.rejected", "ledger.order.*.cancelled"}
 
 func (w *Checkouts) observe(e events.Event) {
 	var id string

@@ -45,7 +45,7 @@ const (
 // Reader is the part of events.Store the handlers use.
 type Reader interface {
 	Read(ctx context.Context, q events.Query) iter.Seq2[events.Event, error]
-	Subscribe(ctx context.Context, from uint64, fn func(events.Event) error) error
+	Subscribe(ctx context.Context, q events.Query, fn func(events.Event) error) error
 }
 
 // Options configure the handlers.
@@ -368,7 +368,8 @@ func (h *Handler) subscribe(w http.ResponseWriter, r *http.Request) {
 	errc := make(chan error, 1)
 	go func() {
 		defer close(evs)
-		errc <- h.r.Subscribe(ctx, f.from, func(e events.Event) error {
+		// The subjects filter on the server; match also checks the types.
+		errc <- h.r.Subscribe(ctx, events.Query{From: f.from, Subjects: f.subjects}, func(e events.Event) error {
 			if !f.match(&e) {
 				return nil
 			}

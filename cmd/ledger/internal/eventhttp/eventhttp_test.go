@@ -272,3 +272,40 @@ func TestSSEHeartbeat(t *testing.T) {
 	}
 	t.Errorf("no heartbeat comment: %v", sc.Err())
 }
+
+// queryRecorder is a store that tells which query each subscription asked
+// it for.
+type queryRecorder struct {
+	*events.JetStreamStore
+	queries chan events.Query
+}
+
+func (r queryRecorder) Subscribe(ctx context.Context, q events.Query, fn func(events.Event) error) error {
+	r.queries <- q
+	return r.JetStreamStore.Subscribe(ctx, q, fn)
+}
+
+// TestSSESubjectFilterReachesTheStore: a subscription's subject filter is
+// the store's, so the server sends only the matching events rather than
+// the whole log for the handler to sift.
+func TestSSESubjectFilterReachesTheStore(t *testing.T) {
+	rec := queryRecorder{startStore(t), make(chan events.Query, 1)}
+	srv := httptest.NewServer(eventhttp.New(rec, eventhttp.Options{}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/subscribe?subject="+url.QueryEscape("ledger.order.>"), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	select {
+	case q := <-rec.queries:
+		if got := fmt.Sprint(q.Subjects); got != "[ledger.order.>]" {
+			t.Errorf("the store was asked for subjects %s; want [ledger.order.>]", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the handler never subscribed")
+	}
+}
