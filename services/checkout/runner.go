@@ -434,11 +434,21 @@ func (c *Runner) lastStep(ctx context.Context, head uint64) (uint64, error) {
 	c.mu.Lock()
 	handled := c.handled
 	c.mu.Unlock()
+	return LastStep(ctx, c.cfg.Store, handled, head)
+}
+
+// LastStep returns the position of the last event after position after and
+// at or before head that the checkout acts on (see Subjects), or 0 when
+// there is none: what a checkpoint or a watermark must reach for the
+// checkout to be as far as the log up to head takes it. A checkpoint never
+// reaches head itself when the log ends with events the checkout is not
+// sent.
+func LastStep(ctx context.Context, st events.Store, after, head uint64) (uint64, error) {
 	var last uint64
-	if handled >= head {
+	if after >= head {
 		return last, nil
 	}
-	for e, err := range c.cfg.Store.Read(ctx, events.Query{From: handled + 1, To: head, Subjects: Subjects()}) {
+	for e, err := range st.Read(ctx, events.Query{From: after + 1, To: head, Subjects: Subjects()}) {
 		if err != nil {
 			return 0, err
 		}

@@ -31,11 +31,12 @@ func Start(t testing.TB, cfg checkout.Config) (r *checkout.Runner, stop func()) 
 }
 
 // Settle returns once the checkout's checkpoint (the KV bucket and key of
-// its Config; "" for the defaults) has passed the last event of the log and
-// no event came after it meanwhile: every checkout the log holds is as far
-// as the checkout takes it. It works across processes (a `ledger serve`
-// child's runner), where checkout.Runner.Drain cannot be called; it polls,
-// bounded by ctx.
+// its Config; "" for the defaults) has passed the last event of the log
+// that the checkout acts on (it is sent no other, so its checkpoint stops
+// there) and no event came after it meanwhile: every checkout the log holds
+// is as far as the checkout takes it. It works across processes (a `ledger
+// serve` child's runner), where checkout.Runner.Drain cannot be called; it
+// polls, bounded by ctx.
 func Settle(ctx context.Context, st *events.JetStreamStore, bucket, key string) error {
 	if bucket == "" {
 		bucket = "ledger_checkout"
@@ -61,15 +62,20 @@ func Settle(ctx context.Context, st *events.JetStreamStore, bucket, key string) 
 				at = binary.BigEndian.Uint64(e.Value())
 			}
 		}
-		if at >= head && head == last {
+		step, err := checkout.LastStep(ctx, st, at, head)
+		if err != nil {
+			return fmt.Errorf("checkout settle: the checkout's events after its checkpoint %d: %w", at, err)
+		}
+		passed := step == 0
+		if passed && head == last {
 			return nil
 		}
-		if at >= head {
+		if passed {
 			last = head // passed: settled if nothing comes after it by the next look
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("checkout settle: checkpoint %d, log's last event %d: %w", at, head, ctx.Err())
+			return fmt.Errorf("checkout settle: checkpoint %d, the checkout's last event %d, the log's last event %d: %w", at, step, head, ctx.Err())
 		case <-tick.C:
 		}
 	}
