@@ -83,6 +83,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) events.Store,
 		{"PositionAtNamesEventsOnly", s.testPositionAtEventsOnly},
 		{"SubscribeCatchesUpThenGoesLive", s.testSubscribe},
 		{"SubscribeFiltersBySubjects", s.testSubscribeFiltered},
+		{"SubscribeFromTime", s.testSubscribeFromTime},
 	}
 	if opts.JetStream {
 		tests = append(tests, struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -375,6 +376,54 @@ func (s *suite) testSubscribeFiltered(t *testing.T) {
 	rq.To = got[len(got)-1].Position
 	if ok, diff := equalIDs(ids(got), ids(readAll(ctx, t, st, rq))); !ok {
 		t.Errorf("filtered subscription differs from a Read of the same query: %s", diff)
+	}
+}
+
+// testSubscribeFromTime: a subscription from an instant starts at the first
+// selected event recorded at or after it, then goes live; one that names
+// both a position and an instant is refused.
+func (s *suite) testSubscribeFromTime(t *testing.T) {
+	ctx, st := s.ctx(t), s.newStore(t)
+	both := events.Query{From: 2, FromTime: time.Now()}
+	if err := st.Subscribe(ctx, both, func(events.Event) error { return nil }); events.KindOf(err) != events.KindInvalid || !strings.Contains(err.Error(), "from_time") {
+		t.Errorf("Subscribe from a position and an instant = %v; want a KindInvalid error naming from_time", err)
+	}
+	ref := s.ref("order")
+	var all []events.Event
+	for v := range uint64(4) {
+		d := decision(ref, v, "step")
+		s.mustAppend(ctx, t, st, d)
+		all = append(all, d.Events...)
+	}
+	stored := readAll(ctx, t, st, events.Query{Subjects: []string{ref.Subject()}})
+	if len(stored) != len(all) {
+		t.Fatalf("read %d events of %s, want %d", len(stored), ref, len(all))
+	}
+	q := events.Query{FromTime: stored[2].RecordedAt, Subjects: []string{ref.Subject()}}
+	live := decision(ref, 4, "closed")
+	want := slices.Concat(all[2:], live.Events)
+	var got []events.Event
+	subErr := make(chan error, 1)
+	go func() {
+		subErr <- s.newStore(t).Subscribe(ctx, q, func(e events.Event) error {
+			got = append(got, e)
+			if e.ID == live.Events[0].ID {
+				return errSeenAll
+			}
+			return nil
+		})
+	}()
+	s.mustAppend(ctx, t, st, live)
+	select {
+	case err := <-subErr:
+		if !errors.Is(err, errSeenAll) {
+			t.Fatalf("Subscribe from an instant ended with %v before the live event", err)
+		}
+	case <-time.After(subscribeDrain):
+		t.Fatalf("Subscribe from an instant did not deliver the live event within %s", subscribeDrain)
+	}
+	if ok, diff := equalIDs(ids(got), ids(want)); !ok {
+		t.Errorf("subscription from the instant of the third event: %s", diff)
 	}
 }
 
