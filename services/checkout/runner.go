@@ -84,11 +84,12 @@ type Config struct {
 // authorization or a capture for an ended order is stored, however late it
 // arrives; each of those events is a step of its order.
 //
-// It is driven by the log: it follows every event from a checkpoint in
-// JetStream KV. Orders are checked out concurrently (Concurrency at once),
-// the events of one order strictly in log order; the checkpoint advances
-// only to a position below which every event was fully handled, so a
-// restart handles every unfinished order again. Every command it sends
+// It is driven by the log: it subscribes to the events it acts on
+// (Subjects), and to no other, from a checkpoint in JetStream KV. Orders
+// are checked out concurrently (Concurrency at once), the events of one
+// order strictly in log order; the checkpoint advances only to a position
+// below which every event was fully handled, so a restart handles every
+// unfinished order again. Every command it sends
 // carries an idempotency key derived from the order id and the step, so
 // that handling an order twice never reserves, charges or confirms twice.
 type Runner struct {
