@@ -327,7 +327,7 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		}
 		send(&chunk{err: &Error{Op: "events.Read", Kind: kind, Err: err}})
 	}
-	// The ordered consumer is a one-replica consumer, which the server may
+	// The read's consumer (Follow's) is a one-replica consumer, which the server may
 	// place on any replica of the stream, and a replica may not yet have
 	// applied what the leader acknowledged: its pending count can reach 0
 	// before the log's end. So the read ends at the leader's last position
@@ -343,75 +343,55 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		end = to
 	}
 	whole := len(subjects) == 1 && subjects[0] == SubjectPrefix+">"
-	cfg.FilterSubjects = subjects
-	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
-	if err != nil {
-		fail(KindUnavailable, err)
-		return
+	from, fromTime := uint64(1), time.Time{}
+	switch cfg.DeliverPolicy {
+	case jetstream.DeliverByStartSequencePolicy:
+		from = cfg.OptStartSeq
+	case jetstream.DeliverByStartTimePolicy:
+		fromTime = *cfg.OptStartTime
 	}
-	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
-		start := uint64(1)
-		if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
-			start = cfg.OptStartSeq
-		}
-		left, err := s.matchingLeft(ctx, subjects, whole, start, end, cfg.DeliverPolicy == jetstream.DeliverByStartTimePolicy)
-		if err != nil {
-			fail(KindUnavailable, err)
-			return
-		}
-		if !left {
-			complete.Store(true)
-			return
-		}
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-	if err != nil {
-		fail(KindUnavailable, err)
-		return
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
 	// A read of every subject must see every position: the stream denies
 	// deletes and purges and has no limits, so a position the server skips
 	// was lost (a damaged block it could not read) or removed behind the
 	// ledger's back, and reading past it would hide the loss.
 	var next uint64
-	switch cfg.DeliverPolicy {
-	case jetstream.DeliverAllPolicy:
-		next = 1
-	case jetstream.DeliverByStartSequencePolicy:
-		next = cfg.OptStartSeq
+	if fromTime.IsZero() {
+		next = from
+	}
+	errDone := errors.New("read done")
+	// A consumer created with nothing pending may sit on a replica that has
+	// not applied the end yet, or the range may hold nothing that matches:
+	// the leader says which.
+	created := func(at, pending uint64) error {
+		if pending > 0 {
+			return nil
+		}
+		left, err := s.matchingLeft(ctx, subjects, whole, max(at, 1), end, at == 0)
+		if err != nil {
+			return err
+		}
+		if !left {
+			complete.Store(true)
+			return errDone
+		}
+		return nil
 	}
 	c := &chunk{}
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if len(c.msgs) > 0 && !send(c) {
-				return
-			}
-			fail(KindUnavailable, err)
-			return
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			fail(KindIntegrity, err)
-			return
-		}
+	err = s.follow(ctx, subjects, from, fromTime, created, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		if whole && next != 0 && meta.Sequence.Stream != next {
 			if len(c.msgs) > 0 && !send(c) {
-				return
+				return errDone
 			}
+			c = &chunk{}
 			send(&chunk{err: missingPositions(next, meta.Sequence.Stream-1)})
-			return
+			return errDone
 		}
 		next = meta.Sequence.Stream + 1
 		last := meta.Sequence.Stream >= end
 		if !last && meta.NumPending == 0 {
 			left, err := s.matchingLeft(ctx, subjects, whole, next, end, false)
 			if err != nil {
-				fail(KindUnavailable, err)
-				return
+				return err
 			}
 			last = !left
 		}
@@ -423,14 +403,26 @@ func (s *JetStreamStore) fetch(ctx context.Context, subjects []string, cfg jetst
 		}
 		if last || len(c.msgs) == chunkMsgs {
 			if len(c.msgs) > 0 && !send(c) {
-				return
+				return errDone
 			}
 			c = &chunk{}
 		}
 		if last {
-			return
+			return errDone
 		}
+		return nil
+	})
+	if errors.Is(err, errDone) || ctx.Err() != nil {
+		return
 	}
+	if len(c.msgs) > 0 && !send(c) {
+		return
+	}
+	kind := KindUnavailable
+	if KindOf(err) == KindIntegrity {
+		kind = KindIntegrity
+	}
+	fail(kind, err)
 }
 
 // leaderLastSeq returns the stream's last position as its leader knows it:
@@ -510,11 +502,11 @@ func decodeStored(subject string, h nats.Header, data []byte, seq uint64, ts tim
 	return e, nil
 }
 
-// Subscribe implements Store with an ordered consumer, which the client
-// library recreates from the last delivered position after any gap, so
-// delivery is gapless and duplicate-free across the catch-up/live boundary.
-// q.Subjects becomes the consumer's filter, so the server sends only the
-// events the subscriber asked for; the store's own records are skipped.
+// Subscribe implements Store on Follow: catch-up then live, gapless and
+// duplicate-free across the boundary and across any failure of the server
+// that serves it. q.Subjects becomes the consumer's filter, so the server
+// sends only the events the subscriber asked for; the store's own records
+// are skipped.
 func (s *JetStreamStore) Subscribe(ctx context.Context, q Query, fn func(Event) error) error {
 	if err := q.CheckSubscription(); err != nil {
 		return err
@@ -523,48 +515,16 @@ func (s *JetStreamStore) Subscribe(ctx context.Context, q Query, fn func(Event) 
 	if len(subjects) == 0 {
 		subjects = []string{SubjectPrefix + ">"}
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case !q.FromTime.IsZero():
-		t := q.FromTime
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-	case q.From > 1:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, q.From
-	}
-	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
-	if err != nil {
-		return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-	if err != nil {
-		return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return &Error{Op: "events.Subscribe", Kind: KindUnavailable, Err: err}
-		}
+	return s.Follow(ctx, subjects, q.From, q.FromTime, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		if IsControlSubject(m.Subject()) {
-			continue
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return &Error{Op: "events.Subscribe", Kind: KindIntegrity, Err: err}
+			return nil
 		}
 		e, err := decodeStored(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
 		if err != nil {
 			return err
 		}
-		if err := fn(e); err != nil {
-			return err
-		}
-	}
+		return fn(e)
+	})
 }
 
 // PositionAt implements Store using the server's time index. The answer is
