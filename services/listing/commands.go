@@ -2,12 +2,10 @@ package listing
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // Commands are the names of the commands the listing service handles.
@@ -30,7 +28,7 @@ func (s *Service) Handle(ctx context.Context, name string, body []byte) (Reply, 
 // HandleDecoded is Handle for a command contracts.DecodeCommand already
 // decoded and validated.
 func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
-	id, res, err := s.dispatch(ctx, cmd)
+	id, res, err := service.Dispatch(ctx, contracts.ServiceListing, s.run, cmd)
 	if err != nil {
 		return Reply{}, err
 	}
@@ -38,60 +36,37 @@ func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
 }
 
 // exec validates a command given as a Go value, as Handle does for JSON.
-func (s *Service) exec(ctx context.Context, name string, cmd any) (command.Result[Listing], error) {
-	body, err := json.Marshal(cmd)
-	if err != nil {
-		return command.Result[Listing]{}, err
-	}
-	if err := contracts.ValidateCommand(name, body); err != nil {
-		return command.Result[Listing]{}, err
-	}
-	_, res, err := s.dispatch(ctx, cmd)
-	return res, err
-}
-
-// dispatch runs a validated command on its listing, on the aggregate and
-// key its contract names. Only creation and price changes are fenced
-// (contracts.CommandSpec.Fenced): they are the listing operations a rule can
-// block, and fencing the others would make stock reservations wait on every
-// policy change for nothing.
-func (s *Service) dispatch(ctx context.Context, cmd any) (string, command.Result[Listing], error) {
-	tg, ok := contracts.TargetOf(cmd)
-	if !ok || tg.Spec.Service != contracts.ServiceListing {
-		return "", command.Result[Listing]{}, &events.Error{Op: "listing.dispatch", Kind: events.KindInvalid,
-			Rule: fmt.Sprintf("%T is not a listing command", cmd)}
-	}
-	res, err := s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
-	return tg.AggregateID, res, err
+func (s *Service) exec(ctx context.Context, cmd any) (command.Result[Listing], error) {
+	return service.Exec(ctx, contracts.ServiceListing, s.run, cmd)
 }
 
 // Create creates a listing, under the policy (a floor price may refuse it).
 func (s *Service) Create(ctx context.Context, c contracts.CreateListing) (command.Result[Listing], error) {
-	return s.exec(ctx, "listing.create", c)
+	return s.exec(ctx, c)
 }
 
 // ChangePrice sets a new unit price, under the policy.
 func (s *Service) ChangePrice(ctx context.Context, c contracts.ChangePrice) (command.Result[Listing], error) {
-	return s.exec(ctx, "listing.change_price", c)
+	return s.exec(ctx, c)
 }
 
 // ChangeStock sets the units available.
 func (s *Service) ChangeStock(ctx context.Context, c contracts.ChangeStock) (command.Result[Listing], error) {
-	return s.exec(ctx, "listing.change_stock", c)
+	return s.exec(ctx, c)
 }
 
 // Delist withdraws a listing for good.
 func (s *Service) Delist(ctx context.Context, c contracts.Delist) (command.Result[Listing], error) {
-	return s.exec(ctx, "listing.delist", c)
+	return s.exec(ctx, c)
 }
 
 // ReserveStock holds units for an order; the same reservation again is a
 // no-op, so the checkout may retry it.
 func (s *Service) ReserveStock(ctx context.Context, c contracts.ReserveStock) (command.Result[Listing], error) {
-	return s.exec(ctx, "listing.reserve_stock", c)
+	return s.exec(ctx, c)
 }
 
 // ReleaseStock gives back units an order holds.
 func (s *Service) ReleaseStock(ctx context.Context, c contracts.ReleaseStock) (command.Result[Listing], error) {
-	return s.exec(ctx, "listing.release_stock", c)
+	return s.exec(ctx, c)
 }

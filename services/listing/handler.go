@@ -83,22 +83,11 @@ func reply(id string, r command.Result[Listing]) Reply { return service.NewReply
 // Problem is the RFC 9457 body of a refused command.
 type Problem = service.Problem
 
-// ProblemOf maps an error to its problem and status.
-func ProblemOf(err error) Problem { return service.ProblemOf(err) }
-
-// ServeOption configures Serve.
-type ServeOption func(*service.Config)
-
-// WithSubjectPrefix serves on prefix instead of SubjectPrefix.
-func WithSubjectPrefix(prefix string) ServeOption {
-	return func(c *service.Config) { c.Prefix = prefix }
-}
-
 // Serve exposes every listing command as a NATS micro endpoint of service
 // "ledger-listing": endpoint "listing_<verb>" on subject
 // "svc.ledger.listing.<verb>", its request the command's contract JSON, its
 // reply a Reply, its refusal a micro error with a Problem body.
-func (s *Service) Serve(nc *nats.Conn, opts ...ServeOption) (micro.Service, error) {
+func (s *Service) Serve(nc *nats.Conn, opts ...service.Option) (micro.Service, error) {
 	cfg := service.Config{Name: ServiceName, Description: "listing commands of the marketplace ledger",
 		Context: contracts.ServiceListing, Commands: Commands, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
 		Handle:    func(ctx context.Context, name string, body []byte) (any, error) { return s.Handle(ctx, name, body) },

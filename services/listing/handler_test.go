@@ -18,6 +18,7 @@ import (
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // env is one embedded JetStream node with the listing service on it.
@@ -119,7 +120,7 @@ func request(t testing.TB, nc *nats.Conn, verb string, cmd any) (Reply, *Problem
 
 func TestServeCommands(t *testing.T) {
 	e := start(t)
-	svc, err := e.svc.Serve(e.nc, WithSubjectPrefix(testPrefix))
+	svc, err := e.svc.Serve(e.nc, service.WithPrefix(testPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestServeCommands(t *testing.T) {
 // did not move.
 func TestBadInputAppendsNothing(t *testing.T) {
 	e := start(t)
-	svc, err := e.svc.Serve(e.nc, WithSubjectPrefix(testPrefix))
+	svc, err := e.svc.Serve(e.nc, service.WithPrefix(testPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestBadInputAppendsNothing(t *testing.T) {
 // listing in a freeze's scope is still created (promotion only).
 func TestFloorPriceRefusesCreate(t *testing.T) {
 	e := start(t)
-	svc, err := e.svc.Serve(e.nc, WithSubjectPrefix(testPrefix))
+	svc, err := e.svc.Serve(e.nc, service.WithPrefix(testPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func TestFloorPriceRefusesCreate(t *testing.T) {
 // TestConcurrentReservations races 100 buyers for 10 units.
 func TestConcurrentReservations(t *testing.T) {
 	e := start(t)
-	svc, err := e.svc.Serve(e.nc, WithSubjectPrefix(testPrefix))
+	svc, err := e.svc.Serve(e.nc, service.WithPrefix(testPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,10 @@ package order
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 
 	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // Commands are the names of the commands the order service handles.
@@ -29,7 +27,7 @@ func (s *Service) Handle(ctx context.Context, name string, body []byte) (Reply, 
 // HandleDecoded is Handle for a command contracts.DecodeCommand already
 // decoded and validated.
 func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
-	id, res, err := s.dispatch(ctx, cmd)
+	id, res, err := service.Dispatch(ctx, contracts.ServiceOrder, s.run, cmd)
 	if err != nil {
 		return Reply{}, err
 	}
@@ -37,59 +35,37 @@ func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
 }
 
 // exec validates a command given as a Go value, as Handle does for JSON.
-func (s *Service) exec(ctx context.Context, name string, cmd any) (command.Result[Order], error) {
-	body, err := json.Marshal(cmd)
-	if err != nil {
-		return command.Result[Order]{}, err
-	}
-	if err := contracts.ValidateCommand(name, body); err != nil {
-		return command.Result[Order]{}, err
-	}
-	_, res, err := s.dispatch(ctx, cmd)
-	return res, err
-}
-
-// dispatch runs a validated command on its order, on the aggregate and
-// key its contract names. Only placement is fenced: it is the one order
-// operation a rule can block, and cancellation must never wait on the
-// policy.
-func (s *Service) dispatch(ctx context.Context, cmd any) (string, command.Result[Order], error) {
-	tg, ok := contracts.TargetOf(cmd)
-	if !ok || tg.Spec.Service != contracts.ServiceOrder {
-		return "", command.Result[Order]{}, &events.Error{Op: "order.dispatch", Kind: events.KindInvalid,
-			Rule: fmt.Sprintf("%T is not an order command", cmd)}
-	}
-	res, err := s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
-	return tg.AggregateID, res, err
+func (s *Service) exec(ctx context.Context, cmd any) (command.Result[Order], error) {
+	return service.Exec(ctx, contracts.ServiceOrder, s.run, cmd)
 }
 
 // Place places an order at the listing's current price, under the policy
 // (a freeze or a floor price may refuse it).
 func (s *Service) Place(ctx context.Context, c contracts.PlaceOrder) (command.Result[Order], error) {
-	return s.exec(ctx, "order.place", c)
+	return s.exec(ctx, c)
 }
 
 // Confirm confirms an order whose payment is authorized.
 func (s *Service) Confirm(ctx context.Context, c contracts.ConfirmOrder) (command.Result[Order], error) {
-	return s.exec(ctx, "order.confirm", c)
+	return s.exec(ctx, c)
 }
 
 // Cancel cancels an order that has not shipped; no rule ever blocks it.
 func (s *Service) Cancel(ctx context.Context, c contracts.CancelOrder) (command.Result[Order], error) {
-	return s.exec(ctx, "order.cancel", c)
+	return s.exec(ctx, c)
 }
 
 // Ship marks a confirmed order shipped.
 func (s *Service) Ship(ctx context.Context, c contracts.ShipOrder) (command.Result[Order], error) {
-	return s.exec(ctx, "order.ship", c)
+	return s.exec(ctx, c)
 }
 
 // Complete marks a shipped order delivered.
 func (s *Service) Complete(ctx context.Context, c contracts.CompleteOrder) (command.Result[Order], error) {
-	return s.exec(ctx, "order.complete", c)
+	return s.exec(ctx, c)
 }
 
 // Reject rejects a placed order whose checkout failed.
 func (s *Service) Reject(ctx context.Context, c contracts.RejectOrder) (command.Result[Order], error) {
-	return s.exec(ctx, "order.reject", c)
+	return s.exec(ctx, c)
 }

@@ -5,10 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketledger/ledger/contracts"
-	"github.com/marketledger/ledger/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // request sends a command over NATS and returns the reply or the problem.
@@ -34,7 +36,7 @@ func request(t testing.TB, nc *nats.Conn, verb string, cmd any) (Reply, *Problem
 }
 
 func serve(t testing.TB, e *env) {
-	svc, err := e.svc.Serve(e.nc, WithSubjectPrefix(orderPrefix))
+	svc, err := e.svc.Serve(e.nc, service.WithPrefix(orderPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package payment
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
+	"github.com/marketledger/ledger/runtime/service"
 )
 
 // route ties a micro endpoint verb to its contract command name.
@@ -31,23 +31,18 @@ var routes = []route{
 // Handle runs one decoded payment command (a contracts command value) and
 // returns what it did.
 func (s *Service) Handle(ctx context.Context, cmd any) (command.Result[State], error) {
-	tg, ok := contracts.TargetOf(cmd)
-	if !ok || tg.Spec.Service != contracts.ServicePayment {
-		return command.Result[State]{}, &events.Error{Op: "payment.Handle", Kind: events.KindInvalid,
-			Rule: fmt.Sprintf("%T is not a payment command", cmd)}
-	}
-	return s.run(ctx, tg.AggregateID, tg.IdempotencyKey, cmd, tg.Spec.Fenced)
+	_, res, err := service.Dispatch(ctx, contracts.ServicePayment, s.run, cmd)
+	return res, err
 }
 
 // HandleDecoded runs a command contracts.DecodeCommand already decoded and
 // validated and returns its reply, as every service's does.
 func (s *Service) HandleDecoded(ctx context.Context, cmd any) (Reply, error) {
-	res, err := s.Handle(ctx, cmd)
+	id, res, err := service.Dispatch(ctx, contracts.ServicePayment, s.run, cmd)
 	if err != nil {
 		return Reply{}, err
 	}
-	tg, _ := contracts.TargetOf(cmd)
-	return NewReply(tg.AggregateID, res), nil
+	return NewReply(id, res), nil
 }
 
 // aggregate describes the payment decider to the command runner.

@@ -212,7 +212,7 @@ func (f *fakeListing) handle(verb string, data []byte, out service.Responder) {
 				Stock: s.Stock - c.Quantity}}, nil
 		})
 	if err != nil {
-		out.Fail(order.ProblemOf(err))
+		out.Fail(service.ProblemOf(err))
 		return
 	}
 	out.OK(struct{}{})
