@@ -144,8 +144,11 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 		return err
 	}
 	defer stopCheckout()
-	bar := progressbar.NewOptions(0, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("playing 4 Oct 2023"),
-		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	bar := progressbar.DefaultSilent(0)
+	if isTerminal(stderr) {
+		bar = progressbar.NewOptions(0, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("playing 4 Oct 2023"),
+			progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
 	out, err := market.Play(ctx, market.Services{Listing: st.listing, Order: st.order, Payment: st.payment, Policy: st.policy, Checkout: co},
 		clock, seed, sc, func(done, total int) { bar.ChangeMax(total); bar.Set(done) })
 	bar.Finish()

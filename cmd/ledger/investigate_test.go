@@ -245,3 +245,22 @@ func TestInvestigateBadInputExitsTwo(t *testing.T) {
 		}
 	}
 }
+
+// A progress bar is drawn on a terminal only: a pipe or a file gets none.
+func TestProgressBarOnlyOnATerminal(t *testing.T) {
+	var buf bytes.Buffer
+	bar := newBar(&buf, progressMin*2, "replaying")
+	bar.Add(progressMin)
+	bar.Finish()
+	if buf.Len() != 0 {
+		t.Errorf("a progress bar went to a buffer: %q", buf.String())
+	}
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if isTerminal(f) {
+		t.Error("a regular file is taken for a terminal")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -122,10 +123,11 @@ func runReplay(ctx context.Context, g *globals, o *replayOpts, stdout, stderr io
 	return nil
 }
 
-// newBar returns a progress bar on w for ranges over progressMin positions,
-// and a silent one otherwise.
+// newBar returns a progress bar on w for ranges over progressMin positions
+// when w is a terminal, and a silent one otherwise: a log file or a pipe
+// gets no bar.
 func newBar(w io.Writer, span uint64, what string) *progressbar.ProgressBar {
-	if span <= progressMin {
+	if span <= progressMin || !isTerminal(w) {
 		return progressbar.DefaultSilent(int64(span))
 	}
 	return progressbar.NewOptions64(int64(span), progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(what),
@@ -182,4 +184,15 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// isTerminal reports whether w is a terminal (a character device), where a
+// progress bar helps; anywhere else it is noise in a file.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
