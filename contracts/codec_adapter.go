@@ -10,4 +10,6 @@ func (Codec) Encode(v any) (string, int, []byte, error) { return Encode(v) }
 
 // Decode returns the current typed payload of a stored body, upcast from
 // older versions.
-func (Codec) Decode(typ string, version int, data []byte) (any, error) { return Decode(typ, version, data) }
+func (Codec) Decode(typ string, version int, data []byte) (any, error) {
+	return Decode(typ, version, data)
+}

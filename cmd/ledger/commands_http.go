@@ -12,6 +12,7 @@ import (
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/service"
 )
 
@@ -70,7 +71,7 @@ func (a *api) mountCommands(st *stack) {
 			fail(err)
 			return
 		}
-		reply, err := dispatchDecoded(withCorrelation(r.Context(), corr), st, name, cmd)
+		reply, err := dispatchDecoded(command.WithCorrelationID(r.Context(), corr), st, name, cmd)
 		if err != nil {
 			fail(err)
 			return

@@ -121,9 +121,3 @@ func (s *stack) handler(service string) func(context.Context, any) (any, error) 
 	}
 	return nil
 }
-
-// withCorrelation makes the commands run with ctx join flow id, whichever
-// service runs them.
-func withCorrelation(ctx context.Context, id string) context.Context {
-	return command.WithCorrelationID(ctx, id)
-}
