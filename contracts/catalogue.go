@@ -90,8 +90,9 @@ Generated from the registry in ` + "`contracts`" + ` and its JSON Schemas by ` +
 The store's own records sit in the same atomic batches as events, on subjects whose third token starts
 with ` + "`_`" + ` (no aggregate id can); readers and views skip them, but their positions count.
 
-- **Idempotency** ` + "`ledger.<context>._idem.<sha256(key)>`" + `: ` + "`{\"key\", \"command_digest\", \"aggregate\", \"version\", \"events\"}`" + `,
-  right after the decision's events ([ADR 0005](adr/0005-idempotency-in-the-log.md)).
+- **Idempotency** ` + "`ledger.<context>._idem.<sha256(key)>`" + `: ` + "`{\"key\", \"command_digest\", \"aggregate\", \"version\", \"events\", \"after\"}`" + `,
+  after the decision's events ([ADR 0005](adr/0005-idempotency-in-the-log.md)); ` + "`after`" + ` (absent: 0) counts the messages
+  between the command's last event and its record, for a decision that answers several commands of one aggregate.
 - **Fence of fenced decisions** ` + "`ledger.<context>._fence`" + `, the last message of a batch with fenced decisions:
   ` + "`{\"policy_position\": P, \"decisions\": N}`" + `; it carries the check "the last message on ` + "`ledger.policy.>`" + ` is at P",
   the position the N decisions were made under ([ADR 0004](adr/0004-policy-fence.md)).

@@ -286,13 +286,11 @@ func (s *JetStreamStore) validateDecision(d Decision) error {
 	if n := len(d.Events); n == 0 || n > MaxEventsPerDecision {
 		return invalid("", "events", fmt.Sprintf("a decision has 1..%d events, got %d", MaxEventsPerDecision, n))
 	}
-	if d.IdempotencyKey != "" {
-		if len(d.IdempotencyKey) > MaxIdempotencyKeyLen {
-			return invalid("", "idempotency_key", fmt.Sprintf("at most %d bytes", MaxIdempotencyKeyLen))
-		}
-		if d.CommandDigest == "" || len(d.CommandDigest) > 128 {
-			return invalid("", "command_digest", "required with an idempotency key, at most 128 bytes")
-		}
+	if err := validateKey("", d.IdempotencyKey, d.CommandDigest); err != nil {
+		return err
+	}
+	if err := validateParts(d); err != nil {
+		return err
 	}
 	for i := range d.Events {
 		e := &d.Events[i]
@@ -317,6 +315,50 @@ func (s *JetStreamStore) validateDecision(d Decision) error {
 				return prefixField(field, err)
 			}
 		}
+	}
+	return nil
+}
+
+func validateKey(prefix, key, digest string) error {
+	if key == "" {
+		return nil
+	}
+	if len(key) > MaxIdempotencyKeyLen {
+		return invalid("", prefix+"idempotency_key", fmt.Sprintf("at most %d bytes", MaxIdempotencyKeyLen))
+	}
+	if digest == "" || len(digest) > 128 {
+		return invalid("", prefix+"command_digest", "required with an idempotency key, at most 128 bytes")
+	}
+	return nil
+}
+
+// validateParts checks that a decision's parts share out its events, one
+// or more each, with keys used once.
+func validateParts(d Decision) error {
+	if len(d.Parts) == 0 {
+		return nil
+	}
+	if d.IdempotencyKey != "" || d.CommandDigest != "" {
+		return invalid("", "idempotency_key", "a decision with parts carries its keys in its parts")
+	}
+	n := 0
+	keys := make(map[string]bool, len(d.Parts))
+	for i, p := range d.Parts {
+		field := "parts/" + strconv.Itoa(i) + "/"
+		if p.Events < 1 {
+			return invalid("", field+"events", "every part has at least one event")
+		}
+		n += p.Events
+		if err := validateKey(field, p.IdempotencyKey, p.CommandDigest); err != nil {
+			return err
+		}
+		if p.IdempotencyKey != "" && keys[p.IdempotencyKey] {
+			return invalid("", field+"idempotency_key", "a key is used by one part only")
+		}
+		keys[p.IdempotencyKey] = p.IdempotencyKey != ""
+	}
+	if n != len(d.Events) {
+		return invalid("", "parts", fmt.Sprintf("the parts own %d events, the decision has %d", n, len(d.Events)))
 	}
 	return nil
 }
@@ -349,16 +391,35 @@ func (s *JetStreamStore) prepare(d Decision, h head, idemSubj string) (*pending,
 		}
 		p.msgs = append(p.msgs, m)
 	}
-	if idemSubj != "" {
-		rec, _ := json.Marshal(idemRecord{Key: d.IdempotencyKey, Digest: d.CommandDigest,
-			Aggregate: d.Aggregate.String(), Version: p.last.version, Events: len(evs)})
-		m := nats.NewMsg(idemSubj)
-		m.Data = rec
+	record := func(subj string, rec idemRecord) {
+		b, _ := json.Marshal(rec)
+		m := nats.NewMsg(subj)
+		m.Data = b
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 		p.msgs = append(p.msgs, m)
 	}
+	if idemSubj != "" {
+		record(idemSubj, idemRecord{Key: d.IdempotencyKey, Digest: d.CommandDigest,
+			Aggregate: d.Aggregate.String(), Version: p.last.version, Events: len(evs)})
+	}
+	// A part's record follows every event of the decision: the events stay
+	// contiguous, and After counts the messages between the part's last
+	// event and its record.
+	cum := 0
+	for _, part := range d.Parts {
+		cum += part.Events
+		if part.IdempotencyKey == "" {
+			continue
+		}
+		record(idemSubject(d.Aggregate.Context, part.IdempotencyKey), idemRecord{Key: part.IdempotencyKey,
+			Digest: part.CommandDigest, Aggregate: d.Aggregate.String(), Version: h.version + uint64(cum),
+			Events: part.Events, After: len(p.msgs) - cum})
+	}
 	return p, nil
 }
+
+// AppendsParts implements PartsAppender.
+func (s *JetStreamStore) AppendsParts() {}
 
 // idemRecord is stored right after a decision's events, in the same atomic
 // batch, on a subject of its own that may only ever hold one message.
@@ -368,6 +429,11 @@ type idemRecord struct {
 	Aggregate string `json:"aggregate"`
 	Version   uint64 `json:"version"`
 	Events    int    `json:"events"`
+	// After counts the messages stored between the command's last event
+	// and this record: 0 for a decision of one command, whose record
+	// follows its events; for a part of a decision with parts, the events
+	// of the later parts and the records before this one.
+	After int `json:"after,omitempty"`
 }
 
 func idemSubject(context, key string) string {
@@ -401,8 +467,9 @@ func (s *JetStreamStore) lookupIdempotency(ctx context.Context, subj string, d D
 		return Appended{}, true, &Error{Op: "events.Append", Kind: KindDuplicate, Field: "idempotency_key",
 			Rule: "the key was already used for a different command"}
 	}
-	return Appended{Version: rec.Version, FirstPosition: m.Sequence - uint64(rec.Events),
-		LastPosition: m.Sequence - 1, Replayed: true}, true, nil
+	last := m.Sequence - uint64(rec.After) - 1
+	return Appended{Version: rec.Version, FirstPosition: last - uint64(rec.Events) + 1,
+		LastPosition: last, Replayed: true}, true, nil
 }
 
 // resolveHead returns the aggregate's head if it is at version expected, and

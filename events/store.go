@@ -86,6 +86,33 @@ type Decision struct {
 	// and must be decided again. All its events must record the same
 	// PolicyPosition. This is what makes a freeze exact (see ADR 0004).
 	Fence bool
+	// Parts, when set, says that the decision answers several commands
+	// decided in turn on the aggregate, each on the state its predecessor
+	// left: one part per command, in order, each owning the next
+	// Part.Events of Events. The events are appended together under the
+	// one expected-version check, and every keyed part gets its own
+	// idempotency record, so a command sent again later is answered with
+	// its own part. IdempotencyKey and CommandDigest stay empty. A
+	// decision with a part whose key was already used is refused whole
+	// (KindConflict, nothing stored); the caller looks each key up
+	// (IdempotencyLookup) and decides the others again. Only a store that
+	// implements PartsAppender takes parts; others refuse them
+	// (KindInvalid).
+	Parts []Part
+}
+
+// Part is one command's share of a Decision with Parts.
+type Part struct {
+	// Events is how many of the decision's events are this command's.
+	Events int
+	// IdempotencyKey and CommandDigest are the command's, as in Decision.
+	IdempotencyKey string
+	CommandDigest  string
+}
+
+// PartsAppender is a Store whose Append takes Decision.Parts.
+type PartsAppender interface {
+	AppendsParts()
 }
 
 // IsPolicyConflict reports whether err refused a fenced decision because a

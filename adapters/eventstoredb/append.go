@@ -58,6 +58,11 @@ func (s *Store) validateDecision(d events.Decision) error {
 	if n := len(d.Events); n == 0 || n > events.MaxEventsPerDecision {
 		return &events.Error{Kind: events.KindInvalid, Field: "events", Rule: fmt.Sprintf("a decision has 1..%d events, got %d", events.MaxEventsPerDecision, n)}
 	}
+	if len(d.Parts) > 0 {
+		// One idempotency record per decision is what this store can make
+		// atomic with the events (idem.go); it is not a PartsAppender.
+		return &events.Error{Kind: events.KindInvalid, Field: "parts", Rule: "this store appends one command per decision; send each part as a decision of its own"}
+	}
 	if d.IdempotencyKey != "" {
 		if len(d.IdempotencyKey) > events.MaxIdempotencyKeyLen {
 			return &events.Error{Kind: events.KindInvalid, Field: "idempotency_key", Rule: fmt.Sprintf("at most %d bytes", events.MaxIdempotencyKeyLen)}

@@ -110,8 +110,8 @@ func marketDrivesNoStep(t *testing.T) {
 }
 
 // idempotencyKeys maps the position of every event decided on a keyed
-// command to its key, from the idempotency records the store keeps right
-// after each keyed decision's events (ADR 0005).
+// command to its key, from the idempotency records the store keeps after
+// each keyed decision's events (ADR 0005, ADR 0006).
 func idempotencyKeys(ctx context.Context, t *testing.T, js jetstream.JetStream) map[uint64]string {
 	t.Helper()
 	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
@@ -137,11 +137,13 @@ func idempotencyKeys(ctx context.Context, t *testing.T, js jetstream.JetStream) 
 		var rec struct {
 			Key    string `json:"key"`
 			Events uint64 `json:"events"`
+			After  uint64 `json:"after"` // messages between the command's last event and its record
 		}
 		if err := json.Unmarshal(m.Data(), &rec); err != nil {
 			t.Fatal(err)
 		}
-		for p := meta.Sequence.Stream - rec.Events; p < meta.Sequence.Stream; p++ {
+		last := meta.Sequence.Stream - rec.After - 1
+		for p := last - rec.Events + 1; p <= last; p++ {
 			keys[p] = rec.Key
 		}
 		if meta.NumPending == 0 {

@@ -15,6 +15,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/marketledger/ledger/events"
@@ -114,6 +116,13 @@ type Result[S any] struct {
 // and returns the event payloads to append, or an error that is returned as
 // is (nothing appended). A decision made under a policy snapshot is fenced:
 // it is stored only if no policy event came after the snapshot's position.
+//
+// Commands of one aggregate take turns (see turns): the one whose turn it
+// is decides those queued behind it as well, in order, each on the state
+// its predecessor left, and appends them together. A command is answered
+// only once the append that holds its decision succeeded; a refusal made
+// on a state that included others' undecided events is decided again when
+// that append fails.
 func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, meta Meta,
 	policy func(ctx context.Context, refresh bool) (Policy[P], error),
 	decide func(state S, pol P, now time.Time) ([]any, error)) (Result[S], error) {
@@ -125,25 +134,118 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 	if err != nil {
 		return Result[S]{}, err
 	}
+	j := &job[S, P]{jobBase: jobBase{ctx: ctx, fence: policy != nil, lead: make(chan struct{}), done: make(chan struct{})},
+		meta: meta, digest: digest, policy: policy, decide: decide}
+	lead := r.turns.join(ref, j)
+	if !lead {
+		if lead, err = r.turns.wait(ctx, ref, &j.jobBase); err != nil {
+			return Result[S]{}, err
+		}
+	}
+	if lead {
+		max := 1
+		if _, ok := r.Store.(events.PartsAppender); ok && agg.Clone != nil {
+			max = maxGroup
+		}
+		g := r.turns.group(ref, max)
+		jobs := make([]*job[S, P], len(g))
+		for i, q := range g {
+			jobs[i] = q.(*job[S, P])
+		}
+		left := decideGroup(r, agg, ref, jobs)
+		r.turns.giveBack(ref, left)
+		r.turns.pass(ref)
+	}
+	<-j.done
+	return j.res, j.err
+}
+
+// maxGroup bounds how many queued commands of one aggregate are decided
+// together: a listing's reservations in a flash sale, one event each.
+const maxGroup = events.MaxEventsPerDecision
+
+// job is one command waiting for its turn.
+type job[S, P any] struct {
+	jobBase
+	meta   Meta
+	digest string
+	policy func(ctx context.Context, refresh bool) (Policy[P], error)
+	decide func(state S, pol P, now time.Time) ([]any, error)
+
+	res Result[S]
+	err error
+}
+
+func (j *job[S, P]) finish(res Result[S], err error) {
+	j.res, j.err = res, err
+	close(j.done)
+}
+
+// outcome is what one job's decision came to in an attempt.
+type outcome[S any] struct {
+	res     Result[S]
+	err     error
+	payload []any // the events to append, when the job decided some
+}
+
+// groupContext lives while any job of jobs still waits for its result: a
+// caller that leaves does not cancel the others' append.
+func groupContext[S, P any](jobs []*job[S, P]) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(jobs[0].ctx))
+	var mu sync.Mutex
+	left := len(jobs)
+	stops := make([]func() bool, 0, len(jobs))
+	for _, j := range jobs {
+		stops = append(stops, context.AfterFunc(j.ctx, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if left--; left == 0 {
+				cancel()
+			}
+		}))
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// decideGroup decides jobs in turn on the aggregate and appends their
+// events together, retrying the group a bounded number of times when
+// another decision won the race, and sets every job's result except those
+// it returns: the jobs whose events did not fit one decision, to be decided
+// in the next group.
+func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef, jobs []*job[S, P]) []queued {
+	ctx, cancel := groupContext(jobs)
+	defer cancel()
 	// A used idempotency key is not looked up before deciding: a command
 	// sent again is decided again, and its first result is answered when
 	// the decision is refused, decides nothing, or its append finds the
 	// key's record. A key never used costs no read.
-	done, err := r.turns.take(ctx, ref)
-	if err != nil {
-		return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindUnavailable, Field: ref.String(),
-			Rule: "gave up waiting for the aggregate's earlier commands; nothing stored", Err: err}
-	}
-	defer done()
+	active := jobs
+	var left []queued
 	refreshPolicy, verify := false, false
 	var lastErr error
-	for attempt := 0; attempt < MaxAttempts; attempt++ {
-		if attempt > 0 && meta.IdempotencyKey != "" {
-			// The decision that won the race may have been this command's
-			// own, sent twice at once (a retry, a second process manager):
-			// it gets the first result, not a decision on the new state.
-			if res, done, err := replay(ctx, r, agg, ref, meta, digest); done || err != nil {
-				return res, err
+	for attempt := 0; attempt < MaxAttempts && len(active) > 0; attempt++ {
+		if attempt > 0 {
+			// The decision that won the race may have been one of these
+			// commands' own, sent twice at once (a retry, a second process
+			// manager): it gets the first result, not a decision on the
+			// new state.
+			still := active[:0:0]
+			for _, j := range active {
+				if j.meta.IdempotencyKey != "" {
+					if res, done, err := replay(ctx, r, agg, ref, j.meta, j.digest); done || err != nil {
+						j.finish(res, err)
+						continue
+					}
+				}
+				still = append(still, j)
+			}
+			if active = still; len(active) == 0 {
+				break
 			}
 		}
 		// The first attempt decides on the cached state as it is, without
@@ -153,77 +255,161 @@ func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, 
 		state, version, unverified := cachedState(r, agg, ref)
 		if !unverified || attempt > 0 || verify {
 			unverified = false
+			var err error
 			if state, version, err = load(ctx, r, agg, ref); err != nil {
-				return Result[S]{}, err
+				finishAll(active, err)
+				return left
 			}
 		}
 		var pol Policy[P]
-		if policy != nil {
+		if active[0].policy != nil {
 			if r.Skew != nil {
 				if err := r.Skew.Check(); err != nil {
-					return Result[S]{}, err
+					finishAll(active, err)
+					return left
 				}
 			}
-			if pol, err = policy(ctx, refreshPolicy); err != nil {
-				return Result[S]{}, err
+			var err error
+			if pol, err = active[0].policy(ctx, refreshPolicy); err != nil {
+				finishAll(active, err)
+				return left
 			}
 		}
 		// One instant per attempt: the rules are judged at the same time the
 		// events record as their occurred-at.
 		now := r.Clock()
-		payloads, err := decide(state, pol.Rules, now)
-		if unverified && (err != nil || len(payloads) == 0) {
-			verify = true
-			continue
-		}
-		if err != nil {
-			if meta.IdempotencyKey != "" {
-				// Refused on a state this very command may have made: sent
-				// twice at once, the other copy landed after the lookup
-				// above. Its result is this command's result.
-				if res, done, rerr := replay(ctx, r, agg, ref, meta, digest); done || rerr != nil {
-					return res, rerr
-				}
+		outs := make([]outcome[S], len(active))
+		var parts []events.Part
+		var evs []events.Event
+		var owners []int // index in active of each part
+		var states []S   // the state after each part
+		redo := false
+		decided := len(active)
+		for i, j := range active {
+			payloads, err := j.decide(state, pol.Rules, now)
+			if unverified && (err != nil || len(payloads) == 0) {
+				redo = true
+				break
 			}
-			return Result[S]{}, err
-		}
-		if len(payloads) == 0 {
-			if meta.IdempotencyKey != "" {
-				if res, done, err := replay(ctx, r, agg, ref, meta, digest); done || err != nil {
-					return res, err
+			if err != nil || len(payloads) == 0 {
+				outs[i] = outcome[S]{err: err, res: Result[S]{State: state, Version: version + uint64(len(evs))}}
+				if err == nil && agg.Clone != nil && len(active) > 1 {
+					outs[i].res.State = agg.Clone(state)
 				}
+				continue
 			}
-			return Result[S]{State: state, Version: version}, nil
-		}
-		evs, err := build(r, ref, meta, payloads, pol.Position, now)
-		if err != nil {
-			return Result[S]{}, err
-		}
-		a, err := r.Store.Append(ctx, events.Decision{Aggregate: ref, ExpectedVersion: version, Events: evs,
-			IdempotencyKey: meta.IdempotencyKey, CommandDigest: digest, Fence: policy != nil})
-		switch {
-		case err == nil && a.Replayed:
-			res, _, err := replay(ctx, r, agg, ref, meta, digest)
-			return res, err
-		case err == nil:
+			if len(evs) > 0 && len(evs)+len(payloads) > events.MaxEventsPerDecision {
+				decided = i
+				break
+			}
+			built, err := build(r, ref, j.meta, payloads, pol.Position, now)
+			if err != nil {
+				outs[i] = outcome[S]{err: err}
+				continue
+			}
 			for _, p := range payloads {
 				state = agg.Evolve(state, p)
 			}
+			if agg.Clone != nil && len(active) > 1 {
+				states = append(states, agg.Clone(state))
+			} else {
+				states = append(states, state)
+			}
+			outs[i].payload = payloads
+			evs = append(evs, built...)
+			parts = append(parts, events.Part{Events: len(built), IdempotencyKey: j.meta.IdempotencyKey, CommandDigest: j.digest})
+			owners = append(owners, i)
+		}
+		if redo {
+			verify = true
+			continue
+		}
+		back := make([]queued, 0, len(active)-decided+len(left))
+		for _, j := range active[decided:] {
+			back = append(back, j)
+		}
+		left = append(back, left...)
+		active = active[:decided]
+		outs = outs[:decided]
+		if len(parts) == 0 {
+			answerRefusals(ctx, r, agg, ref, active, outs)
+			return left
+		}
+		d := events.Decision{Aggregate: ref, ExpectedVersion: version, Events: evs, Fence: active[0].policy != nil}
+		if len(parts) == 1 {
+			d.IdempotencyKey, d.CommandDigest = parts[0].IdempotencyKey, parts[0].CommandDigest
+		} else {
+			d.Parts = parts
+		}
+		a, err := r.Store.Append(ctx, d)
+		switch {
+		case err == nil && a.Replayed:
+			// Only a decision of one part with a key is answered so.
+			j := active[owners[0]]
+			res, _, err := replay(ctx, r, agg, ref, j.meta, j.digest)
+			j.finish(res, err)
+			answerRefusals(ctx, r, agg, ref, active, outs, owners[0])
+			return left
+		case err == nil:
 			if agg.Clone != nil {
 				r.cache.put(ref, cached{state: agg.Clone(state), version: a.Version})
 			}
 			measureSkew(ctx, r, a.LastPosition, now)
-			return Result[S]{State: state, Version: a.Version, Events: evs, Appended: a}, nil
+			pos, ver := a.FirstPosition, version
+			for k, i := range owners {
+				n := uint64(parts[k].Events)
+				ver += n
+				part := events.Appended{Version: ver, FirstPosition: pos, LastPosition: pos + n - 1}
+				pos += n
+				first := part.FirstPosition - a.FirstPosition
+				outs[i] = outcome[S]{res: Result[S]{State: states[k], Version: ver, Events: evs[first : first+n], Appended: part}}
+				active[i].finish(outs[i].res, nil)
+			}
+			answerRefusals(ctx, r, agg, ref, active, outs, owners...)
+			return left
 		case events.IsPolicyConflict(err):
 			refreshPolicy, lastErr = true, err
 		case events.KindOf(err) == events.KindConflict:
 			lastErr = err
 		default:
-			return Result[S]{}, err
+			finishAll(active, err)
+			return left
 		}
 	}
-	return Result[S]{}, &events.Error{Op: "command.Run", Kind: events.KindConflict, Reason: events.ReasonContention, Field: ref.String(),
-		Rule: fmt.Sprintf("gave up after %d attempts under contention", MaxAttempts), Err: lastErr}
+	finishAll(active, &events.Error{Op: "command.Run", Kind: events.KindConflict, Reason: events.ReasonContention, Field: ref.String(),
+		Rule: fmt.Sprintf("gave up after %d attempts under contention", MaxAttempts), Err: lastErr})
+	return left
+}
+
+// answerRefusals sets the result of every job of active that decided no
+// events, skipping those at the indexes in answered: refused, or a no-op.
+// A refusal or a no-op of a command with a key may be on a state this very
+// command made (sent twice at once, the other copy landed first): its first
+// result is then its result.
+func answerRefusals[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.AggregateRef,
+	active []*job[S, P], outs []outcome[S], answered ...int) {
+	for i, j := range active {
+		if slices.Contains(answered, i) || outs[i].payload != nil {
+			continue
+		}
+		if j.meta.IdempotencyKey != "" {
+			if res, done, err := replay(ctx, r, agg, ref, j.meta, j.digest); done || err != nil {
+				j.finish(res, err)
+				continue
+			}
+		}
+		if outs[i].err != nil {
+			j.finish(Result[S]{}, outs[i].err)
+			continue
+		}
+		j.finish(outs[i].res, nil)
+	}
+}
+
+func finishAll[S, P any](jobs []*job[S, P], err error) {
+	for _, j := range jobs {
+		j.finish(Result[S]{}, err)
+	}
 }
 
 // measureSkew reads back the server's recorded time of the event appended
