@@ -60,7 +60,9 @@ func TestAppendRefusesMalformedParts(t *testing.T) {
 	st, _ := startStore(t)
 	ctx := context.Background()
 	ref := events.AggregateRef{Context: "listing", ID: "l2"}
-	two := func() []events.Event { return []events.Event{ev("l2", "listing.created"), ev("l2", "listing.stock_reserved")} }
+	two := func() []events.Event {
+		return []events.Event{ev("l2", "listing.created"), ev("l2", "listing.stock_reserved")}
+	}
 	for _, tc := range []struct {
 		name  string
 		d     events.Decision
