@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,12 +46,12 @@ const (
 // always) in-process on a temporary data directory and random ports, and
 // returns its HTTP base URL and NATS URL once /readyz answers. It stops
 // with tb's cleanup.
-func benchServe(tb testing.TB) (base, natsURL, dataDir string) {
+func benchServe(tb testing.TB, clients int) (base, natsURL, dataDir string) {
 	tb.Helper()
 	g := &globals{dataDir: tb.TempDir()}
 	httpClient.Transport = bearer{token: issueTestToken(tb, g.dataDir, "operator"), next: benchTransport}
 	// The benchmark's clients share one token: let it have them all in flight.
-	s := startServed(tb, g, &serveOpts{perClient: benchClients}, http.DefaultClient)
+	s := startServed(tb, g, &serveOpts{perClient: clients}, http.DefaultClient)
 	return s.base, s.info.NATS, g.dataDir
 }
 
@@ -126,24 +129,29 @@ func quantile(sorted []time.Duration, q float64) float64 {
 }
 
 // BenchmarkCheckoutHTTP measures checkouts per second through the HTTP API
-// of `ledger serve` from 64 concurrent clients, in two ways:
+// of `ledger serve`, in two ways:
 //
 //   - managed: the client sends order.place, the checkout process manager
-//     reserves the stock, authorizes the payment and confirms the order, the
-//     client sees order.confirmed in the log and sends payment.capture with
-//     the manager's key (the manager captures on confirmation too). This
-//     is the product's flow.
-//   - driven: the client sends every step itself (order.place,
+//     reserves the stock, authorizes the payment, confirms the order and
+//     captures; the client sees order.confirmed, then payment.captured in
+//     the log. This is the product's flow. It runs at 16, 64 and 256
+//     clients (LEDGER_BENCH_CLIENTS="16,64,256" overrides them) on one
+//     server, so the figures form a curve, not a point.
+//   - driven: 64 clients send every step themselves (order.place,
 //     listing.reserve_stock, payment.authorize, order.confirm,
 //     payment.capture) with the manager's idempotency keys, while the
 //     manager drives the same steps and is answered with the first result.
 //
-// Each reports checkouts/s and their p50 and p99 latency, the latency of
-// place+authorize+capture alone, and the raw JetStream atomic-batch rate
-// measured on the same server in the same run.
+// Each load reports checkouts/s and their p50 and p99 latency, the latency
+// of place+authorize+capture alone, the raw JetStream atomic-batch rate
+// measured on the same server in the same run, the CPU used, and where a
+// checkout's time goes: every step's interval read from the recorded
+// instants of its events in the log (see checkoutBreakdown), printed as a
+// table and in BENCH_JSON, and written whole as JSON to LEDGER_BENCH_OUT
+// when it is set.
 func BenchmarkCheckoutHTTP(b *testing.B) {
-	b.Run("managed", func(b *testing.B) { benchCheckout(b, managed) })
-	b.Run("driven", func(b *testing.B) { benchCheckout(b, driven) })
+	b.Run("managed", func(b *testing.B) { benchCheckout(b, managed, clientCounts(b)) })
+	b.Run("driven", func(b *testing.B) { benchCheckout(b, driven, []int{benchClients}) })
 }
 
 type checkoutMode string
@@ -153,7 +161,24 @@ const (
 	driven  checkoutMode = "driven"
 )
 
-func benchCheckout(b *testing.B, mode checkoutMode) {
+// clientCounts returns the client counts of the managed curve.
+func clientCounts(b *testing.B) []int {
+	env := os.Getenv("LEDGER_BENCH_CLIENTS")
+	if env == "" {
+		return []int{16, benchClients, 256}
+	}
+	var out []int
+	for _, f := range strings.Split(env, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 4096 {
+			b.Fatalf("LEDGER_BENCH_CLIENTS: %q is not a client count from 1 to 4096 (example: 16,64,256)", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 	seconds := benchSeconds
 	if s, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_SECONDS")); err == nil && s > 0 {
 		seconds = s
@@ -163,7 +188,7 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 		listings = n
 	}
 	for range b.N {
-		base, natsURL, dataDir := benchServe(b)
+		base, natsURL, dataDir := benchServe(b, slices.Max(counts))
 		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
 		js, _ := jetstream.New(nc)
 		raw := rawAtomicBatchRate(b, nc)
@@ -188,131 +213,192 @@ func benchCheckout(b *testing.B, mode checkoutMode) {
 		if b.Failed() {
 			return
 		}
-
-		type sample struct{ checkout, pac time.Duration }
-		samples := make([][]sample, benchClients)
-		errs := make([]error, benchClients)
 		ended := watchCheckouts(b, js)
-		before := streamLastSeq(b, js)
-		stop := time.Now().Add(time.Duration(seconds) * time.Second)
-		start := time.Now()
-		for c := range benchClients {
-			wg.Go(func() {
-				for n := 0; time.Now().Before(stop); n++ {
-					id := fmt.Sprintf("bo-%02d-%06d", c, n)
-					listingID := fmt.Sprintf("bl-%03d", (c*7+n)%listings)
-					var pac time.Duration
-					step := func(name string, cmd any, out any, blocked bool) error {
-						t0 := time.Now()
-						code, body, err := postCommand(base, name, cmd)
-						if blocked {
-							pac += time.Since(t0)
-						}
-						if err != nil || code != http.StatusOK {
-							return fmt.Errorf("%s %s: %d %s %v", name, id, code, body, err)
-						}
-						if out != nil {
-							return json.Unmarshal(body, out)
-						}
-						return nil
-					}
-					t0 := time.Now()
-					var placed struct {
-						State order.Order `json:"state"`
-					}
-					done := ended.expect(id)
-					err := step("order.place", contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1}, &placed, true)
-					o := placed.State
-					if err == nil && mode == driven {
-						err = step("listing.reserve_stock", contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
-							IdempotencyKey: checkout.StepKey(o.ID, "reserve")}, nil, false)
-						if err == nil {
-							err = step("payment.authorize", contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID,
-								BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
-								Amount: o.Total, IdempotencyKey: checkout.StepKey(o.ID, "authorize")}, nil, true)
-						}
-					}
-					if err == nil && mode == managed {
-						// The checkout process manager reserves, authorizes and
-						// confirms; the client sees the confirmation in the log.
-						t1 := time.Now()
-						select {
-						case typ := <-done:
-							if typ != "order.confirmed" {
-								err = fmt.Errorf("checkout %s ended with %s", id, typ)
-							}
-						case <-time.After(30 * time.Second):
-							err = fmt.Errorf("checkout %s: no confirmation within 30 s", id)
-						}
-						pac += time.Since(t1)
-					}
-					if err == nil && mode == driven {
-						err = step("order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID),
-							IdempotencyKey: checkout.StepKey(o.ID, "confirm")}, nil, false)
-					}
-					if err == nil {
-						// The checkout captures on confirmation with this key too;
-						// whichever comes first decides.
-						err = step("payment.capture", contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID),
-							IdempotencyKey: checkout.StepKey(o.ID, "capture")}, nil, true)
-					}
-					ended.forget(id)
-					if err != nil {
-						errs[c] = err
-						return
-					}
-					samples[c] = append(samples[c], sample{time.Since(t0), pac})
-				}
-			})
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		stored := streamLastSeq(b, js) - before
-		for _, err := range errs {
-			if err != nil {
-				b.Error(err)
+		var curve []map[string]any
+		for _, clients := range counts {
+			res := checkoutLoad(b, mode, base, js, ended, clients, listings, seconds, raw)
+			if res == nil {
+				return
 			}
+			curve = append(curve, res)
 		}
-		all := slices.Concat(samples...)
-		if len(all) == 0 {
-			b.Fatal("no checkout completed")
+		if out := os.Getenv("LEDGER_BENCH_OUT"); out != "" {
+			body, _ := json.MarshalIndent(map[string]any{"bench": "checkout_http", "mode": mode, "runs": curve}, "", "  ")
+			if err := os.WriteFile(out, append(body, '\n'), 0o644); err != nil {
+				b.Fatalf("LEDGER_BENCH_OUT: %v", err)
+			}
+			fmt.Printf("wrote %s\n", out)
 		}
-		var co, pac []time.Duration
-		for _, s := range all {
-			co, pac = append(co, s.checkout), append(pac, s.pac)
-		}
-		slices.Sort(co)
-		slices.Sort(pac)
-		rate := float64(len(all)) / elapsed.Seconds()
-		msgRate := float64(stored) / elapsed.Seconds()
-		res := map[string]any{
-			"bench": "checkout_http", "mode": mode, "clients": benchClients, "listings": listings, "seconds": round2(elapsed.Seconds()), "checkouts": len(all),
-			"checkouts_per_s": round2(rate), "checkout_p50_ms": round2(quantile(co, 0.50)), "checkout_p99_ms": round2(quantile(co, 0.99)),
-			"place_authorize_capture_p50_ms": round2(quantile(pac, 0.50)), "place_authorize_capture_p99_ms": round2(quantile(pac, 0.99)),
-			"stream_msgs_per_s": round2(msgRate), "raw_atomic_batch_msgs_per_s": round2(raw), "raw_batch_msgs": rawBatchMsgs,
-			"stream_to_raw_ratio": round2(msgRate / raw), "target_checkouts_per_s": 1500, "target_p99_ms": 50,
-		}
-		out, _ := json.Marshal(res)
-		fmt.Printf("checkouts (%s: place, reserve, authorize, confirm, capture) over HTTP, %d clients on %d listings, fsync always: %.0f/s  p50 %.1f ms  p99 %.1f ms (target >= 1500/s, p99 <= 50 ms)\n",
-			mode, benchClients, listings, rate, quantile(co, 0.50), quantile(co, 0.99))
-		fmt.Printf("place+authorize+capture latency:  p50 %.1f ms  p99 %.1f ms\n", quantile(pac, 0.50), quantile(pac, 0.99))
-		fmt.Printf("stream messages stored: %.0f/s;  raw atomic batch (%d msgs/batch) on the same server: %.0f msgs/s;  ratio %.2f\n",
-			msgRate, rawBatchMsgs, raw, msgRate/raw)
-		fmt.Printf("BENCH_JSON %s\n", out)
-		b.ReportMetric(rate, "checkouts/s")
-		b.ReportMetric(quantile(co, 0.99), "p99_ms")
 	}
 }
 
+// checkoutLoad runs clients clients doing checkouts back to back for
+// seconds, prints the figures and returns them (nil when a checkout
+// failed).
+func checkoutLoad(b *testing.B, mode checkoutMode, base string, js jetstream.JetStream, ended *checkoutEnds,
+	clients, listings, seconds int, raw float64) map[string]any {
+	type sample struct {
+		id                  string
+		start, placed, seen time.Time
+		checkout, pac       time.Duration
+	}
+	samples := make([][]sample, clients)
+	errs := make([]error, clients)
+	before := streamLastSeq(b, js)
+	cpu0, busy0 := processCPU(), machineCPU()
+	stop := time.Now().Add(time.Duration(seconds) * time.Second)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for n := 0; time.Now().Before(stop); n++ {
+				id := fmt.Sprintf("bo-%d-%03d-%06d", clients, c, n)
+				listingID := fmt.Sprintf("bl-%03d", (c*7+n)%listings)
+				var pac time.Duration
+				step := func(name string, cmd any, out any, blocked bool) error {
+					t0 := time.Now()
+					code, body, err := postCommand(base, name, cmd)
+					if blocked {
+						pac += time.Since(t0)
+					}
+					if err != nil || code != http.StatusOK {
+						return fmt.Errorf("%s %s: %d %s %v", name, id, code, body, err)
+					}
+					if out != nil {
+						return json.Unmarshal(body, out)
+					}
+					return nil
+				}
+				t0 := time.Now()
+				var placed struct {
+					State order.Order `json:"state"`
+				}
+				done := ended.expect(id)
+				err := step("order.place", contracts.PlaceOrder{OrderID: id, BuyerID: "buyer-" + id, ListingID: listingID, Quantity: 1}, &placed, true)
+				tPlaced := time.Now()
+				o := placed.State
+				if err == nil && mode == driven {
+					err = step("listing.reserve_stock", contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID, Quantity: o.Quantity,
+						IdempotencyKey: checkout.StepKey(o.ID, "reserve")}, nil, false)
+					if err == nil {
+						err = step("payment.authorize", contracts.AuthorizePayment{PaymentID: contracts.PaymentID(o.ID), OrderID: o.ID,
+							BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
+							Amount: o.Total, IdempotencyKey: checkout.StepKey(o.ID, "authorize")}, nil, true)
+					}
+				}
+				var seen time.Time
+				if err == nil && mode == managed {
+					// The checkout process manager reserves, authorizes and
+					// confirms; the client sees the confirmation in the log.
+					t1 := time.Now()
+					select {
+					case typ := <-done:
+						if typ != "order.confirmed" {
+							err = fmt.Errorf("checkout %s ended with %s", id, typ)
+						}
+					case <-time.After(30 * time.Second):
+						err = fmt.Errorf("checkout %s: no confirmation within 30 s", id)
+					}
+					seen = time.Now()
+					if err == nil {
+						// ... and captures on confirmation: the checkout is
+						// done when the capture is in the log.
+						select {
+						case typ := <-done:
+							if typ != "payment.captured" {
+								err = fmt.Errorf("checkout %s: %s after the confirmation", id, typ)
+							}
+						case <-time.After(30 * time.Second):
+							err = fmt.Errorf("checkout %s: no capture within 30 s of the confirmation", id)
+						}
+					}
+					pac += time.Since(t1)
+				}
+				if err == nil && mode == driven {
+					err = step("order.confirm", contracts.ConfirmOrder{OrderID: o.ID, PaymentID: contracts.PaymentID(o.ID),
+						IdempotencyKey: checkout.StepKey(o.ID, "confirm")}, nil, false)
+				}
+				if err == nil && mode == driven {
+					// The checkout captures on confirmation with this key too;
+					// whichever comes first decides.
+					err = step("payment.capture", contracts.CapturePayment{PaymentID: contracts.PaymentID(o.ID),
+						IdempotencyKey: checkout.StepKey(o.ID, "capture")}, nil, true)
+				}
+				ended.forget(id)
+				if err != nil {
+					errs[c] = err
+					return
+				}
+				samples[c] = append(samples[c], sample{id: id, start: t0, placed: tPlaced, seen: seen, checkout: time.Since(t0), pac: pac})
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu, busy := processCPU()-cpu0, machineCPU().sub(busy0)
+	stored := streamLastSeq(b, js) - before
+	for _, err := range errs {
+		if err != nil {
+			b.Error(err)
+		}
+	}
+	all := slices.Concat(samples...)
+	if len(all) == 0 || b.Failed() {
+		b.Error("no checkout completed")
+		return nil
+	}
+	var co, pac []time.Duration
+	br := newBreakdown()
+	for _, s := range all {
+		co, pac = append(co, s.checkout), append(pac, s.pac)
+		br.add(ended.trace(s.id), s.start, s.placed, s.seen, s.start.Add(s.checkout))
+	}
+	slices.Sort(co)
+	slices.Sort(pac)
+	rate := float64(len(all)) / elapsed.Seconds()
+	msgRate := float64(stored) / elapsed.Seconds()
+	res := map[string]any{
+		"bench": "checkout_http", "mode": mode, "clients": clients, "listings": listings, "seconds": round2(elapsed.Seconds()), "checkouts": len(all),
+		"checkouts_per_s": round2(rate), "checkout_p50_ms": round2(quantile(co, 0.50)), "checkout_p99_ms": round2(quantile(co, 0.99)),
+		"place_authorize_capture_p50_ms": round2(quantile(pac, 0.50)), "place_authorize_capture_p99_ms": round2(quantile(pac, 0.99)),
+		"stream_msgs_per_s": round2(msgRate), "raw_atomic_batch_msgs_per_s": round2(raw), "raw_batch_msgs": rawBatchMsgs,
+		"stream_to_raw_ratio": round2(msgRate / raw), "cpu_cores_used": round2(cpu.Seconds() / elapsed.Seconds()),
+		"machine_cpu_busy": round2(busy.fraction()), "cores": runtime.NumCPU(),
+		"target_checkouts_per_s": 1000, "target_p99_ms": 60, "breakdown": br.summary(),
+	}
+	out, _ := json.Marshal(res)
+	fmt.Printf("checkouts (%s: place, reserve, authorize, confirm, capture) over HTTP, %d clients on %d listings, fsync always: %.0f/s  p50 %.1f ms  p99 %.1f ms (target >= 1000/s, p99 <= 60 ms)\n",
+		mode, clients, listings, rate, quantile(co, 0.50), quantile(co, 0.99))
+	fmt.Printf("place+authorize+capture latency:  p50 %.1f ms  p99 %.1f ms\n", quantile(pac, 0.50), quantile(pac, 0.99))
+	fmt.Printf("stream messages stored: %.0f/s;  raw atomic batch (%d msgs/batch) on the same server: %.0f msgs/s;  ratio %.2f\n",
+		msgRate, rawBatchMsgs, raw, msgRate/raw)
+	fmt.Printf("CPU: this process used %.2f of %d cores; the machine was %.0f%% busy\n", cpu.Seconds()/elapsed.Seconds(), runtime.NumCPU(), 100*busy.fraction())
+	br.print(os.Stdout)
+	fmt.Printf("BENCH_JSON %s\n", out)
+	b.ReportMetric(rate, fmt.Sprintf("checkouts/s@%d", clients))
+	b.ReportMetric(quantile(co, 0.99), fmt.Sprintf("p99_ms@%d", clients))
+	return res
+}
+
 // checkoutEnds routes the end of each watched checkout (order.confirmed,
-// order.cancelled or order.rejected, read from the log) to its client.
+// order.cancelled or order.rejected, read from the log) to its client, and
+// keeps the instants the log recorded each step of a checkout at.
 type checkoutEnds struct {
 	mu      sync.Mutex
 	waiting map[string]chan string
+	traces  map[string]*checkoutTrace
+}
+
+// checkoutTrace is one checkout as the log recorded it: the server's
+// instant of each step's event, and when the watcher received the
+// confirmation.
+type checkoutTrace struct {
+	stored   map[string]time.Time // event type -> recorded instant
+	received time.Time            // order.confirmed delivered to the watcher
 }
 
 func (c *checkoutEnds) expect(id string) <-chan string {
-	ch := make(chan string, 1)
+	ch := make(chan string, 2)
 	c.mu.Lock()
 	c.waiting[id] = ch
 	c.mu.Unlock()
@@ -325,27 +411,77 @@ func (c *checkoutEnds) forget(id string) {
 	c.mu.Unlock()
 }
 
-// watchCheckouts follows the ends of checkouts in the log from now on.
+// trace returns what the log recorded of checkout id. The capture may
+// reach the watcher a moment after the client's own capture was answered:
+// trace waits for it, briefly.
+func (c *checkoutEnds) trace(id string) checkoutTrace {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c.mu.Lock()
+		t := c.traces[id]
+		var out checkoutTrace
+		if t != nil {
+			out = checkoutTrace{stored: maps.Clone(t.stored), received: t.received}
+		}
+		c.mu.Unlock()
+		if _, ok := out.stored["payment.captured"]; ok || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// watchedSteps are the events of a checkout the watcher records, with the
+// subject filter that selects them.
+var watchedSteps = map[string]string{
+	"order.placed":           "ledger.order.*.placed",
+	"listing.stock_reserved": "ledger.listing.*.stock_reserved",
+	"payment.authorized":     "ledger.payment.*.authorized",
+	"order.confirmed":        "ledger.order.*.confirmed",
+	"payment.captured":       "ledger.payment.*.captured",
+	"order.cancelled":        "ledger.order.*.cancelled",
+	"order.rejected":         "ledger.order.*.rejected",
+}
+
+// watchCheckouts follows the steps of checkouts in the log from now on.
 func watchCheckouts(b *testing.B, js jetstream.JetStream) *checkoutEnds {
-	ends := &checkoutEnds{waiting: map[string]chan string{}}
+	ends := &checkoutEnds{waiting: map[string]chan string{}, traces: map[string]*checkoutTrace{}}
 	ctx := context.Background()
 	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy,
-		FilterSubjects: []string{"ledger.order.*.confirmed", "ledger.order.*.cancelled", "ledger.order.*.rejected"}})
+		FilterSubjects: slices.Collect(maps.Values(watchedSteps))})
 	if err != nil {
 		b.Fatal(err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		// ledger.order.<id>.<what>
+		received := time.Now()
+		// ledger.<context>.<id>.<what>
 		parts := strings.Split(m.Subject(), ".")
-		if len(parts) != 4 {
+		meta, err := m.Metadata()
+		if len(parts) != 4 || err != nil {
 			return
 		}
+		var body struct {
+			OrderID string `json:"order_id"`
+		}
+		if json.Unmarshal(m.Data(), &body) != nil || body.OrderID == "" {
+			return
+		}
+		typ := parts[1] + "." + parts[3]
 		ends.mu.Lock()
-		ch := ends.waiting[parts[2]]
+		t := ends.traces[body.OrderID]
+		if t == nil {
+			t = &checkoutTrace{stored: map[string]time.Time{}}
+			ends.traces[body.OrderID] = t
+		}
+		t.stored[typ] = meta.Timestamp
+		if typ == "order.confirmed" {
+			t.received = received
+		}
+		ch := ends.waiting[body.OrderID]
 		ends.mu.Unlock()
-		if ch != nil {
+		if ch != nil && (parts[1] == "order" && parts[3] != "placed" || typ == "payment.captured") {
 			select {
-			case ch <- "order." + parts[3]:
+			case ch <- typ:
 			default:
 			}
 		}
@@ -355,6 +491,123 @@ func watchCheckouts(b *testing.B, js jetstream.JetStream) *checkoutEnds {
 	}
 	b.Cleanup(cc.Stop)
 	return ends
+}
+
+// checkoutBreakdown splits a checkout's time into the intervals between
+// the instants the client and the log recorded: the client's request until
+// the server stored the order, the answer's way back, each step of the
+// checkout from one stored event to the next (the process manager's
+// delivery, the request to the service, its decision and the append), and
+// the confirmation's way to the client. Intervals come from one clock (the
+// server runs in this process).
+type checkoutBreakdown struct {
+	stages map[string][]time.Duration
+}
+
+// breakdownStages are the intervals, in the order of a checkout.
+var breakdownStages = []struct{ name, what string }{
+	{"place_request", "client sends order.place -> order.placed stored (HTTP in, decide, queue, batch, store)"},
+	{"place_answer", "order.placed stored -> client has the answer (ack, HTTP out)"},
+	{"placed_to_reserved", "order.placed -> listing.stock_reserved stored (follower delivery, request, decide, append)"},
+	{"reserved_to_authorized", "listing.stock_reserved -> payment.authorized stored"},
+	{"authorized_to_confirmed", "payment.authorized -> order.confirmed stored"},
+	{"confirmed_to_captured", "order.confirmed -> payment.captured stored"},
+	{"confirmed_to_watcher", "order.confirmed stored -> delivered to a follower of the log"},
+	{"confirmed_to_client", "order.confirmed stored -> the client waiting for it learns it"},
+	{"captured_to_client", "payment.captured stored -> the client waiting for it learns it (managed)"},
+	{"client_capture", "client learns the confirmation -> its payment.capture answered (driven)"},
+	{"total", "client sends order.place -> the checkout is done for the client"},
+}
+
+func newBreakdown() *checkoutBreakdown {
+	return &checkoutBreakdown{stages: map[string][]time.Duration{}}
+}
+
+func (br *checkoutBreakdown) add(t checkoutTrace, start, placed, seen, end time.Time) {
+	at := func(typ string) time.Time { return t.stored[typ] }
+	span := func(name string, from, to time.Time) {
+		if !from.IsZero() && !to.IsZero() {
+			br.stages[name] = append(br.stages[name], to.Sub(from))
+		}
+	}
+	span("place_request", start, at("order.placed"))
+	span("place_answer", at("order.placed"), placed)
+	span("placed_to_reserved", at("order.placed"), at("listing.stock_reserved"))
+	span("reserved_to_authorized", at("listing.stock_reserved"), at("payment.authorized"))
+	span("authorized_to_confirmed", at("payment.authorized"), at("order.confirmed"))
+	span("confirmed_to_captured", at("order.confirmed"), at("payment.captured"))
+	span("confirmed_to_watcher", at("order.confirmed"), t.received)
+	span("confirmed_to_client", at("order.confirmed"), seen)
+	if t.stored["payment.captured"].Before(seen) || seen.IsZero() {
+		span("client_capture", seen, end)
+	} else {
+		span("captured_to_client", at("payment.captured"), end)
+	}
+	span("total", start, end)
+}
+
+// summary returns each stage's p50 and p99 in milliseconds.
+func (br *checkoutBreakdown) summary() map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for _, s := range breakdownStages {
+		d := slices.Sorted(slices.Values(br.stages[s.name]))
+		if len(d) == 0 {
+			continue
+		}
+		out[s.name] = map[string]float64{"p50_ms": round2(quantile(d, 0.50)), "p99_ms": round2(quantile(d, 0.99)), "n": float64(len(d))}
+	}
+	return out
+}
+
+func (br *checkoutBreakdown) print(w io.Writer) {
+	sum := br.summary()
+	fmt.Fprintf(w, "%-24s %9s %9s  %s\n", "stage", "p50 ms", "p99 ms", "interval")
+	for _, s := range breakdownStages {
+		if v, ok := sum[s.name]; ok {
+			fmt.Fprintf(w, "%-24s %9.1f %9.1f  %s\n", s.name, v["p50_ms"], v["p99_ms"], s.what)
+		}
+	}
+}
+
+// processCPU returns the CPU time this process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuTicks is the machine's CPU time from /proc/stat: busy and total.
+type cpuTicks struct{ busy, total uint64 }
+
+func machineCPU() cpuTicks {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var t cpuTicks
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		t.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += n
+		}
+	}
+	return t
+}
+
+func (t cpuTicks) sub(o cpuTicks) cpuTicks {
+	return cpuTicks{busy: t.busy - o.busy, total: t.total - o.total}
+}
+
+func (t cpuTicks) fraction() float64 {
+	if t.total == 0 {
+		return 0
+	}
+	return float64(t.busy) / float64(t.total)
 }
 
 func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }
