@@ -31,6 +31,9 @@ const (
 	HeaderPrevHash         = "ce-prevhash"
 	HeaderPrevPosition     = "ce-prevposition"
 	HeaderHash             = "ce-hash"
+	// HeaderTraceparent is the CloudEvents distributed-tracing extension
+	// (attribute "traceparent"), outside the hash (ADR 0018).
+	HeaderTraceparent = "ce-traceparent"
 
 	// SpecVersion is the CloudEvents version the envelope follows.
 	SpecVersion = "1.0"
@@ -97,6 +100,9 @@ func Encode(e *Event) (*nats.Msg, error) {
 	h.Set(HeaderPrevHash, e.PrevHash)
 	h.Set(HeaderPrevPosition, strconv.FormatUint(e.PrevPosition, 10))
 	h.Set(HeaderHash, e.Hash)
+	if e.Traceparent != "" {
+		h.Set(HeaderTraceparent, e.Traceparent)
+	}
 	h.Set(nats.MsgIdHdr, e.ID)
 	m.Data = e.Data
 	return m, nil
@@ -109,6 +115,7 @@ var knownHeaders = map[string]bool{
 	HeaderSubject: true, HeaderTime: true, HeaderDataSchema: true,
 	HeaderCorrelationID: true, HeaderCausationID: true, HeaderPolicyPosition: true,
 	HeaderAggregateVersion: true, HeaderPrevHash: true, HeaderHash: true, HeaderPrevPosition: true,
+	HeaderTraceparent: true,
 }
 
 // Decode parses a stored message strictly: every required attribute present
@@ -188,6 +195,11 @@ func decode(subject string, header nats.Header, data []byte) (Event, error) {
 		return e, err
 	}
 	e.Data = data
+	// Outside the hash and only for observability: a malformed one is
+	// dropped, never a reason to refuse a stored fact.
+	if tp := header.Get(HeaderTraceparent); ValidTraceparent(tp) {
+		e.Traceparent = tp
+	}
 	if err := e.validateEnvelope(); err != nil {
 		return e, withOp(op, err)
 	}

@@ -181,6 +181,8 @@ func (s *JetStreamStore) failQueued() {
 // head moved since they were sealed, and fenced decisions made under an older
 // policy than another decision of the batch has seen, fail fast unsent.
 func (s *JetStreamStore) commit(batch []*pending) {
+	span := batchSpan(batch)
+	defer span.End()
 	s.mu.Lock()
 	for _, p := range batch {
 		if p.d.Fence && p.d.Events[0].PolicyPosition > s.fenceHead {

@@ -86,6 +86,12 @@ type Event struct {
 	PolicyPosition uint64
 	// Data is the JSON object body.
 	Data json.RawMessage
+	// Traceparent is the W3C trace context of the decision that produced
+	// the event (the CloudEvents distributed-tracing extension), "" when
+	// none was traced. It is observability, not a fact: it is outside the
+	// hashed envelope (ADR 0018), and a malformed value read back is
+	// dropped rather than failing the read.
+	Traceparent string
 
 	// AggregateVersion is the 1-based index of the event in its aggregate.
 	AggregateVersion uint64
@@ -195,6 +201,9 @@ func (e *Event) validateEnvelope() error {
 	}
 	if e.CausationID != "" && !refIDRe.MatchString(e.CausationID) {
 		return invalid(op, "causationid", fmt.Sprintf("must match %s", refIDRe))
+	}
+	if e.Traceparent != "" && !ValidTraceparent(e.Traceparent) {
+		return invalid(op, "traceparent", "must be a W3C traceparent: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, ids not all zero")
 	}
 	if len(e.Data) > MaxDataBytes {
 		return invalid(op, "data", fmt.Sprintf("body is %d bytes, the limit is %d", len(e.Data), MaxDataBytes))
