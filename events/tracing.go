@@ -54,4 +54,3 @@ func batchSpan(batch []*pending) trace.Span {
 	span.SetAttributes(attribute.Int("ledger.batch.decisions", len(batch)), attribute.Int("ledger.batch.messages", msgs))
 	return span
 }
-
