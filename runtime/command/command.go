@@ -19,7 +19,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/tracing"
 )
 
 type correlationKey struct{}
@@ -124,6 +126,21 @@ type Result[S any] struct {
 // on a state that included others' undecided events is decided again when
 // that append fails.
 func Run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, meta Meta,
+	policy func(ctx context.Context, refresh bool) (Policy[P], error),
+	decide func(state S, pol P, now time.Time) ([]any, error)) (Result[S], error) {
+	ctx, span := tracing.Start(ctx, "command.run")
+	if span.Recording() {
+		span.Set(tracing.String("ledger.aggregate", agg.Context+"/"+id))
+		if name, ok := contracts.CommandName(meta.Command); ok {
+			span.Set(tracing.String("ledger.command", name))
+		}
+	}
+	res, err := run(ctx, r, agg, id, meta, policy, decide)
+	span.End(err)
+	return res, err
+}
+
+func run[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], id string, meta Meta,
 	policy func(ctx context.Context, refresh bool) (Policy[P], error),
 	decide func(state S, pol P, now time.Time) ([]any, error)) (Result[S], error) {
 	ref := events.AggregateRef{Context: agg.Context, ID: id}
@@ -256,7 +273,10 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 		if !unverified || attempt > 0 || verify {
 			unverified = false
 			var err error
-			if state, version, err = load(ctx, r, agg, ref); err != nil {
+			lctx, span := tracing.Start(ctx, "command.load")
+			state, version, err = load(lctx, r, agg, ref)
+			span.End(err)
+			if err != nil {
 				finishAll(active, err)
 				return left
 			}
@@ -286,7 +306,9 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 		redo := false
 		decided := len(active)
 		for i, j := range active {
+			_, dspan := tracing.Start(j.ctx, "command.decide")
 			payloads, err := j.decide(state, pol.Rules, now)
+			dspan.End(err)
 			if unverified && (err != nil || len(payloads) == 0) {
 				redo = true
 				break
@@ -302,7 +324,7 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 				decided = i
 				break
 			}
-			built, err := build(r, ref, j.meta, payloads, pol.Position, now)
+			built, err := build(r, ref, j.meta, payloads, pol.Position, now, tracing.Traceparent(j.ctx))
 			if err != nil {
 				outs[i] = outcome[S]{err: err}
 				continue
@@ -341,7 +363,9 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 		} else {
 			d.Parts = parts
 		}
-		a, err := r.Store.Append(ctx, d)
+		actx, aspan := tracing.Start(ctx, "command.append", tracing.Int("ledger.events", len(evs)), tracing.Int("ledger.commands", len(parts)))
+		a, err := r.Store.Append(actx, d)
+		aspan.End(err)
 		switch {
 		case err == nil && a.Replayed:
 			// Only a decision of one part with a key is answered so.
@@ -497,7 +521,10 @@ func load[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.Ag
 	return state, version, nil
 }
 
-func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policyPos uint64, now time.Time) ([]events.Event, error) {
+// build makes the events of a decision; each records the trace context of
+// the command that decided it (traceparent, "" when untraced), so that a
+// follower's work on them joins the command's trace.
+func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policyPos uint64, now time.Time, traceparent string) ([]events.Event, error) {
 	corr := meta.CorrelationID
 	if corr == "" {
 		corr = meta.CommandID
@@ -510,7 +537,7 @@ func build(r *Runner, ref events.AggregateRef, meta Meta, payloads []any, policy
 		}
 		evs = append(evs, events.Event{ID: events.NewID(), Type: typ, SchemaVersion: v, Source: r.Source,
 			AggregateID: ref.ID, OccurredAt: now, CorrelationID: corr, CausationID: meta.CommandID,
-			PolicyPosition: policyPos, Data: data})
+			PolicyPosition: policyPos, Data: data, Traceparent: traceparent})
 	}
 	return evs, nil
 }

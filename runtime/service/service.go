@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // SubjectPrefix is where every service answers: svc.ledger.<context>. It is
@@ -159,10 +161,14 @@ func Serve(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		h := micro.HandlerFunc(func(req micro.Request) {
 			sem <- struct{}{}
 			out := Responder{nc: nc, reply: req.Reply()}
-			data, corr := req.Data(), req.Headers().Get(CorrelationHeader)
+			hdr := nats.Header(req.Headers())
+			data, corr := req.Data(), hdr.Get(CorrelationHeader)
+			// The caller's trace context, when it sent one: a malformed
+			// one is ignored and the request starts a trace of its own.
+			tctx := tracing.Extract(context.Background(), hdr)
 			go func() {
 				defer func() { <-sem }()
-				answer(cfg, name, data, corr, out)
+				answer(tctx, cfg, name, data, corr, out)
 			}()
 		})
 		if err := g.AddEndpoint(cfg.Context+"_"+verb, h, micro.WithEndpointSubject(verb),
@@ -174,8 +180,11 @@ func Serve(nc *nats.Conn, cfg Config) (micro.Service, error) {
 	return svc, nil
 }
 
-func answer(cfg Config, name string, data []byte, corr string, out Responder) {
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+func answer(ctx context.Context, cfg Config, name string, data []byte, corr string, out Responder) {
+	ctx, span := tracing.StartServer(ctx, "service "+name, attribute.String("ledger.command", name))
+	var err error
+	defer func() { span.End(err) }()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if corr != "" && cfg.Correlate != nil {
 		ctx = cfg.Correlate(ctx, corr)
@@ -185,7 +194,8 @@ func answer(cfg Config, name string, data []byte, corr string, out Responder) {
 			Rule: "the request body must be one JSON value"}))
 		return
 	}
-	r, err := cfg.Handle(ctx, name, data)
+	var r any
+	r, err = cfg.Handle(ctx, name, data)
 	if err != nil {
 		out.Fail(ProblemOf(err))
 		return
