@@ -144,3 +144,10 @@ func (c natsCarrier) Keys() []string {
 	}
 	return keys
 }
+
+// String is a span attribute with a string value: services set attributes
+// through this package without importing OpenTelemetry themselves.
+func String(key, value string) attribute.KeyValue { return attribute.String(key, value) }
+
+// Int is a span attribute with an integer value.
+func Int(key string, value int) attribute.KeyValue { return attribute.Int(key, value) }

@@ -19,6 +19,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/service"
+	"github.com/marketledger/ledger/runtime/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -245,7 +246,10 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 					return // the earlier step may not have finished: leave both to the restart
 				}
 			}
-			if err := c.step(ctx, e, id); err != nil {
+			sctx, span := tracing.StartConsumer(ctx, "checkout.deliver", &e)
+			err := c.step(sctx, e, id)
+			span.End(err)
+			if err != nil {
 				err = fmt.Errorf("checkout: %s of order %s at position %d: %w", e.Type, id, e.Position, err)
 				if !permanent(err) {
 					cancel(err) // resume from the checkpoint, and try again
@@ -357,7 +361,9 @@ func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
 		if !ok {
 			return nil
 		}
-		out, err := c.run(ctx, s.Order, st, deadline)
+		rctx, span := tracing.Start(ctx, "checkout.step "+string(st.Kind), tracing.String("ledger.order", id))
+		out, err := c.run(rctx, s.Order, st, deadline)
+		span.End(err)
 		if err != nil {
 			return err
 		}
@@ -723,6 +729,7 @@ func (c *Runner) call(ctx context.Context, subject string, deadline time.Time, c
 		if corr != "" {
 			m.Header.Set("Ledger-Correlation-Id", corr)
 		}
+		tracing.Inject(ctx, m.Header)
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		resp, err := c.cfg.Conn.RequestMsgWithContext(rctx, m)
 		cancel()
