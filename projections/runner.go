@@ -12,6 +12,7 @@ import (
 
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/runtime/tracing"
 )
 
 // errGap means the consumer delivered a position past the next one: the
@@ -211,9 +212,14 @@ func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
+	_, span := tracing.StartConsumer(ctx, "projection.apply", &e)
+	if span.Recording() {
+		span.Set(tracing.String("ledger.projection", r.name))
+	}
 	r.mu.Lock()
 	err = r.m.Apply(e, payload)
 	r.mu.Unlock()
+	span.End(err)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/marketledger/ledger/runtime/tracing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"go.opentelemetry.io/otel/attribute"
 )
 
 // SubjectPrefix is where every service answers: svc.ledger.<context>. It is
@@ -158,6 +157,7 @@ func Serve(nc *nats.Conn, cfg Config) (micro.Service, error) {
 	g := svc.AddGroup(cfg.Prefix)
 	for _, name := range cfg.Commands {
 		verb := strings.TrimPrefix(name, cfg.Context+".")
+		spanName := "service " + name
 		h := micro.HandlerFunc(func(req micro.Request) {
 			sem <- struct{}{}
 			out := Responder{nc: nc, reply: req.Reply()}
@@ -168,7 +168,7 @@ func Serve(nc *nats.Conn, cfg Config) (micro.Service, error) {
 			tctx := tracing.Extract(context.Background(), hdr)
 			go func() {
 				defer func() { <-sem }()
-				answer(tctx, cfg, name, data, corr, out)
+				answer(tctx, cfg, name, spanName, data, corr, out)
 			}()
 		})
 		if err := g.AddEndpoint(cfg.Context+"_"+verb, h, micro.WithEndpointSubject(verb),
@@ -180,8 +180,11 @@ func Serve(nc *nats.Conn, cfg Config) (micro.Service, error) {
 	return svc, nil
 }
 
-func answer(ctx context.Context, cfg Config, name string, data []byte, corr string, out Responder) {
-	ctx, span := tracing.StartServer(ctx, "service "+name, attribute.String("ledger.command", name))
+func answer(ctx context.Context, cfg Config, name, spanName string, data []byte, corr string, out Responder) {
+	ctx, span := tracing.StartServer(ctx, spanName)
+	if span.Recording() {
+		span.Set(tracing.String("ledger.command", name))
+	}
 	var err error
 	defer func() { span.End(err) }()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)

@@ -40,15 +40,30 @@ var (
 // Span is a started span; End it once.
 type Span struct{ s trace.Span }
 
+// The span kinds, made once: an option built per span would cost an
+// allocation on every command even with tracing off.
+var (
+	serverKind   = trace.WithSpanKind(trace.SpanKindServer)
+	consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+)
+
 // Start starts a span named name as a child of the span ctx carries.
+// Attributes that cost something to make are best set after checking
+// Recording.
 func Start(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, Span) {
-	ctx, s := tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	ctx, s := tracer.Start(ctx, name)
+	if len(attrs) > 0 && s.IsRecording() {
+		s.SetAttributes(attrs...)
+	}
 	return ctx, Span{s}
 }
 
 // StartServer starts the span of a request served (kind server).
 func StartServer(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, Span) {
-	ctx, s := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	ctx, s := tracer.Start(ctx, name, serverKind)
+	if len(attrs) > 0 && s.IsRecording() {
+		s.SetAttributes(attrs...)
+	}
 	return ctx, Span{s}
 }
 
@@ -59,9 +74,11 @@ func StartConsumer(ctx context.Context, name string, e *events.Event) (context.C
 	if sc, ok := events.SpanContextOf(e.Traceparent); ok {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
 	}
-	ctx, s := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-		attribute.String("ledger.event.type", e.Type), attribute.Int64("ledger.event.position", int64(e.Position)),
-		attribute.String("ledger.aggregate", e.AggregateID)))
+	ctx, s := tracer.Start(ctx, name, consumerKind)
+	if s.IsRecording() {
+		s.SetAttributes(attribute.String("ledger.event.type", e.Type), attribute.Int64("ledger.event.position", int64(e.Position)),
+			attribute.String("ledger.aggregate", e.Context()+"/"+e.AggregateID))
+	}
 	return ctx, Span{s}
 }
 

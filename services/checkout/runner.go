@@ -361,7 +361,10 @@ func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
 		if !ok {
 			return nil
 		}
-		rctx, span := tracing.Start(ctx, "checkout.step "+string(st.Kind), tracing.String("ledger.order", id))
+		rctx, span := tracing.Start(ctx, stepSpans[st.Kind])
+		if span.Recording() {
+			span.Set(tracing.String("ledger.order", id))
+		}
 		out, err := c.run(rctx, s.Order, st, deadline)
 		span.End(err)
 		if err != nil {
@@ -373,6 +376,15 @@ func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
 	return &events.Error{Op: "checkout", Kind: events.KindInvalid, Field: "/order_id",
 		Rule: fmt.Sprintf("order %s needed more than %d steps in one round", id, stepsMax)}
 }
+
+// stepSpans names the span of each kind of step, made once.
+var stepSpans = func() map[Kind]string {
+	m := map[Kind]string{}
+	for _, k := range []Kind{Reserve, Authorize, Confirm, Capture, Reject, Cancel, Void, Refund, Release} {
+		m[k] = "checkout.step " + string(k)
+	}
+	return m
+}()
 
 // stepsMax bounds the steps of one round: a checkout has nine kinds of
 // step, each sent at most once per payment.
