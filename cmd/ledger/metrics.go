@@ -4,9 +4,14 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/policyview"
@@ -72,11 +77,13 @@ func (m *apiMetrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		r, span := startHTTPSpan(r)
 		next.ServeHTTP(sw, r)
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
 		}
+		endHTTPSpan(span, route, r.Method, sw.status)
 		m.httpDuration.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
 	})
 }
@@ -101,3 +108,35 @@ func (s *statusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// startHTTPSpan starts the span of one request. A client is not trusted to
+// choose the trace: every request is the root of a trace of its own, and a
+// well-formed traceparent the client sent becomes a link to its trace; a
+// malformed one is ignored.
+func startHTTPSpan(r *http.Request) (*http.Request, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer)}
+	if r.Header.Get("Traceparent") != "" {
+		if sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+	}
+	ctx, span := httpTracer().Start(r.Context(), "HTTP "+r.Method, opts...)
+	if !span.IsRecording() {
+		return r, span
+	}
+	return r.WithContext(ctx), span
+}
+
+// endHTTPSpan names the span by its route pattern (never by path: ids
+// would make every name unique) and records the status.
+func endHTTPSpan(span trace.Span, route, method string, status int) {
+	if span.IsRecording() {
+		span.SetName(method + " " + strings.TrimPrefix(route, method+" "))
+		span.SetAttributes(attribute.String("http.route", route), attribute.String("http.request.method", method),
+			attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+	}
+	span.End()
+}

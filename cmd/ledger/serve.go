@@ -123,6 +123,12 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	}
 	log := newLogger()
 	defer log.Sync()
+	tracing := startTracing(ctx, log)
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		defer cancel()
+		tracing.Shutdown(fctx)
+	}()
 	// The node's own user is the investigator: the HTTP API's reads use it.
 	// Each service, the projections and the notary act as their own users.
 	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, host: o.host, port: o.port, replicas: o.replicas,
@@ -215,6 +221,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	}
 	a := newAPI(n, tokens, httpauth.NewLimiter(o.perClient, o.total, log), log)
 	a.history = &historyGuard{js: n.js, dataDir: g.dataDir}
+	a.watchTracing(tracing)
 	if o.projections {
 		pc, err := n.as(ctx, auth.RoleProjections)
 		if err != nil {

@@ -27,8 +27,9 @@ payment and policy, and prints them in log order as a causation tree: an
 event caused by another event of the flow is printed under it; an event
 caused by a command is a root. Each line shows the position, the recorded
 and business time, the type, the aggregate and the policy position the
-decision was made under; an event carrying a rule_id says which rule blocked
-the flow. A command a rule refused appends nothing, so a flow refused at
+decision was made under, and the OpenTelemetry trace id of the decision when
+it was traced (look the checkout up in the tracing backend by it); an event
+carrying a rule_id says which rule blocked the flow. A command a rule refused appends nothing, so a flow refused at
 its first step has no event at all: trace says so.
 
 trace scans the whole log (correlation ids are not indexed); a log of more
@@ -56,6 +57,10 @@ than 10,000 positions draws a progress bar on stderr.`,
 // traceLine is one event of a trace in JSON form.
 type traceLine struct {
 	eventhttp.Event
+	// TraceID is the OpenTelemetry trace of the decision that stored the
+	// event ("" when it was not traced): what to look up in the tracing
+	// backend.
+	TraceID   string `json:"trace_id,omitempty"`
 	Depth     int    `json:"depth"`
 	Parent    string `json:"parent,omitempty"`
 	BlockedBy string `json:"blocked_by_rule,omitempty"`
@@ -124,15 +129,18 @@ func printTrace(w io.Writer, id string, flow []events.Event, asJSON bool) {
 			if depth > 0 {
 				parent = e.CausationID
 			}
-			enc.Encode(traceLine{Event: eventhttp.ToJSON(e), Depth: depth, Parent: parent, BlockedBy: rule})
+			enc.Encode(traceLine{Event: eventhttp.ToJSON(e), TraceID: events.TraceID(e.Traceparent), Depth: depth, Parent: parent, BlockedBy: rule})
 		} else {
 			branch := ""
 			if depth > 0 {
 				branch = prefix + map[bool]string{true: "└─ ", false: "├─ "}[last]
 			}
 			note := ""
+			if tid := events.TraceID(e.Traceparent); tid != "" {
+				note = "  trace " + tid
+			}
 			if rule != "" {
-				note = "  BLOCKED by rule " + rule
+				note += "  BLOCKED by rule " + rule
 			}
 			fmt.Fprintf(w, "%s#%d %s  business %s  %s  %s/%s  policy@%d%s\n", branch, e.Position,
 				e.RecordedAt.UTC().Format(recordedLayout), e.OccurredAt.Format(time.RFC3339), e.Type, e.Context(), e.AggregateID, e.PolicyPosition, note)

@@ -88,22 +88,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // Event is the JSON form of one event, the same in a page and in an SSE
 // data line.
 type Event struct {
-	Position         uint64          `json:"position"`
-	RecordedAt       time.Time       `json:"recorded_at"`
-	ID               string          `json:"id"`
-	Type             string          `json:"type"`
-	SchemaVersion    int             `json:"schema_version"`
-	Source           string          `json:"source"`
-	Subject          string          `json:"subject"`
-	AggregateID      string          `json:"aggregate_id"`
-	AggregateVersion uint64          `json:"aggregate_version"`
-	OccurredAt       string          `json:"occurred_at"`
-	CorrelationID    string          `json:"correlation_id,omitempty"`
-	CausationID      string          `json:"causation_id,omitempty"`
-	PolicyPosition   uint64          `json:"policy_position"`
-	PrevHash         string          `json:"prev_hash"`
-	Hash             string          `json:"hash"`
-	Data             json.RawMessage `json:"data"`
+	Position         uint64    `json:"position"`
+	RecordedAt       time.Time `json:"recorded_at"`
+	ID               string    `json:"id"`
+	Type             string    `json:"type"`
+	SchemaVersion    int       `json:"schema_version"`
+	Source           string    `json:"source"`
+	Subject          string    `json:"subject"`
+	AggregateID      string    `json:"aggregate_id"`
+	AggregateVersion uint64    `json:"aggregate_version"`
+	OccurredAt       string    `json:"occurred_at"`
+	CorrelationID    string    `json:"correlation_id,omitempty"`
+	CausationID      string    `json:"causation_id,omitempty"`
+	PolicyPosition   uint64    `json:"policy_position"`
+	PrevHash         string    `json:"prev_hash"`
+	Hash             string    `json:"hash"`
+	// Traceparent is the W3C trace context of the decision that stored
+	// the event (the CloudEvents distributed-tracing extension), when it
+	// was traced.
+	Traceparent string          `json:"traceparent,omitempty"`
+	Data        json.RawMessage `json:"data"`
 }
 
 // ToJSON converts an event to its JSON form. The business time keeps the
@@ -112,7 +116,7 @@ func ToJSON(e events.Event) Event {
 	return Event{Position: e.Position, RecordedAt: e.RecordedAt.UTC(), ID: e.ID, Type: e.Type, SchemaVersion: e.SchemaVersion,
 		Source: e.Source, Subject: e.Subject(), AggregateID: e.AggregateID, AggregateVersion: e.AggregateVersion,
 		OccurredAt: e.OccurredAt.Format(time.RFC3339Nano), CorrelationID: e.CorrelationID, CausationID: e.CausationID,
-		PolicyPosition: e.PolicyPosition, PrevHash: e.PrevHash, Hash: e.Hash, Data: e.Data}
+		PolicyPosition: e.PolicyPosition, PrevHash: e.PrevHash, Hash: e.Hash, Traceparent: e.Traceparent, Data: e.Data}
 }
 
 // Page is the body of GET /v1/events.
