@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -128,6 +129,9 @@ func tracesExporter() string {
 func newSpanExporter(ctx context.Context, kind string, t *tracingState) (sdktrace.SpanExporter, error) {
 	switch kind {
 	case "otlp":
+		if err := checkOTLPEndpoints(); err != nil {
+			return nil, err
+		}
 		// No retries: a collector that is away loses the spans of the
 		// moment (counted) instead of holding the queue for a minute.
 		return otlptracehttp.New(ctx, otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
@@ -249,4 +253,20 @@ func (a *api) watchTracing(t *tracingState) {
 	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ledger_trace_spans_dropped_total",
 		Help: "Trace spans dropped because the export queue was full or the export failed; commands never wait for the collector."},
 		func() float64 { return float64(t.Dropped()) }))
+}
+
+// checkOTLPEndpoints refuses a malformed OTLP endpoint, which the exporter
+// would silently replace with localhost:4318.
+func checkOTLPEndpoints() error {
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		v := os.Getenv(name)
+		if v == "" {
+			continue
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s %q: must be an http or https URL with a host", name, v)
+		}
+	}
+	return nil
 }

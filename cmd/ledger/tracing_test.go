@@ -149,3 +149,51 @@ func TestCheckoutThroughServeIsOneTrace(t *testing.T) {
 		t.Errorf("ledger trace shows a trace id on %d of %d events, want every event of the checkout (at least 5):\n%s", traced, eventLines, out.String())
 	}
 }
+
+// TestBrokenTraceExportNeverStopsACommand: with the OTLP endpoint
+// unreachable or malformed, commands answer as fast as ever, and the spans
+// they make are dropped and counted in /metrics.
+func TestBrokenTraceExportNeverStopsACommand(t *testing.T) {
+	for _, endpoint := range []string{"http://" + freeAddr(t), "http://[::1:not-a-host"} {
+		t.Run(endpoint, func(t *testing.T) {
+			t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+			t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+			g := &globals{dataDir: t.TempDir()}
+			token := issueTestToken(t, g.dataDir, "operator")
+			s := startServed(t, g, &serveOpts{}, http.DefaultClient)
+			start := time.Now()
+			for i := range 20 {
+				if code, body := s.call(t, "POST", "/v1/commands/listing.create", token, contracts.CreateListing{ListingID: fmt.Sprintf("bx-%d", i),
+					SellerID: "seller-1", Title: "scarf", Category: "fashion", Channel: contracts.Channels[0], Jurisdiction: "ID",
+					Origin: contracts.OriginDomestic, Price: contracts.Money{AmountMinor: 1_500_000, Currency: "IDR"}, Stock: 5}); code != http.StatusOK {
+					t.Fatalf("listing.create = %d %s", code, body)
+				}
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("20 commands took %s with the collector unreachable", took)
+			}
+			var dropped string
+			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				_, body := s.call(t, "GET", "/metrics", token, nil)
+				if dropped = metricLine(string(body), "ledger_trace_spans_dropped_total"); dropped != "" && dropped != "0" {
+					break
+				}
+			}
+			if dropped == "" || dropped == "0" {
+				t.Errorf("ledger_trace_spans_dropped_total = %q, want the spans that could not be exported counted", dropped)
+			}
+		})
+	}
+}
+
+// metricLine returns the value of an unlabelled metric in a Prometheus text
+// exposition, "" when absent.
+func metricLine(exposition, name string) string {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
