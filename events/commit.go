@@ -183,6 +183,13 @@ func (s *JetStreamStore) failQueued() {
 func (s *JetStreamStore) commit(batch []*pending) {
 	span := batchSpan(batch)
 	defer span.End()
+	if s.observer != nil {
+		start, msgs := time.Now(), 0
+		for _, p := range batch {
+			msgs += len(p.msgs)
+		}
+		defer func() { s.observer.Committed(len(batch), msgs, time.Since(start)) }()
+	}
 	s.mu.Lock()
 	for _, p := range batch {
 		if p.d.Fence && p.d.Events[0].PolicyPosition > s.fenceHead {

@@ -74,6 +74,8 @@ type JetStreamStore struct {
 	leaderChange chan struct{}
 	advisory     *nats.Subscription
 
+	observer Observer
+
 	stats struct {
 		batches, decisions, conflicts, policyConflicts atomic.Uint64
 		leaderChanges, resends, resolvedStored         atomic.Uint64
@@ -167,6 +169,20 @@ func (s *JetStreamStore) FenceRecordSubject() string {
 // whose fence source is source.
 func FenceRecordSubjectOf(source string) string { return SubjectPrefix + source + "." + fenceToken }
 
+// Observer hears of the store's appends and group-commit batches, for
+// metrics. Its methods are called concurrently, on the append path, and
+// must return at once.
+type Observer interface {
+	// Appended reports one Append: how long it took, and its error.
+	Appended(d time.Duration, err error)
+	// Committed reports one batch sent: the decisions and messages it
+	// carried and how long it took to settle.
+	Committed(decisions, messages int, d time.Duration)
+}
+
+// WithObserver makes the store report its appends and batches to o.
+func WithObserver(o Observer) Option { return func(s *JetStreamStore) { s.observer = o } }
+
 // WithLogger sets the store's logger.
 func WithLogger(l *zap.Logger) Option { return func(s *JetStreamStore) { s.log = l } }
 
@@ -227,6 +243,16 @@ func (s *JetStreamStore) Close() error {
 
 // Append implements Store.
 func (s *JetStreamStore) Append(ctx context.Context, d Decision) (Appended, error) {
+	if s.observer == nil {
+		return s.append(ctx, d)
+	}
+	start := time.Now()
+	a, err := s.append(ctx, d)
+	s.observer.Appended(time.Since(start), err)
+	return a, err
+}
+
+func (s *JetStreamStore) append(ctx context.Context, d Decision) (Appended, error) {
 	const op = "events.Append"
 	if err := s.validateDecision(d); err != nil {
 		return Appended{}, withOp(op, err)

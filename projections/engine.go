@@ -76,7 +76,7 @@ type Engine struct {
 	st  *storage
 	cfg EngineConfig
 
-	lag, applied *prometheus.GaugeVec
+	lag, applied, lagSeconds *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	active  map[string]*runner
@@ -106,7 +106,12 @@ func NewEngine(ctx context.Context, js jetstream.JetStream, cfg EngineConfig) (*
 		Help: "Head position of the log minus the position the read model has applied."}, []string{"model", "version"})
 	e.applied = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ledger_projection_applied_position",
 		Help: "Last log position the read model has applied."}, []string{"model", "version"})
+	e.lagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ledger_projection_lag_seconds",
+		Help: "While the read model is behind the head: how long ago its last applied event was recorded; 0 when caught up."}, []string{"model", "version"})
 	if cfg.Registerer != nil {
+		if e.lagSeconds, err = register(cfg.Registerer, e.lagSeconds); err != nil {
+			return nil, &events.Error{Op: op, Kind: events.KindInvalid, Field: "registerer", Err: err}
+		}
 		if e.lag, err = register(cfg.Registerer, e.lag); err != nil {
 			return nil, &events.Error{Op: op, Kind: events.KindInvalid, Field: "registerer", Err: err}
 		}

@@ -327,6 +327,13 @@ func (r *runner) publish() {
 		lag = h - applied
 	}
 	r.eng.lag.WithLabelValues(r.labels...).Set(float64(lag))
+	// Behind the head, the model shows the log as it was when its last
+	// applied event was recorded: that long ago.
+	stale := 0.0
+	if lag > 0 && !r.clocks.lastRecorded.IsZero() {
+		stale = max(0, time.Since(r.clocks.lastRecorded).Seconds())
+	}
+	r.eng.lagSeconds.WithLabelValues(r.labels...).Set(stale)
 	r.mu.Lock()
 	close(r.progress)
 	r.progress = make(chan struct{})

@@ -62,6 +62,9 @@ func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newAPIMetrics(a.reg)
 	a.reg.MustRegister(newStoreCollector(n.stores))
+	if n.appendMetrics != nil {
+		n.appendMetrics.register(a.reg)
+	}
 	a.mux.Handle("GET /metrics", httpauth.Require(httpauth.MetricsRoles...)(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
 	events := http.NewServeMux()
 	eventhttp.New(n.store, eventhttp.Options{KnownType: func(t string) bool {

@@ -80,10 +80,12 @@ const drainWait = 5 * time.Second
 // connection (nc, js, store) is the subcommand's role; `as` opens others,
 // so that in one process each service still acts as its own NATS user.
 type node struct {
-	srv   *embedded.Server // nil when joining a running serve or with --nats
-	lock  *dirLock         // held while srv runs
-	url   string
-	tlsCA string // CA file trusted for the server's certificate ("" none)
+	// appendMetrics are fed by every store the node opens.
+	appendMetrics *storeMetrics
+	srv           *embedded.Server // nil when joining a running serve or with --nats
+	lock          *dirLock         // held while srv runs
+	url           string
+	tlsCA         string // CA file trusted for the server's certificate ("" none)
 	// creds is the credentials directory (one nkey seed per role); "" means
 	// connect without credentials (--nats to a cluster without users).
 	creds string
@@ -153,7 +155,8 @@ func (n *node) open(ctx context.Context, role string) (*roleConn, error) {
 		c.close()
 		return nil, err
 	}
-	if c.store, err = events.NewJetStreamStore(ctx, nc, events.WithLogger(n.log), events.WithTypeChecker(contracts.Checker{}), contracts.Fence()); err != nil {
+	if c.store, err = events.NewJetStreamStore(ctx, nc, events.WithLogger(n.log), events.WithTypeChecker(contracts.Checker{}), contracts.Fence(),
+		events.WithObserver(n.appendMetrics)); err != nil {
 		c.close()
 		return nil, fmt.Errorf("open the log as %s: %w", role, err)
 	}
@@ -223,7 +226,7 @@ func openNode(ctx context.Context, g *globals, cfg nodeConfig) (*node, error) {
 	if cfg.role == "" {
 		cfg.role = auth.RoleInvestigator
 	}
-	n := &node{url: g.natsURL, role: cfg.role, log: cfg.log, tlsCA: g.tlsCA}
+	n := &node{url: g.natsURL, role: cfg.role, log: cfg.log, tlsCA: g.tlsCA, appendMetrics: newStoreMetrics()}
 	if g.natsURL == "" {
 		if err := n.startOrJoin(g, cfg); err != nil {
 			n.Close()

@@ -181,8 +181,10 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return err
 	}
 	defer stopMicro()
+	var checkoutRunner *checkout.Runner
 	if st.order != nil {
-		_, stopCheckout, err := startCheckout(ctx, n, time.Now, log)
+		var stopCheckout func()
+		checkoutRunner, stopCheckout, err = startCheckout(ctx, n, time.Now, log)
 		if err != nil {
 			return err
 		}
@@ -222,6 +224,9 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	a := newAPI(n, tokens, httpauth.NewLimiter(o.perClient, o.total, log), log)
 	a.history = &historyGuard{js: n.js, dataDir: g.dataDir}
 	a.watchTracing(tracing)
+	if checkoutRunner != nil {
+		a.watchCheckout(checkoutRunner)
+	}
 	if o.projections {
 		pc, err := n.as(ctx, auth.RoleProjections)
 		if err != nil {
@@ -250,7 +255,9 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 			if err != nil {
 				return err
 			}
-			go runNotary(ctx, pc, key, g.dataDir, log)
+			nw := &notaryWatch{started: time.Now(), head: pc.store.LastPosition}
+			a.watchNotary(nw)
+			go runNotary(ctx, pc, key, g.dataDir, log, nw.checkpointed)
 		}
 	}
 	err = a.serveHTTP(ctx, o.http, serverTLS)
@@ -299,8 +306,10 @@ const notaryEvery = time.Minute
 // checkpoints until ctx ends, restarting after a failure. Each checkpoint
 // is also recorded in dataDir's watermark file, the evidence of the log's
 // length that outlives the stream.
-func runNotary(ctx context.Context, n *roleConn, key ed25519.PrivateKey, dataDir string, log *zap.Logger) {
+func runNotary(ctx context.Context, n *roleConn, key ed25519.PrivateKey, dataDir string, log *zap.Logger,
+	seen func(contracts.NotaryCheckpointed, events.Appended)) {
 	record := func(c contracts.NotaryCheckpointed, a events.Appended) {
+		seen(c, a)
 		if err := recordCheckpoint(ctx, n.js, dataDir, c, a); err != nil {
 			log.Warn("could not record the notary's checkpoint", zap.String("file", watermarkFile), zap.Error(err))
 		}

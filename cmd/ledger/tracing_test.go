@@ -132,6 +132,16 @@ func TestCheckoutThroughServeIsOneTrace(t *testing.T) {
 	if len(missing) > 0 {
 		t.Fatalf("the checkout's trace lacks %v (of %v)", missing, checkoutSpans)
 	}
+	// The checkout's work shows in the histograms and gauges.
+	_, metrics := s.call(t, "GET", "/metrics", token, nil)
+	for _, name := range []string{"ledger_append_duration_seconds_bucket{outcome=\"ok\"", "ledger_append_batch_decisions_bucket",
+		"ledger_append_batch_duration_seconds_bucket", "ledger_command_duration_seconds_bucket", "ledger_http_request_duration_seconds_bucket",
+		"ledger_checkouts_in_flight ", "ledger_checkouts_stuck 0", "ledger_follower_lag_seconds{follower=\"checkout\"}",
+		"ledger_trace_spans_dropped_total 0"} {
+		if !strings.Contains(string(metrics), name) {
+			t.Errorf("/metrics after a checkout lacks %s", name)
+		}
+	}
 	var out bytes.Buffer
 	if err := runTrace(t.Context(), g, "tr-order-1", &out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)

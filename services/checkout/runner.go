@@ -97,6 +97,10 @@ type Runner struct {
 	cfg  Config
 	read *command.Runner // loads the order and payment views; never appends
 
+	flightMu sync.Mutex
+	flight   map[uint64]flight // events being handled, by position
+	lagNanos atomic.Int64      // delivery delay of the last event delivered
+
 	mu      sync.Mutex
 	handled uint64        // the watermark of the current follow
 	idle    chan struct{} // signalled whenever handled moves
@@ -129,7 +133,8 @@ func New(cfg Config) *Runner {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64
 	}
-	return &Runner{cfg: cfg, read: &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}}, idle: make(chan struct{}, 1)}
+	return &Runner{cfg: cfg, read: &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}}, idle: make(chan struct{}, 1),
+		flight: map[uint64]flight{}}
 }
 
 // Run follows the log until ctx ends, resuming from the checkpoint after a
@@ -246,6 +251,8 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 					return // the earlier step may not have finished: leave both to the restart
 				}
 			}
+			c.track(e, id)
+			defer c.untrack(e.Position)
 			sctx, span := tracing.StartConsumer(ctx, "checkout.deliver", &e)
 			err := c.step(sctx, e, id)
 			span.End(err)
@@ -883,4 +890,60 @@ func paymentStepKey(o Order, pid, step string) string {
 	}
 	sum := sha256.Sum256([]byte(pid))
 	return StepKey(o.ID, step+"-"+hex.EncodeToString(sum[:8]))
+}
+
+// flight is an event being handled: its order and when it was delivered.
+type flight struct {
+	order string
+	since time.Time
+}
+
+func (c *Runner) track(e events.Event, order string) {
+	now := time.Now()
+	if !e.RecordedAt.IsZero() {
+		c.lagNanos.Store(int64(now.Sub(e.RecordedAt)))
+	}
+	c.flightMu.Lock()
+	c.flight[e.Position] = flight{order: order, since: now}
+	c.flightMu.Unlock()
+}
+
+func (c *Runner) untrack(pos uint64) {
+	c.flightMu.Lock()
+	delete(c.flight, pos)
+	c.flightMu.Unlock()
+}
+
+// Progress is what the runner is doing, for an operator's metrics.
+type Progress struct {
+	// InFlight counts the orders with a step event being handled (or
+	// waiting behind an earlier step of the same order).
+	InFlight int
+	// Stuck counts those of them handled for longer than the checkout's
+	// Timeout: a service that does not answer, or a step retried without
+	// end.
+	Stuck int
+	// Lag is how long after the log recorded it the last step event was
+	// delivered (measured on this host's clock).
+	Lag time.Duration
+}
+
+// Progress returns what the runner is doing now.
+func (c *Runner) Progress() Progress {
+	now := time.Now()
+	oldest := map[string]time.Time{}
+	c.flightMu.Lock()
+	for _, f := range c.flight {
+		if t, ok := oldest[f.order]; !ok || f.since.Before(t) {
+			oldest[f.order] = f.since
+		}
+	}
+	c.flightMu.Unlock()
+	p := Progress{InFlight: len(oldest), Lag: time.Duration(c.lagNanos.Load())}
+	for _, since := range oldest {
+		if now.Sub(since) > c.cfg.Timeout {
+			p.Stuck++
+		}
+	}
+	return p
 }
