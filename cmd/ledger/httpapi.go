@@ -39,7 +39,7 @@ const (
 // bounded in requests in flight.
 type api struct {
 	mux     *http.ServeMux
-	reg     *prometheus.Registry
+	reg     *namedRegistry
 	metrics *apiMetrics
 	node    *node
 	log     *zap.Logger
@@ -57,7 +57,7 @@ type api struct {
 }
 
 func newAPI(n *node, tokens httpauth.TokenLookup, limit *httpauth.Limiter, log *zap.Logger) *api {
-	a := &api{mux: http.NewServeMux(), reg: prometheus.NewRegistry(), node: n, log: log,
+	a := &api{mux: http.NewServeMux(), reg: newNamedRegistry(), node: n, log: log,
 		authn: httpauth.NewAuthenticator(tokens, log), limit: limit}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newAPIMetrics(a.reg)

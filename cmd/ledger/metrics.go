@@ -29,7 +29,7 @@ type apiMetrics struct {
 // quiet ledger and a leader change can hold one for seconds.
 var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
-func newAPIMetrics(reg *prometheus.Registry) *apiMetrics {
+func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 	m := &apiMetrics{
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ledger_http_request_duration_seconds",
 			Help: "HTTP requests by route pattern, method and status, from the first byte read to the last written.", Buckets: latencyBuckets},

@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
+	"maps"
+	"math"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/subscriber"
 	"github.com/marketledger/ledger/services/checkout"
 )
 
@@ -106,4 +112,73 @@ func (w *notaryWatch) age() float64 {
 func (a *api) watchNotary(w *notaryWatch) {
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_notary_checkpoint_age_seconds",
 		Help: "Since the last signed checkpoint while the log holds events it does not cover (0 when it covers the head)"}, w.age))
+}
+
+// namedRegistry is the API's registry. It remembers the name of every
+// metric family registered, so that a test can hold the dashboard and the
+// alert rules in deploy/ to what the ledger exports.
+type namedRegistry struct {
+	*prometheus.Registry
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func newNamedRegistry() *namedRegistry {
+	return &namedRegistry{Registry: prometheus.NewRegistry(), names: map[string]bool{}}
+}
+
+// Register registers c and records the names it describes.
+func (r *namedRegistry) Register(c prometheus.Collector) error {
+	if err := r.Registry.Register(c); err != nil {
+		return err
+	}
+	ch := make(chan *prometheus.Desc, 16)
+	go func() { c.Describe(ch); close(ch) }()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for d := range ch {
+		// A Desc shows its name only in its string form: Desc{fqName: "x", ...}.
+		if _, rest, ok := strings.Cut(d.String(), `fqName: "`); ok {
+			if name, _, ok := strings.Cut(rest, `"`); ok {
+				r.names[name] = true
+			}
+		}
+	}
+	return nil
+}
+
+// MustRegister registers every collector, and panics on the first failure.
+func (r *namedRegistry) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// Names returns the names of the metric families registered.
+func (r *namedRegistry) Names() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.names)
+}
+
+// watchParked exports how many messages the subscribers' parking stream
+// holds (parked poison events and their replay records): NaN when it
+// cannot be read, 0 when no subscriber has ever parked one.
+func (a *api) watchParked(js jetstream.JetStream) {
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_parked_stream_messages",
+		Help: "Messages in the subscribers' parking stream: poison events set aside, and their replay records"},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			st, err := js.Stream(ctx, subscriber.ParkedStreamName)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return 0
+			}
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(st.CachedInfo().State.Msgs)
+		}))
 }

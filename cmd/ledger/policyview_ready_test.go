@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
@@ -28,7 +26,7 @@ func (f *fakeView) Breaks() uint64 { return f.breaks }
 // readiness fail with its reason and shows on the metrics, and that it is
 // ready again once the view recovers.
 func TestPolicyViewReadiness(t *testing.T) {
-	a := &api{reg: prometheus.NewRegistry()}
+	a := &api{reg: newNamedRegistry()}
 	v := &fakeView{}
 	a.watchPolicyView(v)
 	if err := a.ready(); err != nil {
@@ -108,7 +106,7 @@ func TestUnfencedCommandsServedWhileThePolicyViewIsClosed(t *testing.T) {
 	if _, err := st.order.Cancel(ctx, contracts.CancelOrder{OrderID: "o-1", Reason: "buyer changed their mind"}); err != nil {
 		t.Errorf("cancelling an order with the policy view closed: %v; want it served", err)
 	}
-	a := &api{reg: prometheus.NewRegistry()}
+	a := &api{reg: newNamedRegistry()}
 	a.watchPolicyView(st.view)
 	if err := a.ready(); err == nil || !strings.Contains(err.Error(), "policy log not continuous") {
 		t.Errorf("readiness with the policy view closed: %v", err)

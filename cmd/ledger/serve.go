@@ -224,6 +224,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	a := newAPI(n, tokens, httpauth.NewLimiter(o.perClient, o.total, log), log)
 	a.history = &historyGuard{js: n.js, dataDir: g.dataDir}
 	a.watchTracing(tracing)
+	a.watchParked(n.js)
 	if checkoutRunner != nil {
 		a.watchCheckout(checkoutRunner)
 	}
@@ -260,10 +261,17 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 			go runNotary(ctx, pc, key, g.dataDir, log, nw.checkpointed)
 		}
 	}
+	if serving != nil {
+		serving(a)
+	}
 	err = a.serveHTTP(ctx, o.http, serverTLS)
 	log.Info("shut down: HTTP drained, pending appends settled, store closed")
 	return err
 }
+
+// serving, when set (by tests), is shown the API once every part of serve
+// is mounted and registered.
+var serving func(*api)
 
 // serverTLS loads --tls-cert and --tls-key, if given: one certificate for
 // the NATS client port and the HTTP API.

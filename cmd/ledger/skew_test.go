@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/marketledger/ledger/runtime/command"
 )
 
@@ -22,7 +20,7 @@ func TestSkewGaugeAndReadiness(t *testing.T) {
 		{now.Add(-5 * time.Second), false}, // ahead
 		{now.Add(3 * time.Millisecond), true},
 	} {
-		a := &api{reg: prometheus.NewRegistry()}
+		a := &api{reg: newNamedRegistry()}
 		skew := &command.Skew{Max: 2 * time.Second}
 		a.watchSkew(skew)
 		skew.Observe(now, tc.recorded)
