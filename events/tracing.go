@@ -44,11 +44,17 @@ func batchSpan(batch []*pending) trace.Span {
 	msgs := 0
 	for _, p := range batch {
 		msgs += len(p.msgs)
-		if len(p.d.Events) == 0 {
-			continue
-		}
-		if sc, ok := SpanContextOf(p.d.Events[0].Traceparent); ok {
-			span.AddLink(trace.Link{SpanContext: sc})
+		// A decision of several commands (parts) carries each one's trace.
+		prev := ""
+		for i := range p.d.Events {
+			tp := p.d.Events[i].Traceparent
+			if tp == prev {
+				continue
+			}
+			prev = tp
+			if sc, ok := SpanContextOf(tp); ok {
+				span.AddLink(trace.Link{SpanContext: sc})
+			}
 		}
 	}
 	span.SetAttributes(attribute.Int("ledger.batch.decisions", len(batch)), attribute.Int("ledger.batch.messages", msgs))
