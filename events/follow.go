@@ -39,13 +39,26 @@ const (
 // a gap, a repeat or a long wait.
 func (s *JetStreamStore) Follow(ctx context.Context, subjects []string, from uint64, fromTime time.Time,
 	fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
-	return s.follow(ctx, subjects, from, fromTime, nil, fn)
+	return follow(ctx, s.js, subjects, from, fromTime, nil, fn)
+}
+
+// Follow is JetStreamStore.Follow over the LEDGER stream behind js, for a
+// reader that holds no store: a read model engine, a policy view on a bare
+// connection. It is the same code, with the same bounds.
+func Follow(ctx context.Context, js jetstream.JetStream, subjects []string, from uint64, fromTime time.Time,
+	fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
+	return follow(ctx, js, subjects, from, fromTime, nil, fn)
 }
 
 // follow is Follow that also tells created, if set, how many messages a
 // consumer has pending when it is created, and from which position (0: by
 // time); an error from created ends follow with it.
 func (s *JetStreamStore) follow(ctx context.Context, subjects []string, from uint64, fromTime time.Time,
+	created func(next uint64, pending uint64) error, fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
+	return follow(ctx, s.js, subjects, from, fromTime, created, fn)
+}
+
+func follow(ctx context.Context, js jetstream.JetStream, subjects []string, from uint64, fromTime time.Time,
 	created func(next uint64, pending uint64) error, fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
 	next := max(from, 1)
 	for {
@@ -64,7 +77,7 @@ func (s *JetStreamStore) follow(ctx context.Context, subjects []string, from uin
 			}
 			return nil
 		}
-		err := s.followOnce(ctx, subjects, next, fromTime, onCreate, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		err := followOnce(ctx, js, subjects, next, fromTime, onCreate, func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 			if err := fn(m, meta); err != nil {
 				stop = err
 				return err
@@ -92,7 +105,7 @@ func (s *JetStreamStore) follow(ctx context.Context, subjects []string, from uin
 
 // followOnce creates one consumer from next (or fromTime) and delivers what
 // it sends until it fails or fn refuses a message.
-func (s *JetStreamStore) followOnce(ctx context.Context, subjects []string, next uint64, fromTime time.Time,
+func followOnce(ctx context.Context, js jetstream.JetStream, subjects []string, next uint64, fromTime time.Time,
 	created func(pending uint64) error, fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
 	cfg := jetstream.ConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy: jetstream.AckNonePolicy, Replicas: 1, MemoryStorage: true, InactiveThreshold: followInactive}
@@ -104,7 +117,7 @@ func (s *JetStreamStore) followOnce(ctx context.Context, subjects []string, next
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
 	}
 	cctx, cancel := context.WithTimeout(ctx, followCreateWait)
-	cons, err := s.js.CreateConsumer(cctx, StreamName, cfg)
+	cons, err := js.CreateConsumer(cctx, StreamName, cfg)
 	cancel()
 	if err != nil {
 		return err
@@ -114,7 +127,7 @@ func (s *JetStreamStore) followOnce(ctx context.Context, subjects []string, next
 		// followInactive.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followCreateWait)
 		defer cancel()
-		_ = s.js.DeleteConsumer(dctx, StreamName, cons.CachedInfo().Name)
+		_ = js.DeleteConsumer(dctx, StreamName, cons.CachedInfo().Name)
 	}()
 	if err := created(cons.CachedInfo().NumPending); err != nil {
 		return err

@@ -61,7 +61,10 @@ func TestDiscontinuityNamesTheMissingPositions(t *testing.T) {
 // on any stream that holds the log, whatever its settings.
 type logSource struct{ js jetstream.JetStream }
 
-func (s logSource) JetStream() jetstream.JetStream { return s.js }
+func (s logSource) Follow(ctx context.Context, subjects []string, from uint64, fromTime time.Time,
+	fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
+	return events.Follow(ctx, s.js, subjects, from, fromTime, fn)
+}
 
 func (s logSource) PolicyHead(ctx context.Context) (uint64, error) {
 	st, err := s.js.Stream(ctx, events.StreamName)

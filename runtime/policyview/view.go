@@ -15,12 +15,19 @@ import (
 	"github.com/marketledger/ledger/runtime/command"
 )
 
-// Source is what the view needs from the log: the stream to follow and the
-// store's answer to "what is the newest policy position now?".
-// *events.JetStreamStore implements it. A Source that also has a method
-// Logger() *zap.Logger gives the view its logger.
+// Source is what the view needs from the log: a way to follow the policy
+// subjects and the store's answer to "what is the newest policy position
+// now?". *events.JetStreamStore implements it; a reader with a bare
+// connection implements Follow with events.Follow. A Source that also has a
+// method Logger() *zap.Logger gives the view its logger.
+//
+// Follow must behave as events.Follow does: deliver every message on
+// subjects (the store's own records included) from position from, in
+// order, each once, riding through the loss of its consumer, until ctx
+// ends or fn returns an error, which it returns.
 type Source interface {
-	JetStream() jetstream.JetStream
+	Follow(ctx context.Context, subjects []string, from uint64, fromTime time.Time,
+		fn func(m jetstream.Msg, meta *jetstream.MsgMetadata) error) error
 	PolicyHead(ctx context.Context) (uint64, error)
 }
 
@@ -33,6 +40,10 @@ const RereadsMax = 3
 // rereadPause is the pause before the first re-read; the n-th waits n times
 // as long.
 const rereadPause = 200 * time.Millisecond
+
+// followPause is the pause before following again after Follow gave up
+// for another reason than a gap (the stream not found).
+const followPause = 100 * time.Millisecond
 
 // DefaultWaitMax bounds how long Snapshot waits for the view to catch up
 // with the policy head. A view that cannot catch up within it refuses to
@@ -205,17 +216,21 @@ func (v *View) waitFor(ctx context.Context, target uint64) error {
 	}
 }
 
-// follow consumes ledger.policy.> until ctx ends, re-creating the consumer
-// from the next position after a failure: after a gap, from the last
-// verified record, at most RereadsMax times in a row.
+// follow reads ledger.policy.> through the source's Follow until ctx ends.
+// Follow itself rides through the loss of its consumer; the view follows
+// again only after a gap, from its last verified record, at most
+// RereadsMax times in a row, or after the log was unreachable (the stream
+// not found), after a pause.
 func (v *View) follow(ctx context.Context) {
 	defer close(v.done)
 	for ctx.Err() == nil {
-		err := v.consume(ctx)
+		from := v.Position() + 1
+		err := v.src.Follow(ctx, []string{contracts.PolicySubject}, from, time.Time{},
+			func(m jetstream.Msg, meta *jetstream.MsgMetadata) error { return v.apply(m, meta) })
 		if err == nil || ctx.Err() != nil {
 			break
 		}
-		pause := 100 * time.Millisecond
+		pause := followPause
 		var gap *Discontinuity
 		switch {
 		case errors.As(err, &gap):
@@ -253,93 +268,13 @@ func (v *View) closeForGood(gap *Discontinuity) {
 	v.notifyLocked()
 }
 
-// viewHeartbeat is the idle heartbeat the view's consumer asks for: two of
-// them missed (about 2 s of silence) and the view creates its consumer
-// again. At the client's default (about 10 s of silence) every fenced
-// command of this service would wait that long when the node that serves
-// the consumer goes away.
-const viewHeartbeat = time.Second
-
-// consumerCreateWait bounds one creation of the view's consumer. While the
-// stream has no leader (a killed node's stream leader: the servers' Raft
-// election time-out, 4 to 9 s) a creation can go unanswered; the view asks
-// again after follow's pause instead of waiting longer. The client's
-// ordered consumer, used before, waited 10 s for such an answer and backed
-// off 1, 2, 4 then 8 s between attempts: measured with the fault bench
-// (docs/performance.md, "Leader changes"), the fenced commands of a service
-// whose view lost its consumer with a killed node waited up to 11 s after
-// the new leader led.
-const consumerCreateWait = 2 * time.Second
-
-// consumerInactive is how long the server keeps a consumer of the view
-// that nobody pulls from: one left behind on a node that came back.
-const consumerInactive = time.Minute
-
-// consume creates a consumer of the policy subjects from the view's next
-// position and applies what it delivers, in order, until an error. The
-// consumer is the view's own, as an ordered consumer's would be (no acks,
-// one replica, in memory), but every failure (missed heartbeats, a consumer
-// gone with its node, a delivery out of sequence) ends consume at once, so
-// that follow creates it again, bounded by consumerCreateWait, after its
-// short pause.
-func (v *View) consume(ctx context.Context) error {
-	cfg := jetstream.ConsumerConfig{FilterSubject: contracts.PolicySubject, DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy: jetstream.AckNonePolicy, Replicas: 1, MemoryStorage: true, InactiveThreshold: consumerInactive}
-	if from := v.Position() + 1; from > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	js := v.src.JetStream()
-	cctx, cancel := context.WithTimeout(ctx, consumerCreateWait)
-	cons, err := js.CreateConsumer(cctx, events.StreamName, cfg)
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// Best effort: a consumer on a node that is gone is removed by
-		// consumerInactive.
-		dctx, cancel := context.WithTimeout(context.Background(), consumerCreateWait)
-		defer cancel()
-		_ = js.DeleteConsumer(dctx, events.StreamName, cons.CachedInfo().Name)
-	}()
-	it, err := cons.Messages(jetstream.PullHeartbeat(viewHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for delivered := uint64(0); ; delivered++ {
-		m, err := it.Next()
-		if err != nil {
-			return err
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Err: err}
-		}
-		if meta.Sequence.Consumer != delivered+1 {
-			// A message the consumer skipped (a pull lost over a
-			// reconnect): read again from the last one applied.
-			return fmt.Errorf("policy view consumer delivered %d after %d", meta.Sequence.Consumer, delivered)
-		}
-		if err := v.apply(m); err != nil {
-			return err
-		}
-	}
-}
-
 // apply folds one message. Control records on policy subjects (the store's
 // fences and idempotency records) move the position without changing the
 // rules: the store's fence compares against every message on the subjects.
 // A policy batch's record is first checked against the messages applied
 // since the previous one; a gap returns a *Discontinuity and leaves the view
 // failed closed at its last verified record.
-func (v *View) apply(m jetstream.Msg) error {
-	meta, err := m.Metadata()
-	if err != nil {
-		return &events.Error{Op: "policyview", Kind: events.KindIntegrity, Err: err}
-	}
+func (v *View) apply(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 	pos := meta.Sequence.Stream
 	if v.drop != nil && v.drop(pos) {
 		return nil
