@@ -2,26 +2,8 @@ package subscriber
 
 import "testing"
 
-func TestTrackerWaitsForEveryEarlierPosition(t *testing.T) {
-	tr := newTracker(10, 0)
-	for _, p := range []uint64{11, 13, 14} { // 12 was filtered out
-		tr.start(p)
-	}
-	tr.done(14)
-	tr.done(13)
-	if got := tr.checkpoint(); got != 10 {
-		t.Errorf("checkpoint %d while 11 is open, want 10", got)
-	}
-	tr.done(11)
-	if got := tr.checkpoint(); got != 14 {
-		t.Errorf("checkpoint %d, want 14", got)
-	}
-	tr.start(12) // late and below the floor: a stray redelivery
-	if got := tr.checkpoint(); got != 14 {
-		t.Errorf("checkpoint %d, want 14", got)
-	}
-}
-
+// How the checkpoint waits for earlier positions is checkpoint.Tracker's
+// (runtime/checkpoint); this is what the subscription adds to it.
 func TestTrackerTrustsTheServerBelowTheBarrier(t *testing.T) {
 	tr := newTracker(5, 9) // 6..9 were delivered to a previous process
 	tr.start(10)

@@ -11,6 +11,16 @@
 // AtomicKV makes a handler's effect happen exactly once when that effect is
 // writes to a key-value bucket: the writes and the mark are one atomic batch.
 //
+// It is the one follower of the log that does not read through
+// events.Follow, by design: its progress is the durable consumer's
+// acknowledgements, which the server keeps and replicates with the stream,
+// and redelivery after the ack wait is what makes it at least once. Every
+// other follower (the checkout runner, the read models, the policy view,
+// the notary) reads through events.Follow on a consumer of its own and
+// keeps its own checkpoint. This package and the checkout runner, which
+// handle events out of order, compute their checkpoint with
+// checkpoint.Tracker.
+//
 // The package must never acknowledge an event before its handler returned
 // nil or before its parked copy is stored, and never write to the LEDGER
 // stream: park records live in the separate stream LEDGER_PARKED, because

@@ -17,6 +17,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/runtime/checkpoint"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/service"
 	"github.com/marketledger/ledger/runtime/tracing"
@@ -102,7 +103,7 @@ type Runner struct {
 	lagNanos atomic.Int64      // delivery delay of the last event delivered
 
 	mu      sync.Mutex
-	handled uint64        // the watermark of the current follow
+	handled uint64        // the current follow's checkpoint.Tracker position, written or not
 	idle    chan struct{} // signalled whenever handled moves
 	steps   atomic.Int64
 }
@@ -203,7 +204,7 @@ func (c *Runner) checkpoint(ctx context.Context, kv jetstream.KeyValue) (uint64,
 func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	w := newWatermark(from)
+	w := checkpoint.New(from)
 	committed := make(chan struct{})
 	go func() { defer close(committed); c.commit(ctx, kv, w) }()
 	var (
@@ -215,7 +216,7 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 	err := c.cfg.Store.Subscribe(ctx, events.Query{From: from + 1, Subjects: Subjects()}, func(e events.Event) error {
 		id, ok := checkoutOrder(e)
 		if !ok {
-			w.pass(e.Position)
+			w.Pass(e.Position)
 			c.moved(w)
 			return nil
 		}
@@ -229,7 +230,7 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 		prev := last[id]
 		last[id] = done
 		mu.Unlock()
-		w.start(e.Position)
+		w.Start(e.Position)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -270,7 +271,7 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 					c.cfg.OnError(fmt.Errorf("%w; order left as it is, for an operator", err))
 				}
 			}
-			w.finish(e.Position)
+			w.Done(e.Position)
 			c.moved(w)
 		}()
 		return nil
@@ -283,7 +284,7 @@ func (c *Runner) follow(ctx context.Context, kv jetstream.KeyValue, from uint64)
 	// more is handled again, idempotently.
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
 	defer fcancel()
-	if p, ok := w.advance(); ok {
+	if p, ok := w.Advance(); ok {
 		_ = c.put(fctx, kv, p)
 	}
 	if cause != nil {
@@ -512,9 +513,9 @@ func (c *Runner) waitHandled(ctx context.Context, p uint64) error {
 	}
 }
 
-// moved records the watermark of the follow in progress for Drain.
-func (c *Runner) moved(w *watermark) {
-	p := w.mark()
+// moved records the position of the follow in progress for Drain.
+func (c *Runner) moved(w *checkpoint.Tracker) {
+	p := w.Checkpoint()
 	c.mu.Lock()
 	if p > c.handled {
 		c.handled = p
@@ -531,16 +532,17 @@ func (c *Runner) moved(w *watermark) {
 // means a moment more of idempotent steps handled again after a restart.
 const checkpointEvery = 100 * time.Millisecond
 
-// commit writes the watermark to the checkpoint whenever it advances, at
-// most every checkpointEvery, coalescing the advances made in between.
-func (c *Runner) commit(ctx context.Context, kv jetstream.KeyValue, w *watermark) {
+// commit writes the tracker's position to the checkpoint whenever it
+// advances, at most every checkpointEvery, coalescing the advances made in
+// between.
+func (c *Runner) commit(ctx context.Context, kv jetstream.KeyValue, w *checkpoint.Tracker) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.moved:
+		case <-w.Moved():
 		}
-		p, ok := w.advance()
+		p, ok := w.Advance()
 		if !ok {
 			continue
 		}
@@ -553,7 +555,7 @@ func (c *Runner) commit(ctx context.Context, kv jetstream.KeyValue, w *watermark
 		case <-time.After(checkpointEvery):
 		}
 		if err != nil {
-			w.retreat(p)
+			w.Retreat(p)
 		}
 	}
 }
@@ -563,85 +565,6 @@ func (c *Runner) put(ctx context.Context, kv jetstream.KeyValue, p uint64) error
 	binary.BigEndian.PutUint64(b[:], p)
 	_, err := kv.Put(ctx, c.cfg.Key, b[:])
 	return err
-}
-
-// watermark is the highest position below which every event of the log is
-// handled: the events in progress hold it back.
-type watermark struct {
-	mu       sync.Mutex
-	seen     uint64          // last position delivered
-	inFlight map[uint64]bool // positions started and not finished
-	written  uint64          // last position handed out by advance
-	moved    chan struct{}   // signalled when the watermark may have moved
-}
-
-func newWatermark(from uint64) *watermark {
-	return &watermark{seen: from, written: from, inFlight: map[uint64]bool{}, moved: make(chan struct{}, 1)}
-}
-
-func (w *watermark) signal() {
-	select {
-	case w.moved <- struct{}{}:
-	default:
-	}
-}
-
-// pass marks a position that needs no handling.
-func (w *watermark) pass(p uint64) {
-	w.mu.Lock()
-	w.seen = p
-	w.mu.Unlock()
-	w.signal()
-}
-
-func (w *watermark) start(p uint64) {
-	w.mu.Lock()
-	w.seen = p
-	w.inFlight[p] = true
-	w.mu.Unlock()
-}
-
-func (w *watermark) finish(p uint64) {
-	w.mu.Lock()
-	delete(w.inFlight, p)
-	w.mu.Unlock()
-	w.signal()
-}
-
-// mark returns the position below which every delivered event is handled.
-func (w *watermark) mark() uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	mark := w.seen
-	for p := range w.inFlight {
-		mark = min(mark, p-1)
-	}
-	return mark
-}
-
-// advance returns the watermark if it moved past what it last returned.
-func (w *watermark) advance() (uint64, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	mark := w.seen
-	for p := range w.inFlight {
-		mark = min(mark, p-1)
-	}
-	if mark <= w.written {
-		return 0, false
-	}
-	w.written = mark
-	return mark, true
-}
-
-// retreat forgets that p was handed out, after writing it failed.
-func (w *watermark) retreat(p uint64) {
-	w.mu.Lock()
-	if w.written == p {
-		w.written = 0
-	}
-	w.mu.Unlock()
-	w.signal()
 }
 
 // StepKey is the idempotency key of one checkout step of an order. A long
