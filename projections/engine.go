@@ -43,7 +43,9 @@ type EngineConfig struct {
 	// SnapshotEvery stores an as-of snapshot every this many positions
 	// (default DefaultSnapshotEvery).
 	SnapshotEvery uint64
-	// FetchBatch is how many messages one pull asks for (default 512).
+	// FetchBatch is how many messages a model applies, at most, between two
+	// publications of its progress (gauges, WaitApplied) while it catches
+	// up with the log (default 512); it publishes at once when caught up.
 	FetchBatch int
 }
 
@@ -63,11 +65,11 @@ func (c *EngineConfig) defaults() {
 	c.FetchBatch = min(c.FetchBatch, maxFetchBatch)
 }
 
-// Engine runs read models from the log. Each model version has its own
-// durable pull consumer on ledger.> (named proj_<model>_v<version>), its own
-// goroutine, its own checkpoint and its own as-of snapshots, so a slow or
-// failed model never holds back another, and a new version can be built
-// beside the old one (Deploy).
+// Engine runs read models from the log. Each model version follows
+// ledger.> through events.Follow from its own checkpoint (the record of its
+// progress: the server keeps no consumer of it), in its own goroutine, with
+// its own as-of snapshots, so a slow or failed model never holds back
+// another, and a new version can be built beside the old one (Deploy).
 //
 // Concurrency contract: every method is safe for concurrent use. Models are
 // only touched by their runner goroutine and inside View.
@@ -136,7 +138,7 @@ func register(r prometheus.Registerer, g *prometheus.GaugeVec) (*prometheus.Gaug
 }
 
 // Start restores every model from its checkpoint and starts its runner. It
-// returns once every runner has restored and opened its consumer.
+// returns once every runner has restored and the log was found.
 func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Lock()
 	if e.ctx != nil {
@@ -167,16 +169,20 @@ func (e *Engine) startRunner(ctx context.Context, m models.Model) (*runner, erro
 	if err := r.restore(ctx); err != nil {
 		return nil, err
 	}
-	cons, err := r.consumer(ctx)
+	st, err := e.js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return nil, err
+		return nil, &events.Error{Op: "projections.Start", Kind: events.KindUnavailable, Rule: "stream " + events.StreamName + " not reachable", Err: err}
 	}
+	r.head.Store(max(st.CachedInfo().State.LastSeq, r.applied))
+	// Best effort: a consumer an earlier version of the engine left, which
+	// nothing reads any more.
+	_ = e.js.DeleteConsumer(ctx, events.StreamName, r.legacyConsumerName())
 	rctx, cancel := context.WithCancel(e.ctx)
 	r.cancel = cancel
 	e.mu.Lock()
 	e.runners = append(e.runners, r)
 	e.mu.Unlock()
-	go r.run(rctx, cons)
+	go r.run(rctx)
 	return r, nil
 }
 
@@ -273,8 +279,8 @@ func (e *Engine) WaitApplied(ctx context.Context, pos uint64) error {
 // Deploy builds m (a new version of a running model, or a new model) beside
 // the running one from its own checkpoint, or from zero, and swaps it in
 // once it has applied everything the running version has: blue/green. The
-// old version's runner stops and its consumer is deleted; its checkpoint
-// and snapshots stay, so rolling back is another Deploy. Deploy returns
+// old version's runner stops; its checkpoint and snapshots stay, so
+// rolling back is another Deploy. Deploy returns
 // when the swap is done.
 func (e *Engine) Deploy(ctx context.Context, m models.Model) error {
 	const op = "projections.Deploy"
@@ -317,7 +323,6 @@ func (e *Engine) Deploy(ctx context.Context, m models.Model) error {
 	if old != nil {
 		old.cancel()
 		<-old.done
-		_ = e.js.DeleteConsumer(ctx, events.StreamName, old.consumerName())
 	}
 	return nil
 }

@@ -3,12 +3,16 @@ package projections
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections/internal/logtest"
 	"github.com/marketledger/ledger/projections/models"
 )
@@ -121,32 +125,28 @@ func TestEngineIdempotentAfterLostCheckpointAck(t *testing.T) {
 	waitHead(t, env, eng)
 	before := snapshots(t, eng)
 	eng.Stop()
-	// The consumer is recreated at the checkpoint on restart; delete the
-	// checkpoint's ack state by recreating a consumer that starts at 1, as a
-	// redelivery of everything would.
-	ctx := context.Background()
+	// Deliver the log from the start again, as a follower that lost its
+	// place would, to a model that has applied it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	r := newRunner(eng, models.NewOrders())
 	if err := r.restore(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.applied = 0 // deliver from the start...
-	cons, err := r.consumer(ctx)
-	if err != nil {
+	n := uint64(0)
+	errDone := errors.New("done")
+	err := events.Follow(ctx, env.JS, []string{events.SubjectPrefix + ">"}, 1, time.Time{},
+		func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
+			if err := r.handle(ctx, m, meta); err != nil {
+				return err
+			}
+			if n++; meta.Sequence.Stream >= r.ckpt.Position {
+				return errDone
+			}
+			return nil
+		})
+	if !errors.Is(err, errDone) {
 		t.Fatal(err)
-	}
-	r.mu.Lock()
-	r.applied = r.ckpt.Position // ...to a model that has applied them
-	r.mu.Unlock()
-	batch, err := cons.Fetch(1000, logtest.JetStreamWait())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for msg := range batch.Messages() {
-		if err := r.handle(ctx, msg); err != nil {
-			t.Fatal(err)
-		}
-		n++
 	}
 	if n == 0 {
 		t.Fatal("nothing redelivered")

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,9 +16,15 @@ import (
 	"github.com/marketledger/ledger/runtime/tracing"
 )
 
-// errGap means the consumer delivered a position past the next one: the
-// runner reopens its consumer at the next position rather than skip one.
+// errGap means Follow delivered a position past the next one: the runner
+// follows again from the next position rather than skip one.
 var errGap = errors.New("gap in delivered positions")
+
+// gapRereadsMax bounds how many times in a row the runner follows the log
+// again from the position it misses. The stream denies deletes, so a
+// position that is still missing after that is a damaged log: the model
+// fails, naming it, rather than skip it or spin.
+const gapRereadsMax = 3
 
 // runner runs one model version.
 type runner struct {
@@ -32,14 +39,18 @@ type runner struct {
 	err      error
 	progress chan struct{} // closed and replaced whenever applied moves
 
-	// Owned by the run goroutine.
-	clocks     clocks
-	ckpt       Checkpoint
-	rev        uint64
-	lastCommit time.Time
-	ackMsg     jetstream.Msg
-	head       atomic.Uint64 // the log's head as last seen
-	committed  atomic.Uint64 // ckpt.Position, for readers
+	// work serialises applying and committing: the follower applies and
+	// commits when due, a ticker commits while the log is quiet. It guards
+	// what follows.
+	work        sync.Mutex
+	clocks      clocks
+	ckpt        Checkpoint
+	rev         uint64
+	lastCommit  time.Time
+	unpublished int // messages applied since the last publish
+
+	head      atomic.Uint64 // the log's head as last seen
+	committed atomic.Uint64 // ckpt.Position, for readers
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -75,7 +86,12 @@ func newRunner(e *Engine, m models.Model) *runner {
 	return r
 }
 
-func (r *runner) consumerName() string { return "proj_" + r.name + "_v" + strconv.Itoa(r.version) }
+// legacyConsumerName is the durable consumer earlier versions of the
+// engine kept for the model version; the engine deletes it when it starts
+// the version.
+func (r *runner) legacyConsumerName() string {
+	return "proj_" + r.name + "_v" + strconv.Itoa(r.version)
+}
 
 // restore loads the checkpoint, if any, and restores the model from it.
 func (r *runner) restore(ctx context.Context) error {
@@ -97,80 +113,114 @@ func (r *runner) restore(ctx context.Context) error {
 	return nil
 }
 
-// consumer (re)creates the model version's durable consumer at the first
-// position not applied. The checkpoint, not the consumer, is the record of
-// progress: a consumer left by an earlier run may have delivered past it.
-func (r *runner) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	name := r.consumerName()
-	if err := r.eng.js.DeleteConsumer(ctx, events.StreamName, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, &events.Error{Op: "projections.consumer", Kind: events.KindUnavailable, Field: name, Err: err}
-	}
-	cfg := jetstream.ConsumerConfig{Durable: name, Description: "read model " + r.name + " v" + strconv.Itoa(r.version),
-		FilterSubject: events.SubjectPrefix + ">", AckPolicy: jetstream.AckAllPolicy, AckWait: 5 * time.Minute,
-		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if r.applied > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.applied+1
-	}
-	cons, err := r.eng.js.CreateConsumer(ctx, events.StreamName, cfg)
-	if err != nil {
-		return nil, &events.Error{Op: "projections.consumer", Kind: events.KindUnavailable, Field: name, Err: err}
-	}
-	if info := cons.CachedInfo(); info != nil {
-		r.head.Store(r.applied + info.NumPending)
-	}
-	r.publish()
-	return cons, nil
-}
-
-// run pulls, applies and checkpoints until ctx ends or the model fails.
-func (r *runner) run(ctx context.Context, cons jetstream.Consumer) {
+// run follows the log through events.Follow from the first position not
+// applied, applies every message in order and commits checkpoints, until
+// ctx ends or the model fails. The checkpoint is the only record of
+// progress: Follow reads on a consumer of its own, re-created bounded after
+// any failure, so the runner rides through a leader change as every other
+// follower of the log does.
+func (r *runner) run(ctx context.Context) {
 	defer close(r.done)
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	wait := min(max(r.eng.cfg.CheckpointInterval, 20*time.Millisecond), time.Second)
-	for ctx.Err() == nil {
-		if cons == nil {
-			// Recreating the consumer after a gap failed (no stream
-			// leader during a failover): try again before fetching.
-			if cons, _ = r.consumer(ctx); cons == nil {
-				sleepCtx(ctx, wait)
-				continue
-			}
-		}
-		batch, err := cons.Fetch(r.eng.cfg.FetchBatch, jetstream.FetchMaxWait(wait))
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			cons = nil // lost with its server's state: recreate it where the checkpoint says
-		}
-		if err != nil {
-			sleepCtx(ctx, wait) // the server is away; the consumer is durable, try again
-			continue
-		}
-		gap := false
-		for msg := range batch.Messages() {
-			if gap {
-				continue
-			}
-			if err := r.handle(ctx, msg); errors.Is(err, errGap) {
-				gap = true
-			} else if err != nil {
-				r.fail(err)
-				return
-			}
-		}
-		if gap {
-			if cons, err = r.consumer(ctx); err != nil {
-				cons = nil
-				sleepCtx(ctx, wait)
-			}
-		}
-		r.publish()
-		if r.due() {
-			if err := r.commitDetached(ctx); err != nil {
-				r.fail(err)
-				return
-			}
-		}
+	ticked := make(chan struct{})
+	go func() { defer close(ticked); r.tick(ctx, stop, wait) }()
+	err := r.follow(ctx, wait)
+	stop()
+	<-ticked
+	if err != nil {
+		r.fail(err)
+		return
 	}
+	if r.error() != nil {
+		return // the ticker's commit failed
+	}
+	r.work.Lock()
+	defer r.work.Unlock()
 	if err := r.commitDetached(ctx); err != nil {
 		r.fail(err)
+	}
+}
+
+// follow applies the log until ctx ends (nil) or the model fails (its
+// error). A gap makes it follow again from the missing position, at most
+// gapRereadsMax times in a row; an unreachable stream, after a pause.
+func (r *runner) follow(ctx context.Context, wait time.Duration) error {
+	rereads := 0
+	for ctx.Err() == nil {
+		from := r.appliedPos() + 1
+		var failed error
+		err := events.Follow(ctx, r.eng.js, []string{events.SubjectPrefix + ">"}, from, time.Time{},
+			func(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
+				err := r.apply(ctx, m, meta)
+				switch {
+				case err == nil:
+					rereads = 0
+				case !errors.Is(err, errGap):
+					failed = err
+				}
+				return err
+			})
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case failed != nil:
+			return failed
+		case errors.Is(err, errGap):
+			if rereads++; rereads > gapRereadsMax {
+				return &events.Error{Op: "projections.run", Kind: events.KindIntegrity, Field: "position " + strconv.FormatUint(from, 10),
+					Rule: fmt.Sprintf("still missing from the log after %d re-reads; restore the stream", gapRereadsMax)}
+			}
+		case events.KindOf(err) == events.KindIntegrity:
+			return err
+		}
+		sleepCtx(ctx, wait)
+	}
+	return nil
+}
+
+// apply handles one message under work, publishes progress when the
+// runner caught up with the log (or every FetchBatch messages), and
+// commits when due.
+func (r *runner) apply(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata) error {
+	r.work.Lock()
+	defer r.work.Unlock()
+	if err := r.handle(ctx, m, meta); err != nil {
+		return err
+	}
+	if r.unpublished++; meta.NumPending == 0 || r.unpublished >= r.eng.cfg.FetchBatch {
+		r.publish()
+	}
+	if r.due() {
+		return r.commitDetached(ctx)
+	}
+	return nil
+}
+
+// tick publishes progress and commits when due every wait while the log is
+// quiet; a failed commit fails the model and stops the follower.
+func (r *runner) tick(ctx context.Context, stop context.CancelFunc, wait time.Duration) {
+	t := time.NewTicker(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.work.Lock()
+		r.publish()
+		var err error
+		if r.due() {
+			err = r.commitDetached(ctx)
+		}
+		r.work.Unlock()
+		if err != nil {
+			r.fail(err)
+			stop()
+			return
+		}
 	}
 }
 
@@ -182,12 +232,9 @@ func (r *runner) commitDetached(ctx context.Context) error {
 	return r.commit(cctx)
 }
 
-// handle applies one delivered message, in order, at most once.
-func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return &events.Error{Op: "projections.run", Kind: events.KindIntegrity, Err: err}
-	}
+// handle applies one delivered message, in order, at most once. The
+// caller holds work.
+func (r *runner) handle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
 	seq := meta.Sequence.Stream
 	if h := seq + meta.NumPending; h > r.head.Load() {
 		r.head.Store(h)
@@ -200,7 +247,7 @@ func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
 		return errGap
 	}
 	if events.IsControlSubject(msg.Subject()) {
-		r.advance(seq, msg)
+		r.advance(seq, meta)
 		return nil
 	}
 	e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
@@ -224,7 +271,7 @@ func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	r.clocks.see(&e)
-	r.advance(seq, msg)
+	r.advance(seq, meta)
 	if seq >= r.clocks.lastSnap+r.eng.cfg.SnapshotEvery {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -233,14 +280,11 @@ func (r *runner) handle(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
-func (r *runner) advance(seq uint64, msg jetstream.Msg) {
+func (r *runner) advance(seq uint64, meta *jetstream.MsgMetadata) {
 	r.mu.Lock()
 	r.applied = seq
 	r.mu.Unlock()
-	if meta, err := msg.Metadata(); err == nil {
-		r.clocks.lastRecorded = meta.Timestamp
-	}
-	r.ackMsg = msg
+	r.clocks.lastRecorded = meta.Timestamp
 }
 
 // snapshotAsOf stores the model's state at pos for as-of queries.
@@ -275,9 +319,9 @@ func (r *runner) due() bool {
 }
 
 // commit writes the checkpoint: snapshot body first, then the KV record
-// (the commit point, guarded by its revision), then the ack of everything
-// up to it. A crash between the steps leaves an orphan body, never a
-// checkpoint ahead of its state.
+// (the commit point, guarded by its revision). A crash between the steps
+// leaves an orphan body, never a checkpoint ahead of its state. The caller
+// holds work.
 func (r *runner) commit(ctx context.Context) error {
 	r.mu.Lock()
 	pos := r.applied
@@ -313,13 +357,11 @@ func (r *runner) commit(ctx context.Context) error {
 	}
 	r.ckpt, r.rev, r.lastCommit = c, rev, time.Now()
 	r.committed.Store(c.Position)
-	if r.ackMsg != nil {
-		_ = r.ackMsg.Ack() // AckAll: everything up to the checkpoint
-	}
 	return nil
 }
 
 func (r *runner) publish() {
+	r.unpublished = 0
 	applied := r.appliedPos()
 	r.eng.applied.WithLabelValues(r.labels...).Set(float64(applied))
 	lag := uint64(0)
