@@ -6,39 +6,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/node/nodetest"
 )
 
 // A damaged checkpoint stops the runner at once with an error that names
 // the bucket and key and says what a checkpoint must be, instead of
 // reporting "checkpoint: <nil>" and reading it again forever.
 func TestDamagedCheckpointStopsTheRunner(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	l := nodetest.Start(t, contracts.Fence())
+	st, nc, js := l.Store, l.Conn, l.JS
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	js, _ := jetstream.New(nc)
-	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	st, err := events.NewJetStreamStore(ctx, nc, contracts.Fence())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ledger_checkout"})
 	if err != nil {
 		t.Fatal(err)

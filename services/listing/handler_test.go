@@ -10,12 +10,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/node/nodetest"
 	"github.com/marketledger/ledger/runtime/command"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/runtime/service"
@@ -32,27 +31,10 @@ type env struct {
 
 func start(t testing.TB) *env {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	l := nodetest.Start(t, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
+	st, nc := l.Store, l.Conn
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	js, _ := jetstream.New(nc)
-	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	view, err := policyview.Start(ctx, st)
 	if err != nil {
 		t.Fatal(err)

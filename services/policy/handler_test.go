@@ -10,38 +10,17 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/node/nodetest"
 	"github.com/marketledger/ledger/runtime/policyview"
 )
 
 func startStore(t testing.TB) (*events.JetStreamStore, *nats.Conn) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	js, _ := jetstream.New(nc)
-	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	st, err := events.NewJetStreamStore(ctx, nc, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st, nc
+	l := nodetest.Start(t, events.WithTypeChecker(contracts.Checker{}), contracts.Fence())
+	return l.Store, l.Conn
 }
 
 func serve(t *testing.T) (*events.JetStreamStore, *nats.Conn, *Service) {
