@@ -102,10 +102,14 @@ type Runner struct {
 	flight   map[uint64]flight // events being handled, by position
 	lagNanos atomic.Int64      // delivery delay of the last event delivered
 
+	liveMu sync.Mutex
+	live   map[string]uint64 // order -> position of its confirmation, seen by a round of this runner
+
 	mu      sync.Mutex
 	handled uint64        // the current follow's checkpoint.Tracker position, written or not
 	idle    chan struct{} // signalled whenever handled moves
 	steps   atomic.Int64
+	reads   atomic.Int64
 }
 
 // New returns a checkout runner; Run starts it.
@@ -359,11 +363,17 @@ func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
 	if e.Type == "order.placed" {
 		deadline = e.OccurredAt.Add(c.cfg.Timeout)
 	}
+	if c.settled(e, id) {
+		return nil
+	}
 	s := State{Trigger: e.Type}
+	loaded := false // s holds the log's state plus what this round's steps did
 	for range stepsMax {
 		var err error
-		if s, err = c.load(ctx, s, id, also); err != nil {
-			return err
+		if !loaded {
+			if s, err = c.load(ctx, s, id, also); err != nil {
+				return err
+			}
 		}
 		st, ok := Next(s)
 		if !ok {
@@ -373,16 +383,104 @@ func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
 		if span.Recording() {
 			span.Set(tracing.String("ledger.order", id))
 		}
-		out, err := c.run(rctx, s.Order, st, deadline)
+		out, rep, err := c.run(rctx, s.Order, st, deadline)
 		span.End(err)
 		if err != nil {
 			return err
 		}
 		c.steps.Add(1)
 		s = s.After(st, out)
+		s, loaded = forwarded(s, st, out, rep)
+		if loaded && st.Kind == Confirm && rep.FirstPosition > 0 {
+			c.noteLive(id, rep.FirstPosition)
+		}
 	}
 	return &events.Error{Op: "checkout", Kind: events.KindInvalid, Field: "/order_id",
 		Rule: fmt.Sprintf("order %s needed more than %d steps in one round", id, stepsMax)}
+}
+
+// forwarded returns s after a step that the service carried out (out is no
+// refusal and not late), as its reply says, and true when that is all the
+// round needs to go on without reading the log again: a reservation (the
+// checkout holds no stock figures), an authorization or capture (the
+// payment as the payment service answered), a confirmation (the order
+// confirmed with the payment). After any other step (an order ended,
+// money or stock given back) the round reads the log again: compensation
+// decides from the log, never from memory.
+//
+// A forward step changes only what the reply shows. Another hand that
+// moves the order meanwhile (a buyer's cancellation) is not seen until
+// the next read, as it would not be if it landed right after one: the
+// services refuse a step the order no longer allows, and the order's end
+// is an event of its own whose round compensates whatever was done.
+func forwarded(s State, st Step, out Outcome, rep stepReply) (State, bool) {
+	if out != (Outcome{}) {
+		return s, false
+	}
+	switch st.Kind {
+	case Reserve:
+		return s, true
+	case Authorize, Capture:
+		if rep.Payment.Status != "authorized" && rep.Payment.Status != "captured" {
+			return s, false
+		}
+		p := Payment{ID: st.PaymentID, Status: rep.Payment.Status, Currency: rep.Payment.Currency,
+			CapturedMinor: rep.Payment.CapturedMinor, RefundedMinor: rep.Payment.RefundedMinor}
+		ps := make([]Payment, 0, len(s.Payments)+1)
+		ps = append(ps, p)
+		for _, q := range s.Payments {
+			if q.ID != p.ID {
+				ps = append(ps, q)
+			}
+		}
+		s.Payments = ps
+		return s, true
+	case Confirm:
+		if rep.State.Status != string(StatusConfirmed) || rep.State.PaymentID != st.PaymentID {
+			return s, false
+		}
+		s.Order = EvolveOrder(s.Order, contracts.OrderConfirmed{OrderID: s.Order.ID, PaymentID: st.PaymentID})
+		return s, true
+	}
+	return s, false
+}
+
+// liveMax bounds how many orders' confirmations a runner remembers; past
+// it, it forgets them all, which only costs reads.
+const liveMax = 1 << 16
+
+// noteLive remembers that a round of this runner saw order id confirmed at
+// position pos.
+func (c *Runner) noteLive(id string, pos uint64) {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	if c.live == nil || len(c.live) >= liveMax {
+		c.live = make(map[string]uint64)
+	}
+	c.live[id] = pos
+}
+
+// settled reports whether event e of order id needs no round: a
+// reservation or an authorization for the order stored before its
+// confirmation, which a round of this runner saw. The order was live when
+// e was stored, so a round would find nothing to do unless the order ended
+// since; and its end, if it comes, is a later event of the log whose own
+// round compensates everything stored before it, e included. Any other
+// event (the order's own, a capture) is handled as it comes.
+func (c *Runner) settled(e events.Event, id string) bool {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	at, ok := c.live[id]
+	switch {
+	case !ok:
+		return false
+	case stepEvents[e.Type] || e.Position > at:
+		// The order's end, or a capture after its confirmation: the
+		// checkout is over as far as this runner's memory goes.
+		delete(c.live, id)
+		return false
+	}
+	return e.Position < at
 }
 
 // stepSpans names the span of each kind of step, made once.
@@ -400,6 +498,7 @@ const stepsMax = 16
 
 // load reads the order and its payments from the log into s.
 func (c *Runner) load(ctx context.Context, s State, id, also string) (State, error) {
+	c.reads.Add(1)
 	o, _, err := command.Load(ctx, c.read, OrderAggregate, id)
 	if err != nil {
 		return s, err
@@ -412,6 +511,7 @@ func (c *Runner) load(ctx context.Context, s State, id, also string) (State, err
 		if pid == "" || (len(s.Payments) > 0 && s.Payments[0].ID == pid) {
 			continue
 		}
+		c.reads.Add(1)
 		p, _, err := command.Load(ctx, c.read, PaymentAggregate, pid)
 		if err != nil {
 			return s, err
@@ -424,6 +524,10 @@ func (c *Runner) load(ctx context.Context, s State, id, also string) (State, err
 // Steps returns how many steps this runner has sent: what a caller that
 // drives the runner (the demo) can check it ran.
 func (c *Runner) Steps() int64 { return c.steps.Load() }
+
+// Reads returns how many aggregates this runner has read from the log to
+// decide its steps: each a round trip to the log's leader.
+func (c *Runner) Reads() int64 { return c.reads.Load() }
 
 // Drain returns once every event in the log when it was called, and every
 // event the steps taken for them appended, is handled: what a caller that
@@ -579,10 +683,21 @@ func StepKey(orderID, step string) string {
 	return "checkout:" + hex.EncodeToString(sum[:16]) + ":" + step
 }
 
-// paymentReply is the part of the payment service's reply the manager reads.
-type paymentReply struct {
+// stepReply is the part of a service's reply the manager reads: where the
+// step's events went, and the order's or the payment's state after it.
+type stepReply struct {
+	FirstPosition uint64 `json:"first_position"`
+	// State is the order service's (and the listing's) answer.
+	State struct {
+		Status    string `json:"status"`
+		PaymentID string `json:"payment_id"`
+	} `json:"state"`
+	// Payment is the payment service's answer.
 	Payment struct {
-		Status string `json:"status"`
+		Status        string `json:"status"`
+		Currency      string `json:"currency"`
+		CapturedMinor int64  `json:"captured_minor"`
+		RefundedMinor int64  `json:"refunded_minor"`
 	} `json:"payment"`
 }
 
@@ -733,34 +848,45 @@ func correlation(ctx context.Context) string {
 // run sends one step of order o and returns its outcome. A refusal is an
 // outcome, not an error, except where money would be left behind (a
 // refund refused) or the step can never succeed (its key taken).
-func (c *Runner) run(ctx context.Context, o Order, st Step, deadline time.Time) (Outcome, error) {
+func (c *Runner) run(ctx context.Context, o Order, st Step, deadline time.Time) (Outcome, stepReply, error) {
+	out, err := c.run1(ctx, o, st, deadline)
+	return out.Outcome, out.reply, err
+}
+
+type ranStep struct {
+	Outcome
+	reply stepReply
+}
+
+func (c *Runner) run1(ctx context.Context, o Order, st Step, deadline time.Time) (ranStep, error) {
 	if !st.Deadline {
 		deadline = time.Time{}
 	}
-	subject, ref, cmd, out := c.command(o, st)
-	err := c.send(ctx, subject, deadline, ref, cmd, out)
+	subject, ref, cmd := c.command(o, st)
+	var rep stepReply
+	err := c.send(ctx, subject, deadline, ref, cmd, &rep)
 	var refused *Refused
 	switch {
 	case errors.Is(err, ErrDeadline):
-		return Outcome{Late: true}, nil
+		return ranStep{Outcome: Outcome{Late: true}}, nil
 	case errors.As(err, &refused) && permanent(err):
-		return Outcome{}, err
+		return ranStep{}, err
 	case errors.As(err, &refused) && st.Kind == Refund:
-		return Outcome{}, &events.Error{Op: "checkout.refund", Kind: events.KindConflict, Field: "/payment_id",
+		return ranStep{}, &events.Error{Op: "checkout.refund", Kind: events.KindConflict, Field: "/payment_id",
 			Rule: fmt.Sprintf("refund of what was captured for ended order %s refused: %s", o.ID, refused.Problem.Detail)}
 	case errors.As(err, &refused):
-		return Outcome{Refused: refused.Problem.Detail}, nil
+		return ranStep{Outcome: Outcome{Refused: refused.Problem.Detail}}, nil
 	case err != nil:
-		return Outcome{}, err
+		return ranStep{}, err
 	}
-	if r, ok := out.(*paymentReply); ok && r.Payment.Status != "authorized" && r.Payment.Status != "captured" {
-		return Outcome{Refused: fmt.Sprintf("payment not authorized (status %q)", r.Payment.Status)}, nil
+	if (st.Kind == Authorize || st.Kind == Capture) && rep.Payment.Status != "authorized" && rep.Payment.Status != "captured" {
+		return ranStep{Outcome: Outcome{Refused: fmt.Sprintf("payment not authorized (status %q)", rep.Payment.Status)}}, nil
 	}
-	return Outcome{}, nil
+	return ranStep{reply: rep}, nil
 }
 
 // command returns the subject, aggregate, body and reply of a step.
-func (c *Runner) command(o Order, st Step) (string, events.AggregateRef, any, any) {
+func (c *Runner) command(o Order, st Step) (string, events.AggregateRef, any) {
 	listing := events.AggregateRef{Context: contracts.ServiceListing, ID: o.ListingID}
 	pay := events.AggregateRef{Context: contracts.ServicePayment, ID: st.PaymentID}
 	order := events.AggregateRef{Context: contracts.ServiceOrder, ID: o.ID}
@@ -768,31 +894,31 @@ func (c *Runner) command(o Order, st Step) (string, events.AggregateRef, any, an
 	switch st.Kind {
 	case Reserve:
 		return c.cfg.ListingSubject + ".reserve_stock", listing, contracts.ReserveStock{ListingID: o.ListingID, OrderID: o.ID,
-			Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}, nil
+			Quantity: o.Quantity, IdempotencyKey: StepKey(o.ID, "reserve")}
 	case Authorize:
 		return c.cfg.PaymentSubject + ".authorize", pay, contracts.AuthorizePayment{PaymentID: st.PaymentID, OrderID: o.ID,
 			BuyerID: o.BuyerID, SellerID: o.SellerID, Channel: o.Channel, Jurisdiction: o.Jurisdiction, Category: o.Category,
-			Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}, &paymentReply{}
+			Amount: o.Total, IdempotencyKey: StepKey(o.ID, "authorize")}
 	case Confirm:
 		return c.cfg.OrderSubject + ".confirm", order, contracts.ConfirmOrder{OrderID: o.ID, PaymentID: st.PaymentID,
-			IdempotencyKey: StepKey(o.ID, "confirm")}, nil
+			IdempotencyKey: StepKey(o.ID, "confirm")}
 	case Capture:
 		return c.cfg.PaymentSubject + ".capture", pay, contracts.CapturePayment{PaymentID: st.PaymentID,
-			IdempotencyKey: StepKey(o.ID, "capture")}, nil
+			IdempotencyKey: StepKey(o.ID, "capture")}
 	case Reject:
 		return c.cfg.OrderSubject + ".reject", order, contracts.RejectOrder{OrderID: o.ID, Reason: st.Reason,
-			IdempotencyKey: StepKey(o.ID, "reject")}, nil
+			IdempotencyKey: StepKey(o.ID, "reject")}
 	case Cancel:
 		return c.cfg.OrderSubject + ".cancel", order, contracts.CancelOrder{OrderID: o.ID, Reason: st.Reason,
-			IdempotencyKey: StepKey(o.ID, "cancel")}, nil
+			IdempotencyKey: StepKey(o.ID, "cancel")}
 	case Void:
 		return c.cfg.PaymentSubject + ".void", pay, contracts.VoidPayment{PaymentID: st.PaymentID, Reason: reason,
-			IdempotencyKey: paymentStepKey(o, st.PaymentID, "void")}, nil
+			IdempotencyKey: paymentStepKey(o, st.PaymentID, "void")}
 	case Refund:
-		return c.cfg.PaymentSubject + ".refund", pay, c.refund(o, st.PaymentID, reason), nil
+		return c.cfg.PaymentSubject + ".refund", pay, c.refund(o, st.PaymentID, reason)
 	}
 	return c.cfg.ListingSubject + ".release_stock", listing, contracts.ReleaseStock{ListingID: o.ListingID, OrderID: o.ID,
-		Quantity: o.Quantity, Reason: reason, IdempotencyKey: StepKey(o.ID, "release")}, nil
+		Quantity: o.Quantity, Reason: reason, IdempotencyKey: StepKey(o.ID, "release")}
 }
 
 // refund is the refund of what was captured under payment pid and not
