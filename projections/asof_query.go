@@ -82,12 +82,19 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, ms []models.Mod
 		if at.Time.Before(b.firstRecorded) {
 			return nil, outOfRange(at, "before the first event (recorded "+b.firstRecorded.Format(time.RFC3339Nano)+")")
 		}
-		if at.Time.After(b.lastRecorded) {
-			return nil, outOfRange(at, "after the last event (recorded "+b.lastRecorded.Format(time.RFC3339Nano)+")")
-		}
-		var err error
-		if pos, err = q.store.PositionAt(ctx, at.Time); err != nil {
-			return nil, err
+		switch {
+		case at.Time.After(b.lastRecorded) && at.Time.After(time.Now()):
+			return nil, outOfRange(at, "in the future (the last event was recorded "+b.lastRecorded.Format(time.RFC3339Nano)+")")
+		case at.Time.After(b.lastRecorded):
+			// A past instant after the last event: a quiet ledger's state
+			// "now" is its head, and stays so, since the server records
+			// every later event after this instant.
+			pos = b.head
+		default:
+			var err error
+			if pos, err = q.store.PositionAt(ctx, at.Time); err != nil {
+				return nil, err
+			}
 		}
 	default:
 		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock", Rule: fmt.Sprintf("unknown clock %q", at.Clock)}
@@ -192,8 +199,11 @@ func (q *Querier) business(ctx context.Context, at AsOf, b bounds, ms []models.M
 			return nil, err
 		}
 	}
-	if T.After(maxOcc) {
-		return nil, outOfRange(at, "after the last event (business time "+maxOcc.Format(time.RFC3339Nano)+")")
+	// An instant after the last business event is allowed up to now (a
+	// quiet ledger's state "now"); a future one is refused: the facts that
+	// will have occurred by then are not known yet.
+	if T.After(maxOcc) && T.After(time.Now()) {
+		return nil, outOfRange(at, "in the future (the last event occurred at "+maxOcc.Format(time.RFC3339Nano)+")")
 	}
 	if lastIncluded == 0 {
 		return nil, outOfRange(at, "before the first event on the business clock")

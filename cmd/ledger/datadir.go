@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -36,7 +38,49 @@ func lockDataDir(dir string) (*dirLock, error) {
 		}
 		return nil, err
 	}
+	// The pid is for people and for the refusal's message; the lock itself
+	// is the flock, which the kernel drops when the holder dies, so a
+	// crashed process never leaves a lock that blocks the next one.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
 	return &dirLock{f: f}, nil
+}
+
+// lockHolder returns the pid written in dir's lock file (0 when none).
+func lockHolder(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, lockFile))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// requireLedger refuses a data directory that holds no ledger: a command
+// that only reads (or adds to) a ledger must not start an empty one in a
+// mistyped directory and answer as if it were the real one. With --nats
+// the cluster is the ledger and the directory is not looked at.
+func requireLedger(g *globals) error {
+	if g.natsURL != "" {
+		return nil
+	}
+	if fi, err := os.Stat(filepath.Join(g.dataDir, "jetstream")); err != nil || !fi.IsDir() {
+		return usagef("--data %s: no ledger in this directory (start one with 'ledger serve --data %s' or 'ledger demo --data %s', or use --nats)", g.dataDir, g.dataDir, g.dataDir)
+	}
+	return nil
+}
+
+// busyError is the refusal of a `ledger serve` on a data directory that
+// another process already holds: two servers would join one store.
+func busyError(dir string) error {
+	if info, err := readServeInfo(dir); err == nil {
+		return usagef("--data %s is already served by ledger serve (pid %d, NATS %s): stop it first, or give another --data", dir, info.PID, info.NATS)
+	}
+	if pid := lockHolder(dir); pid != 0 {
+		return usagef("--data %s is in use by another ledger process (pid %d): stop it first, or give another --data", dir, pid)
+	}
+	return usagef("--data %s is in use by another ledger process: stop it first, or give another --data", dir)
 }
 
 func (l *dirLock) Release() {

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/marketledger/ledger/node/auth"
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/projections/models"
 )
@@ -23,19 +22,24 @@ func newDiffCmd(g *globals) *cobra.Command {
 	var clock string
 	var picked []string
 	c := &cobra.Command{
-		Use:     "diff --at T1 --at T2",
-		Short:   "What changed in the read models between two instants: added, removed and changed rows",
+		Use:   "diff --at T1 --at T2",
+		Short: "What changed in the read models between two instants: added, removed and changed rows",
+		Long: `diff rebuilds the read models as of two instants (or positions) and prints
+the rows added (+), removed (-) and changed (~, with the row it was), keyed
+by each model's first column.
+
+` + clockHelp,
 		Example: `  ledger diff --data ./d --at 2023-10-04T16:59:59+07:00 --at 2023-10-04T17:30:00+07:00 --model catalogue`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(at) != 2 {
 				return usagef("give exactly two --at instants (or positions), got %d", len(at))
 			}
-			a1, err := projections.ParseAsOf(clock, at[0])
+			a1, err := parseAsOfFlag("--at", clock, at[0])
 			if err != nil {
 				return err
 			}
-			a2, err := projections.ParseAsOf(clock, at[1])
+			a2, err := parseAsOfFlag("--at", clock, at[1])
 			if err != nil {
 				return err
 			}
@@ -47,7 +51,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringArrayVar(&at, "at", nil, "an instant (RFC 3339 with offset) or a position; give it twice")
-	c.Flags().StringVar(&clock, "clock", "", "clock of --at: business (default for instants), recorded, or position (default for numbers)")
+	addClockFlag(c, &clock)
 	c.Flags().StringSliceVar(&picked, "model", nil, "read model to compare (default all): "+strings.Join(models.ModelNames(), ", "))
 	return c
 }
@@ -58,7 +62,7 @@ func modelNames(given []string) ([]string, error) {
 	}
 	for _, n := range given {
 		if _, err := models.NewModel(n); err != nil {
-			return nil, err
+			return nil, asOfError("--model", err)
 		}
 	}
 	return given, nil
@@ -75,7 +79,7 @@ type rowChange struct {
 }
 
 func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.AsOf, names []string) error {
-	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+	n, err := openExisting(ctx, g, auth.RoleInvestigator)
 	if err != nil {
 		return err
 	}
@@ -83,11 +87,11 @@ func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.As
 	q := projections.NewQuerier(ctx, n.store)
 	s1, err := q.State(ctx, a1, names...)
 	if err != nil {
-		return err
+		return asOfError("--at", err)
 	}
 	s2, err := q.State(ctx, a2, names...)
 	if err != nil {
-		return err
+		return asOfError("--at", err)
 	}
 	var changes []rowChange
 	for _, name := range names {
@@ -158,7 +162,7 @@ func writeModelAsOf(ctx context.Context, g *globals, w io.Writer, name string, a
 	if _, err := models.NewModel(name); err != nil {
 		return err
 	}
-	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+	n, err := openExisting(ctx, g, auth.RoleInvestigator)
 	if err != nil {
 		return err
 	}

@@ -143,6 +143,8 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
+			// NOW is an instant after every event of the fixture.
+			env.Setenv("NOW", time.Now().UTC().Format(time.RFC3339Nano))
 			return copyDir(src, filepath.Join(env.WorkDir, "d"))
 		},
 		// Run with -update to rewrite the golden files from what the

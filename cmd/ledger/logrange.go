@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,12 +32,17 @@ Instants in the future, and ranges whose end is before their start, are refused.
 // free port, so it never collides with a running `ledger serve`), the
 // server of a `ledger serve` already running on that directory, or --nats.
 func openLog(ctx context.Context, g *globals) (*node, error) {
-	if g.natsURL == "" {
-		if _, err := os.Stat(filepath.Join(g.dataDir, "jetstream")); err != nil {
-			return nil, usagef("no ledger in data directory %s (run 'ledger demo --data %s' first, or use --nats)", g.dataDir, g.dataDir)
-		}
+	return openExisting(ctx, g, auth.RoleInvestigator)
+}
+
+// openExisting opens the ledger as role for a command that must find one
+// there (every command but serve and demo): a missing or mistyped --data
+// is refused, never started empty.
+func openExisting(ctx context.Context, g *globals, role string) (*node, error) {
+	if err := requireLedger(g); err != nil {
+		return nil, err
 	}
-	return openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+	return openNode(ctx, g, nodeConfig{role: role, port: embedded.RandomPort})
 }
 
 // boundKind says which clock a bound is on.

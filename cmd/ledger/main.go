@@ -35,7 +35,7 @@ func main() {
 	startProfile()
 	root := newRoot()
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "ledger: "+oneLine(err))
+		fmt.Fprintln(os.Stderr, "ledger: "+describe(err))
 		os.Exit(exitCode(err))
 	}
 }
@@ -100,6 +100,35 @@ By default it runs on an embedded NATS server with its data in --data; with
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g), newSnapshotCmd(g), newVerifyCmd(g), newDiffCmd(g), newMirrorCmd(g), newTokenCmd(g), newCredentialsCmd(g), newReplayCmd(g), newTraceCmd(g), newTailCmd(g))
+	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g), newSnapshotCmd(g), newVerifyCmd(g), newDiffCmd(g), newMirrorCmd(g), newTokenCmd(g), newCredentialsCmd(g), newReplayCmd(g), newTraceCmd(g), newTailCmd(g), newVersionCmd(g))
+	strictArgs(root)
 	return root
+}
+
+// strictArgs makes every refusal of what was typed a usage error (exit 2):
+// cobra reports wrong arguments and unknown subcommands as plain errors,
+// and a group command (ledger policy) given an unknown subcommand prints
+// its help and succeeds.
+func strictArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictArgs(sub)
+	}
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q (see '%s --help')", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		return
+	}
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+			}
+			return nil
+		}
+	}
 }

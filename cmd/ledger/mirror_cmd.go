@@ -9,7 +9,6 @@ import (
 	"github.com/marketledger/ledger/adapters/eventstoredb"
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/node/auth"
-	"github.com/marketledger/ledger/node/embedded"
 )
 
 func newMirrorCmd(g *globals) *cobra.Command {
@@ -40,15 +39,15 @@ ledger did not write. See docs/eventstoredb.md.`,
 				return usagef("--url is required: the EventStoreDB connection string")
 			}
 			ctx := cmd.Context()
-			dst, err := eventstoredb.Open(ctx, url, eventstoredb.WithTypeChecker(contracts.Checker{}))
-			if err != nil {
-				return err
-			}
-			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+			n, err := openExisting(ctx, g, auth.RoleInvestigator)
 			if err != nil {
 				return err
 			}
 			defer n.Close()
+			dst, err := eventstoredb.Open(ctx, url, eventstoredb.WithTypeChecker(contracts.Checker{}))
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			p, err := eventstoredb.Mirror(ctx, n.store, dst, eventstoredb.MirrorOptions{To: to, CheckpointEvery: every, CheckpointStream: checkpointStream})
 			if err != nil {

@@ -45,7 +45,10 @@ type nodeConfig struct {
 	// administrator the embedded server admits for this process's life
 	// (auth.BreakGlass): the one user that may change the stream.
 	breakGlass string
-	log        *zap.Logger
+	// exclusive refuses a data directory another process holds instead
+	// of joining its server: `ledger serve` runs one server per directory.
+	exclusive bool
+	log       *zap.Logger
 }
 
 // roleConn is one NATS connection as one role, with the log on it.
@@ -277,6 +280,8 @@ func (n *node) startOrJoin(g *globals, cfg nodeConfig) error {
 	}
 	lock, err := lockDataDir(g.dataDir)
 	switch {
+	case errors.Is(err, errDirBusy) && cfg.exclusive:
+		return busyError(g.dataDir)
 	case errors.Is(err, errDirBusy):
 		info, err := readServeInfo(g.dataDir)
 		if err != nil {

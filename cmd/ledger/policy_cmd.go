@@ -11,7 +11,7 @@ import (
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/node/auth"
-	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/policy"
 )
 
@@ -137,7 +137,7 @@ func withPolicy(ctx context.Context, g *globals, w io.Writer, name string, cmd a
 	if err != nil {
 		return err
 	}
-	n, err := openNode(ctx, g, nodeConfig{role: auth.RolePolicy, port: embedded.RandomPort})
+	n, err := openExisting(ctx, g, auth.RolePolicy)
 	if err != nil {
 		return err
 	}
@@ -162,18 +162,30 @@ func withPolicy(ctx context.Context, g *globals, w io.Writer, name string, cmd a
 }
 
 func newPolicyListCmd(g *globals) *cobra.Command {
-	var asOf string
+	var asOf, clock string
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List the policy rules and whether each is in force at an instant",
-		Args:  cobra.NoArgs,
+		Long: `list folds every policy event up to the log position an instant lands on (the
+head of the log without --as-of) and says, for each rule, whether it is in
+force for the next event stored after that position: the same position diff
+and snapshot land on for the same instant.
+
+` + clockHelp,
+		Example: `  ledger policy list --data ./d --as-of 2023-10-04T17:00:00+07:00`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := parseInstant(asOf)
-			if err != nil {
-				return usagef("--as-of: %v", err)
+			var at projections.AsOf
+			if asOf != "" {
+				var err error
+				if at, err = parseAsOfFlag("--as-of", clock, asOf); err != nil {
+					return err
+				}
+			} else if clock != "" {
+				return usagef("--clock applies to --as-of: give both, or neither for the head of the log")
 			}
 			ctx := cmd.Context()
-			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+			n, err := openExisting(ctx, g, auth.RoleInvestigator)
 			if err != nil {
 				return err
 			}
@@ -183,13 +195,25 @@ func newPolicyListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			l, err := st.policy.List(ctx, t)
+			var l policy.Listing
+			if asOf == "" {
+				l, err = st.policy.List(ctx, time.Time{})
+			} else {
+				var p projections.Point
+				if p, err = resolveAsOf(ctx, n.store, "--as-of", at); err == nil {
+					l, err = st.policy.ListAt(ctx, p.Position, instantOf(at, p))
+				}
+			}
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
 			return printJSONOr(w, g.json, l, func() {
-				fmt.Fprintf(w, "policy as of %s (log position %d): %d rules\n", l.AsOf.Format(time.RFC3339), l.Position, len(l.Rules))
+				on := ""
+				if asOf != "" {
+					on = " on the " + string(at.Clock) + " clock"
+				}
+				fmt.Fprintf(w, "policy as of %s%s (log position %d): %d rules\n", l.AsOf.Format(time.RFC3339), on, l.Position, len(l.Rules))
 				for _, r := range l.Rules {
 					b, _ := json.Marshal(r)
 					fmt.Fprintf(w, "  %s\n", b)
@@ -197,8 +221,18 @@ func newPolicyListCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	c.Flags().StringVar(&asOf, "as-of", "", "instant to judge the rules at, RFC 3339 with offset (default: now)")
+	c.Flags().StringVar(&asOf, "as-of", "", "instant (RFC 3339 with offset) or position to judge the rules at (default: the head of the log)")
+	addClockFlag(c, &clock)
 	return c
+}
+
+// instantOf is the instant an as-of answer reports: the one asked for, or
+// for a position the server's recorded time of it.
+func instantOf(at projections.AsOf, p projections.Point) time.Time {
+	if at.Clock == projections.ClockPosition {
+		return p.RecordedAt
+	}
+	return at.Time
 }
 
 func printJSONOr(w io.Writer, asJSON bool, v any, text func()) error {

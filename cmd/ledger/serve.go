@@ -132,7 +132,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	// The node's own user is the investigator: the HTTP API's reads use it.
 	// Each service, the projections and the notary act as their own users.
 	n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, host: o.host, port: o.port, replicas: o.replicas,
-		lazy: o.lazy, serverTLS: serverTLS, ensure: true, breakGlass: o.breakGlass, log: log})
+		lazy: o.lazy, serverTLS: serverTLS, ensure: true, exclusive: true, breakGlass: o.breakGlass, log: log})
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/node/auth"
-	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/projections/bundle"
 	"github.com/marketledger/ledger/projections/notary"
@@ -31,13 +30,14 @@ CSV), a manifest (position, time, Merkle root of the log up to there, counts,
 violations, the SHA-256 of every file), the manifest's Ed25519 signature and
 the notary's public key. 'ledger verify FILE' checks it offline.
 
---clock business judges "as of" by the events' business occurred-at (what a
-simulated 2023 day uses); recorded by the server's recorded time; position by
-log position.`,
+` + clockHelp,
 		Example: `  ledger snapshot --data ./d --as-of 2023-10-04T16:59:59+07:00 --out snapshot.zip`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			at, err := projections.ParseAsOf(clock, asOf)
+			if asOf == "" {
+				return usagef("--as-of is required: the instant (or position) the bundle is as of")
+			}
+			at, err := parseAsOfFlag("--as-of", clock, asOf)
 			if err != nil {
 				return err
 			}
@@ -45,7 +45,7 @@ log position.`,
 				return usagef("--out is required: the bundle file to write")
 			}
 			ctx := cmd.Context()
-			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+			n, err := openExisting(ctx, g, auth.RoleInvestigator)
 			if err != nil {
 				return err
 			}
@@ -56,7 +56,7 @@ log position.`,
 			}
 			var buf bytes.Buffer
 			if err := bundle.Write(ctx, n.store, &buf, at, key); err != nil {
-				return err
+				return asOfError("--as-of", err)
 			}
 			// Written only once complete: a failed snapshot leaves no file.
 			if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
@@ -67,7 +67,7 @@ log position.`,
 		},
 	}
 	c.Flags().StringVar(&asOf, "as-of", "", "instant (RFC 3339 with offset) or position")
-	c.Flags().StringVar(&clock, "clock", "business", "clock of --as-of: business, recorded or position")
+	addClockFlag(c, &clock)
 	c.Flags().StringVar(&out, "out", "", "bundle file to write")
 	return c
 }
@@ -129,7 +129,7 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 		} else {
 			lg.dataDir = against
 		}
-		n, oerr := openNode(ctx, lg, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+		n, oerr := openExisting(ctx, lg, auth.RoleInvestigator)
 		if oerr != nil {
 			return oerr
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
-	"github.com/marketledger/ledger/node/embedded"
 )
 
 func newStreamCmd(g *globals) *cobra.Command {
@@ -27,7 +26,7 @@ reported with what is missing, and the exit status is 1.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			n, err := openNode(ctx, g, nodeConfig{role: auth.RoleInvestigator, port: embedded.RandomPort})
+			n, err := openExisting(ctx, g, auth.RoleInvestigator)
 			if err != nil {
 				return err
 			}

@@ -149,8 +149,10 @@ func TestVerifyRefusesResignedClaims(t *testing.T) {
 		offline bool // refused without the log too
 		change  func(m *bundle.Manifest, files map[string][]byte)
 	}{
-		{"a later as_of", false, func(m *bundle.Manifest, _ map[string][]byte) {
-			m.AsOf = rogueAt.Add(time.Hour).Format(time.RFC3339Nano)
+		// A later as_of in the past lands on the same head (nothing came
+		// after the rogue order) and is true; one in the future is not.
+		{"an as_of in the future", false, func(m *bundle.Manifest, _ map[string][]byte) {
+			m.AsOf = time.Now().Add(time.Hour).Format(time.RFC3339Nano)
 		}},
 		{"an earlier as_of", false, func(m *bundle.Manifest, _ map[string][]byte) {
 			m.AsOf = rogueAt.Add(-time.Minute).Format(time.RFC3339Nano)

@@ -70,6 +70,14 @@ func (s *Service) List(ctx context.Context, asOf time.Time) (Listing, error) {
 	if err != nil {
 		return Listing{}, err
 	}
+	return s.ListAt(ctx, to, asOf)
+}
+
+// ListAt is List as of a log position, however the caller resolved it (an
+// instant on the business or the recorded clock, or a position): every
+// policy event stored at or before position to, each rule judged for an
+// event stored after it. asOf is reported as the instant asked for.
+func (s *Service) ListAt(ctx context.Context, to uint64, asOf time.Time) (Listing, error) {
 	out := Listing{AsOf: asOf, Position: to, Rules: []RuleView{}}
 	if to == 0 {
 		return out, nil
