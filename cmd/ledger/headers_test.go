@@ -52,6 +52,22 @@ func TestCommandHeaders(t *testing.T) {
 	if code, _, again := post("order.place", place, hdr); code != http.StatusOK || !strings.Contains(string(again), `"replayed":true`) {
 		t.Errorf("the same key again: %d %s; want the first result, replayed", code, again)
 	}
+	// A retry answered "replayed" is the first result as it was, not the
+	// listing as later commands left it.
+	priceKey := map[string]string{"Idempotency-Key": "price-hdr-1"}
+	cut := contracts.ChangePrice{ListingID: "hdr-1", Price: contracts.Money{AmountMinor: 90_000_00, Currency: "IDR"}}
+	code, _, firstPrice := post("listing.change_price", cut, priceKey)
+	if code != http.StatusOK {
+		t.Fatalf("listing.change_price: %d %s", code, firstPrice)
+	}
+	if code, _, b := post("listing.change_stock", contracts.ChangeStock{ListingID: "hdr-1", Stock: 3}, nil); code != http.StatusOK {
+		t.Fatalf("listing.change_stock: %d %s", code, b)
+	}
+	_, _, againPrice := post("listing.change_price", cut, priceKey)
+	want := strings.Replace(string(firstPrice), `,"events":`, `,"replayed":true,"events":`, 1)
+	if string(againPrice) != want {
+		t.Errorf("the retry answered\n%s\nwant the first result, replayed:\n%s", againPrice, want)
+	}
 	_, b := s.call(t, "GET", "/v1/events?from=1&type=order.placed", token, nil)
 	if !strings.Contains(string(b), `"correlation_id":"flow-42"`) {
 		t.Errorf("order.placed does not carry the correlation id sent: %s", b)

@@ -108,7 +108,8 @@ type Result[S any] struct {
 	Events   []events.Event
 	Appended events.Appended
 	// Replayed is true when the idempotency key had been used by the same
-	// command before; State is then the aggregate's current state.
+	// command before; the result is then the first one, read back from the
+	// log: State as of Version, and the Events that command appended.
 	Replayed bool
 }
 
@@ -461,11 +462,45 @@ func replay[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.
 	if err != nil || !found {
 		return Result[S]{}, false, err
 	}
-	state, _, err := load(ctx, r, agg, ref)
+	state, evs, err := firstResult(ctx, r, agg, ref, a)
 	if err != nil {
 		return Result[S]{}, true, err
 	}
-	return Result[S]{State: state, Version: a.Version, Appended: a, Replayed: true}, true, nil
+	return Result[S]{State: state, Version: a.Version, Events: evs, Appended: a, Replayed: true}, true, nil
+}
+
+// firstResult reads back what a stored decision answered: the aggregate's
+// state as of the decision's version, and the decision's events (those at
+// its positions). The aggregate may have moved on since; a retry must not
+// answer with what later commands made of it.
+func firstResult[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref events.AggregateRef, a events.Appended) (S, []events.Event, error) {
+	state := agg.Initial(ref.ID)
+	hist, err := r.Store.Load(ctx, ref, 0)
+	if err != nil {
+		return state, nil, err
+	}
+	var decided []events.Event
+	for _, e := range hist {
+		if e.AggregateVersion > a.Version {
+			break
+		}
+		p, err := r.Codec.Decode(e.Type, e.SchemaVersion, e.Data)
+		if err != nil {
+			return state, nil, fmt.Errorf("command: event %s at position %d: %w", e.ID, e.Position, err)
+		}
+		state = agg.Evolve(state, p)
+		if e.Position >= a.FirstPosition && e.Position <= a.LastPosition {
+			decided = append(decided, e)
+		}
+	}
+	// Positions need not be contiguous in every store (EventStoreDB's are
+	// commit positions); versions are: the decision ends at its version.
+	if len(decided) == 0 || decided[len(decided)-1].AggregateVersion != a.Version {
+		return state, nil, &events.Error{Op: "command.Run", Kind: events.KindIntegrity, Field: ref.String(),
+			Rule: fmt.Sprintf("the idempotency record names positions %d..%d ending at version %d, the aggregate's history does not hold them",
+				a.FirstPosition, a.LastPosition, a.Version)}
+	}
+	return state, decided, nil
 }
 
 // cachedState returns a copy of the cached state of ref, if any, not

@@ -117,6 +117,45 @@ func TestRunReplaysAnIdempotentCommand(t *testing.T) {
 	}
 }
 
+// A retry answered "replayed" is exactly the first result (docs/faults.md):
+// the state the command left and the events it appended, not the state
+// after commands that came later.
+func TestRunReplayIsTheFirstResultNotTheCurrentState(t *testing.T) {
+	for _, clone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clone=%t", clone), func(t *testing.T) {
+			ctx := context.Background()
+			r, _ := newRunner(t)
+			agg := counter(clone)
+			meta := command.Meta{CommandID: "c1", IdempotencyKey: "k1", Command: "add 5"}
+			first, err := command.Run(ctx, r, agg, "c3", meta, nil, add(5))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := command.Run(ctx, r, agg, "c3", command.Meta{CommandID: "c2", Command: "add 3"}, nil, add(3)); err != nil {
+				t.Fatal(err)
+			}
+			again, err := command.Run(ctx, r, agg, "c3", meta, nil, add(5))
+			if err != nil || !again.Replayed {
+				t.Fatalf("retry = %+v, %v; want replayed", again, err)
+			}
+			if again.State != first.State || again.Version != first.Version || again.Appended.FirstPosition != first.Appended.FirstPosition ||
+				again.Appended.LastPosition != first.Appended.LastPosition {
+				t.Errorf("retry answered state %d at version %d, positions %d..%d; the first result was state %d at version %d, positions %d..%d",
+					again.State, again.Version, again.Appended.FirstPosition, again.Appended.LastPosition,
+					first.State, first.Version, first.Appended.FirstPosition, first.Appended.LastPosition)
+			}
+			if len(again.Events) != len(first.Events) {
+				t.Fatalf("retry answered %d events, the first result %d", len(again.Events), len(first.Events))
+			}
+			for i := range first.Events {
+				if a, b := again.Events[i], first.Events[i]; a.ID != b.ID || a.Type != b.Type || string(a.Data) != string(b.Data) {
+					t.Errorf("event %d: retry %s %s %s, first %s %s %s", i, a.ID, a.Type, a.Data, b.ID, b.Type, b.Data)
+				}
+			}
+		})
+	}
+}
+
 func TestRunDecidesAgainUnderANewerPolicy(t *testing.T) {
 	r, st := newRunner(t)
 	ctx := context.Background()

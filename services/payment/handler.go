@@ -118,7 +118,7 @@ type Reply struct {
 	// Version is the payment's version after the command.
 	Version uint64 `json:"version"`
 	// Replayed is true when an idempotency key answered with the first
-	// result; Events is then empty.
+	// result: the same events and the payment as that command left it.
 	Replayed bool `json:"replayed,omitempty"`
 	// Events are the events appended, in order.
 	Events  []EventRef `json:"events"`
