@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -187,11 +186,8 @@ func writeModelAsOf(ctx context.Context, g *globals, w io.Writer, name string, a
 		return err
 	}
 	defer f.Close()
-	cw := csv.NewWriter(f)
 	t := m.Rows()
-	cw.Write(t.Columns)
-	cw.WriteAll(t.Rows)
-	if err := cw.Error(); err != nil {
+	if err := models.WriteCSV(f, t); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "wrote %s.json and %s.csv to %s: %s as of %s (position %d, %d rows)\n", name, name, dir, name, at, st.Point.Position, len(t.Rows))

@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -130,13 +129,11 @@ func modelFiles(ms []models.Model, m *Manifest) ([]bundleFile, error) {
 	return files, nil
 }
 
+// renderCSV is the CSV of a model's table as people read it: amounts also
+// in major units, no cell a spreadsheet would run (models.WriteCSV).
 func renderCSV(t models.Table) ([]byte, error) {
 	var b bytes.Buffer
-	w := csv.NewWriter(&b)
-	if err := w.Write(t.Columns); err != nil {
-		return nil, err
-	}
-	if err := w.WriteAll(t.Rows); err != nil {
+	if err := models.WriteCSV(&b, t); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
