@@ -70,11 +70,15 @@ func modelNames(given []string) ([]string, error) {
 // rowChange is one row added, removed or changed between two states of a
 // model; rows are keyed by their first column.
 type rowChange struct {
-	Model  string   `json:"model"`
-	Change string   `json:"change"` // added, removed, changed
-	Key    string   `json:"key"`
-	Before []string `json:"before,omitempty"`
-	After  []string `json:"after,omitempty"`
+	Model  string `json:"model"`
+	Change string `json:"change"` // added, removed, changed
+	Key    string `json:"key"`
+	// Columns names the cells of Before and After, in order.
+	Columns []string `json:"columns"`
+	// Changed names the columns whose cells differ (a changed row only).
+	Changed []string `json:"changed,omitempty"`
+	Before  []string `json:"before,omitempty"`
+	After   []string `json:"after,omitempty"`
 }
 
 func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.AsOf, names []string) error {
@@ -107,14 +111,21 @@ func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.As
 		return nil
 	}
 	fmt.Fprintf(w, "from %s (position %d) to %s (position %d): %d rows changed\n", a1, s1.Point.Position, a2, s2.Point.Position, len(changes))
+	header := ""
 	for _, c := range changes {
+		if c.Model != header {
+			// Each model's rows are named once, before its first change.
+			fmt.Fprintf(w, "  %-18s %s\n", c.Model, strings.Join(c.Columns, " | "))
+			header = c.Model
+		}
 		switch c.Change {
 		case "added":
 			fmt.Fprintf(w, "+ %-18s %s\n", c.Model, strings.Join(c.After, " | "))
 		case "removed":
 			fmt.Fprintf(w, "- %-18s %s\n", c.Model, strings.Join(c.Before, " | "))
 		default:
-			fmt.Fprintf(w, "~ %-18s %s\n    was %s\n", c.Model, strings.Join(c.After, " | "), strings.Join(c.Before, " | "))
+			fmt.Fprintf(w, "~ %-18s %s\n    was %s\n    changed: %s\n", c.Model, strings.Join(c.After, " | "), strings.Join(c.Before, " | "),
+				strings.Join(c.Changed, ", "))
 		}
 	}
 	return nil
@@ -135,14 +146,34 @@ func diffTables(model string, before, after models.Table) []rowChange {
 		prev, ok := old[k]
 		switch {
 		case !ok:
-			out = append(out, rowChange{Model: model, Change: "added", Key: k, After: r})
+			out = append(out, rowChange{Model: model, Change: "added", Key: k, Columns: after.Columns, After: r})
 		case strings.Join(prev, "\x00") != strings.Join(r, "\x00"):
-			out = append(out, rowChange{Model: model, Change: "changed", Key: k, Before: prev, After: r})
+			out = append(out, rowChange{Model: model, Change: "changed", Key: k, Columns: after.Columns,
+				Changed: changedColumns(after.Columns, prev, r), Before: prev, After: r})
 		}
 	}
 	for _, r := range before.Rows {
 		if k := rowKey(r); !seen[k] {
-			out = append(out, rowChange{Model: model, Change: "removed", Key: k, Before: r})
+			out = append(out, rowChange{Model: model, Change: "removed", Key: k, Columns: before.Columns, Before: r})
+		}
+	}
+	return out
+}
+
+// changedColumns names the columns whose cells differ between two
+// renderings of one row.
+func changedColumns(columns, before, after []string) []string {
+	var out []string
+	for i, c := range columns {
+		var b, a string
+		if i < len(before) {
+			b = before[i]
+		}
+		if i < len(after) {
+			a = after[i]
+		}
+		if a != b {
+			out = append(out, c)
 		}
 	}
 	return out
