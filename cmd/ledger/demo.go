@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -16,8 +17,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/market"
+	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 type demoOpts struct {
@@ -100,6 +103,9 @@ type demoReport struct {
 	Balances                 []balanceRow     `json:"balances"`
 	Snapshots                []snapshotReport `json:"snapshots"`
 	ElapsedMS                int64            `json:"elapsed_ms"`
+	// Summary says in one line what happened; Next what to run next.
+	Summary string `json:"summary"`
+	Next    string `json:"next"`
 }
 
 type balanceRow struct {
@@ -166,6 +172,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 		return err
 	}
 	rep.ElapsedMS = time.Since(start).Milliseconds()
+	rep.Summary, rep.Next = rep.summary(), rep.next()
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -182,7 +189,33 @@ func demoLogger(stderr io.Writer) *zap.Logger {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), zap.WarnLevel))
 }
 
+// summary says in one line what happened on the day, from the report.
+func (r *demoReport) summary() string {
+	sc, mp := r.Checkouts[string(contracts.ChannelSocialCommerce)], r.Checkouts[string(contracts.ChannelMarketplace)]
+	if sc == nil {
+		sc = &market.Counts{}
+	}
+	if mp == nil {
+		mp = &market.Counts{}
+	}
+	return fmt.Sprintf("On 4 October 2023 Indonesia closed checkout on social commerce from 17:00 WIB (%s): %d social-commerce checkouts "+
+		"went through before it and %d after (%d refused), while marketplace trade went on (%d after 17:00); %d violations of the freeze.",
+		market.LegalBasis, sc.AcceptedBefore, sc.AcceptedAfter, sc.RefusedBefore+sc.RefusedAfter, mp.AcceptedAfter, r.Violations)
+}
+
+// next is the one line of commands to run next on the day's data.
+func (r *demoReport) next() string {
+	bundle := "BUNDLE"
+	if len(r.Snapshots) > 0 {
+		bundle = r.Snapshots[len(r.Snapshots)-1].Bundle
+	}
+	return fmt.Sprintf("next: ledger diff --data %[1]s --at 2023-10-04T16:59:59+07:00 --at 2023-10-04T17:00:00+07:00 --model catalogue"+
+		"  |  ledger replay --data %[1]s --from business:2023-10-04T16:59:00+07:00 --to business:2023-10-04T17:01:00+07:00"+
+		"  |  ledger verify %[2]s --key $(ledger notary key --data %[1]s)", r.DataDir, bundle)
+}
+
 func printReport(w io.Writer, r *demoReport) {
+	fmt.Fprintln(w, r.summary())
 	fmt.Fprintf(w, "4 October 2023, WIB: seed %d, scale %s, %d events in %s\n", r.Seed, r.Scale, r.Events, r.DataDir)
 	fmt.Fprintf(w, "freeze %q (%s) appended at 09:00 at position %d, scheduled for 17:00; in force from its activation at 17:00 at position %d\n\n",
 		market.FreezeRuleID, market.LegalBasis, r.FreezePosition, r.FreezeActivationPosition)
@@ -200,10 +233,11 @@ func printReport(w io.Writer, r *demoReport) {
 		r.RefundsBeforeFreeze, r.RefundsDuringFreeze, r.Settlements, r.SettlementsDuring, r.PriceCuts)
 	fmt.Fprintf(w, "postings sum to zero per currency: %t; violations of the freeze: %d\n", r.PostingsSumZero, r.Violations)
 	for _, b := range r.Balances {
-		fmt.Fprintf(w, "  %-28s %s %18d\n", b.Account, b.Currency, b.AmountMinor)
+		fmt.Fprintf(w, "  %-28s %s %18d minor units  %s\n", b.Account, b.Currency, b.AmountMinor, models.MajorUnits(strconv.FormatInt(b.AmountMinor, 10), b.Currency))
 	}
 	for _, s := range r.Snapshots {
 		fmt.Fprintf(w, "snapshot as of %s: position %d, root %s, verified %t  %s\n", s.AsOf, s.Position, s.Root, s.Verified, s.Bundle)
 	}
 	fmt.Fprintf(w, "done in %.1f s\n", float64(r.ElapsedMS)/1000)
+	fmt.Fprintln(w, r.next())
 }

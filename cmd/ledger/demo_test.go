@@ -103,3 +103,30 @@ func TestDemoRefusesBadInput(t *testing.T) {
 		}
 	}
 }
+
+// The report opens with one line saying what happened on the day and ends
+// with one line of commands to run next on its data; balances read in
+// major units too.
+func TestDemoReportSaysWhatHappenedAndWhatToRunNext(t *testing.T) {
+	rep := &demoReport{Seed: 1, Scale: "small", DataDir: "/tmp/d", Checkouts: map[string]*market.Counts{
+		"social_commerce": {AcceptedBefore: 825, RefusedAfter: 553}, "marketplace": {AcceptedBefore: 956, AcceptedAfter: 309}},
+		Balances:  []balanceRow{{Account: "platform:fees", Currency: "IDR", AmountMinor: -1500050}},
+		Snapshots: []snapshotReport{{AsOf: "a", Bundle: "/tmp/d/s1.zip"}, {AsOf: "b", Bundle: "/tmp/d/s2.zip"}}}
+	var b bytes.Buffer
+	printReport(&b, rep)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := "On 4 October 2023 Indonesia closed checkout on social commerce from 17:00 WIB (Permendag 31/2023): 825 social-commerce checkouts " +
+		"went through before it and 0 after (553 refused), while marketplace trade went on (309 after 17:00); 0 violations of the freeze."
+	if lines[0] != want {
+		t.Errorf("first line:\n%s\nwant\n%s", lines[0], want)
+	}
+	last := lines[len(lines)-1]
+	for _, w := range []string{"next: ledger diff --data /tmp/d ", "ledger verify /tmp/d/s2.zip --key $(ledger notary key --data /tmp/d)"} {
+		if !strings.Contains(last, w) {
+			t.Errorf("last line %q does not say %q", last, w)
+		}
+	}
+	if !strings.Contains(b.String(), "-1500050 minor units  IDR -15000.50") {
+		t.Errorf("balances not in major units:\n%s", b.String())
+	}
+}
