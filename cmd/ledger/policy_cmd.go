@@ -29,6 +29,7 @@ type policyFlags struct {
 	issuer        string
 	description   string
 	key           string
+	issuers       string
 }
 
 func newPolicyCmd(g *globals) *cobra.Command {
@@ -73,7 +74,7 @@ func newFreezeCmd(g *globals) *cobra.Command {
 			c := contracts.ImposeFreeze{RuleID: ruleID, Scope: contracts.Scope{All: f.all, Jurisdictions: f.jurisdictions,
 				Channels: chans, Categories: f.categories, Sellers: f.sellers}, BlockedOperations: ops,
 				EffectiveAt: eff, LegalBasis: f.basis, Issuer: f.issuer, Description: f.description, IdempotencyKey: f.key}
-			return withPolicy(cmd.Context(), g, cmd.OutOrStdout(), "policy.impose_freeze", c)
+			return withPolicy(cmd.Context(), g, f.issuers, cmd.OutOrStdout(), "policy.impose_freeze", c)
 		},
 	}
 	c.Flags().StringVar(&f.ruleID, "rule-id", "", "id of the new rule (default: freeze-<UTC time>)")
@@ -103,7 +104,7 @@ func newLiftCmd(g *globals) *cobra.Command {
 				return err
 			}
 			c := contracts.LiftFreeze{RuleID: f.ruleID, EffectiveAt: eff, LegalBasis: f.basis, Issuer: f.issuer, IdempotencyKey: f.key}
-			return withPolicy(cmd.Context(), g, cmd.OutOrStdout(), "policy.lift_freeze", c)
+			return withPolicy(cmd.Context(), g, f.issuers, cmd.OutOrStdout(), "policy.lift_freeze", c)
 		},
 	}
 	c.Flags().StringVar(&f.ruleID, "rule-id", "", "the freeze to lift")
@@ -117,6 +118,7 @@ func addCommonPolicyFlags(c *cobra.Command, f *policyFlags) {
 	c.Flags().StringVar(&f.issuer, "issuer", "", "issuer (must hold the policy_issuer role)")
 	c.Flags().StringVar(&f.description, "description", "", "what the rule does, for people")
 	c.Flags().StringVar(&f.key, "idempotency-key", "", "a retry with the same key returns the first result")
+	c.Flags().StringVar(&f.issuers, "policy-issuers", "", "file naming who may issue policy (default DATA/"+issuersFile+"; see 'ledger serve --help')")
 }
 
 func optionalInstant(s string) (time.Time, error) {
@@ -132,8 +134,12 @@ func optionalInstant(s string) (time.Time, error) {
 
 // withPolicy validates a policy command against its contract, runs it
 // through a policy service on the log, and prints the result.
-func withPolicy(ctx context.Context, g *globals, w io.Writer, name string, cmd any) error {
+func withPolicy(ctx context.Context, g *globals, issuersFlag string, w io.Writer, name string, cmd any) error {
 	body, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	issuers, err := issuersFrom(g.dataDir, issuersFlag)
 	if err != nil {
 		return err
 	}
@@ -142,7 +148,7 @@ func withPolicy(ctx context.Context, g *globals, w io.Writer, name string, cmd a
 		return err
 	}
 	defer n.Close()
-	st, err := newStack(ctx, n.storeOf(ctx), time.Now, map[string]bool{contracts.ServicePolicy: true}, nil)
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, map[string]bool{contracts.ServicePolicy: true}, nil, withIssuers(issuers))
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,8 @@ type serveOpts struct {
 	// skewMax bounds the measured clock skew of the services' decision
 	// clock against the log server's (command.Skew).
 	skewMax time.Duration
+	// issuers is the policy issuers file (default DATA/policy-issuers.json).
+	issuers string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -105,6 +107,7 @@ can be its own process; exactly one process of a deployment should keep
 	c.Flags().IntVar(&o.total, "max-in-flight", httpauth.DefaultTotal, "HTTP requests in flight in all; more are answered 503")
 	c.Flags().StringVar(&o.tokens, "tokens", "", "API tokens file (default DATA/credentials/tokens.json; see 'ledger token')")
 	c.Flags().StringVar(&o.breakGlass, "break-glass-admin", "", "public nkey (U...) of a break-glass administrator the embedded NATS server admits until this process stops: the only user that may change or delete the LEDGER stream (see docs/operations.md)")
+	c.Flags().StringVar(&o.issuers, "policy-issuers", "", "file naming who may issue policy, {\"policy_issuers\": [\"kemendag\"]} (default DATA/"+issuersFile+"; without it: "+strings.Join(defaultIssuers, ", ")+"); read on every policy command")
 	c.Flags().BoolVar(&o.lazy, "unsafe-lazy-fsync", false, "do not fsync every write (acknowledged events can be lost on a crash; benchmarks only)")
 	return c
 }
@@ -160,7 +163,11 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return usagef("--max-clock-skew %s: want a positive duration", o.skewMax)
 	}
 	skew := &command.Skew{Max: o.skewMax} // 0: command.DefaultSkewMax
-	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled, skew)
+	issuers, err := issuersFrom(g.dataDir, o.issuers)
+	if err != nil {
+		return err
+	}
+	st, err := newStack(ctx, n.storeOf(ctx), time.Now, enabled, skew, withIssuers(issuers))
 	if err != nil {
 		return err
 	}

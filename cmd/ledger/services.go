@@ -34,9 +34,17 @@ func (s *stack) Close() {
 	}
 }
 
-// policyIssuers are the issuers allowed to append policy events, with their
-// roles. The demo's issuer is the Ministry of Trade.
-var policyIssuers = policy.StaticRoles{"kemendag": {"policy_issuer"}}
+// stackOption changes how newStack builds the services.
+type stackOption func(*stackConfig)
+
+type stackConfig struct {
+	// issuers tells who may append policy events (default: the data
+	// directory's issuers file, or defaultIssuers).
+	issuers policy.Authorizer
+}
+
+// withIssuers makes a the policy service's authorizer.
+func withIssuers(a policy.Authorizer) stackOption { return func(c *stackConfig) { c.issuers = a } }
 
 // feeBasisPoints is the platform fee at settlement: 5 percent.
 const feeBasisPoints = 500
@@ -51,7 +59,11 @@ var allServices = []string{contracts.ServiceListing, contracts.ServiceOrder, con
 // appends and refuses fenced commands beyond its bound: nil for a simulated
 // clock, whose instants are decades from the server's on purpose.
 func newStack(ctx context.Context, storeOf func(service string) (*events.JetStreamStore, error), clock func() time.Time,
-	enabled map[string]bool, skew *command.Skew) (*stack, error) {
+	enabled map[string]bool, skew *command.Skew, opts ...stackOption) (*stack, error) {
+	cfg := stackConfig{issuers: staticIssuers(defaultIssuers)}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	on := func(name string) bool { return enabled == nil || enabled[name] }
 	s := &stack{}
 	stores := map[string]*events.JetStreamStore{}
@@ -92,7 +104,7 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 		}
 	}
 	if on(contracts.ServicePolicy) {
-		if s.policy, err = policy.New(policy.Config{Store: stores[contracts.ServicePolicy], Clock: clock, Skew: skew, Authorizer: policyIssuers}); err != nil {
+		if s.policy, err = policy.New(policy.Config{Store: stores[contracts.ServicePolicy], Clock: clock, Skew: skew, Authorizer: cfg.issuers}); err != nil {
 			s.Close()
 			return nil, err
 		}
