@@ -19,8 +19,9 @@ import (
 )
 
 // A seller's listing title that a spreadsheet would run reaches the
-// regulator's CSV as text, and the amounts read in major units too; the
-// bundle still verifies.
+// regulator's CSV as text, the amounts read in major units too, and the
+// times in the jurisdiction's zone with the offset; the bundle (which names
+// its zone) still verifies.
 func TestBundleCSVIsSafeInASpreadsheet(t *testing.T) {
 	ctx := context.Background()
 	dir := fixtureDir(t)
@@ -43,7 +44,11 @@ func TestBundleCSVIsSafeInASpreadsheet(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := bundle.Write(ctx, n.store, &buf, projections.AtBusiness(time.Date(2023, 10, 4, 18, 0, 0, 0, wib)), key); err != nil {
+	jakarta, err := parseZone("ID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.Write(ctx, n.store, &buf, projections.AtBusiness(time.Date(2023, 10, 4, 18, 0, 0, 0, wib)), key, bundle.WithTimeZone(jakarta)); err != nil {
 		t.Fatal(err)
 	}
 	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
@@ -61,6 +66,9 @@ func TestBundleCSVIsSafeInASpreadsheet(t *testing.T) {
 	}
 	if !strings.Contains(csv, ",price_minor,price,currency,") || !strings.Contains(csv, ",1500050,IDR 15000.50,IDR,") {
 		t.Errorf("no price in major units:\n%s", csv)
+	}
+	if !strings.Contains(csv, ",2023-10-04T18:00:00+07:00,2023-10-04T18:00:00+07:00,") {
+		t.Errorf("times are not in the jurisdiction's zone with the offset:\n%s", csv)
 	}
 	rep, err := bundle.Verify(bytes.NewReader(buf.Bytes()), int64(buf.Len()), nil)
 	if err != nil || !rep.OK() {

@@ -98,7 +98,7 @@ func runDiff(ctx context.Context, g *globals, w io.Writer, a1, a2 projections.As
 	}
 	var changes []rowChange
 	for _, name := range names {
-		t1, t2 := s1.Model(name).Rows(), s2.Model(name).Rows()
+		t1, t2 := models.InZone(s1.Model(name).Rows(), g.zone()), models.InZone(s2.Model(name).Rows(), g.zone())
 		changes = append(changes, diffTables(name, t1, t2)...)
 	}
 	if g.json {
@@ -218,7 +218,7 @@ func writeModelAsOf(ctx context.Context, g *globals, w io.Writer, name string, a
 	}
 	defer f.Close()
 	t := m.Rows()
-	if err := models.WriteCSV(f, t); err != nil {
+	if err := models.WriteCSV(f, t, g.zone()); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "wrote %s.json and %s.csv to %s: %s as of %s (position %d, %d rows)\n", name, name, dir, name, at, st.Point.Position, len(t.Rows))

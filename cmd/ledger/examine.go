@@ -125,7 +125,7 @@ func snapshotAndVerify(ctx context.Context, n *node, dir string, t time.Time, ke
 		return s, err
 	}
 	defer f.Close()
-	if err := bundle.Write(ctx, n.store, f, projections.AtBusiness(t), key); err != nil {
+	if err := bundle.Write(ctx, n.store, f, projections.AtBusiness(t), key, bundle.WithTimeZone(defaultZone())); err != nil {
 		return s, fmt.Errorf("snapshot as of %s: %w", s.AsOf, err)
 	}
 	info, err := f.Stat()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -75,6 +76,10 @@ type globals struct {
 	credsDir string
 	tlsCA    string
 	json     bool
+	// tz is --tz as given; loc the zone it names, set before any
+	// subcommand runs.
+	tz  string
+	loc *time.Location
 }
 
 func newRoot() *cobra.Command {
@@ -97,6 +102,12 @@ By default it runs on an embedded NATS server with its data in --data; with
 	root.PersistentFlags().StringVar(&g.credsDir, "creds", "", "directory of the NATS users' nkey seeds (default DATA/credentials; with --nats, used when it exists)")
 	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", "", "CA certificate (PEM) that signs the NATS server's certificate, when it uses TLS")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print data as JSON")
+	root.PersistentFlags().StringVar(&g.tz, "tz", "", tzUsage)
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		var err error
+		g.loc, err = parseZone(g.tz)
+		return err
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})

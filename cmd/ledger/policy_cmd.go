@@ -219,7 +219,7 @@ and snapshot land on for the same instant.
 				if asOf != "" {
 					on = " on the " + string(at.Clock) + " clock"
 				}
-				fmt.Fprintf(w, "policy as of %s%s (log position %d): %d rules\n", l.AsOf.Format(time.RFC3339), on, l.Position, len(l.Rules))
+				fmt.Fprintf(w, "policy as of %s%s (log position %d): %d rules\n", inZone(l.AsOf, g.zone()).Format(time.RFC3339), on, l.Position, len(l.Rules))
 				for _, r := range l.Rules {
 					b, _ := json.Marshal(r)
 					fmt.Fprintf(w, "  %s\n", b)

@@ -102,7 +102,7 @@ func runReplay(ctx context.Context, g *globals, o *replayOpts, stdout, stderr io
 		return err
 	}
 	r.subjects, r.types = o.subjects, types
-	p := newPrinter(stdout, g.json)
+	p := newPrinter(stdout, g.json).in(g.zone())
 	defer p.flush()
 	if r.to < r.from {
 		return nil // a recorded-time range with no event in it
@@ -143,6 +143,14 @@ type printer struct {
 	// stream prints fixed-width columns, line by line: a tabwriter aligns
 	// only what it holds, and tail flushes every event.
 	stream bool
+	// loc is the zone times are printed in (--tz); nil is UTC.
+	loc *time.Location
+}
+
+// in makes p print times in loc, with its offset.
+func (p *printer) in(loc *time.Location) *printer {
+	p.loc = loc
+	return p
 }
 
 func newPrinter(w io.Writer, asJSON bool) *printer {
@@ -152,23 +160,34 @@ func newPrinter(w io.Writer, asJSON bool) *printer {
 	return &printer{w: w, tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
 }
 
+// recordedLayout prints a recorded instant to the millisecond, with the
+// offset of the zone it is printed in.
 const recordedLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// inZone is t in loc (UTC when loc is nil): every command prints its times
+// in the one zone --tz names, with the offset.
+func inZone(t time.Time, loc *time.Location) time.Time {
+	if loc == nil {
+		return t.UTC()
+	}
+	return t.In(loc)
+}
 
 func (p *printer) print(e events.Event) error {
 	if p.json != nil {
 		return p.json.Encode(eventhttp.ToJSON(e))
 	}
 	if p.stream {
-		_, err := fmt.Fprintf(p.w, "%-9d %-24s %-25s %-28s %-32s %-36s %d\n", e.Position, e.RecordedAt.UTC().Format(recordedLayout),
-			e.OccurredAt.Format(time.RFC3339), e.Type, e.Context()+"/"+e.AggregateID, orDash(e.CorrelationID), e.PolicyPosition)
+		_, err := fmt.Fprintf(p.w, "%-9d %-29s %-25s %-28s %-32s %-36s %d\n", e.Position, inZone(e.RecordedAt, p.loc).Format(recordedLayout),
+			inZone(e.OccurredAt, p.loc).Format(time.RFC3339), e.Type, e.Context()+"/"+e.AggregateID, orDash(e.CorrelationID), e.PolicyPosition)
 		return err
 	}
 	if !p.header {
-		fmt.Fprintln(p.tw, "POSITION\tRECORDED (UTC)\tBUSINESS TIME\tTYPE\tAGGREGATE\tCORRELATION\tPOLICY")
+		fmt.Fprintln(p.tw, "POSITION\tRECORDED\tBUSINESS TIME\tTYPE\tAGGREGATE\tCORRELATION\tPOLICY")
 		p.header = true
 	}
-	_, err := fmt.Fprintf(p.tw, "%d\t%s\t%s\t%s\t%s/%s\t%s\t%d\n", e.Position, e.RecordedAt.UTC().Format(recordedLayout),
-		e.OccurredAt.Format(time.RFC3339), e.Type, e.Context(), e.AggregateID, orDash(e.CorrelationID), e.PolicyPosition)
+	_, err := fmt.Fprintf(p.tw, "%d\t%s\t%s\t%s\t%s/%s\t%s\t%d\n", e.Position, inZone(e.RecordedAt, p.loc).Format(recordedLayout),
+		inZone(e.OccurredAt, p.loc).Format(time.RFC3339), e.Type, e.Context(), e.AggregateID, orDash(e.CorrelationID), e.PolicyPosition)
 	return err
 }
 

@@ -55,7 +55,7 @@ the notary's public key. 'ledger verify FILE' checks it offline.
 				return err
 			}
 			var buf bytes.Buffer
-			if err := bundle.Write(ctx, n.store, &buf, at, key); err != nil {
+			if err := bundle.Write(ctx, n.store, &buf, at, key, bundle.WithTimeZone(g.zone())); err != nil {
 				return asOfError("--as-of", err)
 			}
 			// Written only once complete: a failed snapshot leaves no file.

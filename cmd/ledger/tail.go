@@ -73,7 +73,7 @@ func runTail(ctx context.Context, g *globals, o *tailOpts, stdout io.Writer) err
 		}
 		start = head + 1
 	}
-	p := newPrinter(stdout, g.json)
+	p := newPrinter(stdout, g.json).in(g.zone())
 	p.stream = true
 	return tailEvents(ctx, n.store, start, &logRange{subjects: o.subjects, types: types}, o.count, p)
 }

@@ -94,12 +94,12 @@ func runTrace(ctx context.Context, g *globals, id string, stdout, stderr io.Writ
 	if len(flow) == 0 {
 		return usagef("no event has correlation id %q: the id is unknown, or the flow's first command was refused (a refused command appends nothing)", id)
 	}
-	printTrace(stdout, id, flow, g.json)
+	printTrace(stdout, id, flow, g.json, g.zone())
 	return nil
 }
 
 // printTrace prints the flow (in log order) as a causation tree.
-func printTrace(w io.Writer, id string, flow []events.Event, asJSON bool) {
+func printTrace(w io.Writer, id string, flow []events.Event, asJSON bool, loc *time.Location) {
 	byID := map[string]bool{}
 	for _, e := range flow {
 		byID[e.ID] = true
@@ -143,7 +143,7 @@ func printTrace(w io.Writer, id string, flow []events.Event, asJSON bool) {
 				note += "  BLOCKED by rule " + rule
 			}
 			fmt.Fprintf(w, "%s#%d %s  business %s  %s  %s/%s  policy@%d%s\n", branch, e.Position,
-				e.RecordedAt.UTC().Format(recordedLayout), e.OccurredAt.Format(time.RFC3339), e.Type, e.Context(), e.AggregateID, e.PolicyPosition, note)
+				inZone(e.RecordedAt, loc).Format(recordedLayout), inZone(e.OccurredAt, loc).Format(time.RFC3339), e.Type, e.Context(), e.AggregateID, e.PolicyPosition, note)
 		}
 		kids := children[e.ID]
 		next := prefix

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	_ "time/tzdata" // the zone a bundle names loads the same on every verifier
 
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections"
@@ -45,7 +46,19 @@ type Manifest struct {
 	Violations int                      `json:"violations"`
 	Files      map[string]string        `json:"files"` // name -> hex SHA-256
 	KeyID      string                   `json:"key_id"`
+	// TimeZone is the IANA zone the CSVs' times are written in, with its
+	// offset (absent: UTC).
+	TimeZone string `json:"time_zone,omitempty"`
 }
+
+// Option changes what Write writes.
+type Option func(*options)
+
+type options struct{ loc *time.Location }
+
+// WithTimeZone writes the CSVs' times in loc (the reader's jurisdiction's
+// zone) and names it in the manifest; the default is UTC.
+func WithTimeZone(loc *time.Location) Option { return func(o *options) { o.loc = loc } }
 
 // ManifestModel is one read model in a bundle.
 type ManifestModel struct {
@@ -64,7 +77,11 @@ type bundleFile struct {
 // over the manifest's bytes with key) and notary.pub (base64 public key).
 // The archive is canonical: the same state and key give the same bytes,
 // which is what lets Verify refuse any changed byte of it.
-func Write(ctx context.Context, store projections.LogStore, w io.Writer, at projections.AsOf, key ed25519.PrivateKey) error {
+func Write(ctx context.Context, store projections.LogStore, w io.Writer, at projections.AsOf, key ed25519.PrivateKey, opts ...Option) error {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	s, err := projections.QueryAsOf(ctx, store, at)
 	if err != nil {
 		return err
@@ -76,7 +93,10 @@ func Write(ctx context.Context, store projections.LogStore, w io.Writer, at proj
 	m := Manifest{Format: BundleFormat, AsOf: asOfValue(at), Clock: at.Clock, Position: s.Point.Position,
 		RecordedAt: s.Point.RecordedAt.UTC(), TreeSize: size, MerkleRoot: root.String(),
 		Models: map[string]ManifestModel{}, Files: map[string]string{}, KeyID: notary.KeyID(key.Public().(ed25519.PublicKey))}
-	files, err := modelFiles(s.Models, &m)
+	if o.loc != nil && o.loc != time.UTC {
+		m.TimeZone = o.loc.String()
+	}
+	files, err := modelFiles(s.Models, &m, o.loc)
 	if err != nil {
 		return err
 	}
@@ -104,7 +124,7 @@ func asOfValue(at projections.AsOf) string {
 }
 
 // modelFiles renders each model as JSON and CSV and records them in m.
-func modelFiles(ms []models.Model, m *Manifest) ([]bundleFile, error) {
+func modelFiles(ms []models.Model, m *Manifest, loc *time.Location) ([]bundleFile, error) {
 	var files []bundleFile
 	for _, md := range ms {
 		js, err := md.Snapshot()
@@ -112,7 +132,7 @@ func modelFiles(ms []models.Model, m *Manifest) ([]bundleFile, error) {
 			return nil, err
 		}
 		t := md.Rows()
-		cs, err := renderCSV(t)
+		cs, err := renderCSV(t, loc)
 		if err != nil {
 			return nil, err
 		}
@@ -131,9 +151,9 @@ func modelFiles(ms []models.Model, m *Manifest) ([]bundleFile, error) {
 
 // renderCSV is the CSV of a model's table as people read it: amounts also
 // in major units, no cell a spreadsheet would run (models.WriteCSV).
-func renderCSV(t models.Table) ([]byte, error) {
+func renderCSV(t models.Table, loc *time.Location) ([]byte, error) {
 	var b bytes.Buffer
-	if err := models.WriteCSV(&b, t); err != nil {
+	if err := models.WriteCSV(&b, t, loc); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

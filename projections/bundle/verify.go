@@ -303,7 +303,11 @@ func checkModel(name string, m Manifest, files map[string][]byte) error {
 	if got := m.Models[name].Rows; got != len(t.Rows) {
 		return fmt.Errorf("manifest says %d rows, the model has %d", got, len(t.Rows))
 	}
-	cs, err := renderCSV(t)
+	loc, err := manifestZone(m)
+	if err != nil {
+		return err
+	}
+	cs, err := renderCSV(t, loc)
 	if err != nil {
 		return err
 	}
@@ -483,7 +487,11 @@ func refold(ctx context.Context, store projections.LogStore, m Manifest) (int, e
 func sameFiles(ms []models.Model, m Manifest) error {
 	var tmp Manifest
 	tmp.Models, tmp.Files = map[string]ManifestModel{}, map[string]string{}
-	if _, err := modelFiles(ms, &tmp); err != nil {
+	loc, err := manifestZone(m)
+	if err != nil {
+		return err
+	}
+	if _, err := modelFiles(ms, &tmp, loc); err != nil {
 		return err
 	}
 	var bad []string
@@ -497,4 +505,16 @@ func sameFiles(ms []models.Model, m Manifest) error {
 		return fmt.Errorf("the log gives other contents for %s", strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+// manifestZone loads the zone the manifest says the CSVs' times are in.
+func manifestZone(m Manifest) (*time.Location, error) {
+	if m.TimeZone == "" {
+		return time.UTC, nil
+	}
+	loc, err := time.LoadLocation(m.TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("time_zone %q is not an IANA zone: %v", m.TimeZone, err)
+	}
+	return loc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/marketledger/ledger/contracts"
 )
@@ -17,8 +18,11 @@ import (
 // text cell a spreadsheet would run as a formula is neutralised. Bundles
 // and `ledger replay --model` write their CSVs with it, and verification
 // renders them again with it, so it must stay deterministic.
-func WriteCSV(w io.Writer, t Table) error {
-	t = withMajorUnits(t)
+//
+// Times (the cells of *_at columns) are written in zone loc with its offset
+// (UTC when loc is nil), the zone the reader's jurisdiction keeps.
+func WriteCSV(w io.Writer, t Table, loc *time.Location) error {
+	t = withMajorUnits(InZone(t, loc))
 	cw := csv.NewWriter(w)
 	if err := cw.Write(t.Columns); err != nil {
 		return err
@@ -35,6 +39,37 @@ func WriteCSV(w io.Writer, t Table) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// InZone returns t with the instants of its *_at columns in zone loc, RFC
+// 3339 with the zone's offset; nil is UTC, the tables' own rendering. Other
+// cells are left as they are.
+func InZone(t Table, loc *time.Location) Table {
+	if loc == nil || loc == time.UTC {
+		return t
+	}
+	var times []int
+	for i, c := range t.Columns {
+		if strings.HasSuffix(c, "_at") {
+			times = append(times, i)
+		}
+	}
+	if len(times) == 0 {
+		return t
+	}
+	out := Table{Columns: t.Columns, Rows: make([][]string, len(t.Rows))}
+	for k, r := range t.Rows {
+		row := slices.Clone(r)
+		for _, i := range times {
+			if i < len(row) {
+				if at, err := time.Parse(time.RFC3339Nano, row[i]); err == nil {
+					row[i] = at.In(loc).Format(time.RFC3339Nano)
+				}
+			}
+		}
+		out.Rows[k] = row
+	}
+	return out
 }
 
 // number is a cell a spreadsheet reads as a plain number: it runs nothing.

@@ -3,6 +3,7 @@ package models
 import (
 	"bytes"
 	"testing"
+	"time"
 )
 
 // A cell a spreadsheet would run as a formula is written as text; numbers,
@@ -18,7 +19,7 @@ func TestWriteCSVIsSafeAndReadable(t *testing.T) {
 			{"l-5", "ok", "5", "XXZ", "1.5"},
 		}}
 	var b bytes.Buffer
-	if err := WriteCSV(&b, tab); err != nil {
+	if err := WriteCSV(&b, tab, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := `listing_id,title,price_minor,price,currency,note
@@ -43,6 +44,31 @@ func TestMajorUnitsIsExact(t *testing.T) {
 	} {
 		if got := MajorUnits(tc.minor, tc.cur); got != tc.want {
 			t.Errorf("MajorUnits(%s, %s) = %q, want %q", tc.minor, tc.cur, got, tc.want)
+		}
+	}
+}
+
+// Times are written in the zone asked for, with its offset; UTC is the
+// tables' own rendering.
+func TestWriteCSVTimesInTheZone(t *testing.T) {
+	wib, err := time.LoadLocation("Asia/Jakarta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := Table{Columns: []string{"id", "placed_at", "note"}, Rows: [][]string{{"o-1", "2023-10-04T09:59:00Z", "2023-10-04T09:59:00Z"}, {"o-2", "", "x"}}}
+	for _, tc := range []struct {
+		loc  *time.Location
+		want string
+	}{
+		{nil, "id,placed_at,note\no-1,2023-10-04T09:59:00Z,2023-10-04T09:59:00Z\no-2,,x\n"},
+		{wib, "id,placed_at,note\no-1,2023-10-04T16:59:00+07:00,2023-10-04T09:59:00Z\no-2,,x\n"},
+	} {
+		var b bytes.Buffer
+		if err := WriteCSV(&b, tab, tc.loc); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("in %v:\n%s\nwant\n%s", tc.loc, b.String(), tc.want)
 		}
 	}
 }
