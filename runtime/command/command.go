@@ -495,6 +495,9 @@ func firstResult[S any](ctx context.Context, r *Runner, agg Aggregate[S], ref ev
 	}
 	// Positions need not be contiguous in every store (EventStoreDB's are
 	// commit positions); versions are: the decision ends at its version.
+	if a.FirstPosition > a.LastPosition { // a command whose part decided nothing
+		return state, nil, nil
+	}
 	if len(decided) == 0 || decided[len(decided)-1].AggregateVersion != a.Version {
 		return state, nil, &events.Error{Op: "command.Run", Kind: events.KindIntegrity, Field: ref.String(),
 			Rule: fmt.Sprintf("the idempotency record names positions %d..%d ending at version %d, the aggregate's history does not hold them",
