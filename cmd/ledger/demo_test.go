@@ -75,7 +75,7 @@ func TestDemoSameSeedSameDay(t *testing.T) {
 	// The business outcome is the same; where it lands (positions, roots,
 	// directories, time taken) is not part of it.
 	for _, r := range []*demoReport{&a, &b} {
-		r.DataDir, r.ElapsedMS, r.FreezePosition, r.FreezeActivationPosition, r.Snapshots = "", 0, 0, 0, nil
+		r.DataDir, r.ElapsedMS, r.FreezePosition, r.FreezeActivationPosition, r.Snapshots, r.Next = "", 0, 0, 0, nil, ""
 	}
 	if diff := cmp.Diff(a, b); diff != "" {
 		t.Errorf("same seed, different day (-first +second):\n%s", diff)
