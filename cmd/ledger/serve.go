@@ -258,6 +258,9 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return err
 	} else {
 		a.mountSnapshots(key)
+		if err := a.mountConsole(ctx, tokens, g.dataDir, key); err != nil {
+			return err
+		}
 		if o.projections {
 			pc, err := n.as(ctx, auth.RoleProjections)
 			if err != nil {
