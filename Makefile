@@ -14,9 +14,12 @@ all: lint test
 build:
 	$(GO) build -o $(BIN) ./cmd/ledger
 
-## run: build the ledger binary and play 4 October 2023 on the embedded default.
+## run: build the ledger binary, play 4 October 2023 on the embedded default
+## and write the day as a self-contained HTML page (REPORT).
+REPORT ?= bin/demo-report.html
 run: build
-	./$(BIN) demo
+	./$(BIN) demo --report $(REPORT)
+	@echo "report: $(abspath $(REPORT))"
 
 ## test: race-enabled tests of every module in go.work.
 test: $(addprefix test/,$(MODULES))

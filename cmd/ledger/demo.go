@@ -24,8 +24,9 @@ import (
 )
 
 type demoOpts struct {
-	seed  uint64
-	scale string
+	seed   uint64
+	scale  string
+	report string
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -57,10 +58,14 @@ afterwards with --data.`,
 			if err != nil {
 				return err
 			}
+			if o.report != "" {
+				return runDemoWithReport(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), dir, o.seed, sc, g.json, o.report)
+			}
 			return runDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), dir, o.seed, sc, g.json)
 		},
 	}
 	c.Flags().Uint64Var(&o.seed, "seed", 20231004, "seed of the simulated marketplace (the same seed gives the same day)")
+	c.Flags().StringVar(&o.report, "report", "", "also write the report as a self-contained HTML page (the day's chart and the table) to this file")
 	c.Flags().StringVar(&o.scale, "scale", "small", "size of the day: small (about a minute) or day (over a million events)")
 	return c
 }

@@ -190,7 +190,7 @@ func (c *Console) policyPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.render(w, r, http.StatusOK, "policy", page{Title: "Policy timeline", Nav: "policy",
-		Data: policyData{Position: st.Point.Position, Table: st.Models[0].Rows()}})
+		Data: policyData{Position: st.Point.Position, Table: c.inZone(st.Models[0].Rows())}})
 }
 
 // modelsAsOf is the console's one read of models as of an instant: the
@@ -241,7 +241,7 @@ func (c *Console) asOfPage(w http.ResponseWriter, r *http.Request) {
 			c.failErr(w, r, "as_of", err)
 			return
 		}
-		t := st.Models[0].Rows()
+		t := c.inZone(st.Models[0].Rows())
 		d.Asked, d.Position, d.RecordedAt, d.Columns, d.Total = true, st.Point.Position, st.Point.RecordedAt.In(c.cfg.Zone).Format(time.RFC3339Nano), t.Columns, len(t.Rows)
 		for _, row := range t.Rows {
 			if d.Filter != "" && !strings.Contains(strings.Join(row, "\x00"), d.Filter) {
@@ -254,4 +254,21 @@ func (c *Console) asOfPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.render(w, r, http.StatusOK, "asof", page{Title: "As of", Nav: "asof", Data: d})
+}
+
+// inZone shows the instants of a model's table (the columns named *_at,
+// RFC 3339 in UTC) in the display zone: the same instants as the CLI
+// prints, read in the zone of the day.
+func (c *Console) inZone(t models.Table) models.Table {
+	for i, col := range t.Columns {
+		if !strings.HasSuffix(col, "_at") {
+			continue
+		}
+		for _, row := range t.Rows {
+			if at, err := time.Parse(time.RFC3339Nano, row[i]); err == nil {
+				row[i] = at.In(c.cfg.Zone).Format(time.RFC3339Nano)
+			}
+		}
+	}
+	return t
 }
