@@ -143,7 +143,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shot := func(t *testing.T, name string) {
 		t.Helper()
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -49,6 +49,9 @@ type ChartMarker struct {
 	Position  uint64
 	Effective bool
 	ZoomURL   string // "" when the chart is static
+	// Anchor and DX put the label beside the line, on the side with room.
+	Anchor string
+	DX     int
 }
 
 // Span is a shaded stretch of the time axis.
@@ -120,7 +123,10 @@ func NewChart(id string, s *Series, zone *time.Location, zoom func(Marker) strin
 	for _, m := range s.Markers {
 		at := m.At(s.Clock).In(zone)
 		cm := ChartMarker{X: x(at), Time: at.Format(time.RFC3339), Type: m.Type, RuleID: m.RuleID, Position: m.Position,
-			Effective: m.Effective(), Label: markerLabel(m, at)}
+			Effective: m.Effective(), Label: markerLabel(m, at), Anchor: "start", DX: 6}
+		if cm.X > float64(c.Left+c.Right)/2 {
+			cm.Anchor, cm.DX = "end", -8
+		}
 		if zoom != nil {
 			cm.ZoomURL = zoom(m)
 		}
