@@ -216,6 +216,24 @@ func Next(s State) (Step, bool) {
 	return Step{}, false
 }
 
+// Alongside returns a step that may be sent together with st, the step
+// Next returned for s, and false when there is none. The authorization
+// does not wait for the reservation: sent together, a checkout takes one
+// round trip less. A reservation then refused rejects the order, and the
+// rejected order's compensation voids the authorization, as it voids any
+// open payment of an ended order; an authorization refused cancels the
+// order, and its compensation releases the stock.
+func Alongside(s State, st Step) (Step, bool) {
+	if st.Kind != Reserve {
+		return Step{}, false
+	}
+	next, ok := Next(s.After(st, Outcome{}))
+	if !ok || next.Kind != Authorize {
+		return Step{}, false
+	}
+	return next, true
+}
+
 // forward drives a placed order towards its confirmation.
 func forward(s State) (Step, bool) {
 	if _, ok := s.outcome(Reject, ""); ok {

@@ -106,3 +106,39 @@ func TestEndedOrdersAreCompensated(t *testing.T) {
 		}
 	})
 }
+
+// TestAlongsideSendsTheAuthorizationWithTheReservation: a placed order's
+// reservation goes with its authorization; whichever of the two is refused
+// ends the order, and the ended order's compensation gives back what the
+// other one took.
+func TestAlongsideSendsTheAuthorizationWithTheReservation(t *testing.T) {
+	pid := "pay-o1"
+	s := State{Order: placedOrder(), Trigger: "order.placed"}
+	st, _ := Next(s)
+	with, ok := Alongside(s, st)
+	if st.Kind != Reserve || !ok || with.Kind != Authorize || with.PaymentID != pid || !with.Deadline {
+		t.Fatalf("placed order: %v with %v (%t), want a reservation with the authorization of %s", st, with, ok, pid)
+	}
+	if _, ok := Alongside(s.After(st, Outcome{}), with); ok {
+		t.Error("a step alongside the authorization")
+	}
+	confirmedTo := s.After(st, Outcome{}).After(with, Outcome{})
+	if next, _ := Next(confirmedTo); next.Kind != Confirm {
+		t.Errorf("both done: %s, want confirm", next.Kind)
+	}
+	if _, ok := Alongside(confirmedTo, Step{Kind: Confirm, PaymentID: pid}); ok {
+		t.Error("a step alongside the confirmation")
+	}
+	noStock := s.After(st, Outcome{Refused: "no stock"}).After(with, Outcome{})
+	if next, _ := Next(noStock); next.Kind != Reject {
+		t.Errorf("reservation refused, authorization made: %s, want reject", next.Kind)
+	}
+	rejected := State{Order: Order{ID: "o1", Status: StatusRejected}, Payments: []Payment{{ID: pid, Status: "authorized"}}, Trigger: "order.rejected"}
+	if next, _ := Next(rejected); next.Kind != Void || next.PaymentID != pid {
+		t.Errorf("rejected with an authorization: %v, want its void", next)
+	}
+	declined := s.After(st, Outcome{}).After(with, Outcome{Refused: "declined"})
+	if next, _ := Next(declined); next.Kind != Cancel {
+		t.Errorf("reservation made, authorization refused: %s, want cancel", next.Kind)
+	}
+}

@@ -379,20 +379,37 @@ func (c *Runner) step(ctx context.Context, e events.Event, id string) error {
 		if !ok {
 			return nil
 		}
-		rctx, span := tracing.Start(ctx, stepSpans[st.Kind])
-		if span.Recording() {
-			span.Set(tracing.String("ledger.order", id))
+		steps := []Step{st}
+		if with, ok := Alongside(s, st); ok {
+			steps = append(steps, with)
 		}
-		out, rep, err := c.run(rctx, s.Order, st, deadline)
-		span.End(err)
-		if err != nil {
+		ran := make([]ranStep, len(steps))
+		errs := make([]error, len(steps))
+		var wg sync.WaitGroup
+		for i, st := range steps {
+			wg.Go(func() {
+				rctx, span := tracing.Start(ctx, stepSpans[st.Kind])
+				if span.Recording() {
+					span.Set(tracing.String("ledger.order", id))
+				}
+				ran[i].Outcome, ran[i].reply, errs[i] = c.run(rctx, s.Order, st, deadline)
+				span.End(errs[i])
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		c.steps.Add(1)
-		s = s.After(st, out)
-		s, loaded = forwarded(s, st, out, rep)
-		if loaded && st.Kind == Confirm && rep.FirstPosition > 0 {
-			c.noteLive(id, rep.FirstPosition)
+		loaded = true
+		for i, st := range steps {
+			c.steps.Add(1)
+			s = s.After(st, ran[i].Outcome)
+			var fwd bool
+			s, fwd = forwarded(s, st, ran[i].Outcome, ran[i].reply)
+			loaded = loaded && fwd
+			if fwd && st.Kind == Confirm && ran[i].reply.FirstPosition > 0 {
+				c.noteLive(id, ran[i].reply.FirstPosition)
+			}
 		}
 	}
 	return &events.Error{Op: "checkout", Kind: events.KindInvalid, Field: "/order_id",

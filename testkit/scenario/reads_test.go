@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/marketledger/ledger/contracts"
 )
@@ -52,4 +53,70 @@ func TestCheckoutReadsTheLogOncePerRound(t *testing.T) {
 	}
 	judgeRaw(t, ctx, ins[0].Store)
 	JudgeCheckouts(t, ctx, ins[0].Checkouts)
+}
+
+// TestCheckoutAuthorizesWhileTheReservationWaits: the checkout sends the
+// authorization with the reservation, not after it. With the listing
+// service down, the payment is authorized all the same; once the listing
+// service is back the order is confirmed and captured, once.
+func TestCheckoutAuthorizesWhileTheReservationWaits(t *testing.T) {
+	ins := nodeInstances(t, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	lst := ListingSpec{ID: "par-l", Seller: "seller-par", Category: "par", Channel: contracts.ChannelMarketplace,
+		Price: 25_000 * 100, Stock: 10}
+	if err := CreateListings(ctx, ins[0], lst); err != nil {
+		t.Fatal(err)
+	}
+	resume := ins[0].Pause(t, contracts.ServiceListing)
+	c := &Checkout{OrderID: "par-o", BuyerID: "buyer-par", ListingID: lst.ID, Quantity: 1, Pick: func(string) *Instance { return ins[0] }}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	for {
+		lg, err := ReadLog(ctx, ins[0].Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lg.Has(c.OrderID, "listing.stock_reserved") {
+			t.Fatal("reserved while the listing service is down")
+		}
+		if lg.Has(c.OrderID, "payment.authorized") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no authorization while the reservation waits: %v", ctx.Err())
+		case err := <-done:
+			t.Fatalf("checkout ended while the listing service is down: %v %s", err, c.Outcome)
+		case <-time.After(20 * time.Millisecond): // the log announces nothing to a reader
+		}
+	}
+	resume()
+	if err := <-done; err != nil || c.Outcome != Accepted {
+		t.Fatalf("checkout: %v %s %s", err, c.Outcome, c.Reason)
+	}
+	if err := ins[0].Checkouts.Runner.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lg, err := ReadLog(ctx, ins[0].Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{"listing.stock_reserved", "payment.authorized", "order.confirmed", "payment.captured"} {
+		if n := countOf(lg.ByOrder[c.OrderID], typ); n != 1 {
+			t.Errorf("%d %s, want 1 (%v)", n, typ, lg.ByOrder[c.OrderID])
+		}
+	}
+	judgeRaw(t, ctx, ins[0].Store)
+	JudgeCheckouts(t, ctx, ins[0].Checkouts)
+}
+
+func countOf(types []string, typ string) int {
+	n := 0
+	for _, t := range types {
+		if t == typ {
+			n++
+		}
+	}
+	return n
 }
