@@ -268,6 +268,19 @@ func (f *fakePayment) void(req micro.Request) {
 	_ = req.Error("404", "no such payment", []byte(`{"status":404,"detail":"no such payment"}`))
 }
 
+// open counts the authorizations not voided.
+func (f *fakePayment) open() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, pid := range f.authorized {
+		if !f.voided[pid] {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *fakePayment) authorizations() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
