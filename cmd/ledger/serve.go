@@ -258,7 +258,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return err
 	} else {
 		a.mountSnapshots(key)
-		if err := a.mountConsole(ctx, tokens, g.dataDir, key); err != nil {
+		if err := a.mountConsole(ctx, tokens, g.dataDir, key, g.zone()); err != nil {
 			return err
 		}
 		if o.projections {
