@@ -155,7 +155,9 @@ func (p *printer) in(loc *time.Location) *printer {
 
 func newPrinter(w io.Writer, asJSON bool) *printer {
 	if asJSON {
-		return &printer{w: w, json: json.NewEncoder(w)}
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false) // bodies as stored: the bytes their hashes cover
+		return &printer{w: w, json: enc}
 	}
 	return &printer{w: w, tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
 }

@@ -114,6 +114,7 @@ func printTrace(w io.Writer, id string, flow []events.Event, asJSON bool, loc *t
 		}
 	}
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // bodies as stored: the bytes their hashes cover
 	var blocked []string
 	var refused []string
 	var walk func(e events.Event, depth int, prefix string, last bool)

@@ -9,15 +9,18 @@
 package eventhttp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/marketledger/ledger/runtime/service"
+	"io"
 	"iter"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/marketledger/ledger/runtime/service"
 
 	"github.com/marketledger/ledger/events"
 )
@@ -101,13 +104,20 @@ type Event struct {
 	CorrelationID    string    `json:"correlation_id,omitempty"`
 	CausationID      string    `json:"causation_id,omitempty"`
 	PolicyPosition   uint64    `json:"policy_position"`
-	PrevHash         string    `json:"prev_hash"`
-	Hash             string    `json:"hash"`
+	// PrevPosition is the position of the aggregate's previous event, on
+	// the first event of a decision; the hash covers it when it is set.
+	PrevPosition uint64 `json:"prev_position,omitempty"`
+	PrevHash     string `json:"prev_hash"`
+	Hash         string `json:"hash"`
 	// Traceparent is the W3C trace context of the decision that stored
 	// the event (the CloudEvents distributed-tracing extension), when it
 	// was traced.
 	Traceparent string          `json:"traceparent,omitempty"`
 	Data        json.RawMessage `json:"data"`
+	// DataRaw holds the body's bytes as stored, when they are not the
+	// compact JSON that data is served as (insignificant white space):
+	// the hash covers these bytes (docs/verifying.md).
+	DataRaw []byte `json:"data_raw,omitempty"`
 }
 
 // ToJSON converts an event to its JSON form. The business time keeps the
@@ -116,7 +126,26 @@ func ToJSON(e events.Event) Event {
 	return Event{Position: e.Position, RecordedAt: e.RecordedAt.UTC(), ID: e.ID, Type: e.Type, SchemaVersion: e.SchemaVersion,
 		Source: e.Source, Subject: e.Subject(), AggregateID: e.AggregateID, AggregateVersion: e.AggregateVersion,
 		OccurredAt: e.OccurredAt.Format(time.RFC3339Nano), CorrelationID: e.CorrelationID, CausationID: e.CausationID,
-		PolicyPosition: e.PolicyPosition, PrevHash: e.PrevHash, Hash: e.Hash, Traceparent: e.Traceparent, Data: e.Data}
+		PolicyPosition: e.PolicyPosition, PrevPosition: e.PrevPosition, PrevHash: e.PrevHash, Hash: e.Hash,
+		Traceparent: e.Traceparent, Data: e.Data, DataRaw: rawIfNotCompact(e.Data)}
+}
+
+// rawIfNotCompact returns body when compacting it would change its bytes,
+// and nil when it is compact already (every body the services store).
+func rawIfNotCompact(body []byte) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, body) != nil || bytes.Equal(b.Bytes(), body) {
+		return nil
+	}
+	return body
+}
+
+// encodeJSON writes v as JSON without escaping <, > and &: a body is served
+// with the bytes its hash covers.
+func encodeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // Page is the body of GET /v1/events.
@@ -309,7 +338,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(page)
+	_ = encodeJSON(w, page)
 }
 
 func (h *Handler) page(ctx context.Context, f *filter) (*Page, error) {
@@ -404,9 +433,10 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rc *http.Re
 				}
 				return
 			}
-			b, _ := json.Marshal(ToJSON(e))
+			var b bytes.Buffer
+			_ = encodeJSON(&b, ToJSON(e))
 			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.Position, e.Type, b); err != nil {
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.Position, e.Type, bytes.TrimSuffix(b.Bytes(), []byte("\n"))); err != nil {
 				return
 			}
 			if len(evs) == 0 && rc.Flush() != nil {

@@ -309,3 +309,46 @@ func TestSSESubjectFilterReachesTheStore(t *testing.T) {
 		t.Fatal("the handler never subscribed")
 	}
 }
+
+// TestServedEventsCarryWhatTheHashCovers: from an event's JSON alone (its
+// fields, prev_position, and data or data_raw) a client recomputes its
+// hash, as docs/verifying.md says: a body with &, < and > is served
+// unescaped, one stored with white space is also served as it was stored.
+func TestServedEventsCarryWhatTheHashCovers(t *testing.T) {
+	st := startStore(t)
+	ctx := context.Background()
+	ref := events.AggregateRef{Context: "order", ID: "hashed"}
+	bodies := []string{`{"note":"A&B <x>"}`, `{"note": "spaced",  "n": 1}`}
+	for i, body := range bodies {
+		e := events.Event{ID: events.NewID(), Type: "order.placed", SchemaVersion: 1, Source: "/test", AggregateID: ref.ID,
+			OccurredAt: time.Now().In(time.FixedZone("WIB", 7*3600)), CorrelationID: "c", CausationID: "k", Data: []byte(body)}
+		if _, err := st.Append(ctx, events.Decision{Aggregate: ref, ExpectedVersion: uint64(i), Events: []events.Event{e}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := eventhttp.New(st, eventhttp.Options{KnownType: known})
+	page := getPage(t, h, url.Values{"subject": {"ledger.order.hashed.>"}})
+	if len(page.Events) != 2 {
+		t.Fatalf("%d events served, want 2", len(page.Events))
+	}
+	for i, j := range page.Events {
+		at, err := time.Parse(time.RFC3339Nano, j.OccurredAt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := []byte(j.Data)
+		if j.DataRaw != nil {
+			body = j.DataRaw
+		}
+		e := events.Event{ID: j.ID, Type: j.Type, SchemaVersion: j.SchemaVersion, Source: j.Source, AggregateID: j.AggregateID,
+			OccurredAt: at, CorrelationID: j.CorrelationID, CausationID: j.CausationID, PolicyPosition: j.PolicyPosition,
+			AggregateVersion: j.AggregateVersion, PrevPosition: j.PrevPosition, PrevHash: j.PrevHash, Data: body}
+		if got := e.ComputeHash(); got != j.Hash {
+			t.Errorf("event %d (%s): hash from its JSON %s, served hash %s", i, bodies[i], got, j.Hash)
+		}
+	}
+	if page.Events[1].PrevPosition != page.Events[0].Position || page.Events[1].DataRaw == nil || page.Events[0].DataRaw != nil {
+		t.Errorf("prev_position %d (want %d), data_raw of the spaced body %q, of the compact one %q",
+			page.Events[1].PrevPosition, page.Events[0].Position, page.Events[1].DataRaw, page.Events[0].DataRaw)
+	}
+}
