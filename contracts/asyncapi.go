@@ -91,14 +91,22 @@ func AsyncAPI() ([]byte, error) {
 			"host":        "127.0.0.1:4222",
 			"protocol":    "nats",
 			"description": "The in-process nats-server that `ledger serve` starts by default; a NATS cluster URL replaces it in production.",
+			"security":    []any{obj{"$ref": "#/components/securitySchemes/nkey"}},
 		}},
 		"channels":   channels,
 		"operations": operations,
 		"components": obj{
 			"messages": messages,
 			"schemas":  obj{"CloudEventsHeaders": cloudEventsHeaders()},
+			"securitySchemes": obj{"nkey": obj{
+				"type": "asymmetricEncryption",
+				"description": "A NATS user authenticated by its NKey (Ed25519): the server sends a nonce, the client signs it with its seed. " +
+					"Every service has a user of its own whose permissions allow exactly its subjects (docs/operations.md, \"NATS users\"; " +
+					"`ledger credentials` makes them).",
+			}},
 		},
 	}
+	addControlRecords(channels, operations, messages)
 	return marshalYAML(doc)
 }
 
@@ -108,7 +116,7 @@ func aggregateDoc(s EventSpec) string {
 	if s.AggregateField != "" {
 		return "the aggregate id, equal to the body's " + s.AggregateField
 	}
-	return "the aggregate id of the notary's log (\"checkpoints\")"
+	return "the aggregate id of the notary's log, always \"" + NotaryAggregateID + "\""
 }
 
 func message(s EventSpec) obj {
@@ -132,7 +140,10 @@ func message(s EventSpec) obj {
 	if ex, ok := eventExamples[eventKey{s.Type, s.Version}]; ok {
 		var payload any
 		b, _ := json.Marshal(ex)
-		_ = json.Unmarshal(b, &payload)
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber() // minor units stay integers, never 1.5e+07
+		_ = dec.Decode(&payload)
+		payload = integers(payload)
 		m["examples"] = []any{obj{"name": strings.ReplaceAll(s.Type, ".", "_"), "payload": payload}}
 	}
 	return m
@@ -185,4 +196,75 @@ func marshalYAML(doc obj) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// addControlRecords declares the store's own records, which share the
+// stream and the atomic batches with the events (docs/events.md, "Control
+// records"): readers skip them, but they hold positions.
+func addControlRecords(channels, operations, messages obj) {
+	u := func(d string) obj { return obj{"type": "integer", "minimum": 0, "description": d} }
+	str := func(d string) obj { return obj{"type": "string", "description": d} }
+	records := []struct {
+		id, address, title, doc string
+		params                  obj
+		payload                 obj
+	}{
+		{"control.idempotency", events.SubjectPrefix + "{context}._idem.{key_hash}", "idempotency record",
+			"Stored after a keyed decision's events in the same atomic batch; its subject may hold one message only, so a key decides once (ADR 0005).",
+			obj{"context": obj{"description": "the bounded context of the decision"},
+				"key_hash": obj{"description": "hex SHA-256 of the idempotency key"}},
+			obj{"type": "object", "required": []any{"key", "command_digest", "aggregate", "version", "events"}, "properties": obj{
+				"key": str("the idempotency key"), "command_digest": str("hex SHA-256 of the command's JSON"),
+				"aggregate": str("context/id of the aggregate decided on"), "version": u("the aggregate's version after the command"),
+				"events": u("how many events the command appended"),
+				"after":  u("messages between the command's last event and this record (absent: 0)")}}},
+		{"control.fence", events.SubjectPrefix + "{context}._fence", "fence of fenced decisions",
+			"The last message of a batch with fenced decisions; it carries the check that the last message on ledger.policy.> is at policy_position (ADR 0004).",
+			obj{"context": obj{"description": "the bounded context of the batch's fenced decisions"}},
+			obj{"type": "object", "required": []any{"policy_position", "decisions"}, "properties": obj{
+				"policy_position": u("the policy position the decisions were made under"), "decisions": u("fenced decisions in the batch")}}},
+		{"control.policy_fence", PolicyFenceRecordSubject, "fence of a policy batch",
+			"The last message of every batch of policy decisions: a policy view checks from it that it missed no policy message (ADR 0004).",
+			obj{},
+			obj{"type": "object", "required": []any{"policy_position", "decisions"}, "properties": obj{
+				"policy_position":          u("the newest position on ledger.policy.> before the batch (0 if none), which its check requires"),
+				"previous_policy_position": u("the same, repeated for the continuity check"),
+				"decisions":                u("policy decisions in the batch"),
+				"policy_messages":          u("the batch's messages on ledger.policy.>")}}},
+	}
+	for _, r := range records {
+		messages[r.id] = obj{"name": r.id, "title": r.title, "summary": r.doc, "contentType": events.ContentTypeJSON,
+			"payload": obj{"schemaFormat": schemaFormat, "schema": r.payload}}
+		ch := obj{"address": r.address, "title": r.title, "description": r.doc,
+			"messages": obj{r.id: obj{"$ref": "#/components/messages/" + r.id}}}
+		if len(r.params) > 0 {
+			ch["parameters"] = r.params
+		}
+		channels[r.id] = ch
+		operations[r.id+".send"] = obj{"action": "send", "channel": obj{"$ref": "#/channels/" + r.id},
+			"title": "the store writes " + r.title + "s", "summary": "Written by the event store of whichever service decides, never by hand.",
+			"messages": []any{obj{"$ref": "#/channels/" + r.id + "/messages/" + r.id}}, "x-service": "store"}
+	}
+}
+
+// integers turns the json.Numbers of a decoded value into int64 where they
+// are whole, so that YAML writes 15000000 rather than 1.5e+07 or a string.
+func integers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = integers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = integers(e)
+		}
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return n
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return v
 }

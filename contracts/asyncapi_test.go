@@ -208,3 +208,56 @@ func TestRefResolves(t *testing.T) {
 		}
 	}
 }
+
+// TestAsyncAPIIsWhatGeneratorsNeed: amounts in the examples are integers
+// (minor units, never 1.5e+07), the store's control records are declared
+// as channels of their own, and the server names its security scheme.
+func TestAsyncAPIIsWhatGeneratorsNeed(t *testing.T) {
+	raw, err := os.ReadFile(AsyncAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`\d[eE][+-]\d`).Match(raw) {
+		t.Errorf("%s writes a number in exponent form", AsyncAPIPath)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	channels := mapAt(t, doc, "channels")
+	for _, id := range []string{"control.idempotency", "control.fence", "control.policy_fence"} {
+		if _, ok := channels[id]; !ok {
+			t.Errorf("control record %s has no channel", id)
+		}
+	}
+	embedded := mapAt(t, mapAt(t, doc, "servers"), "embedded")
+	sec, _ := embedded["security"].([]any)
+	if len(sec) != 1 || mapAt(t, mapAt(t, doc, "components"), "securitySchemes")["nkey"] == nil {
+		t.Errorf("server security %v: want the nkey scheme", sec)
+	}
+	var amounts []int
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if k == "amount_minor" {
+					n, ok := e.(int)
+					if !ok {
+						t.Errorf("amount_minor %v (%T) is not an integer", e, e)
+					}
+					amounts = append(amounts, n)
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(mapAt(t, mapAt(t, doc, "components"), "messages"))
+	if len(amounts) == 0 {
+		t.Error("no amount in the examples")
+	}
+}

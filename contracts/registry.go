@@ -20,6 +20,10 @@ const (
 // Source returns the CloudEvents source of a service ("/ledger/order").
 func Source(service string) string { return "/ledger/" + service }
 
+// NotaryAggregateID is the aggregate id of the notary's log: its
+// checkpoints are the events of aggregate notary/log.
+const NotaryAggregateID = "log"
+
 // EventSpec describes one version of one event type.
 type EventSpec struct {
 	// Type is "<context>.<name>", lower snake case.

@@ -21,7 +21,7 @@ import (
 
 // The notary's aggregate: its checkpoints are events of context "notary",
 // aggregate "log", type notary.checkpointed.
-var NotaryAggregate = events.AggregateRef{Context: contracts.ServiceNotary, ID: "log"}
+var NotaryAggregate = events.AggregateRef{Context: contracts.ServiceNotary, ID: contracts.NotaryAggregateID}
 
 // Key files under the data directory.
 const (
