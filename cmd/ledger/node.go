@@ -21,6 +21,7 @@ import (
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/node/embedded"
 	"github.com/marketledger/ledger/node/tlsconf"
+	"github.com/marketledger/ledger/runtime/subscriber"
 )
 
 // nodeConfig says how a subcommand reaches the log and as whom.
@@ -342,8 +343,32 @@ func (n *node) ensureStream(ctx context.Context, replicas int, dataDir string) e
 			return fmt.Errorf("%w; refusing to create an empty stream in its place", err)
 		}
 	}
-	_, err = events.EnsureStream(ctx, js, replicas)
-	return err
+	if _, err = events.EnsureStream(ctx, js, replicas); err != nil {
+		return err
+	}
+	return ensureParkedStream(ctx, js)
+}
+
+// ensureParkedStream creates the subscribers' parking stream with the
+// LEDGER stream's replicas, or raises an existing one's to them: a service
+// that subscribes as the subscriber role may read the stream's settings
+// but not create or change it.
+func ensureParkedStream(ctx context.Context, js jetstream.JetStream) error {
+	want, err := subscriber.LogReplicas(ctx, js)
+	if err != nil {
+		return err
+	}
+	st, err := subscriber.EnsureParkedStream(ctx, js, want)
+	if err != nil {
+		return err
+	}
+	if cfg := st.CachedInfo().Config; cfg.Replicas < want {
+		cfg.Replicas = want
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("raise the replicas of stream %s to %d: %w", subscriber.ParkedStreamName, want, err)
+		}
+	}
+	return nil
 }
 
 // checkCredentialsDir reports a --creds directory that does not exist.

@@ -198,9 +198,17 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		// On shutdown the manager stops before the connections close.
 		defer stopCheckout()
 	}
-	log.Info("ledger serving", zap.String("nats", n.url), zap.String("data", g.dataDir), zap.String("services", o.services),
-		zap.String("stream", events.StreamName), zap.Bool("fsync_always", !o.lazy), zap.Bool("nats_auth", n.creds != ""),
-		zap.Bool("tls", serverTLS != nil))
+	if o.lazy && n.srv == nil {
+		log.Warn("--unsafe-lazy-fsync applies to the embedded NATS server only; with --nats the servers' configuration decides")
+	}
+	dur, err := checkDurability(ctx, n.js, n.srv != nil, o.lazy, o.replicas)
+	if err != nil {
+		return err
+	}
+	logDurability(log, dur)
+	log.Info("ledger serving", append([]zap.Field{zap.String("nats", n.url), zap.String("data", g.dataDir), zap.String("services", o.services),
+		zap.String("stream", events.StreamName), zap.Bool("nats_auth", n.creds != ""),
+		zap.Bool("tls", serverTLS != nil)}, dur.fields()...)...)
 	if n.srv != nil {
 		ca := ""
 		if g.tlsCA != "" {

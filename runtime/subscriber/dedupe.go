@@ -41,22 +41,34 @@ func NewDedupe(size int, kv jetstream.KeyValue) *Dedupe {
 	return &Dedupe{size: size, order: list.New(), ids: make(map[string]*list.Element), kv: kv}
 }
 
+// DedupeBucketPrefix starts the name of every subscription's dedupe bucket.
+const DedupeBucketPrefix = "sub-dedupe-"
+
 // DedupeBucket creates or opens the key-value bucket that persists the ids a
-// subscription handled ("sub-dedupe-<name>", file storage). Ids older than
+// subscription handled ("sub-dedupe-<name>", file storage, the LEDGER stream's replicas). Ids older than
 // ttl are forgotten (0 keeps them for good); pick a ttl longer than any
 // redelivery can take.
 func DedupeBucket(ctx context.Context, js jetstream.JetStream, name string, ttl time.Duration) (jetstream.KeyValue, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, withOp("subscriber.DedupeBucket", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: "sub-dedupe-" + name, Description: "event ids handled by subscriber " + name,
-		TTL: ttl, Storage: jetstream.FileStorage, History: 1,
+	const op = "subscriber.DedupeBucket"
+	var kv jetstream.KeyValue
+	err := guard(ctx, js, op, []string{jsAPI}, func(ctx context.Context) error {
+		replicas, err := LogReplicas(ctx, js)
+		if err != nil {
+			return err
+		}
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: DedupeBucketPrefix + name, Description: "event ids handled by subscriber " + name,
+			TTL: ttl, Storage: jetstream.FileStorage, History: 1, Replicas: replicas,
+		})
+		if err != nil {
+			return &events.Error{Op: op, Kind: events.KindUnavailable, Field: DedupeBucketPrefix + name, Err: err}
+		}
+		return nil
 	})
-	if err != nil {
-		return nil, &events.Error{Op: "subscriber.DedupeBucket", Kind: events.KindUnavailable, Err: err}
-	}
-	return kv, nil
+	return kv, err
 }
 
 // Seen reports whether id was marked handled.

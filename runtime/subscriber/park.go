@@ -59,17 +59,47 @@ func ParkedStreamConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// EnsureParkedStream creates the parking stream if it does not exist.
+// EnsureParkedStream creates the parking stream if it does not exist, with
+// replicas replicas, or the LEDGER stream's when replicas is 0, so that a
+// parked event is kept as durably as the event itself. A stream that
+// exists is used as it is: raising its replicas is the operator's
+// (`ledger serve` creates the stream, and raises them, on start), and a
+// service's least-privileged user may only read the stream's settings.
 func EnsureParkedStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
-	st, err := js.Stream(ctx, ParkedStreamName)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, ParkedStreamConfig(replicas))
-	}
-	if err != nil {
-		return nil, &events.Error{Op: "subscriber.EnsureParkedStream", Kind: events.KindUnavailable, Rule: "stream " + ParkedStreamName, Err: err}
-	}
-	return st, nil
+	const op = "subscriber.EnsureParkedStream"
+	var st jetstream.Stream
+	err := guard(ctx, js, op, []string{jsAPI}, func(ctx context.Context) error {
+		var err error
+		st, err = js.Stream(ctx, ParkedStreamName)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			if replicas == 0 {
+				if replicas, err = LogReplicas(ctx, js); err != nil {
+					return err
+				}
+			}
+			st, err = js.CreateStream(ctx, ParkedStreamConfig(replicas))
+		}
+		if err != nil {
+			return &events.Error{Op: op, Kind: events.KindUnavailable, Rule: "stream " + ParkedStreamName, Err: err}
+		}
+		return nil
+	})
+	return st, err
 }
+
+// LogReplicas returns the LEDGER stream's replicas: every stream and bucket
+// beside the log takes them, so that nothing the ledger keeps is less
+// durable than the log.
+func LogReplicas(ctx context.Context, js jetstream.JetStream) (int, error) {
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return 0, &events.Error{Op: "subscriber.LogReplicas", Kind: events.KindUnavailable, Rule: "stream " + events.StreamName + " not reachable", Err: err}
+	}
+	return max(1, st.CachedInfo().Config.Replicas), nil
+}
+
+// jsAPI starts every JetStream API subject.
+const jsAPI = "$JS.API."
 
 // Parked is one parked event.
 type Parked struct {
@@ -131,7 +161,14 @@ func park(ctx context.Context, js jetstream.JetStream, name string, m jetstream.
 	pm.Data = m.Data()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := js.PublishMsg(pctx, pm); err != nil {
+	err := guard(pctx, js, "subscriber.park", []string{ParkedSubjectPrefix}, func(ctx context.Context) error {
+		_, err := js.PublishMsg(ctx, pm)
+		return err
+	})
+	if events.KindOf(err) == events.KindPermission {
+		return Parked{}, err
+	}
+	if err != nil {
 		return Parked{}, &events.Error{Op: "subscriber.park", Kind: events.KindUnavailable, Field: pm.Subject, Err: err}
 	}
 	return Parked{Subscription: name, Position: pos, Subject: m.Subject(), EventID: pm.Header.Get(HeaderParkedEventID),
@@ -145,7 +182,7 @@ func ListParked(ctx context.Context, js jetstream.JetStream, name string) ([]Par
 	if err := ValidateName(name); err != nil {
 		return nil, withOp(op, err)
 	}
-	if _, err := EnsureParkedStream(ctx, js, 1); err != nil {
+	if _, err := EnsureParkedStream(ctx, js, 0); err != nil {
 		return nil, err
 	}
 	cons, err := js.OrderedConsumer(ctx, ParkedStreamName, jetstream.OrderedConsumerConfig{

@@ -142,12 +142,20 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Subscription
 	if err != nil {
 		return nil, withOp(op, err)
 	}
-	if _, err := EnsureParkedStream(ctx, js, 1); err != nil {
-		return nil, err
-	}
-	cons, err := ensureConsumer(ctx, js, cfg)
+	var cons jetstream.Consumer
+	err = guard(ctx, js, op, []string{jsAPI}, func(ctx context.Context) error {
+		if _, err := EnsureParkedStream(ctx, js, 0); err != nil {
+			return err
+		}
+		c, err := ensureConsumer(ctx, js, cfg)
+		if err != nil {
+			return &events.Error{Op: op, Kind: events.KindUnavailable, Rule: "consumer " + ConsumerPrefix + cfg.Name, Err: err}
+		}
+		cons = c
+		return nil
+	})
 	if err != nil {
-		return nil, &events.Error{Op: op, Kind: events.KindUnavailable, Rule: "consumer " + ConsumerPrefix + cfg.Name, Err: err}
+		return nil, err
 	}
 	info := cons.CachedInfo()
 	var barrier uint64
