@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -21,32 +22,82 @@ configuration, and run 'ledger serve --nats URL --creds DATA/credentials'.
 See docs/operations.md.`,
 		Args: cobra.NoArgs,
 	}
+	var url string
 	init := &cobra.Command{
 		Use:   "init",
-		Short: "Create the users' seeds in DATA/credentials (kept if present) and list them",
+		Short: "Create the users' seeds in DATA/credentials (kept if present), their .creds files and NATS contexts, and list them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			set, err := auth.Ensure(g.dataDir)
 			if err != nil {
 				return usagef("%v", err)
 			}
+			if err := set.WriteCredentials(url); err != nil {
+				return err
+			}
 			type row struct {
-				Role string `json:"role"`
-				Nkey string `json:"nkey"`
-				Seed string `json:"seed_file"`
+				Role    string `json:"role"`
+				Nkey    string `json:"nkey"`
+				Seed    string `json:"seed_file"`
+				Creds   string `json:"creds_file"`
+				Context string `json:"context_file"`
 			}
 			var rows []row
-			for _, u := range set.Users() {
-				rows = append(rows, row{u.Role, u.Nkey, set.SeedFile(u.Role)})
+			for _, role := range auth.Roles() {
+				u, _ := set.User(role)
+				rows = append(rows, row{role, u.Nkey, set.SeedFile(role), set.CredsFile(role), set.ContextFile(role)})
 			}
 			w := cmd.OutOrStdout()
 			return printJSONOr(w, g.json, rows, func() {
 				for _, r := range rows {
-					fmt.Fprintf(w, "%-13s %s  %s\n", r.Role, r.Nkey, r.Seed)
+					fmt.Fprintf(w, "%-13s %s  %s\n", r.Role, r.Nkey, r.Creds)
 				}
 			})
 		},
 	}
+	init.Flags().StringVar(&url, "url", "nats://127.0.0.1:4222", "NATS server URL the NATS contexts name")
+	var team string
+	var subs []string
+	var subURL string
+	sub := &cobra.Command{
+		Use:   "subscriber",
+		Short: "Create (or update) the least-privileged NATS user of a team that follows the log with the subscriber SDK",
+		Long: `A subscriber user may read the log and run only its own subscriptions: the
+durable consumers sub-<name> on LEDGER, its parked events parked.<name>.> in
+LEDGER_PARKED and its dedupe buckets sub-dedupe-<name>; nothing else (no
+append, no other team's consumers). Each --subscription must be the team's
+name or start with "<team>-" (NATS permissions match whole subject tokens,
+so every name is granted exactly); without one the team's name is its one
+subscription. Running the command again with other names keeps the key and
+replaces the names.
+
+It writes DATA/credentials/subscribers/<team>.nk (the seed),
+<team>.creds (the standard .creds file) and <team>.context.json (a NATS
+context: --url and the .creds file), and adds the user to auth.json.
+'ledger serve' admits it from its next start; on a cluster, print
+'credentials server-config' again and reload the servers. Hand the .creds
+file to the team: see docs/subscriber.md.`,
+		Example: `  ledger credentials subscriber --data ./data --team emails --subscription emails-orders
+  NATS_URL=nats://127.0.0.1:4222 nats --nkey ./data/credentials/subscribers/emails.creds stream info LEDGER`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if team == "" {
+				return usagef("--team: required (letters, digits, '-' or '_')")
+			}
+			s, err := auth.MintSubscriber(g.dataDir, team, subs, subURL)
+			if err != nil {
+				return usagef("--team, --subscription: %v", err)
+			}
+			w := cmd.OutOrStdout()
+			return printJSONOr(w, g.json, s, func() {
+				fmt.Fprintf(w, "team          %s\nsubscriptions %s\nnkey          %s\ncreds         %s\ncontext       %s\n",
+					s.Team, strings.Join(s.Subscriptions, ", "), s.Nkey, s.CredsFile, s.ContextFile)
+			})
+		},
+	}
+	sub.Flags().StringVar(&team, "team", "", "the team the user is for (letters, digits, '-' or '_')")
+	sub.Flags().StringSliceVar(&subs, "subscription", nil, "a subscription name the team may run (repeatable; default: the team's name)")
+	sub.Flags().StringVar(&subURL, "url", "nats://127.0.0.1:4222", "NATS server URL the NATS context names")
 	var account string
 	conf := &cobra.Command{
 		Use:   "server-config",
@@ -95,6 +146,6 @@ Nothing of it is written to the data directory. See docs/operations.md.`,
 		},
 	}
 	glass.Flags().StringVar(&out, "out", "", "file to write the new seed to (mode 0600; must not exist and must be outside the data directory)")
-	c.AddCommand(init, conf, glass)
+	c.AddCommand(init, sub, conf, glass)
 	return c
 }

@@ -45,6 +45,10 @@ const configVersion = 3
 // User is one role's nkey user as the server sees it.
 type User struct {
 	Role string `json:"role"`
+	// Team and Subscriptions name a subscriber user's team and the
+	// subscriptions it may run (RoleSubscriber only).
+	Team          string   `json:"team,omitempty"`
+	Subscriptions []string `json:"subscriptions,omitempty"`
 	// Nkey is the user's public key (starts with U).
 	Nkey        string              `json:"nkey"`
 	Permissions *server.Permissions `json:"permissions,omitempty"`
@@ -102,6 +106,17 @@ func Ensure(dataDir string) (*Set, error) {
 		case u.Nkey != pub:
 			return nil, fmt.Errorf("auth: %s holds a key for role %s that does not match %s%s; delete %s to have it rewritten from the seed files",
 				filepath.Join(dir, ConfigFile), role, role, SeedExt, ConfigFile)
+		}
+		s.users = append(s.users, u)
+	}
+	// Subscriber users are minted one per team (MintSubscriber); their
+	// permissions follow the current model like the roles'.
+	for _, u := range cfg.Users {
+		if u.Role != RoleSubscriber {
+			continue
+		}
+		if dirty {
+			u.Permissions = SubscriberPermissions(u.Subscriptions)
 		}
 		s.users = append(s.users, u)
 	}
@@ -221,6 +236,12 @@ func readConfig(path string) (fileConfig, error) {
 	}
 	seen := map[string]bool{}
 	for i, u := range c.Users {
+		if u.Role == RoleSubscriber {
+			if err := checkSubscriberUser(u, seen); err != nil {
+				return fileConfig{}, fmt.Errorf("auth: %s: users/%d: %w", path, i, err)
+			}
+			continue
+		}
 		switch {
 		case !slices.Contains(Roles(), u.Role):
 			return fileConfig{}, fmt.Errorf("auth: %s: users/%d: unknown role %q (roles: %s)", path, i, u.Role, strings.Join(Roles(), ", "))

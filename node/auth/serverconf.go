@@ -25,7 +25,11 @@ func (s *Set) WriteServerConfig(w io.Writer, account string) error {
 	fmt.Fprintf(bw, "# Include from the server configuration; the seeds are in DATA/%s/<role>%s.\n", Dir, SeedExt)
 	fmt.Fprintf(bw, "accounts {\n  %s {\n    jetstream: enabled\n    users: [\n", account)
 	for _, u := range s.users {
-		fmt.Fprintf(bw, "      # %s\n      {\n        nkey: %s\n", u.Role, quote(u.Nkey))
+		name := u.Role
+		if u.Team != "" {
+			name += " " + u.Team
+		}
+		fmt.Fprintf(bw, "      # %s\n      {\n        nkey: %s\n", name, quote(u.Nkey))
 		if p := u.Permissions; p != nil {
 			bw.WriteString("        permissions: {\n")
 			writeSubjects(bw, "publish", p.Publish)
