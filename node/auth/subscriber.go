@@ -19,7 +19,7 @@ const RoleSubscriber = "subscriber"
 // Names the subscriber SDK gives a subscription's server-side things. They
 // repeat runtime/subscriber's (ConsumerPrefix, ParkedStreamName,
 // ParkedSubjectPrefix, DedupeBucketPrefix): this package sits below it and
-// cannot import it; TestSubscriberRoleRunsTheSDK keeps them in step.
+// cannot import it; Example_leastPrivilege (runtime/subscriber) runs the SDK as this role.
 const (
 	subConsumerPrefix   = "sub-"
 	parkedStream        = "LEDGER_PARKED"
