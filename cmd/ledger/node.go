@@ -346,30 +346,46 @@ func (n *node) ensureStream(ctx context.Context, replicas int, dataDir string) e
 	if _, err = events.EnsureStream(ctx, js, replicas); err != nil {
 		return err
 	}
-	return ensureParkedStream(ctx, js)
+	return ensureParkedStream(ctx, js, n.log)
 }
 
 // ensureParkedStream creates the subscribers' parking stream with the
 // LEDGER stream's replicas, or raises an existing one's to them: a service
 // that subscribes as the subscriber role may read the stream's settings
-// but not create or change it.
-func ensureParkedStream(ctx context.Context, js jetstream.JetStream) error {
+// but not create or change it. On a fresh cluster several serve processes
+// create it at once, and a stream another one just created answers nothing
+// until it has a leader: it waits for the leader and asks again, within
+// events.LeaderWaitMax.
+func ensureParkedStream(ctx context.Context, js jetstream.JetStream, log *zap.Logger) error {
 	want, err := subscriber.LogReplicas(ctx, js)
 	if err != nil {
 		return err
 	}
-	st, err := subscriber.EnsureParkedStream(ctx, js, want)
-	if err != nil {
-		return err
-	}
-	if cfg := st.CachedInfo().Config; cfg.Replicas < want {
-		cfg.Replicas = want
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("raise the replicas of stream %s to %d: %w", subscriber.ParkedStreamName, want, err)
+	deadline := time.Now().Add(events.LeaderWaitMax)
+	for {
+		actx, cancel := context.WithTimeout(ctx, parkedAsk)
+		st, err := subscriber.EnsureParkedStream(actx, js, want)
+		cancel()
+		if err == nil {
+			if cfg := st.CachedInfo().Config; cfg.Replicas < want {
+				cfg.Replicas = want
+				if _, err := js.UpdateStream(ctx, cfg); err != nil {
+					return fmt.Errorf("raise the replicas of stream %s to %d: %w", subscriber.ParkedStreamName, want, err)
+				}
+			}
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		if _, werr := awaitStreamLeader(ctx, js, subscriber.ParkedStreamName, log); werr != nil && !errors.Is(werr, jetstream.ErrStreamNotFound) {
+			return err
 		}
 	}
-	return nil
 }
+
+// parkedAsk bounds one attempt at creating or reading the parking stream.
+const parkedAsk = 5 * time.Second
 
 // checkCredentialsDir reports a --creds directory that does not exist.
 func checkCredentialsDir(dir string) error {
