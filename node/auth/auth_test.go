@@ -493,6 +493,12 @@ func TestAllowed(t *testing.T) {
 	if _, err := inv.LastPosition(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// ... and the parking stream's size, which serve exports as a metric
+	// (missing before anyone parked: not found, not refused).
+	ijs, _ := jetstream.New(invNC)
+	if _, err := ijs.Stream(ctx, "LEDGER_PARKED"); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("investigator reads the parking stream's info: %v", err)
+	}
 
 	// The checkout's KV checkpoint, as the order role.
 	ojs, _ := jetstream.New(orderNC)

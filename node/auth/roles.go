@@ -228,7 +228,8 @@ func operatorPermissions() *server.Permissions {
 // repeats what the allow list already leaves out, so that a later widening
 // of the allow list cannot grant these by accident.
 func investigatorPermissions() *server.Permissions {
-	pub := append(readLedger(), api+"STREAM.NAMES", api+"STREAM.LIST")
+	// The parking stream's info: serve's ledger_parked_stream_messages.
+	pub := append(readLedger(), api+"STREAM.NAMES", api+"STREAM.LIST", api+"STREAM.INFO."+parkedStream)
 	pub = append(pub, readBuckets()...)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: pub, Deny: append(shrinkLedger(),
