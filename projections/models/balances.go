@@ -2,6 +2,8 @@ package models
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
@@ -25,6 +27,7 @@ type Balances struct {
 	}
 	// totals per currency over all accounts; derived, always zero between events.
 	totals map[string]int64
+	touched
 }
 
 // NewBalances returns an empty balances model.
@@ -95,6 +98,14 @@ func (m *Balances) Apply(e events.Event, payload any) error {
 		totals[p.Currency] = t
 	}
 	// Every sum fits: apply them.
+	for _, legs := range [][]contracts.Posting{authorized, released, moved} {
+		for _, p := range legs {
+			m.touch("account/" + p.Account)
+		}
+	}
+	if paymentID != "" {
+		m.touch("authorization/" + paymentID)
+	}
 	set(m.state.Pending, pending)
 	set(m.state.Balances, balances)
 	for cur, t := range totals {
@@ -259,4 +270,43 @@ func (m *Balances) Rows() Table {
 		}
 	}
 	return t
+}
+
+// Row implements Keyed: "account/<account>" is one account's balances and
+// pending amounts by currency; "authorization/<payment>" is one payment's
+// pending legs.
+func (m *Balances) Row(key string) ([]byte, bool) {
+	if id, ok := strings.CutPrefix(key, "authorization/"); ok {
+		legs, ok := m.state.Authorizations[id]
+		return row(legs, ok)
+	}
+	acct, ok := strings.CutPrefix(key, "account/")
+	if !ok {
+		return nil, false
+	}
+	b, okB := m.state.Balances[acct]
+	p, okP := m.state.Pending[acct]
+	if !okB && !okP {
+		return nil, false
+	}
+	return row(accountRow{Balances: b, Pending: p}, true)
+}
+
+// accountRow is one account's row in the balances model.
+type accountRow struct {
+	Balances map[string]int64 `json:"balances,omitempty"`
+	Pending  map[string]int64 `json:"pending,omitempty"`
+}
+
+// RowKeys implements Keyed.
+func (m *Balances) RowKeys() []string {
+	keys := prefixed("account/", sortedKeys(m.state.Balances))
+	for acct := range m.state.Pending {
+		if _, ok := m.state.Balances[acct]; !ok {
+			keys = append(keys, "account/"+acct)
+		}
+	}
+	keys = append(keys, prefixed("authorization/", sortedKeys(m.state.Authorizations))...)
+	slices.Sort(keys)
+	return keys
 }

@@ -50,6 +50,7 @@ type Catalogue struct {
 		Listings map[string]*Listing `json:"listings"`
 		Rules    rules               `json:"rules"`
 	}
+	touched
 }
 
 // NewCatalogue returns an empty catalogue.
@@ -68,10 +69,17 @@ func (m *Catalogue) Apply(e events.Event, payload any) error {
 	if !IsBusiness(&e) {
 		return nil
 	}
-	m.state.Now = utc(e.OccurredAt)
-	m.state.Rules.apply(&e, payload)
+	now := utc(e.OccurredAt)
+	if m.state.Rules.crossed(m.state.Now, now) {
+		m.touchAll() // a rule came into force or was lifted: any listing's flags may change
+	}
+	m.state.Now = now
+	if m.state.Rules.apply(&e, payload) != nil || isLift(payload) {
+		m.touchAll()
+	}
 	switch p := payload.(type) {
 	case contracts.ListingCreated:
+		m.touch(p.ListingID)
 		m.state.Listings[p.ListingID] = &Listing{ListingID: p.ListingID, SellerID: p.SellerID, Title: p.Title,
 			Category: p.Category, Channel: p.Channel, Jurisdiction: p.Jurisdiction, Origin: p.Origin, Price: p.Price,
 			Stock: p.Stock, CreatedAt: utc(e.OccurredAt), UpdatedAt: utc(e.OccurredAt), Position: e.Position}
@@ -90,6 +98,7 @@ func (m *Catalogue) Apply(e events.Event, payload any) error {
 }
 
 func (m *Catalogue) update(id string, e *events.Event, f func(*Listing)) {
+	m.touch(id)
 	l, ok := m.state.Listings[id]
 	if !ok {
 		return // the listing decider never emits for an unknown listing
@@ -101,17 +110,22 @@ func (m *Catalogue) update(id string, e *events.Event, f func(*Listing)) {
 // derive sets the flags of every listing at the model's current time.
 func (m *Catalogue) derive() {
 	for _, l := range m.state.Listings {
-		freeze := m.state.Rules.blocking(contracts.OpOrderPlace, l.target(), l.Price, m.state.Now, contracts.RuleFreeze)
-		any := freeze
-		if any == nil {
-			any = m.state.Rules.blocking(contracts.OpOrderPlace, l.target(), l.Price, m.state.Now, "")
-		}
-		l.PromotionOnly = !l.Delisted && freeze != nil
-		l.Purchasable = !l.Delisted && l.Stock > 0 && any == nil
-		l.BlockedBy = ""
-		if any != nil && !l.Delisted {
-			l.BlockedBy = any.RuleID
-		}
+		m.deriveOne(l)
+	}
+}
+
+// deriveOne sets one listing's flags at the model's current time.
+func (m *Catalogue) deriveOne(l *Listing) {
+	freeze := m.state.Rules.blocking(contracts.OpOrderPlace, l.target(), l.Price, m.state.Now, contracts.RuleFreeze)
+	any := freeze
+	if any == nil {
+		any = m.state.Rules.blocking(contracts.OpOrderPlace, l.target(), l.Price, m.state.Now, "")
+	}
+	l.PromotionOnly = !l.Delisted && freeze != nil
+	l.Purchasable = !l.Delisted && l.Stock > 0 && any == nil
+	l.BlockedBy = ""
+	if any != nil && !l.Delisted {
+		l.BlockedBy = any.RuleID
 	}
 }
 
@@ -166,3 +180,16 @@ func (m *Catalogue) Rows() Table {
 	}
 	return t
 }
+
+// Row implements Keyed: one listing by id, with its flags at the model's
+// current time.
+func (m *Catalogue) Row(key string) ([]byte, bool) {
+	l, ok := m.state.Listings[key]
+	if ok {
+		m.deriveOne(l)
+	}
+	return row(l, ok)
+}
+
+// RowKeys implements Keyed.
+func (m *Catalogue) RowKeys() []string { return sortedKeys(m.state.Listings) }

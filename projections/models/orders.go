@@ -46,6 +46,7 @@ type Orders struct {
 	state struct {
 		Orders map[string]*Order `json:"orders"`
 	}
+	touched
 }
 
 // NewOrders returns an empty orders model.
@@ -67,6 +68,7 @@ func (m *Orders) Apply(e events.Event, payload any) error {
 			Jurisdiction: p.Jurisdiction, Category: p.Category, Origin: p.Origin, Status: StatusPlaced,
 			PolicyPosition: e.PolicyPosition, PlacedAt: utc(e.OccurredAt), PlacedPosition: e.Position,
 			UpdatedAt: utc(e.OccurredAt), Position: e.Position}
+		m.touch(p.OrderID)
 	case contracts.OrderConfirmed:
 		m.update(p.OrderID, &e, func(o *Order) { o.Status, o.PaymentID = StatusConfirmed, p.PaymentID })
 	case contracts.OrderCancelled:
@@ -82,6 +84,7 @@ func (m *Orders) Apply(e events.Event, payload any) error {
 }
 
 func (m *Orders) update(id string, e *events.Event, f func(*Order)) {
+	m.touch(id)
 	o, ok := m.state.Orders[id]
 	if !ok {
 		return
@@ -132,3 +135,12 @@ func (m *Orders) Rows() Table {
 	}
 	return t
 }
+
+// Row implements Keyed: one order by id.
+func (m *Orders) Row(key string) ([]byte, bool) {
+	o, ok := m.state.Orders[key]
+	return row(o, ok)
+}
+
+// RowKeys implements Keyed.
+func (m *Orders) RowKeys() []string { return sortedKeys(m.state.Orders) }

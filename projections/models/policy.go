@@ -98,6 +98,7 @@ type PolicyTimeline struct {
 	state struct {
 		Rules rules `json:"rules"`
 	}
+	touched
 }
 
 // NewPolicyTimeline returns an empty policy timeline.
@@ -113,6 +114,9 @@ func (m *PolicyTimeline) Name() string { return ModelPolicy }
 // Apply implements Model.
 func (m *PolicyTimeline) Apply(e events.Event, payload any) error {
 	m.state.Rules.apply(&e, payload)
+	if id := ruleID(payload); id != "" {
+		m.touch(id)
+	}
 	return nil
 }
 
@@ -161,4 +165,53 @@ func (m *PolicyTimeline) Rows() Table {
 			utoa(r.ImposedPosition), formatTime(r.ImposedRecordedAt), utoa(r.LiftedPosition), formatTime(r.LiftedRecordedAt)})
 	}
 	return t
+}
+
+// Row implements Keyed: one rule by id.
+func (m *PolicyTimeline) Row(key string) ([]byte, bool) {
+	r, ok := m.state.Rules[key]
+	return row(r, ok)
+}
+
+// RowKeys implements Keyed.
+func (m *PolicyTimeline) RowKeys() []string { return sortedKeys(m.state.Rules) }
+
+// ruleID returns the rule a policy event is about ("" for other events).
+func ruleID(payload any) string {
+	switch p := payload.(type) {
+	case contracts.FreezeImposed:
+		return p.RuleID
+	case contracts.FloorPriceSet:
+		return p.RuleID
+	case contracts.FreezeLifted:
+		return p.RuleID
+	case contracts.FloorPriceLifted:
+		return p.RuleID
+	}
+	return ""
+}
+
+func isLift(payload any) bool {
+	switch payload.(type) {
+	case contracts.FreezeLifted, contracts.FloorPriceLifted:
+		return true
+	}
+	return false
+}
+
+// crossed reports whether some rule's effective or lift instant lies
+// between from and to (in either order): the rules in force differ.
+func (rs rules) crossed(from, to time.Time) bool {
+	if from.Equal(to) {
+		return false
+	}
+	side := func(t, b time.Time) int { return t.Compare(b) }
+	for _, r := range rs {
+		for _, b := range []time.Time{r.EffectiveAt, r.LiftedAt} {
+			if !b.IsZero() && side(from, b) != side(to, b) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -2,6 +2,8 @@ package models
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/marketledger/ledger/contracts"
@@ -37,6 +39,7 @@ type SellerSales struct {
 		// refunds do not carry.
 		Payments map[string]string `json:"payments"`
 	}
+	touched
 }
 
 // NewSellerSales returns an empty sales model.
@@ -66,6 +69,7 @@ func (m *SellerSales) Apply(e events.Event, payload any) error {
 		column = func(d *DaySales) *int64 { return &d.PlacedMinor }
 	case contracts.PaymentAuthorized:
 		m.state.Payments[p.PaymentID] = p.SellerID
+		m.touch("payment/" + p.PaymentID)
 		return nil
 	case contracts.PaymentCaptured:
 		seller, amount = m.state.Payments[p.PaymentID], p.Amount
@@ -93,6 +97,7 @@ func (m *SellerSales) Apply(e events.Event, payload any) error {
 			"sales of seller %s on %s in %s overflow int64: %d + %d", seller, day, amount.Currency, old, amount.AmountMinor))
 	}
 	d := m.day(seller, e.OccurredAt, amount.Currency)
+	m.touch("day/" + seller + "|" + day + "|" + amount.Currency)
 	*column(d) = sum
 	if p, ok := payload.(contracts.OrderPlaced); ok {
 		d.OrdersPlaced++
@@ -150,4 +155,25 @@ func (m *SellerSales) Rows() Table {
 			itoa(d.PlacedMinor), itoa(d.CapturedMinor), itoa(d.RefundedMinor), itoa(d.SettledMinor)})
 	}
 	return t
+}
+
+// Row implements Keyed: "day/<seller>|<day>|<currency>" is one seller's
+// sales on one WIB day; "payment/<payment>" is the seller of a payment.
+func (m *SellerSales) Row(key string) ([]byte, bool) {
+	if id, ok := strings.CutPrefix(key, "payment/"); ok {
+		s, ok := m.state.Payments[id]
+		return row(s, ok)
+	}
+	if k, ok := strings.CutPrefix(key, "day/"); ok {
+		d, ok := m.state.Days[k]
+		return row(d, ok)
+	}
+	return nil, false
+}
+
+// RowKeys implements Keyed.
+func (m *SellerSales) RowKeys() []string {
+	keys := append(prefixed("day/", sortedKeys(m.state.Days)), prefixed("payment/", sortedKeys(m.state.Payments))...)
+	slices.Sort(keys)
+	return keys
 }

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -71,6 +72,7 @@ type Violations struct {
 		Checked    int64                    `json:"checked"`
 		InFlight   int64                    `json:"in_flight"`
 	}
+	touched
 }
 
 // NewViolations returns an empty audit.
@@ -108,22 +110,28 @@ func (m *Violations) Version() int { return 2 }
 // Apply implements Model.
 func (m *Violations) Apply(e events.Event, payload any) error {
 	m.state.Timeline = m.state.Timeline.Apply(e.Position, payload)
+	if _, activated := payload.(contracts.RuleActivated); activated || ruleID(payload) != "" {
+		m.touch("timeline")
+	}
 	switch p := payload.(type) {
 	case contracts.ListingCreated:
 		t := trade{Target: contracts.Target{Jurisdiction: p.Jurisdiction, Channel: p.Channel, Category: p.Category,
 			SellerID: p.SellerID, Origin: p.Origin}, UnitPrice: p.Price}
 		m.state.Listings[p.ListingID] = t
+		m.touch("listing/" + p.ListingID)
 		m.check(&e, contracts.OpListingCreate, t)
 	case contracts.ListingPriceChanged:
 		if t, ok := m.state.Listings[p.ListingID]; ok {
 			t.UnitPrice = p.Price
 			m.state.Listings[p.ListingID] = t
+			m.touch("listing/" + p.ListingID)
 			m.check(&e, contracts.OpListingChangePrice, t)
 		}
 	case contracts.OrderPlaced:
 		t := trade{Target: contracts.Target{Jurisdiction: p.Jurisdiction, Channel: p.Channel, Category: p.Category,
 			SellerID: p.SellerID, Origin: p.Origin}, UnitPrice: p.UnitPrice}
 		m.state.Orders[p.OrderID] = t
+		m.touch("order/" + p.OrderID)
 		m.check(&e, contracts.OpOrderPlace, t)
 	case contracts.PaymentAuthorized:
 		t, ok := m.state.Orders[p.OrderID]
@@ -133,6 +141,7 @@ func (m *Violations) Apply(e events.Event, payload any) error {
 				SellerID: p.SellerID}, UnitPrice: p.Amount}
 		}
 		m.state.Payments[p.PaymentID] = t
+		m.touch("payment/" + p.PaymentID)
 		m.check(&e, contracts.OpPaymentAuthorize, t)
 	case contracts.PaymentCaptured:
 		if t, ok := m.state.Payments[p.PaymentID]; ok {
@@ -146,6 +155,7 @@ func (m *Violations) Apply(e events.Event, payload any) error {
 // counts e as in flight if it was, for some rule, and breaks none.
 func (m *Violations) check(e *events.Event, op contracts.Operation, t trade) {
 	m.state.Checked++
+	m.touch("counts")
 	var worst *Violation
 	flight := false
 	for i := range m.state.Timeline {
@@ -174,6 +184,7 @@ func (m *Violations) check(e *events.Event, op contracts.Operation, t trade) {
 	switch {
 	case worst != nil:
 		m.state.Violations = append(m.state.Violations, *worst)
+		m.touch(violationKey(worst.Position))
 	case flight:
 		m.state.InFlight++
 	}
@@ -225,4 +236,56 @@ func joinKinds(ks []ViolationKind) string {
 		s[i] = string(k)
 	}
 	return strings.Join(s, " ")
+}
+
+// Row implements Keyed: "violation/<position>" (20 digits) is the
+// violation found at a position; "listing/<id>", "order/<id>" and
+// "payment/<id>" are the scopes of the trades audited; "timeline" is the
+// policy timeline; "counts" holds the events checked and in flight.
+func (m *Violations) Row(key string) ([]byte, bool) {
+	kind, id, _ := strings.Cut(key, "/")
+	switch kind {
+	case "violation":
+		i, ok := slices.BinarySearchFunc(m.state.Violations, id, func(v Violation, id string) int {
+			return strings.Compare(violationKey(v.Position)[len("violation/"):], id)
+		})
+		if !ok {
+			return nil, false
+		}
+		return row(m.state.Violations[i], true)
+	case "listing":
+		t, ok := m.state.Listings[id]
+		return row(t, ok)
+	case "order":
+		t, ok := m.state.Orders[id]
+		return row(t, ok)
+	case "payment":
+		t, ok := m.state.Payments[id]
+		return row(t, ok)
+	case "timeline":
+		return row(m.state.Timeline, id == "")
+	case "counts":
+		return row(violationCounts{Checked: m.state.Checked, InFlight: m.state.InFlight}, id == "")
+	}
+	return nil, false
+}
+
+type violationCounts struct {
+	Checked  int64 `json:"checked"`
+	InFlight int64 `json:"in_flight"`
+}
+
+func violationKey(pos uint64) string { return fmt.Sprintf("violation/%020d", pos) }
+
+// RowKeys implements Keyed.
+func (m *Violations) RowKeys() []string {
+	keys := []string{"counts", "timeline"}
+	for _, v := range m.state.Violations {
+		keys = append(keys, violationKey(v.Position))
+	}
+	keys = append(keys, prefixed("listing/", sortedKeys(m.state.Listings))...)
+	keys = append(keys, prefixed("order/", sortedKeys(m.state.Orders))...)
+	keys = append(keys, prefixed("payment/", sortedKeys(m.state.Payments))...)
+	slices.Sort(keys)
+	return keys
 }

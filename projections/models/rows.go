@@ -1,0 +1,63 @@
+package models
+
+import "slices"
+
+// Keyed is an optional Model interface: a model whose state is rows under
+// keys, so that the as-of index can keep each row's versions instead of
+// whole-model snapshots.
+//
+// Contract: after every Apply, Touched names every row whose Row bytes the
+// Apply may have changed (or reports all, for an event that may change any
+// row), and Row(k) equals what a fresh model fed the same events returns.
+// A key names one row for the whole life of a model version. Touched is
+// read once per Apply by the single goroutine that applies events.
+type Keyed interface {
+	Model
+	// Touched returns the keys of the rows the last Apply may have
+	// changed, or all when it may have changed any row; it then forgets
+	// them.
+	Touched() (keys []string, all bool)
+	// Row returns the canonical JSON of one row, or false when the model
+	// holds no row under key.
+	Row(key string) ([]byte, bool)
+	// RowKeys returns the key of every row, sorted.
+	RowKeys() []string
+}
+
+// touched collects the keys an Apply changes, for Keyed.Touched.
+type touched struct {
+	keys []string
+	all  bool
+}
+
+func (t *touched) touch(keys ...string) { t.keys = append(t.keys, keys...) }
+
+func (t *touched) touchAll() { t.all = true }
+
+// Touched implements Keyed.
+func (t *touched) Touched() ([]string, bool) {
+	keys, all := t.keys, t.all
+	t.keys, t.all = t.keys[:0:0], false
+	if len(keys) > 1 {
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+	}
+	return keys, all
+}
+
+// row returns the canonical JSON of v when ok.
+func row[V any](v V, ok bool) ([]byte, bool) {
+	if !ok {
+		return nil, false
+	}
+	b, err := canonical(v)
+	return b, err == nil
+}
+
+func prefixed(prefix string, keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = prefix + k
+	}
+	return out
+}
