@@ -68,23 +68,33 @@ func outOfRange(at AsOf, rule string) error {
 
 // prefix answers on the position and recorded clocks: the fold of a prefix.
 func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, ms []models.Model) (*State, error) {
+	pos, err := q.prefixPosition(ctx, at, b)
+	if err != nil {
+		return nil, err
+	}
+	return q.prefixFold(ctx, pos, ms)
+}
+
+// prefixPosition checks a position or recorded instant against the log's
+// bounds and returns the position it stands for.
+func (q *Querier) prefixPosition(ctx context.Context, at AsOf, b bounds) (uint64, error) {
 	var pos uint64
 	switch at.Clock {
 	case ClockPosition:
 		if at.Position < b.first {
-			return nil, outOfRange(at, fmt.Sprintf("before the first event (position %d)", b.first))
+			return 0, outOfRange(at, fmt.Sprintf("before the first event (position %d)", b.first))
 		}
 		if at.Position > b.head {
-			return nil, outOfRange(at, fmt.Sprintf("after the last position (%d)", b.head))
+			return 0, outOfRange(at, fmt.Sprintf("after the last position (%d)", b.head))
 		}
 		pos = at.Position
 	case ClockRecorded:
 		if at.Time.Before(b.firstRecorded) {
-			return nil, outOfRange(at, "before the first event (recorded "+b.firstRecorded.Format(time.RFC3339Nano)+")")
+			return 0, outOfRange(at, "before the first event (recorded "+b.firstRecorded.Format(time.RFC3339Nano)+")")
 		}
 		switch {
 		case at.Time.After(b.lastRecorded) && at.Time.After(time.Now()):
-			return nil, outOfRange(at, "in the future (the last event was recorded "+b.lastRecorded.Format(time.RFC3339Nano)+")")
+			return 0, outOfRange(at, "in the future (the last event was recorded "+b.lastRecorded.Format(time.RFC3339Nano)+")")
 		case at.Time.After(b.lastRecorded):
 			// A past instant after the last event: a quiet ledger's state
 			// "now" is its head, and stays so, since the server records
@@ -93,12 +103,17 @@ func (q *Querier) prefix(ctx context.Context, at AsOf, b bounds, ms []models.Mod
 		default:
 			var err error
 			if pos, err = q.store.PositionAt(ctx, at.Time); err != nil {
-				return nil, err
+				return 0, err
 			}
 		}
 	default:
-		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock", Rule: fmt.Sprintf("unknown clock %q", at.Clock)}
+		return 0, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock", Rule: fmt.Sprintf("unknown clock %q", at.Clock)}
 	}
+	return pos, nil
+}
+
+// prefixFold is the state after every event up to pos.
+func (q *Querier) prefixFold(ctx context.Context, pos uint64, ms []models.Model) (*State, error) {
 	s := &State{Models: ms, Snapshots: map[string]uint64{}, Point: Point{Position: pos}}
 	from := make([]uint64, len(ms))
 	picks := make([]*SnapshotEntry, len(ms))

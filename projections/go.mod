@@ -10,6 +10,8 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 )
 
+require go.etcd.io/bbolt v1.5.0
+
 require (
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect

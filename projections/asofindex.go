@@ -1,0 +1,505 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
+)
+
+// The as-of index (ADR 0018) keeps every version of every row of every
+// keyed read model, so that the state of one key at a position, a recorded
+// instant or a business instant is a lookup. It is a cache of the log: it
+// holds nothing the log does not, and deleting its file and building it
+// again gives the same answers.
+//
+// Layout, in one bbolt file:
+//
+//	rows/<model>/v<version>  <row key> 0x00 <position, 8 bytes BE>  ->  <occurred-at ns, 8 bytes BE> <1: present, 0: gone> <row JSON>
+//	clock                    max <position>  ->  <running max business time, ns>   (only where it grows)
+//	                         late <position> ->  <business time, ns>               (a business event earlier than that max)
+//	meta                     head -> <position>: every position up to it is indexed
+//	ckpt                     <model>/v<version> -> whole-model snapshot at meta/ckpt_head, for a restart
+var (
+	bucketClock = []byte("clock")
+	bucketMeta  = []byte("meta")
+	bucketCkpt  = []byte("ckpt")
+	keyHead     = []byte("head")
+	keyCkptHead = []byte("ckpt_head")
+	keyCkptMax  = []byte("ckpt_max")
+)
+
+// Index bounds. Each is a limit on memory or on how long a caller waits.
+const (
+	// indexBatchEvents is how many events' row versions one write
+	// transaction carries at most.
+	indexBatchEvents = 4096
+	// indexCkptEvery is how many positions pass between two model
+	// checkpoints in the index (a restart refolds at most this many).
+	indexCkptEvery = 100_000
+	// IndexWaitMax bounds how long a query waits for the index to reach
+	// the position it asks about.
+	IndexWaitMax = 2 * time.Second
+)
+
+// Index is the as-of index. Its methods are safe for concurrent use; one
+// Build or Follow runs at a time (a second waits for the first).
+type Index struct {
+	db *bolt.DB
+
+	build  sync.Mutex // one fold writes at a time
+	ms     []models.Keyed
+	maxOc  int64  // running max business time of the fold, ns
+	folded uint64 // the position ms have applied
+	ckptAt uint64 // the position of the index's model checkpoint
+
+	mu       sync.Mutex
+	head     uint64
+	progress chan struct{} // closed and replaced whenever head moves
+}
+
+// OpenIndex opens (creating if needed) the index file at path.
+func OpenIndex(path string) (*Index, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	if err != nil {
+		return nil, &events.Error{Op: "projections.OpenIndex", Kind: events.KindUnavailable, Field: path, Err: err}
+	}
+	db.NoSync = true // a cache of the log: a torn index is rebuilt, never trusted (see Build)
+	ix := &Index{db: db, progress: make(chan struct{})}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketClock, bucketMeta, bucketCkpt} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		ix.head = getU64(tx.Bucket(bucketMeta).Get(keyHead))
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, &events.Error{Op: "projections.OpenIndex", Kind: events.KindIntegrity, Field: path, Err: err}
+	}
+	return ix, nil
+}
+
+// RemoveIndex deletes the index file at path: the next OpenIndex starts
+// empty and Build folds the log again.
+func RemoveIndex(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Close syncs and closes the file.
+func (ix *Index) Close() error {
+	_ = ix.db.Sync()
+	return ix.db.Close()
+}
+
+// Head returns the last position indexed: every position up to it is.
+func (ix *Index) Head() uint64 {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return ix.head
+}
+
+func (ix *Index) setHead(pos uint64) {
+	ix.mu.Lock()
+	ix.head = pos
+	close(ix.progress)
+	ix.progress = make(chan struct{})
+	ix.mu.Unlock()
+}
+
+// WaitHead waits, at most wait, until the index has reached pos. It returns
+// the head reached; an error says how far behind the index still is.
+func (ix *Index) WaitHead(ctx context.Context, pos uint64, wait time.Duration) (uint64, error) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		ix.mu.Lock()
+		head, ch := ix.head, ix.progress
+		ix.mu.Unlock()
+		if head >= pos {
+			return head, nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return head, &events.Error{Op: "projections.Index", Kind: events.KindUnavailable, Field: "as_of",
+				Rule: fmt.Sprintf("the as-of index has reached position %d, %d behind position %d; try again shortly", head, pos-head, pos)}
+		case <-ctx.Done():
+			return head, ctx.Err()
+		}
+	}
+}
+
+func rowsBucket(model string, version int) []byte {
+	return fmt.Appendf(nil, "rows/%s/v%d", model, version)
+}
+
+// keyedModels returns fresh keyed built-in models.
+func keyedModels() ([]models.Keyed, error) {
+	ms, err := models.NewModels()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]models.Keyed, 0, len(ms))
+	for _, m := range ms {
+		k, ok := m.(models.Keyed)
+		if !ok {
+			return nil, &events.Error{Op: "projections.Index", Kind: events.KindInvalid, Field: "model",
+				Rule: "read model " + m.Name() + " has no rows under keys"}
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// Build folds the log from the index's head up to position to (0: the
+// log's head when called) and writes the row versions on the way. It is
+// the index's only writer; Follow calls it in a loop.
+func (ix *Index) Build(ctx context.Context, store events.Store, to uint64) error {
+	ix.build.Lock()
+	defer ix.build.Unlock()
+	if to == 0 {
+		last, ok := store.(interface {
+			LastPosition(context.Context) (uint64, error)
+		})
+		if !ok {
+			return &events.Error{Op: "projections.Index", Kind: events.KindInvalid, Field: "to", Rule: "give the position to build to"}
+		}
+		var err error
+		if to, err = last.LastPosition(ctx); err != nil {
+			return err
+		}
+	}
+	if err := ix.load(); err != nil {
+		return err
+	}
+	from := ix.folded
+	if to <= from {
+		return nil
+	}
+	w := newIndexWriter(ix)
+	rec := &indexRecorder{w: w, maxOc: ix.maxOc}
+	ms := make([]models.Model, 0, len(ix.ms)+1)
+	for _, m := range ix.ms {
+		ms = append(ms, &rowRecorder{Keyed: m, w: w, bucket: rowsBucket(m.Name(), models.ModelVersion(m))})
+	}
+	ms = append(ms, rec) // last: it sees each event after every model has applied it
+	if from == 0 {
+		// Rows a model holds before any event (a count at zero) are
+		// versions at position 0.
+		fresh, err := keyedModels()
+		if err != nil {
+			return err
+		}
+		for i, m := range fresh {
+			for _, k := range m.RowKeys() {
+				body, _ := m.Row(k)
+				w.put(ms[i].(*rowRecorder).bucket, versionKey(k, 0), versionValue(0, true, body))
+			}
+		}
+	}
+	_, _, err := Fold(ctx, store, events.Query{From: from + 1, To: to}, ms, nil, nil)
+	if err == nil {
+		err = w.flush(to)
+	} else {
+		w.abort()
+	}
+	ix.maxOc = rec.maxOc
+	if err != nil {
+		ix.ms = nil // the models may be half way through an event: restore them again
+		return err
+	}
+	ix.folded = to
+	if to >= ix.ckptAt+indexCkptEvery {
+		return ix.checkpoint(to)
+	}
+	return nil
+}
+
+// load restores the fold's models from the index's checkpoint (or fresh)
+// when they are not in memory.
+func (ix *Index) load() error {
+	if ix.ms != nil {
+		return nil
+	}
+	ms, err := keyedModels()
+	if err != nil {
+		return err
+	}
+	var at uint64
+	var maxOc int64
+	err = ix.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCkpt)
+		at, maxOc = getU64(b.Get(keyCkptHead)), int64(getU64(b.Get(keyCkptMax)))
+		if at == 0 {
+			return nil
+		}
+		for _, m := range ms {
+			body := b.Get(rowsBucket(m.Name(), models.ModelVersion(m)))
+			if body == nil {
+				at, maxOc = 0, 0 // a model new to this index: fold from the start
+				return nil
+			}
+			if err := m.Restore(body); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return &events.Error{Op: "projections.Index", Kind: events.KindIntegrity, Field: "checkpoint", Err: err}
+	}
+	if at == 0 {
+		if ms, err = keyedModels(); err != nil {
+			return err
+		}
+	}
+	ix.ms, ix.folded, ix.ckptAt, ix.maxOc = ms, at, at, maxOc
+	return nil
+}
+
+// checkpoint stores the models' state at pos, so that a restart folds from
+// there (rewriting, identically, the versions after it).
+func (ix *Index) checkpoint(pos uint64) error {
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCkpt)
+		for _, m := range ix.ms {
+			body, err := m.Snapshot()
+			if err != nil {
+				return err
+			}
+			if err := b.Put(rowsBucket(m.Name(), models.ModelVersion(m)), body); err != nil {
+				return err
+			}
+		}
+		if err := b.Put(keyCkptMax, putU64(uint64(ix.maxOc))); err != nil {
+			return err
+		}
+		return b.Put(keyCkptHead, putU64(pos))
+	})
+	if err != nil {
+		return &events.Error{Op: "projections.Index", Kind: events.KindUnavailable, Field: "checkpoint", Err: err}
+	}
+	ix.ckptAt = pos
+	return nil
+}
+
+// Follow builds the index up to the log's head, then again whenever the
+// log grows, polling every poll, until ctx ends. It returns the error that
+// stopped it (never nil: ctx's error when it ends).
+func (ix *Index) Follow(ctx context.Context, store LogStore, poll time.Duration) error {
+	for {
+		head, err := store.LastPosition(ctx)
+		if err == nil && head > ix.Head() {
+			err = ix.Build(ctx, store, head)
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, events.ErrUnavailable) {
+			return err
+		}
+		if ctx.Err() != nil {
+			ix.build.Lock()
+			if ix.ms != nil && ix.folded > ix.ckptAt {
+				_ = ix.checkpoint(ix.folded)
+			}
+			ix.build.Unlock()
+			return ctx.Err()
+		}
+		sleepCtx(ctx, poll)
+	}
+}
+
+// rowRecorder applies events to a keyed model and records the rows each
+// event touched.
+type rowRecorder struct {
+	models.Keyed
+	w      *indexWriter
+	bucket []byte
+}
+
+func (r *rowRecorder) Apply(e events.Event, payload any) error {
+	if err := r.Keyed.Apply(e, payload); err != nil {
+		return err
+	}
+	keys, all := r.Keyed.Touched()
+	if all {
+		keys = r.Keyed.RowKeys()
+	}
+	occ := uint64(e.OccurredAt.UnixNano())
+	for _, k := range keys {
+		body, ok := r.Keyed.Row(k)
+		r.w.put(r.bucket, versionKey(k, e.Position), versionValue(occ, ok, body))
+	}
+	return nil
+}
+
+// indexRecorder records the business clock of each event and cuts the
+// write batches at event boundaries.
+type indexRecorder struct {
+	w     *indexWriter
+	maxOc int64
+	n     int
+}
+
+func (r *indexRecorder) Name() string              { return "\x00clock" }
+func (r *indexRecorder) Snapshot() ([]byte, error) { return nil, nil }
+func (r *indexRecorder) Restore([]byte) error      { return nil }
+func (r *indexRecorder) Rows() models.Table        { return models.Table{} }
+
+func (r *indexRecorder) Apply(e events.Event, _ any) error {
+	if models.IsBusiness(&e) {
+		occ := e.OccurredAt.UnixNano()
+		switch {
+		case occ > r.maxOc || r.maxOc == 0:
+			r.maxOc = occ
+			r.w.put(bucketClock, clockKey("max", e.Position), putU64(uint64(occ)))
+			r.w.put(bucketClock, clockKey("occ", uint64(occ)), putU64(e.Position))
+		case occ < r.maxOc:
+			r.w.put(bucketClock, clockKey("late", e.Position), putU64(uint64(occ)))
+		}
+	}
+	r.n++
+	if r.n >= indexBatchEvents {
+		r.n = 0
+		return r.w.cut(e.Position)
+	}
+	return nil
+}
+
+func clockKey(kind string, pos uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(kind+"\x00"), pos)
+}
+
+func versionKey(key string, pos uint64) []byte {
+	b := make([]byte, 0, len(key)+9)
+	b = append(b, key...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint64(b, pos)
+}
+
+func versionValue(occ uint64, present bool, body []byte) []byte {
+	v := make([]byte, 9, 9+len(body))
+	binary.BigEndian.PutUint64(v, occ)
+	if present {
+		v[8] = 1
+	}
+	return append(v, body...)
+}
+
+func putU64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// indexWriter batches puts and writes each batch in one transaction on a
+// goroutine of its own, so that the fold goes on while the previous batch
+// is written; at most one batch waits.
+type indexWriter struct {
+	ix      *Index
+	batch   []kv
+	batches chan indexBatch
+	done    chan error
+}
+
+type kv struct{ bucket, key, value []byte }
+
+type indexBatch struct {
+	puts []kv
+	head uint64
+}
+
+func newIndexWriter(ix *Index) *indexWriter {
+	w := &indexWriter{ix: ix, batches: make(chan indexBatch, 1), done: make(chan error, 1)}
+	go w.run()
+	return w
+}
+
+func (w *indexWriter) put(bucket, key, value []byte) {
+	w.batch = append(w.batch, kv{bucket, key, value})
+}
+
+// cut hands the batch, which ends with position head, to the writer.
+func (w *indexWriter) cut(head uint64) error {
+	select {
+	case w.batches <- indexBatch{w.batch, head}:
+		w.batch = nil
+		return nil
+	case err := <-w.done: // the writer failed and stopped
+		w.done <- err
+		return err
+	}
+}
+
+func (w *indexWriter) run() {
+	var err error
+	for b := range w.batches {
+		if err != nil {
+			continue // drain: the first error is the answer
+		}
+		err = w.ix.db.Update(func(tx *bolt.Tx) error {
+			var bk *bolt.Bucket
+			var last []byte
+			for _, p := range b.puts {
+				if bk == nil || !bytes.Equal(p.bucket, last) {
+					var err error
+					if bk, err = tx.CreateBucketIfNotExists(p.bucket); err != nil {
+						return err
+					}
+					last = p.bucket
+				}
+				if err := bk.Put(p.key, p.value); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketMeta).Put(keyHead, putU64(b.head))
+		})
+		if err == nil {
+			w.ix.setHead(b.head)
+		}
+	}
+	w.done <- err
+}
+
+// flush writes what is left and waits for the writer; head is the
+// position the whole fold covered.
+func (w *indexWriter) flush(head uint64) error {
+	w.batches <- indexBatch{w.batch, head}
+	close(w.batches)
+	if err := <-w.done; err != nil {
+		return &events.Error{Op: "projections.Index", Kind: events.KindUnavailable, Rule: "writing the as-of index", Err: err}
+	}
+	return nil
+}
+
+func (w *indexWriter) abort() {
+	close(w.batches)
+	<-w.done
+}
+
+// validRowKey rejects what cannot name a row: the index separates a key
+// from its position with a zero byte.
+func validRowKey(key string) error {
+	if key == "" || len(key) > 512 || strings.ContainsRune(key, 0) {
+		return &events.Error{Op: "projections.Index", Kind: events.KindInvalid, Field: "key",
+			Rule: "a row key is 1 to 512 bytes without a zero byte"}
+	}
+	return nil
+}

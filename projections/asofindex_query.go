@@ -1,0 +1,380 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/marketledger/ledger/events"
+	"github.com/marketledger/ledger/projections/models"
+)
+
+// Row is one row of a read model as of a point.
+type Row struct {
+	Key string `json:"key"`
+	// Version is the position of the last event that wrote the row at or
+	// before the point (0 when the answer was folded, not looked up).
+	Version uint64          `json:"version,omitempty"`
+	State   json.RawMessage `json:"state"`
+}
+
+// RowAnswer is where a point query landed and what it found.
+type RowAnswer struct {
+	Model string `json:"model"`
+	Clock Clock  `json:"clock"`
+	AsOf  string `json:"as_of"`
+	// Position is the log prefix the answer reflects: on the position and
+	// recorded clocks, the state after every event up to it; on the
+	// business clock, every business event up to it occurred by the
+	// instant, and none after it (up to KnownAt) did.
+	Position uint64 `json:"position"`
+	// KnownAt is the last position considered on the business clock.
+	KnownAt uint64 `json:"known_at,omitempty"`
+	// Method is "index" for a lookup, "fold" when business times out of
+	// order made the index unable to answer exactly and the log was folded.
+	Method string `json:"method"`
+	Rows   []Row  `json:"rows"`
+	// Next is the key to pass as after for the next page ("" on the last).
+	Next string `json:"next,omitempty"`
+}
+
+// RowQuerier answers point and list queries from the as-of index. It is
+// safe for concurrent use.
+type RowQuerier struct {
+	ix    *Index
+	store LogStore
+	q     *Querier
+	// Wait bounds how long a query waits for the index to reach the point
+	// it asks about (default IndexWaitMax).
+	Wait time.Duration
+
+	mu    sync.Mutex // guards folds and every model in it
+	folds map[string]foldedModel
+}
+
+// foldedModel is a model folded to answer a business instant the index
+// cannot, kept so that the next page of the same query does not fold again.
+type foldedModel struct {
+	m   models.Keyed
+	pos uint64
+}
+
+// foldsMax bounds the folded models a RowQuerier keeps.
+const foldsMax = 8
+
+// NewRowQuerier returns a querier on ix, which follows store.
+func NewRowQuerier(ctx context.Context, ix *Index, store LogStore) *RowQuerier {
+	return &RowQuerier{ix: ix, store: store, q: NewQuerier(ctx, store), Wait: IndexWaitMax}
+}
+
+// point is an as-of resolved to the index.
+type point struct {
+	pos     uint64 // the position to look rows up at
+	knownAt uint64 // business clock: the last position considered
+	exact   bool   // the lookup at pos is the answer
+}
+
+// resolve checks at against the log and the index, waiting (bounded) for
+// the index to reach it.
+func (rq *RowQuerier) resolve(ctx context.Context, at AsOf, knownAt uint64) (point, error) {
+	b, err := rq.q.bounds(ctx)
+	if err != nil {
+		return point{}, err
+	}
+	var p point
+	switch at.Clock {
+	case ClockPosition, ClockRecorded:
+		if knownAt != 0 {
+			return p, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "known_at", Rule: "known_at goes with the business clock only"}
+		}
+		if p.pos, err = rq.q.prefixPosition(ctx, at, b); err != nil {
+			return p, err
+		}
+		_, err = rq.ix.WaitHead(ctx, p.pos, rq.Wait)
+		p.exact = true
+		return p, err
+	case ClockBusiness:
+		p.knownAt = b.head
+		if knownAt != 0 {
+			if knownAt > b.head {
+				return p, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "known_at",
+					Rule: fmt.Sprintf("position %d is after the last position (%d)", knownAt, b.head)}
+			}
+			p.knownAt = knownAt
+		}
+		if _, err = rq.ix.WaitHead(ctx, p.knownAt, rq.Wait); err != nil {
+			return p, err
+		}
+		return rq.ix.business(at, p.knownAt, knownAt != 0 && knownAt < b.head)
+	}
+	return p, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock",
+		Rule: fmt.Sprintf("clock must be position, recorded or business, got %q", at.Clock)}
+}
+
+// lateScanMax bounds how many out-of-order business events one query
+// looks at before it folds instead.
+const lateScanMax = 65_536
+
+// business resolves a business instant, as known at knownAt. Let A be the
+// last position up to which every business event occurred by T (the
+// running maximum of business time is at most T). The fold of the business
+// events that occurred by T, up to knownAt, is the fold of the prefix up
+// to A exactly when no business event after A, up to knownAt, occurred by
+// T: then it is a lookup at A.
+//
+// An instant after every business time known at knownAt is every business
+// event known there; without knownAt, a future instant is refused, as
+// Querier.State does (the facts that will have occurred by then are not
+// known yet).
+func (ix *Index) business(at AsOf, knownAt uint64, bitemporal bool) (point, error) {
+	T := uint64(at.Time.UnixNano())
+	p := point{knownAt: knownAt}
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketClock).Cursor()
+		// The running maximum at knownAt: the last step at or before it.
+		first, _ := c.Seek([]byte("max\x00"))
+		if first == nil || !bytes.HasPrefix(first, []byte("max\x00")) {
+			return outOfRange(at, "before the first event on the business clock")
+		}
+		firstBusiness := binary.BigEndian.Uint64(first[4:])
+		k, v := c.Seek(clockKey("max", knownAt+1))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		if k == nil || !bytes.HasPrefix(k, []byte("max\x00")) {
+			return outOfRange(at, "before the first event on the business clock")
+		}
+		if maxOcc := getU64(v); T > maxOcc {
+			if !bitemporal && at.Time.After(time.Now()) {
+				return outOfRange(at, "in the future (the last event occurred at "+time.Unix(0, int64(maxOcc)).UTC().Format(time.RFC3339Nano)+")")
+			}
+			p.pos, p.exact = knownAt, true // every business event known there occurred by T
+			return nil
+		}
+		// The first step past T ends the prefix.
+		p.pos = knownAt
+		if k, v := c.Seek(clockKey("occ", T+1)); k != nil && bytes.HasPrefix(k, []byte("occ\x00")) {
+			if s := getU64(v); s-1 < p.pos {
+				p.pos = s - 1
+			}
+		}
+		p.exact = true
+		n := 0
+		for k, v := c.Seek(clockKey("late", p.pos+1)); k != nil && bytes.HasPrefix(k, []byte("late\x00")); k, v = c.Next() {
+			if binary.BigEndian.Uint64(k[5:]) > knownAt {
+				break
+			}
+			if n++; n > lateScanMax || getU64(v) <= T {
+				p.exact = false
+				break
+			}
+		}
+		if p.exact && p.pos < firstBusiness {
+			return outOfRange(at, "before the first event on the business clock")
+		}
+		return nil
+	})
+	return p, err
+}
+
+// Row returns one row of model as of at (knownAt: the last position
+// considered on the business clock, 0 for the log's head). A key the model
+// did not hold at that point is KindNotFound.
+func (rq *RowQuerier) Row(ctx context.Context, model, key string, at AsOf, knownAt uint64) (*RowAnswer, error) {
+	if err := validRowKey(key); err != nil {
+		return nil, err
+	}
+	a, err := rq.page(ctx, model, key, true, "", 1, at, knownAt)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Rows) == 0 {
+		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindNotFound, Field: "key",
+			Rule: fmt.Sprintf("read model %s holds no row %q as of %s", model, key, at)}
+	}
+	a.Next = ""
+	return a, nil
+}
+
+// List returns up to limit rows of model whose keys start with prefix and
+// come after after, in key order, as of at.
+func (rq *RowQuerier) List(ctx context.Context, model, prefix, after string, limit int, at AsOf, knownAt uint64) (*RowAnswer, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "limit", Rule: "limit is from 1 to 1000"}
+	}
+	return rq.page(ctx, model, prefix, false, after, limit, at, knownAt)
+}
+
+func (rq *RowQuerier) page(ctx context.Context, model, prefix string, exactKey bool, after string, limit int, at AsOf, knownAt uint64) (*RowAnswer, error) {
+	m, err := models.NewModel(model)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := m.(models.Keyed); !ok {
+		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "model", Rule: "read model " + model + " has no rows under keys"}
+	}
+	p, err := rq.resolve(ctx, at, knownAt)
+	if err != nil {
+		return nil, err
+	}
+	a := &RowAnswer{Model: model, Clock: at.Clock, AsOf: asOfValue(at), Position: p.pos, KnownAt: p.knownAt, Method: "index"}
+	if !p.exact {
+		return rq.folded(ctx, a, m, prefix, exactKey, after, limit, at, p)
+	}
+	bucket := rowsBucket(model, models.ModelVersion(m))
+	err = rq.ix.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		if b == nil {
+			return nil
+		}
+		if exactKey {
+			if r, ok := lookup(b.Cursor(), prefix, p.pos); ok {
+				a.Rows = append(a.Rows, r)
+			}
+			return nil
+		}
+		a.Rows, a.Next = scan(b.Cursor(), prefix, after, limit, p.pos)
+		return nil
+	})
+	return a, err
+}
+
+func asOfValue(at AsOf) string {
+	if at.Clock == ClockPosition {
+		return fmt.Sprint(at.Position)
+	}
+	return at.Time.Format(time.RFC3339Nano)
+}
+
+// lookup returns the version of key in effect at pos, if the row existed.
+func lookup(c *bolt.Cursor, key string, pos uint64) (Row, bool) {
+	k, v := c.Seek(versionKey(key, pos+1))
+	if k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	if k == nil || len(k) != len(key)+9 || string(k[:len(key)]) != key || k[len(key)] != 0 || len(v) < 9 || v[8] == 0 {
+		return Row{}, false
+	}
+	return Row{Key: key, Version: binary.BigEndian.Uint64(k[len(key)+1:]), State: bytes.Clone(v[9:])}, true
+}
+
+// scan lists the rows present at pos whose keys start with prefix, after
+// after, jumping from one key to the next.
+func scan(c *bolt.Cursor, prefix, after string, limit int, pos uint64) ([]Row, string) {
+	start := []byte(prefix)
+	if after >= prefix {
+		start = append([]byte(after), 1) // past every version of after
+	}
+	var rows []Row
+	for k, _ := c.Seek(start); k != nil; k, _ = c.Seek(start) {
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || !bytes.HasPrefix(k, []byte(prefix)) {
+			break
+		}
+		key := string(k[:i])
+		if r, ok := lookup(c, key, pos); ok {
+			if len(rows) == limit {
+				return rows, rows[len(rows)-1].Key
+			}
+			rows = append(rows, r)
+		}
+		start = append([]byte(key), 1)
+	}
+	return rows, ""
+}
+
+// folded answers a business instant the index cannot: it folds the
+// business events that occurred by the instant into a fresh model.
+func (rq *RowQuerier) folded(ctx context.Context, a *RowAnswer, m models.Model, prefix string, exactKey bool, after string, limit int, at AsOf, p point) (*RowAnswer, error) {
+	a.Method = "fold"
+	id := fmt.Sprintf("%s|%d|%d", m.Name(), at.Time.UnixNano(), p.knownAt)
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	f, ok := rq.folds[id]
+	if !ok {
+		var err error
+		if f, err = rq.fold(ctx, m, at, p); err != nil {
+			return nil, err
+		}
+		if len(rq.folds) >= foldsMax || rq.folds == nil {
+			rq.folds = map[string]foldedModel{}
+		}
+		rq.folds[id] = f
+	}
+	k := f.m
+	a.Position = f.pos
+	if exactKey {
+		if body, ok := k.Row(prefix); ok {
+			a.Rows = []Row{{Key: prefix, State: body}}
+		}
+		return a, nil
+	}
+	for _, key := range k.RowKeys() {
+		if !strings.HasPrefix(key, prefix) || key <= after {
+			continue
+		}
+		if len(a.Rows) == limit {
+			a.Next = a.Rows[len(a.Rows)-1].Key
+			break
+		}
+		body, _ := k.Row(key)
+		a.Rows = append(a.Rows, Row{Key: key, State: body})
+	}
+	return a, nil
+}
+
+// fold folds the business events that occurred by at, up to p.knownAt,
+// into m: from the engine's snapshots when it asks about the log's head.
+func (rq *RowQuerier) fold(ctx context.Context, m models.Model, at AsOf, p point) (foldedModel, error) {
+	head, err := rq.store.LastPosition(ctx)
+	if err != nil {
+		return foldedModel{}, err
+	}
+	if p.knownAt == head {
+		s, err := rq.q.State(ctx, at, m.Name())
+		if err != nil {
+			return foldedModel{}, err
+		}
+		return foldedModel{s.Models[0].(models.Keyed), s.Point.Position}, nil
+	}
+	_, pos, err := Fold(ctx, rq.store, events.Query{From: 1, To: p.knownAt}, []models.Model{m}, nil, BusinessFilter(at.Time))
+	return foldedModel{m.(models.Keyed), pos}, err
+}
+
+// History returns the positions of the events that wrote key of model at
+// or before pos, oldest first: the events that produced its state there.
+func (ix *Index) History(model string, key string, pos uint64) ([]uint64, error) {
+	m, err := models.NewModel(model)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	err = ix.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(rowsBucket(model, models.ModelVersion(m)))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		pre := append([]byte(key), 0)
+		for k, _ := c.Seek(pre); k != nil && bytes.HasPrefix(k, pre) && len(k) == len(pre)+8; k, _ = c.Next() {
+			v := binary.BigEndian.Uint64(k[len(pre):])
+			if v > pos {
+				break
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
+}
