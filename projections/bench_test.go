@@ -3,9 +3,11 @@ package projections
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,16 +65,24 @@ func BenchmarkRebuildAndAsOf(b *testing.B) {
 		}
 		rebuild := time.Since(t0)
 		lat := asOfLatencies(b, env, 50)
+		ix := benchIndex(b, env, headPos, models)
 		hwm := vmHWM()
 		ratio := raw.Seconds() / rebuild.Seconds()
 		fmt.Printf("events %d (log positions %d)\nraw ordered-consumer read %s (%.0f msgs/s)\nrebuild of %d models %s (%.0f events/s), ratio %.2f (target >= 0.7)\n",
 			g.Count, headPos, raw, float64(headPos)/raw.Seconds(), len(models), rebuild, float64(g.Count)/rebuild.Seconds(), ratio)
 		fmt.Printf("as-of (business clock, all models) p50 %s p99 %s over %d queries (target p99 <= 200ms)\nsnapshot every %d events; engine build with snapshots %s; peak RSS %d MiB\n",
 			lat[len(lat)/2], lat[len(lat)*99/100], len(lat), benchSnapshotEvery, build.Round(time.Millisecond), hwm>>10)
+		fmt.Printf("as-of index: fold with the index %s (%.2fx the plain fold, target <= 1.5x), file %d MiB\n"+
+			"point queries (random keys, instants, all clocks) p50 %s p99 %s over %d; by clock p99 %v; methods %v\n"+
+			"every row of every model as of a position, from the index: %s\n",
+			ix.build, float64(ix.build)/float64(rebuild), ix.fileBytes>>20, ix.pointP50, ix.pointP99, ix.points, ix.byClock, ix.methods, ix.bundle)
 		line, _ := json.Marshal(map[string]any{"bench": "projections", "events": g.Count, "positions": headPos,
 			"raw_read_ms": raw.Milliseconds(), "rebuild_ms": rebuild.Milliseconds(), "ratio": ratio,
 			"asof_p50_ms": float64(lat[len(lat)/2].Microseconds()) / 1000, "asof_p99_ms": float64(lat[len(lat)*99/100].Microseconds()) / 1000,
-			"rss_hwm_kib": hwm, "engine_build_ms": build.Milliseconds()})
+			"rss_hwm_kib": hwm, "engine_build_ms": build.Milliseconds(),
+			"index_build_ms": ix.build.Milliseconds(), "index_file_mib": ix.fileBytes >> 20,
+			"asof_point_p50_ms": ms(ix.pointP50), "asof_point_p99_ms": ms(ix.pointP99),
+			"asof_point_p99_ms_by_clock": ix.byClock, "asof_point_methods": ix.methods, "asof_bundle_ms": ix.bundle.Milliseconds()})
 		fmt.Println(string(line))
 	}
 }
@@ -145,4 +155,102 @@ func vmHWM() int64 {
 		}
 	}
 	return 0
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// indexFigures are the as-of index's figures in one bench run.
+type indexFigures struct {
+	build              time.Duration
+	fileBytes          int64
+	pointP50, pointP99 time.Duration
+	points             int
+	byClock            map[string]float64 // p99 ms
+	methods            map[string]int
+	bundle             time.Duration
+}
+
+// benchIndex builds the as-of index over the log, then asks point queries
+// for random keys (of the final models, so some are not there yet) at
+// random instants on all three clocks, and lists every row of every model
+// as of a random position.
+func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.Model) indexFigures {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "asof.db")
+	ix, err := OpenIndex(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ix.Close()
+	var f indexFigures
+	t0 := time.Now()
+	if err := ix.Build(ctx, env.Store, headPos); err != nil {
+		b.Fatal(err)
+	}
+	f.build = time.Since(t0)
+	if st, err := os.Stat(path); err == nil {
+		f.fileBytes = st.Size()
+	}
+	rq := NewRowQuerier(ctx, ix, env.Store)
+	rng := rand.New(rand.NewPCG(11, 11))
+	bd, err := NewQuerier(ctx, env.Store).bounds(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	clocks := []Clock{ClockPosition, ClockRecorded, ClockBusiness}
+	byClock := map[Clock][]time.Duration{}
+	f.methods = map[string]int{}
+	var all []time.Duration
+	const points = 300
+	for i := range points {
+		m := final[rng.IntN(len(final))].(models.Keyed)
+		keys := m.RowKeys()
+		key := keys[rng.IntN(len(keys))]
+		var at AsOf
+		switch c := clocks[i%3]; c {
+		case ClockPosition:
+			at = AtPosition(1 + rng.Uint64N(headPos))
+		case ClockRecorded:
+			span := bd.lastRecorded.Sub(bd.firstRecorded)
+			at = AtRecorded(bd.firstRecorded.Add(time.Duration(rng.Int64N(int64(span) + 1))))
+		case ClockBusiness:
+			at = AtBusiness(logtest.DayStart.Add(time.Duration(rng.Int64N(int64(14 * time.Hour)))))
+		}
+		t0 := time.Now()
+		a, err := rq.Row(ctx, m.Name(), key, at, 0)
+		d := time.Since(t0)
+		switch {
+		case err == nil:
+			f.methods[string(at.Clock)+"/"+a.Method]++
+		case errors.Is(err, events.ErrNotFound):
+			f.methods[string(at.Clock)+"/not_found"]++
+		default:
+			b.Fatalf("%s %q %s: %v", m.Name(), key, at, err)
+		}
+		byClock[at.Clock] = append(byClock[at.Clock], d)
+		all = append(all, d)
+	}
+	slices.Sort(all)
+	f.points, f.pointP50, f.pointP99 = len(all), all[len(all)/2], all[len(all)*99/100]
+	f.byClock = map[string]float64{}
+	for c, ds := range byClock {
+		slices.Sort(ds)
+		f.byClock[string(c)] = ms(ds[len(ds)*99/100])
+	}
+	t0 = time.Now()
+	at := AtPosition(headPos/2 + rng.Uint64N(headPos/2))
+	for _, m := range final {
+		after := ""
+		for {
+			page, err := rq.List(ctx, m.Name(), "", after, 1000, at, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if after = page.Next; after == "" {
+				break
+			}
+		}
+	}
+	f.bundle = time.Since(t0)
+	return f
 }

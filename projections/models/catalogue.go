@@ -71,7 +71,7 @@ func (m *Catalogue) Apply(e events.Event, payload any) error {
 	}
 	now := utc(e.OccurredAt)
 	if m.state.Rules.crossed(m.state.Now, now) {
-		m.touchAll() // a rule came into force or was lifted: any listing's flags may change
+		m.touchFlipped(now) // a rule came into force or was lifted at now
 	}
 	m.state.Now = now
 	if m.state.Rules.apply(&e, payload) != nil || isLift(payload) {
@@ -105,6 +105,21 @@ func (m *Catalogue) update(id string, e *events.Event, f func(*Listing)) {
 	}
 	f(l)
 	l.UpdatedAt, l.Position = utc(e.OccurredAt), e.Position
+}
+
+// touchFlipped moves the model's time to now and touches the listings
+// whose flags differ between the old time and now.
+func (m *Catalogue) touchFlipped(now time.Time) {
+	for id, l := range m.state.Listings {
+		m.deriveOne(l)
+		before := [3]any{l.Purchasable, l.PromotionOnly, l.BlockedBy}
+		m.state.Now, now = now, m.state.Now
+		m.deriveOne(l)
+		m.state.Now, now = now, m.state.Now
+		if before != [3]any{l.Purchasable, l.PromotionOnly, l.BlockedBy} {
+			m.touch(id)
+		}
+	}
 }
 
 // derive sets the flags of every listing at the model's current time.
