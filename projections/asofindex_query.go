@@ -188,7 +188,8 @@ func (ix *Index) business(at AsOf, knownAt uint64, bitemporal bool) (point, erro
 
 // Row returns one row of model as of at (knownAt: the last position
 // considered on the business clock, 0 for the log's head). A key the model
-// did not hold at that point is KindNotFound.
+// did not hold at that point is KindNotFound; one it never held (as far as
+// the index has reached) is KindInvalid.
 func (rq *RowQuerier) Row(ctx context.Context, model, key string, at AsOf, knownAt uint64) (*RowAnswer, error) {
 	if err := validRowKey(key); err != nil {
 		return nil, err
@@ -198,6 +199,10 @@ func (rq *RowQuerier) Row(ctx context.Context, model, key string, at AsOf, known
 		return nil, err
 	}
 	if len(a.Rows) == 0 {
+		if hist, err := rq.ix.History(model, key, ^uint64(0)); err == nil && len(hist) == 0 {
+			return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "key",
+				Rule: fmt.Sprintf("read model %s has never held a row %q", model, key)}
+		}
 		return nil, &events.Error{Op: "projections.AsOf", Kind: events.KindNotFound, Field: "key",
 			Rule: fmt.Sprintf("read model %s holds no row %q as of %s", model, key, at)}
 	}

@@ -216,6 +216,12 @@ func TestIndexBadInput(t *testing.T) {
 	if err := ix.Build(ctx, env.Store, 0); err != nil {
 		t.Fatal(err)
 	}
+	var anOrder string
+	for _, e := range evs {
+		if e.Context() == "order" {
+			anOrder = e.AggregateID
+		}
+	}
 	tests := []struct {
 		model, key string
 		at         AsOf
@@ -224,7 +230,8 @@ func TestIndexBadInput(t *testing.T) {
 		field      string
 	}{
 		{"nope", "o-1", AtPosition(1), 0, events.ErrNotFound, "model"},
-		{models.ModelOrders, "no-such-order", AtPosition(last.Position), 0, events.ErrNotFound, "key"},
+		{models.ModelOrders, "no-such-order", AtPosition(last.Position), 0, events.ErrInvalid, "key"},
+		{models.ModelOrders, anOrder, AtPosition(1), 0, events.ErrNotFound, "key"}, // placed later
 		{models.ModelOrders, "o-1", AtPosition(last.Position + 1), 0, events.ErrInvalid, "as_of"},
 		{models.ModelOrders, "o-1", AsOf{Clock: "wall"}, 0, events.ErrInvalid, "clock"},
 		{models.ModelOrders, "o-1", AtBusiness(last.OccurredAt), last.Position + 5, events.ErrInvalid, "known_at"},

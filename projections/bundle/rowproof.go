@@ -30,7 +30,7 @@ type RowProof struct {
 
 // ProvenEvent is one event with its inclusion proof.
 type ProvenEvent struct {
-	Event events.Event           `json:"event"`
+	Event events.Event          `json:"event"`
 	Proof notary.InclusionProof `json:"proof"`
 }
 
