@@ -111,7 +111,7 @@ By default it runs on an embedded NATS server with its data in --data; with
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g), newSnapshotCmd(g), newVerifyCmd(g), newDiffCmd(g), newMirrorCmd(g), newTokenCmd(g), newCredentialsCmd(g), newReplayCmd(g), newTraceCmd(g), newTailCmd(g), newVersionCmd(g), newNotaryCmd(g), newBackupCmd(g), newRestoreCmd(g))
+	root.AddCommand(newServeCmd(g), newStreamCmd(g), newDemoCmd(g), newPolicyCmd(g), newSnapshotCmd(g), newStateCmd(g), newVerifyCmd(g), newDiffCmd(g), newMirrorCmd(g), newTokenCmd(g), newCredentialsCmd(g), newReplayCmd(g), newTraceCmd(g), newTailCmd(g), newVersionCmd(g), newNotaryCmd(g), newBackupCmd(g), newRestoreCmd(g))
 	strictArgs(root)
 	return root
 }

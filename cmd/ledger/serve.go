@@ -262,6 +262,14 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	}
 	a.mountCommands(st)
 	a.mountState(st)
+	// Every serve keeps its own as-of index: a cache of the log in its
+	// data directory, which needs no other process.
+	asOf, stopIndex, err := startIndex(ctx, g.dataDir, n.store, log)
+	if err != nil {
+		return err
+	}
+	defer stopIndex()
+	a.mountModels(asOf)
 	if key, err := notary.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
 	} else {

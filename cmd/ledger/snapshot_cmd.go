@@ -76,8 +76,13 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	var against, keyHex string
 	c := &cobra.Command{
 		Use:   "verify FILE",
-		Short: "Check a regulator bundle offline (and against the live log with --against)",
-		Long: `verify checks a bundle without trusting whoever made it: the archive is
+		Short: "Check a regulator bundle or a saved point answer offline (a bundle also against the live log with --against)",
+		Long: `A FILE that is JSON is a saved point answer ('ledger state --proof --json', or
+GET /v1/models/MODEL/KEY?proof=true): verify checks the notary checkpoint's
+signature, each event's hash, each event's inclusion in the signed tree, and
+that the events end with the row's version.
+
+Otherwise FILE is a bundle. verify checks a bundle without trusting whoever made it: the archive is
 canonical, every file matches the digest in the manifest, the manifest's
 signature verifies, every read model is present at this build's version,
 restores and renders to the same CSV, and the counts and claims agree.
@@ -117,6 +122,12 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 			return usagef("--key must be a %d-byte Ed25519 public key in hex", ed25519.PublicKeySize)
 		}
 		trusted = b
+	}
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+		if against != "" {
+			return usagef("--against checks bundles; a saved point answer is checked offline")
+		}
+		return verifyRowAnswer(w, g.json, path, data, trusted)
 	}
 	r := bytes.NewReader(data)
 	var rep bundle.Report

@@ -1,8 +1,10 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -28,10 +30,20 @@ type RowProof struct {
 	Events             []ProvenEvent `json:"events"`
 }
 
-// ProvenEvent is one event with its inclusion proof.
+// ProvenEvent is one event with its inclusion proof. The event's data
+// travels as a string of its exact bytes, which its hash covers: a JSON
+// tool that re-indents the answer must not change them.
 type ProvenEvent struct {
-	Event events.Event          `json:"event"`
+	Event events.Event          `json:"event"` // Data is in Data
+	Data  string                `json:"data"`
 	Proof notary.InclusionProof `json:"proof"`
+}
+
+// event returns the event with its data.
+func (pe *ProvenEvent) event() events.Event {
+	e := pe.Event
+	e.Data = []byte(pe.Data)
+	return e
 }
 
 // RowAnswer is a point query's answer with its proof, as the HTTP API and
@@ -83,56 +95,82 @@ func ProveRow(ctx context.Context, store projections.LogStore, ix *projections.I
 		if err != nil {
 			return nil, err
 		}
-		p.Events = append(p.Events, ProvenEvent{Event: e, Proof: ip})
+		data := string(e.Data)
+		e.Data = nil
+		p.Events = append(p.Events, ProvenEvent{Event: e, Data: data, Proof: ip})
 	}
 	return &RowAnswer{RowAnswer: *a, Proof: p}, nil
 }
 
+// selfContained are the models whose rows are a fold of the events that
+// wrote them alone, so that a verifier recomputes a row's state from its
+// proof. Other models' rows depend on other rows (a balance on the
+// authorization a capture releases, a listing's flags on the rules and the
+// model's time): their events are proven, their state is not recomputed.
+var selfContained = map[string]bool{models.ModelOrders: true, models.ModelPolicy: true}
+
 // VerifyRow checks a saved answer offline: the checkpoint is signed (by
 // trusted, when given), every event's content hash holds, every event is in
 // the checkpoint's tree, the events are in position order, and the last is
-// the row's version, at or before the answer's position.
-func VerifyRow(a *RowAnswer, trusted ed25519.PublicKey) error {
+// the row's version, at or before the answer's position. For a model whose
+// rows are self-contained it also folds the events and requires the row's
+// state, and reports stateChecked.
+func VerifyRow(a *RowAnswer, trusted ed25519.PublicKey) (stateChecked bool, err error) {
 	const op = "projections.VerifyRow"
 	bad := func(field, rule string) error {
 		return &events.Error{Op: op, Kind: events.KindIntegrity, Field: field, Rule: rule}
 	}
 	if a.Proof == nil {
-		return bad("proof", "the answer carries no proof: ask with proof=true")
+		return false, bad("proof", "the answer carries no proof: ask with proof=true")
 	}
 	if len(a.Rows) != 1 {
-		return bad("rows", "a proof covers exactly one row")
+		return false, bad("rows", "a proof covers exactly one row")
 	}
 	root, err := notary.VerifyCheckpoint(a.Proof.Checkpoint, trusted)
 	if err != nil {
-		return err
+		return false, err
+	}
+	m, err := models.NewModel(a.Model)
+	if err != nil {
+		return false, err
 	}
 	var last uint64
 	for i := range a.Proof.Events {
 		pe := &a.Proof.Events[i]
-		e := pe.Event
+		e := pe.event()
 		if e.ComputeHash() != e.Hash {
-			return bad(fmt.Sprintf("events[%d]", i), fmt.Sprintf("the event at position %d does not match its hash", e.Position))
+			return false, bad(fmt.Sprintf("events[%d]", i), fmt.Sprintf("the event at position %d does not match its hash", e.Position))
 		}
 		if e.Position <= last {
-			return bad(fmt.Sprintf("events[%d]", i), "events are not in position order")
+			return false, bad(fmt.Sprintf("events[%d]", i), "events are not in position order")
 		}
 		last = e.Position
 		if pe.Proof.TreeSize != a.Proof.Checkpoint.TreeSize {
-			return bad(fmt.Sprintf("events[%d].proof", i), "proof is not against the checkpoint's tree")
+			return false, bad(fmt.Sprintf("events[%d].proof", i), "proof is not against the checkpoint's tree")
 		}
 		if err := pe.Proof.Verify(&e, root); err != nil {
-			return bad(fmt.Sprintf("events[%d].proof", i), err.Error())
+			return false, bad(fmt.Sprintf("events[%d].proof", i), err.Error())
+		}
+		if p, err := models.DecodePayload(&e); err != nil || m.Apply(e, p) != nil {
+			return false, bad(fmt.Sprintf("events[%d]", i), "the event does not fold")
 		}
 	}
 	row := a.Rows[0]
 	if row.Version != 0 && last != row.Version {
-		return bad("rows[0].version", fmt.Sprintf("the row's version is %d, the last proven event is at %d", row.Version, last))
+		return false, bad("rows[0].version", fmt.Sprintf("the row's version is %d, the last proven event is at %d", row.Version, last))
 	}
 	if row.Version > a.Position {
-		return bad("position", "the row's version is after the answer's position")
+		return false, bad("position", "the row's version is after the answer's position")
 	}
-	return nil
+	if !selfContained[a.Model] {
+		return false, nil
+	}
+	body, ok := m.(models.Keyed).Row(row.Key)
+	var want, got bytes.Buffer
+	if !ok || json.Compact(&want, body) != nil || json.Compact(&got, row.State) != nil || !bytes.Equal(want.Bytes(), got.Bytes()) {
+		return false, bad("rows[0].state", "the row's state is not the fold of the proven events")
+	}
+	return true, nil
 }
 
 // newestCheckpoint returns the newest notary checkpoint in the log and its

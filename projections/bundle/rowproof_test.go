@@ -63,8 +63,8 @@ func TestRowProofVerifiesOffline(t *testing.T) {
 		}
 		return &got
 	}
-	if err := VerifyRow(load(), key.Public().(ed25519.PublicKey)); err != nil {
-		t.Fatalf("saved answer: %v", err)
+	if checked, err := VerifyRow(load(), key.Public().(ed25519.PublicKey)); err != nil || !checked {
+		t.Fatalf("saved answer: %v (state checked %v)", err, checked)
 	}
 	other, _ := notary.LoadOrCreateKey(t.TempDir())
 	tampered := []struct {
@@ -74,14 +74,16 @@ func TestRowProofVerifiesOffline(t *testing.T) {
 		want string
 	}{
 		{"other key", func(*RowAnswer) {}, other.Public().(ed25519.PublicKey), "trusted key"},
-		{"event data", func(a *RowAnswer) { a.Proof.Events[0].Event.Data = json.RawMessage(`{"order_id":"o-9"}`) }, nil, "hash"},
+		{"event data", func(a *RowAnswer) { a.Proof.Events[0].Data = `{"order_id":"o-9"}` }, nil, "hash"},
 		{"dropped last event", func(a *RowAnswer) { a.Proof.Events = a.Proof.Events[:len(a.Proof.Events)-1] }, nil, "version"},
+		{"state", func(a *RowAnswer) { a.Rows[0].State = json.RawMessage(`{"status":"completed"}`) }, nil, "state"},
+		{"key", func(a *RowAnswer) { a.Rows[0].Key = "o-4" }, nil, "state"},
 		{"event position", func(a *RowAnswer) { a.Proof.Events[0].Proof.LeafIndex++ }, nil, "proof"},
 	}
 	for _, tt := range tampered {
 		a := load()
 		tt.edit(a)
-		if err := VerifyRow(a, tt.key); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := VerifyRow(a, tt.key); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want an error about %s", tt.name, err, tt.want)
 		}
 	}
