@@ -8,6 +8,7 @@ import (
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/projections/models"
 )
 
 // openAPIDoc is the OpenAPI 3.1 document of `ledger serve`'s HTTP API,
@@ -42,6 +43,25 @@ func buildOpenAPI() ([]byte, error) {
 			[]any{queryParam("as_of", "RFC 3339 instant with offset, or a position"), queryParam("clock", "business (default), recorded or position")},
 			withProblems(obj{"200": obj{"description": "the bundle", "content": obj{"application/zip": obj{}}}}, 400, 404))},
 	}
+	asOfParams := []any{
+		queryParam("as_of", "a position, or an RFC 3339 instant with an offset (an instant without one is refused); default: the index's head on the position clock"),
+		queryParam("clock", "position (default for a number), recorded (server time) or business (occurred-at; default for an instant)"),
+		queryParam("known_at", "business clock only: the last log position considered (bitemporal: as of business time T, as known at position P); default the head"),
+	}
+	modelParam := obj{"name": "model", "in": "path", "required": true, "schema": obj{"type": "string", "enum": models.ModelNames()}}
+	paths["/v1/models/{model}/{key}"] = obj{"get": op("One row of a read model as of a position, a recorded instant or a business instant, "+
+		"looked up in the as-of index (ADR 0018), with the position the answer reflects. With proof=true, the events that wrote the row "+
+		"with their Merkle inclusion proofs against the newest signed notary checkpoint: save the answer and check it with `ledger verify FILE --key HEX`. "+
+		"A point past the index's head waits up to 2 s, then answers 503 saying how far behind the index is. Keys: orders by order id; catalogue by "+
+		"listing id; balances account/<account> and authorization/<payment>; seller_sales_daily day/<seller>|<day>|<currency> and payment/<payment>; "+
+		"policy_timeline by rule id; violations violation/<position>, listing/<id>, order/<id>, payment/<id>, timeline, counts.",
+		append([]any{modelParam, obj{"name": "key", "in": "path", "required": true, "schema": obj{"type": "string"}, "description": "the row's key (it may hold '/')"}},
+			append(asOfParams, queryParam("proof", "true: add the events that wrote the row and their inclusion proofs"))...),
+		withProblems(resp200("{model, clock, as_of, position, known_at, method (index or fold), rows: [{key, version, state}], proof}", jsonSchema(obj{"type": "object"})), 400, 404, 503))}
+	paths["/v1/models/{model}"] = obj{"get": op("A page of a read model's rows as of a point, in key order, from the as-of index",
+		append([]any{modelParam}, append(asOfParams, queryParam("prefix", "only keys starting with this"),
+			queryParam("after", "the previous page's next"), queryParam("limit", "1..1000, default 100"))...),
+		withProblems(resp200("{model, clock, as_of, position, method, rows, next}", jsonSchema(obj{"type": "object"})), 400, 503))}
 	for _, kind := range []string{"orders", "listings", "payments"} {
 		paths["/v1/"+kind+"/{id}"] = obj{"get": op("The current state of one of the "+kind+", folded from its events, and its version; "+
 			"a buyer or seller token reads only the orders and payments it is a party to (another's answers 404)",
@@ -59,6 +79,8 @@ func buildOpenAPI() ([]byte, error) {
 	secure("/v1/events", httpauth.ReadRoles)
 	secure("/v1/subscribe", httpauth.ReadRoles)
 	secure("/v1/snapshots", httpauth.ReadRoles)
+	secure("/v1/models/{model}/{key}", httpauth.ReadRoles)
+	secure("/v1/models/{model}", httpauth.ReadRoles)
 	for _, c := range contracts.Commands {
 		schema, err := contracts.CommandSchema(c)
 		if err != nil {
