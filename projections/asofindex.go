@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +44,7 @@ var (
 const (
 	// indexBatchEvents is how many events' row versions one write
 	// transaction carries at most.
-	indexBatchEvents = 4096
+	indexBatchEvents = 1024
 	// indexCkptEvery is how many positions pass between two model
 	// checkpoints in the index (a restart refolds at most this many).
 	indexCkptEvery = 100_000
@@ -70,7 +71,8 @@ type Index struct {
 
 // OpenIndex opens (creating if needed) the index file at path.
 func OpenIndex(path string) (*Index, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		InitialMmapSize: 1 << 30}) // address space, not memory: no remap (which waits for readers) until 1 GiB
 	if err != nil {
 		return nil, &events.Error{Op: "projections.OpenIndex", Kind: events.KindUnavailable, Field: path, Err: err}
 	}
@@ -454,6 +456,13 @@ func (w *indexWriter) run() {
 		if err != nil {
 			continue // drain: the first error is the answer
 		}
+		// In key order: bbolt finds each leaf once and appends within it.
+		slices.SortStableFunc(b.puts, func(x, y kv) int {
+			if c := bytes.Compare(x.bucket, y.bucket); c != 0 {
+				return c
+			}
+			return bytes.Compare(x.key, y.key)
+		})
 		err = w.ix.db.Update(func(tx *bolt.Tx) error {
 			var bk *bolt.Bucket
 			var last []byte
