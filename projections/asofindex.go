@@ -27,6 +27,7 @@ import (
 // Layout, in one bbolt file:
 //
 //	rows/<model>/v<version>  <row key> 0x00 <position, 8 bytes BE>  ->  <occurred-at ns, 8 bytes BE> <1: present, 0: gone> <row JSON>
+//	late/<model>/v<version>  <row key> 0x00 <position>  ->  <occurred-at ns>   (a late business event touched the row; Monotone models)
 //	clock                    max <position>  ->  <running max business time, ns>   (only where it grows)
 //	                         late <position> ->  <business time, ns>               (a business event earlier than that max)
 //	meta                     head -> <position>: every position up to it is indexed
@@ -151,6 +152,10 @@ func rowsBucket(model string, version int) []byte {
 	return fmt.Appendf(nil, "rows/%s/v%d", model, version)
 }
 
+func lateBucket(model string, version int) []byte {
+	return fmt.Appendf(nil, "late/%s/v%d", model, version)
+}
+
 // keyedModels returns fresh keyed built-in models.
 func keyedModels() ([]models.Keyed, error) {
 	ms, err := models.NewModels()
@@ -195,10 +200,15 @@ func (ix *Index) Build(ctx context.Context, store events.Store, to uint64) error
 		return nil
 	}
 	w := newIndexWriter(ix)
-	rec := &indexRecorder{w: w, maxOc: ix.maxOc}
+	rec := &indexRecorder{w: w}
 	ms := make([]models.Model, 0, len(ix.ms)+1)
+	w.maxOc = ix.maxOc
 	for _, m := range ix.ms {
-		ms = append(ms, &rowRecorder{Keyed: m, w: w, bucket: rowsBucket(m.Name(), models.ModelVersion(m))})
+		r := &rowRecorder{Keyed: m, w: w, bucket: rowsBucket(m.Name(), models.ModelVersion(m))}
+		if _, ok := m.(models.Monotone); ok {
+			r.late = lateBucket(m.Name(), models.ModelVersion(m))
+		}
+		ms = append(ms, r)
 	}
 	ms = append(ms, rec) // last: it sees each event after every model has applied it
 	if from == 0 {
@@ -221,7 +231,7 @@ func (ix *Index) Build(ctx context.Context, store events.Store, to uint64) error
 	} else {
 		w.abort()
 	}
-	ix.maxOc = rec.maxOc
+	ix.maxOc = w.maxOc
 	if err != nil {
 		ix.ms = nil // the models may be half way through an event: restore them again
 		return err
@@ -331,6 +341,7 @@ type rowRecorder struct {
 	models.Keyed
 	w      *indexWriter
 	bucket []byte
+	late   []byte // nil: the model is not Monotone
 }
 
 func (r *rowRecorder) Apply(e events.Event, payload any) error {
@@ -346,15 +357,22 @@ func (r *rowRecorder) Apply(e events.Event, payload any) error {
 		body, ok := r.Keyed.Row(k)
 		r.w.put(r.bucket, versionKey(k, e.Position), versionValue(occ, ok, body))
 	}
+	if r.late != nil && models.IsBusiness(&e) && e.OccurredAt.UnixNano() < r.w.maxOc {
+		if all {
+			keys = []string{""} // every row: no row key is empty
+		}
+		for _, k := range keys {
+			r.w.put(r.late, versionKey(k, e.Position), putU64(occ))
+		}
+	}
 	return nil
 }
 
 // indexRecorder records the business clock of each event and cuts the
 // write batches at event boundaries.
 type indexRecorder struct {
-	w     *indexWriter
-	maxOc int64
-	n     int
+	w *indexWriter
+	n int
 }
 
 func (r *indexRecorder) Name() string              { return "\x00clock" }
@@ -366,11 +384,11 @@ func (r *indexRecorder) Apply(e events.Event, _ any) error {
 	if models.IsBusiness(&e) {
 		occ := e.OccurredAt.UnixNano()
 		switch {
-		case occ > r.maxOc || r.maxOc == 0:
-			r.maxOc = occ
+		case occ > r.w.maxOc || r.w.maxOc == 0:
+			r.w.maxOc = occ
 			r.w.put(bucketClock, clockKey("max", e.Position), putU64(uint64(occ)))
 			r.w.put(bucketClock, clockKey("occ", uint64(occ)), putU64(e.Position))
-		case occ < r.maxOc:
+		case occ < r.w.maxOc:
 			r.w.put(bucketClock, clockKey("late", e.Position), putU64(uint64(occ)))
 		}
 	}
@@ -415,7 +433,10 @@ func getU64(b []byte) uint64 {
 // goroutine of its own, so that the fold goes on while the previous batch
 // is written; at most one batch waits.
 type indexWriter struct {
-	ix      *Index
+	ix *Index
+	// maxOc is the fold's running maximum of business time, ns, before the
+	// event being applied (the indexRecorder, applied last, moves it).
+	maxOc   int64
 	batch   []kv
 	batches chan indexBatch
 	done    chan error

@@ -232,6 +232,14 @@ func (rq *RowQuerier) page(ctx context.Context, model, prefix string, exactKey b
 		return nil, err
 	}
 	a := &RowAnswer{Model: model, Clock: at.Clock, AsOf: asOfValue(at), Position: p.pos, KnownAt: p.knownAt, Method: "index"}
+	if !p.exact && exactKey {
+		if _, ok := m.(models.Monotone); ok {
+			p.exact, err = rq.ix.untouchedLate(m, prefix, at, p)
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
 	if !p.exact {
 		return rq.folded(ctx, a, m, prefix, exactKey, after, limit, at, p)
 	}
@@ -258,6 +266,37 @@ func asOfValue(at AsOf) string {
 		return fmt.Sprint(at.Position)
 	}
 	return at.Time.Format(time.RFC3339Nano)
+}
+
+// untouchedLate reports whether no business event that came out of order
+// after p.pos, up to p.knownAt, and occurred by the instant touched key (or
+// every row). Those are the only events the business fold applies on top
+// of the prefix up to p.pos; for a Monotone model, when none touched the
+// key, the key's row there is the answer.
+func (ix *Index) untouchedLate(m models.Model, key string, at AsOf, p point) (bool, error) {
+	T := uint64(at.Time.UnixNano())
+	clean := true
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(lateBucket(m.Name(), models.ModelVersion(m)))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for _, k := range []string{key, ""} {
+			pre := append([]byte(k), 0)
+			for kk, v := c.Seek(versionKey(k, p.pos+1)); kk != nil && bytes.HasPrefix(kk, pre) && len(kk) == len(pre)+8; kk, v = c.Next() {
+				if binary.BigEndian.Uint64(kk[len(pre):]) > p.knownAt {
+					break
+				}
+				if getU64(v) <= T {
+					clean = false
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	return clean, err
 }
 
 // lookup returns the version of key in effect at pos, if the row existed.

@@ -28,6 +28,7 @@ type Balances struct {
 	// totals per currency over all accounts; derived, always zero between events.
 	totals map[string]int64
 	touched
+	monotone
 }
 
 // NewBalances returns an empty balances model.

@@ -47,6 +47,7 @@ type Orders struct {
 		Orders map[string]*Order `json:"orders"`
 	}
 	touched
+	monotone
 }
 
 // NewOrders returns an empty orders model.

@@ -99,6 +99,7 @@ type PolicyTimeline struct {
 		Rules rules `json:"rules"`
 	}
 	touched
+	monotone
 }
 
 // NewPolicyTimeline returns an empty policy timeline.

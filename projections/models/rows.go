@@ -24,6 +24,24 @@ type Keyed interface {
 	RowKeys() []string
 }
 
+// Monotone is an optional Keyed interface, a promise about Touched: the
+// keys an event touches when it is applied after any subsequence of the
+// events before it (as a business-time fold applies it) are among the keys
+// it touched when applied after all of them. The as-of index then answers
+// a business instant by a lookup whenever no event applied out of order
+// touched the key. A model whose rows depend on state that any event moves
+// (the catalogue's current time) is not Monotone.
+type Monotone interface {
+	Keyed
+	MonotoneTouch()
+}
+
+// monotone implements Monotone's marker.
+type monotone struct{}
+
+// MonotoneTouch implements Monotone.
+func (monotone) MonotoneTouch() {}
+
 // touched collects the keys an Apply changes, for Keyed.Touched.
 type touched struct {
 	keys []string

@@ -40,6 +40,7 @@ type SellerSales struct {
 		Payments map[string]string `json:"payments"`
 	}
 	touched
+	monotone
 }
 
 // NewSellerSales returns an empty sales model.
