@@ -50,6 +50,14 @@ func (q *Querier) bounds(ctx context.Context) (bounds, error) {
 	return b, err
 }
 
+// cachedFirst returns the log's first event's position and recorded time
+// once a query has learnt them (the log's start never changes).
+func (q *Querier) cachedFirst() (uint64, time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.first, q.firstRecorded, q.first != 0
+}
+
 func (q *Querier) recordedAt(ctx context.Context, pos uint64) (time.Time, error) {
 	st, err := q.store.JetStream().Stream(ctx, events.StreamName)
 	if err != nil {

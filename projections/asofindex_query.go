@@ -84,6 +84,9 @@ type point struct {
 // resolve checks at against the log and the index, waiting (bounded) for
 // the index to reach it.
 func (rq *RowQuerier) resolve(ctx context.Context, at AsOf, knownAt uint64) (point, error) {
+	if p, ok, err := rq.fastResolve(ctx, at, knownAt); ok || err != nil {
+		return p, err
+	}
 	b, err := rq.q.bounds(ctx)
 	if err != nil {
 		return point{}, err
@@ -116,6 +119,54 @@ func (rq *RowQuerier) resolve(ctx context.Context, at AsOf, knownAt uint64) (poi
 	}
 	return p, &events.Error{Op: "projections.AsOf", Kind: events.KindInvalid, Field: "clock",
 		Rule: fmt.Sprintf("clock must be position, recorded or business, got %q", at.Clock)}
+}
+
+// fastResolve resolves the common points with at most one request to the
+// server: a position the index has reached is in the log (the index never
+// passes the log's head); a recorded instant whose position is before the
+// index's head is before the log's last event; a business instant needs
+// only the log's head. It reports false for the rest, which resolve checks
+// against the log's bounds.
+func (rq *RowQuerier) fastResolve(ctx context.Context, at AsOf, knownAt uint64) (point, bool, error) {
+	first, firstRecorded, ok := rq.q.cachedFirst()
+	if !ok || knownAt != 0 && at.Clock != ClockBusiness {
+		return point{}, false, nil
+	}
+	head := rq.ix.Head()
+	switch at.Clock {
+	case ClockPosition:
+		if at.Position >= first && at.Position <= head {
+			return point{pos: at.Position, exact: true}, true, nil
+		}
+	case ClockRecorded:
+		if at.Time.Before(firstRecorded) {
+			return point{}, false, nil
+		}
+		pos, err := rq.store.PositionAt(ctx, at.Time)
+		if err != nil {
+			return point{}, true, err
+		}
+		if pos < head {
+			return point{pos: pos, exact: true}, true, nil
+		}
+	case ClockBusiness:
+		last, err := rq.store.LastPosition(ctx)
+		if err != nil {
+			return point{}, true, err
+		}
+		if knownAt > last {
+			return point{}, false, nil // resolve names the bad known_at
+		}
+		if knownAt == 0 {
+			knownAt = last
+		}
+		if _, err := rq.ix.WaitHead(ctx, knownAt, rq.Wait); err != nil {
+			return point{}, true, err
+		}
+		p, err := rq.ix.business(at, knownAt, knownAt < last)
+		return p, true, err
+	}
+	return point{}, false, nil
 }
 
 // lateScanMax bounds how many out-of-order business events one query
