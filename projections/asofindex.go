@@ -30,6 +30,7 @@ import (
 //	late/<model>/v<version>  <row key> 0x00 <position>  ->  <occurred-at ns>   (a late business event touched the row; Monotone models)
 //	clock                    max <position>  ->  <running max business time, ns>   (only where it grows)
 //	                         late <position> ->  <business time, ns>               (a business event earlier than that max)
+//	                         rec <recorded ns> <position> -> ""                    (every event's server time)
 //	meta                     head -> <position>: every position up to it is indexed
 //	ckpt                     <model>/v<version> -> whole-model snapshot at meta/ckpt_head, for a restart
 var (
@@ -39,6 +40,7 @@ var (
 	keyHead     = []byte("head")
 	keyCkptHead = []byte("ckpt_head")
 	keyCkptMax  = []byte("ckpt_max")
+	keyModels   = []byte("models")
 )
 
 // Index bounds. Each is a limit on memory or on how long a caller waits.
@@ -79,14 +81,29 @@ func OpenIndex(path string) (*Index, error) {
 	}
 	db.NoSync = true // a cache of the log: a torn index is rebuilt, never trusted (see Build)
 	ix := &Index{db: db, progress: make(chan struct{})}
+	built, err := builtModels()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); m != nil && !bytes.Equal(m.Get(keyModels), built) {
+			// Built by other model versions: start again from the log.
+			var names [][]byte
+			tx.ForEach(func(name []byte, _ *bolt.Bucket) error { names = append(names, bytes.Clone(name)); return nil })
+			for _, n := range names {
+				if err := tx.DeleteBucket(n); err != nil {
+					return err
+				}
+			}
+		}
 		for _, b := range [][]byte{bucketClock, bucketMeta, bucketCkpt} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		ix.head = getU64(tx.Bucket(bucketMeta).Get(keyHead))
-		return nil
+		return tx.Bucket(bucketMeta).Put(keyModels, built)
 	})
 	if err != nil {
 		db.Close()
@@ -154,6 +171,19 @@ func rowsBucket(model string, version int) []byte {
 
 func lateBucket(model string, version int) []byte {
 	return fmt.Appendf(nil, "late/%s/v%d", model, version)
+}
+
+// builtModels names the model versions an index holds, as stored in it.
+func builtModels() ([]byte, error) {
+	ms, err := keyedModels()
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	for _, m := range ms {
+		b = fmt.Appendf(b, "%s/v%d\n", m.Name(), models.ModelVersion(m))
+	}
+	return b, nil
 }
 
 // keyedModels returns fresh keyed built-in models.
@@ -381,6 +411,8 @@ func (r *indexRecorder) Restore([]byte) error      { return nil }
 func (r *indexRecorder) Rows() models.Table        { return models.Table{} }
 
 func (r *indexRecorder) Apply(e events.Event, _ any) error {
+	rk := binary.BigEndian.AppendUint64(clockKey("rec", uint64(e.RecordedAt.UnixNano())), e.Position)
+	r.w.put(bucketClock, rk, nil)
 	if models.IsBusiness(&e) {
 		occ := e.OccurredAt.UnixNano()
 		switch {

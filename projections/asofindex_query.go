@@ -142,11 +142,8 @@ func (rq *RowQuerier) fastResolve(ctx context.Context, at AsOf, knownAt uint64) 
 		if at.Time.Before(firstRecorded) {
 			return point{}, false, nil
 		}
-		pos, err := rq.store.PositionAt(ctx, at.Time)
-		if err != nil {
-			return point{}, true, err
-		}
-		if pos < head {
+		pos, ok := rq.ix.positionAt(at.Time)
+		if ok && pos < head {
 			return point{pos: pos, exact: true}, true, nil
 		}
 	case ClockBusiness:
@@ -167,6 +164,29 @@ func (rq *RowQuerier) fastResolve(ctx context.Context, at AsOf, knownAt uint64) 
 		return p, true, err
 	}
 	return point{}, false, nil
+}
+
+// positionAt is the log's PositionAt from the index: the last event
+// recorded at or before t. It reports false when the index holds no event
+// recorded after t (t may be past what it has reached).
+func (ix *Index) positionAt(t time.Time) (uint64, bool) {
+	var pos uint64
+	var after bool
+	ix.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketClock).Cursor()
+		k, _ := c.Seek(clockKey("rec", uint64(t.UnixNano())+1))
+		after = k != nil && bytes.HasPrefix(k, []byte("rec\x00"))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		if k != nil && bytes.HasPrefix(k, []byte("rec\x00")) && len(k) == 4+16 {
+			pos = binary.BigEndian.Uint64(k[12:])
+		}
+		return nil
+	})
+	return pos, after && pos > 0
 }
 
 // lateScanMax bounds how many out-of-order business events one query

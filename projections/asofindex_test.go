@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections/internal/logtest"
 	"github.com/marketledger/ledger/projections/models"
@@ -244,5 +246,35 @@ func TestIndexBadInput(t *testing.T) {
 		if !errors.Is(err, tt.is) || !errors.As(err, &e) || e.Field != tt.field {
 			t.Errorf("%s %q %s: got %v, want %v naming %s", tt.model, tt.key, tt.at, err, tt.is, tt.field)
 		}
+	}
+}
+
+// TestIndexStartsAgainForOtherModelVersions: an index built by other
+// versions of the models is emptied when opened, never served.
+func TestIndexStartsAgainForOtherModelVersions(t *testing.T) {
+	env := startEnv(t)
+	logtest.Generate(t, env.Store, logtest.Config{Seed: 7, Listings: 2, Flows: 3})
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "asof.db")
+	ix, err := OpenIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Build(ctx, env.Store, 0); err != nil || ix.Head() == 0 {
+		t.Fatalf("build: head %d, %v", ix.Head(), err)
+	}
+	if err := ix.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyModels, []byte("orders/v0\n"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+	ix, err = OpenIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if ix.Head() != 0 {
+		t.Errorf("an index of other model versions opened at head %d", ix.Head())
 	}
 }
