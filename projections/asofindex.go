@@ -249,8 +249,12 @@ func (ix *Index) Build(ctx context.Context, store events.Store, to uint64) error
 			return err
 		}
 		for i, m := range fresh {
-			for _, k := range m.RowKeys() {
-				body, _ := m.Row(k)
+			keys := m.RowKeys()
+			if _, ok := m.(models.Derived); ok {
+				keys = append(keys, "")
+			}
+			for _, k := range keys {
+				body, _ := stored(m, k)
 				w.put(ms[i].(*rowRecorder).bucket, versionKey(k, 0), versionValue(0, true, body))
 			}
 		}
@@ -374,6 +378,14 @@ type rowRecorder struct {
 	late   []byte // nil: the model is not Monotone
 }
 
+// stored is the part of a row the index keeps.
+func stored(m models.Keyed, key string) ([]byte, bool) {
+	if d, ok := m.(models.Derived); ok {
+		return d.StoredRow(key)
+	}
+	return m.Row(key)
+}
+
 func (r *rowRecorder) Apply(e events.Event, payload any) error {
 	if err := r.Keyed.Apply(e, payload); err != nil {
 		return err
@@ -384,7 +396,7 @@ func (r *rowRecorder) Apply(e events.Event, payload any) error {
 	}
 	occ := uint64(e.OccurredAt.UnixNano())
 	for _, k := range keys {
-		body, ok := r.Keyed.Row(k)
+		body, ok := stored(r.Keyed, k)
 		r.w.put(r.bucket, versionKey(k, e.Position), versionValue(occ, ok, body))
 	}
 	if r.late != nil && models.IsBusiness(&e) && e.OccurredAt.UnixNano() < r.w.maxOc {

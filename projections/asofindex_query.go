@@ -324,9 +324,19 @@ func (rq *RowQuerier) page(ctx context.Context, model, prefix string, exactKey b
 			if r, ok := lookup(b.Cursor(), prefix, p.pos); ok {
 				a.Rows = append(a.Rows, r)
 			}
-			return nil
+		} else {
+			a.Rows, a.Next = scan(b.Cursor(), prefix, after, limit, p.pos)
 		}
-		a.Rows, a.Next = scan(b.Cursor(), prefix, after, limit, p.pos)
+		if d, ok := m.(models.Derived); ok && len(a.Rows) > 0 {
+			ctxRow, _ := lookup(b.Cursor(), "", p.pos)
+			for i := range a.Rows {
+				body, err := d.DeriveRow(a.Rows[i].State, ctxRow.State)
+				if err != nil {
+					return err
+				}
+				a.Rows[i].State = body
+			}
+		}
 		return nil
 	})
 	return a, err
@@ -398,6 +408,10 @@ func scan(c *bolt.Cursor, prefix, after string, limit int, pos uint64) ([]Row, s
 			break
 		}
 		key := string(k[:i])
+		if key == "" { // a Derived model's context, not a row
+			start = []byte{1}
+			continue
+		}
 		if r, ok := lookup(c, key, pos); ok {
 			if len(rows) == limit {
 				return rows, rows[len(rows)-1].Key

@@ -69,14 +69,11 @@ func (m *Catalogue) Apply(e events.Event, payload any) error {
 	if !IsBusiness(&e) {
 		return nil
 	}
-	now := utc(e.OccurredAt)
-	if m.state.Rules.crossed(m.state.Now, now) {
-		m.touchFlipped(now) // a rule came into force or was lifted at now
-	}
-	m.state.Now = now
-	if m.state.Rules.apply(&e, payload) != nil || isLift(payload) {
-		m.touchAll()
-	}
+	// The flags derive from the time and the rules, the context (key ""):
+	// every business event moves the time.
+	m.touch("")
+	m.state.Now = utc(e.OccurredAt)
+	m.state.Rules.apply(&e, payload)
 	switch p := payload.(type) {
 	case contracts.ListingCreated:
 		m.touch(p.ListingID)
@@ -105,21 +102,6 @@ func (m *Catalogue) update(id string, e *events.Event, f func(*Listing)) {
 	}
 	f(l)
 	l.UpdatedAt, l.Position = utc(e.OccurredAt), e.Position
-}
-
-// touchFlipped moves the model's time to now and touches the listings
-// whose flags differ between the old time and now.
-func (m *Catalogue) touchFlipped(now time.Time) {
-	for id, l := range m.state.Listings {
-		m.deriveOne(l)
-		before := [3]any{l.Purchasable, l.PromotionOnly, l.BlockedBy}
-		m.state.Now, now = now, m.state.Now
-		m.deriveOne(l)
-		m.state.Now, now = now, m.state.Now
-		if before != [3]any{l.Purchasable, l.PromotionOnly, l.BlockedBy} {
-			m.touch(id)
-		}
-	}
 }
 
 // derive sets the flags of every listing at the model's current time.
@@ -208,3 +190,46 @@ func (m *Catalogue) Row(key string) ([]byte, bool) {
 
 // RowKeys implements Keyed.
 func (m *Catalogue) RowKeys() []string { return sortedKeys(m.state.Listings) }
+
+// catalogueContext is what a listing's flags derive from.
+type catalogueContext struct {
+	Now   time.Time `json:"now"`
+	Rules rules     `json:"rules"`
+}
+
+// StoredRow implements Derived: a listing without its flags, or (key "")
+// the model's time and rules.
+func (m *Catalogue) StoredRow(key string) ([]byte, bool) {
+	if key == "" {
+		return row(catalogueContext{Now: m.state.Now, Rules: m.state.Rules}, true)
+	}
+	l, ok := m.state.Listings[key]
+	if !ok {
+		return nil, false
+	}
+	stored := *l
+	stored.Purchasable, stored.PromotionOnly, stored.BlockedBy = false, false, ""
+	return row(&stored, true)
+}
+
+// DeriveRow implements Derived: the listing's flags at the context's time
+// under its rules, as Row gives them.
+func (m *Catalogue) DeriveRow(stored, context []byte) ([]byte, error) {
+	n := NewCatalogue()
+	var c catalogueContext
+	if context != nil {
+		if err := restore(m.Name(), context, &c); err != nil {
+			return nil, err
+		}
+	}
+	var l Listing
+	if err := restore(m.Name(), stored, &l); err != nil {
+		return nil, err
+	}
+	n.state.Now, n.state.Rules = c.Now, c.Rules
+	if n.state.Rules == nil {
+		n.state.Rules = rules{}
+	}
+	n.deriveOne(&l)
+	return canonical(&l)
+}

@@ -191,28 +191,3 @@ func ruleID(payload any) string {
 	}
 	return ""
 }
-
-func isLift(payload any) bool {
-	switch payload.(type) {
-	case contracts.FreezeLifted, contracts.FloorPriceLifted:
-		return true
-	}
-	return false
-}
-
-// crossed reports whether some rule's effective or lift instant lies
-// between from and to (in either order): the rules in force differ.
-func (rs rules) crossed(from, to time.Time) bool {
-	if from.Equal(to) {
-		return false
-	}
-	side := func(t, b time.Time) int { return t.Compare(b) }
-	for _, r := range rs {
-		for _, b := range []time.Time{r.EffectiveAt, r.LiftedAt} {
-			if !b.IsZero() && side(from, b) != side(to, b) {
-				return true
-			}
-		}
-	}
-	return false
-}

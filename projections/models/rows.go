@@ -24,6 +24,20 @@ type Keyed interface {
 	RowKeys() []string
 }
 
+// Derived is an optional Keyed interface: a model whose rows are a stored
+// part, which the as-of index versions, and a part derived when read from
+// the model's context, a row under the key "" that the model touches when
+// it changes. The catalogue's flags derive from its time and rules, which
+// move with every event: versioning them in every listing would write every
+// listing whenever the time crosses a rule's instant.
+//
+// Contract: DeriveRow(StoredRow(k), StoredRow("")) equals Row(k).
+type Derived interface {
+	Keyed
+	StoredRow(key string) ([]byte, bool)
+	DeriveRow(stored, context []byte) ([]byte, error)
+}
+
 // Monotone is an optional Keyed interface, a promise about Touched: the
 // keys an event touches when it is applied after any subsequence of the
 // events before it (as a business-time fold applies it) are among the keys
