@@ -75,7 +75,7 @@ type Index struct {
 // OpenIndex opens (creating if needed) the index file at path.
 func OpenIndex(path string) (*Index, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
-		InitialMmapSize: 1 << 30}) // address space, not memory: no remap (which waits for readers) until 1 GiB
+		InitialMmapSize: 1 << 30, NoGrowSync: true}) // address space, not memory: no remap (which waits for readers) until 1 GiB
 	if err != nil {
 		return nil, &events.Error{Op: "projections.OpenIndex", Kind: events.KindUnavailable, Field: path, Err: err}
 	}
@@ -522,7 +522,7 @@ func (w *indexWriter) run() {
 			continue // drain: the first error is the answer
 		}
 		// In key order: bbolt finds each leaf once and appends within it.
-		slices.SortStableFunc(b.puts, func(x, y kv) int {
+		slices.SortFunc(b.puts, func(x, y kv) int {
 			if c := bytes.Compare(x.bucket, y.bucket); c != 0 {
 				return c
 			}
