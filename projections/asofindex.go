@@ -18,7 +18,7 @@ import (
 	"github.com/marketledger/ledger/projections/models"
 )
 
-// The as-of index (ADR 0022) keeps every version of every row of every
+// The as-of index (ADR 0019) keeps every version of every row of every
 // keyed read model, so that the state of one key at a position, a recorded
 // instant or a business instant is a lookup. It is a cache of the log: it
 // holds nothing the log does not, and deleting its file and building it

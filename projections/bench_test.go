@@ -35,7 +35,7 @@ func benchEvents() int {
 // BenchmarkRebuildAndAsOf measures, on one log in one run: a full rebuild
 // of every read model against a raw ordered-consumer read of the same
 // stream, the latency of as-of queries at random business instants, and the
-// peak RSS; then it builds the as-of index (ADR 0022) and measures point
+// peak RSS; then it builds the as-of index (ADR 0019) and measures point
 // queries on all three clocks and a listing of every row from it. It prints
 // the figures and one BENCH_JSON line.
 func BenchmarkRebuildAndAsOf(b *testing.B) {

@@ -18,7 +18,7 @@ import (
 	"github.com/marketledger/ledger/projections/notary"
 )
 
-// indexFile is the as-of index's file in the data directory (ADR 0022): a
+// indexFile is the as-of index's file in the data directory (ADR 0019): a
 // cache of the log, deleted and rebuilt at will.
 const indexFile = "asof.db"
 

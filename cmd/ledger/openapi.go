@@ -50,7 +50,7 @@ func buildOpenAPI() ([]byte, error) {
 	}
 	modelParam := obj{"name": "model", "in": "path", "required": true, "schema": obj{"type": "string", "enum": models.ModelNames()}}
 	paths["/v1/models/{model}/{key}"] = obj{"get": op("One row of a read model as of a position, a recorded instant or a business instant, "+
-		"looked up in the as-of index (ADR 0022), with the position the answer reflects. With proof=true, the events that wrote the row "+
+		"looked up in the as-of index (ADR 0019), with the position the answer reflects. With proof=true, the events that wrote the row "+
 		"with their Merkle inclusion proofs against the newest signed notary checkpoint: save the answer and check it with `ledger verify FILE --key HEX`. "+
 		"A point past the index's head waits up to 2 s, then answers 503 saying how far behind the index is. Keys: orders by order id; catalogue by "+
 		"listing id; balances account/<account> and authorization/<payment>; seller_sales_daily day/<seller>|<day>|<currency> and payment/<payment>; "+
