@@ -77,7 +77,11 @@ var eventExamples = map[eventKey]any{
 	{"policy.floor_price_lifted", 1}: FloorPriceLifted{RuleID: "permendag-31-2023-floor", EffectiveAt: exLiftAt, Activation: ActivationOnRecording,
 		LegalBasis: exPermendag, Issuer: exIssuer},
 	{"policy.rule_activated", 1}: RuleActivated{RuleID: "permendag-31-2023-social", Activates: ChangeFreezeImposed, ScheduledAt: exFreezeAt},
-	{"notary.checkpointed", 1}:   exampleCheckpoint(),
+	{"enforcement.command_refused", 1}: CommandRefused{RefusalID: RefusalID("order.place", "o-2003", "place-o-2003"), Command: OpOrderPlace,
+		AggregateID: "o-2003", RuleID: "permendag-31-2023-social", RuleKind: RuleFreeze, LegalBasis: exPermendag,
+		Detail: "rule permendag-31-2023-social (freeze, Permendag 31/2023) blocks order.place", Actor: "b-1003",
+		IdempotencyKey: "place-o-2003", CommandDigest: hex.EncodeToString(sha256.New().Sum(nil)), PolicyPosition: 41},
+	{"notary.checkpointed", 1}: exampleCheckpoint(),
 }
 
 var commandExamples = map[string]any{

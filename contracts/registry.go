@@ -148,6 +148,9 @@ var Events = sortedEvents([]EventSpec{
 	{Type: "policy.rule_activated", Version: 1, Publisher: ServicePolicy, Subscribers: policyReaders, AggregateField: "rule_id",
 		Description: "A scheduled policy change takes effect: every event stored after this one is judged under it.", GoType: typeOf[RuleActivated]()},
 
+	{Type: "enforcement.command_refused", Version: 1, Publisher: ServiceEnforcement, Subscribers: []string{ServiceProjections}, AggregateField: "refusal_id",
+		Description: "A service refused a command because a policy rule blocked it; nothing else of the command was appended. At most one per command (ADR 0020).", GoType: typeOf[CommandRefused]()},
+
 	{Type: "notary.checkpointed", Version: 1, Publisher: ServiceNotary, Subscribers: []string{ServiceProjections},
 		Description: "A signed Merkle checkpoint of the global log up to a position.", GoType: typeOf[NotaryCheckpointed]()},
 })

@@ -159,6 +159,7 @@ var enumDefs = map[reflect.Type]struct {
 		func() []string { return strs(Activations) }},
 	reflect.TypeFor[PolicyChange](): {"policy_change", "a policy event an activation activates",
 		func() []string { return strs(PolicyChanges) }},
+	reflect.TypeFor[RuleKind](): {"rule_kind", "the kind of a policy rule", func() []string { return strs(RuleKinds) }},
 }
 
 func strs[T ~string](vs []T) []string {
