@@ -75,8 +75,59 @@ type Runner struct {
 	// is beyond its bound. Nil measures nothing (a simulated clock).
 	Skew *Skew
 
+	// Refusals, when set, is told of every fenced command its decider
+	// refused (see Refused): the service's way to put refusals by a policy
+	// rule on record. Nil records nothing.
+	Refusals RefusalRecorder
+
 	cache stateCache
 	turns turns
+}
+
+// Refused is a fenced command its decider refused, as the runner answered
+// it: what a RefusalRecorder needs to put a refusal by a rule on record.
+type Refused struct {
+	Aggregate events.AggregateRef
+	// Meta is the command's envelope; its CorrelationID is the flow's (or
+	// the command id when the flow named none), its CommandID the
+	// causation id of anything recorded about it.
+	Meta Meta
+	// Digest is the command's digest (see Digest).
+	Digest string
+	// PolicyPosition is the position of the policy snapshot the refusal
+	// was decided under; DecidedAt the decision instant.
+	PolicyPosition uint64
+	DecidedAt      time.Time
+	// Err is the refusal as the caller is answered it.
+	Err error
+}
+
+// RefusalRecorder puts refused commands on record.
+//
+// Concurrency contract: Refused is called from the goroutines that answer
+// commands, concurrently, once per fenced command refused by its decider
+// (not for a command answered with the first result of its idempotency
+// key), before the caller gets the refusal. It must return at once: it may
+// not wait on the log, and nothing it does may change the answer. ctx is
+// the caller's; it ends when the caller leaves, so work that outlives the
+// call must detach from it.
+type RefusalRecorder interface {
+	Refused(ctx context.Context, r Refused)
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns a context whose commands were sent by the
+// authenticated caller subject (a token's subject at the HTTP edge), so
+// that a record of their refusal names who sent them.
+func WithPrincipal(ctx context.Context, subject string) context.Context {
+	return context.WithValue(ctx, principalKey{}, subject)
+}
+
+// Principal returns the authenticated caller ctx carries, "" when none.
+func Principal(ctx context.Context) string {
+	p, _ := ctx.Value(principalKey{}).(string)
+	return p
 }
 
 // Meta is the command's envelope: who asked, in which flow, and how to make
@@ -204,6 +255,10 @@ type outcome[S any] struct {
 	res     Result[S]
 	err     error
 	payload []any // the events to append, when the job decided some
+	// pos and at are the policy position and instant a refusal was
+	// decided under.
+	pos uint64
+	at  time.Time
 }
 
 // groupContext lives while any job of jobs still waits for its result: a
@@ -315,7 +370,7 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 				break
 			}
 			if err != nil || len(payloads) == 0 {
-				outs[i] = outcome[S]{err: err, res: Result[S]{State: state, Version: version + uint64(len(evs))}}
+				outs[i] = outcome[S]{err: err, res: Result[S]{State: state, Version: version + uint64(len(evs))}, pos: pol.Position, at: now}
 				if err == nil && agg.Clone != nil && len(active) > 1 {
 					outs[i].res.State = agg.Clone(state)
 				}
@@ -424,6 +479,14 @@ func answerRefusals[S, P any](ctx context.Context, r *Runner, agg Aggregate[S], 
 			}
 		}
 		if outs[i].err != nil {
+			if r.Refusals != nil && j.policy != nil {
+				meta := j.meta
+				if meta.CorrelationID == "" {
+					meta.CorrelationID = meta.CommandID
+				}
+				r.Refusals.Refused(j.ctx, Refused{Aggregate: ref, Meta: meta, Digest: j.digest,
+					PolicyPosition: outs[i].pos, DecidedAt: outs[i].at, Err: outs[i].err})
+			}
 			j.finish(Result[S]{}, outs[i].err)
 			continue
 		}

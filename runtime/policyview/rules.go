@@ -51,6 +51,18 @@ type Refusal struct {
 	LegalBasis string
 	// Floor is the floor price of a floor_price rule, nil for a freeze.
 	Floor *contracts.Money
+	// Actor is the buyer or seller the refused command acts for, when the
+	// decider knows one (WithActor): a record of the refusal names it.
+	Actor string
+}
+
+// WithActor names actor as the buyer or seller a refusal from Check acted
+// for, and returns err; an error that is no refusal is returned as is.
+func WithActor(err error, actor string) error {
+	if r, ok := RefusalOf(err); ok {
+		r.Actor = actor
+	}
+	return err
 }
 
 func (r *Refusal) Error() string {

@@ -122,7 +122,7 @@ func decideCreate(s Listing, c contracts.CreateListing, rules policyview.Rules, 
 	e := contracts.ListingCreated{ListingID: c.ListingID, SellerID: c.SellerID, Title: c.Title, Category: c.Category,
 		Channel: c.Channel, Jurisdiction: c.Jurisdiction, Origin: c.Origin, Price: c.Price, Stock: c.Stock}
 	if err := rules.Check(contracts.OpListingCreate, Evolve(s, e).Target(), c.Price, now); err != nil {
-		return nil, err
+		return nil, policyview.WithActor(err, c.SellerID)
 	}
 	return []any{e}, nil
 }
@@ -175,7 +175,7 @@ func decideChangePrice(s Listing, c contracts.ChangePrice, rules policyview.Rule
 		return nil, nil
 	}
 	if err := rules.Check(contracts.OpListingChangePrice, s.Target(), c.Price, now); err != nil {
-		return nil, err
+		return nil, policyview.WithActor(err, s.SellerID)
 	}
 	return []any{contracts.ListingPriceChanged{ListingID: s.ID, Price: c.Price, PreviousPrice: s.Price}}, nil
 }

@@ -154,7 +154,7 @@ func decidePlace(s Order, c contracts.PlaceOrder, l Listing, rules policyview.Ru
 		if e, ok := err.(*events.Error); ok && e.Field != "" {
 			e.Field = "/listing_id"
 		}
-		return nil, err
+		return nil, policyview.WithActor(err, c.BuyerID)
 	}
 	if c.Quantity > l.Stock {
 		return nil, &events.Error{Op: op, Kind: events.KindConflict, Reason: events.ReasonNoStock, Field: "/quantity",

@@ -17,7 +17,7 @@ import (
 // enforced by the service that performs the operation (ADR 0014).
 func blocked(op contracts.Operation, o Order, rules []contracts.Rule, now time.Time) error {
 	if err := frozen(op, o.Target(), rules, now); err != nil {
-		return err
+		return policyview.WithActor(err, o.BuyerID)
 	}
 	err := policyview.CheckRules(rules, op, o.Target(), o.UnitPrice, now)
 	if e, ok := err.(*events.Error); ok && e.Field != "" {
@@ -29,7 +29,7 @@ func blocked(op contracts.Operation, o Order, rules []contracts.Rule, now time.T
 			e.Rule = fmt.Sprintf("%s: the unit price of order %s is %s, the floor %s", e.Rule, o.ID, o.UnitPrice, ref.Floor)
 		}
 	}
-	return err
+	return policyview.WithActor(err, o.BuyerID)
 }
 
 // frozen returns the KindFrozen error of the first freeze in force at now
