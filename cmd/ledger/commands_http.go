@@ -71,7 +71,10 @@ func (a *api) mountCommands(st *stack) {
 			fail(err)
 			return
 		}
-		reply, err := dispatchDecoded(command.WithCorrelationID(r.Context(), corr), st, name, cmd)
+		// The caller's subject names who sent the command in the record of
+		// its refusal by a policy rule, if a rule refuses it.
+		cctx := command.WithPrincipal(command.WithCorrelationID(r.Context(), corr), p.Subject)
+		reply, err := dispatchDecoded(cctx, st, name, cmd)
 		if err != nil {
 			fail(err)
 			return

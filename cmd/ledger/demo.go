@@ -163,6 +163,9 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, seed uin
 	out, err := market.Play(ctx, market.Services{Listing: st.listing, Order: st.order, Payment: st.payment, Policy: st.policy, Checkout: co},
 		clock, seed, sc, func(done, total int) { bar.ChangeMax(total); bar.Set(done) })
 	bar.Finish()
+	if err == nil {
+		err = st.waitRefusals(ctx) // the refused checkouts' records, before the log is examined
+	}
 	if err != nil {
 		return err
 	}

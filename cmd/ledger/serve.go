@@ -172,6 +172,9 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		return err
 	}
 	defer st.Close()
+	for _, r := range st.refusals {
+		r.SetLogger(log)
+	}
 	if st.policy != nil {
 		// Scheduled policy changes take effect when the activator appends
 		// their activation; several processes may run it (ADR 0004).
@@ -257,6 +260,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		a.buckets = []string{"KV_" + projections.StateBucket, "OBJ_" + projections.SnapshotBucket}
 	}
 	a.watchSkew(skew)
+	a.watchRefusalRecords(st.refusalStats)
 	if st.view != nil {
 		a.watchPolicyView(st.view)
 	}

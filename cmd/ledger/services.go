@@ -7,6 +7,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/enforcement"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/services/listing"
 	"github.com/marketledger/ledger/services/order"
@@ -22,6 +23,34 @@ type stack struct {
 	order   *order.Service
 	payment *payment.Service
 	policy  *policy.Service
+	// refusals record the commands a policy rule refused, one recorder
+	// per service that refuses, appending as that service (ADR 0020).
+	refusals map[string]*enforcement.Recorder
+}
+
+// waitRefusals waits (bounded by ctx) until the refusals of the commands
+// answered so far are on record or given up.
+func (s *stack) waitRefusals(ctx context.Context) error {
+	for _, r := range s.refusals {
+		if err := r.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refusalStats sums the counters of the stack's refusal recorders.
+func (s *stack) refusalStats() enforcement.Stats {
+	var sum enforcement.Stats
+	for _, r := range s.refusals {
+		st := r.Stats()
+		sum.Recorded += st.Recorded
+		sum.Repeated += st.Repeated
+		sum.Limited += st.Limited
+		sum.Dropped += st.Dropped
+		sum.Failed += st.Failed
+	}
+	return sum
 }
 
 // Close stops the followers the services started.
@@ -87,8 +116,19 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 			break
 		}
 	}
+	s.refusals = map[string]*enforcement.Recorder{}
+	for _, name := range []string{contracts.ServiceListing, contracts.ServiceOrder, contracts.ServicePayment} {
+		if st := stores[name]; st != nil {
+			rec, err := enforcement.New(enforcement.Config{Store: st})
+			if err != nil {
+				return nil, err
+			}
+			s.refusals[name] = rec
+		}
+	}
 	runner := func(service string) *command.Runner {
-		return &command.Runner{Store: stores[service], Codec: contracts.Codec{}, Source: contracts.Source(service), Clock: clock, Skew: skew}
+		return &command.Runner{Store: stores[service], Codec: contracts.Codec{}, Source: contracts.Source(service), Clock: clock, Skew: skew,
+			Refusals: s.refusals[service]}
 	}
 	if on(contracts.ServiceListing) {
 		s.listing = listing.New(runner(contracts.ServiceListing), s.view.Snapshot)
@@ -98,7 +138,8 @@ func newStack(ctx context.Context, storeOf func(service string) (*events.JetStre
 	}
 	var err error
 	if on(contracts.ServicePayment) {
-		if s.payment, err = payment.New(ctx, payment.Config{Store: stores[contracts.ServicePayment], Clock: clock, Skew: skew, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot}); err != nil {
+		if s.payment, err = payment.New(ctx, payment.Config{Store: stores[contracts.ServicePayment], Clock: clock, Skew: skew, FeeBasisPoints: feeBasisPoints, Policy: s.view.Snapshot,
+			Refusals: s.refusals[contracts.ServicePayment]}); err != nil {
 			s.Close()
 			return nil, err
 		}

@@ -51,6 +51,16 @@ var serviceRequests = map[string][]string{
 	RoleOrder: {RoleListing, RolePayment, RoleOrder},
 }
 
+// enforcementSubjects is where the services that refuse commands by a
+// policy rule (those with fenced commands) record each refusal: the
+// enforcement context of the log, with its idempotency records under the
+// same prefix (docs/adr/0020-refusals-on-record.md). The policy service
+// refuses nothing by a rule and may not write there.
+const enforcementSubjects = "ledger.enforcement.>"
+
+// refusers are the roles that record refusals.
+var refusers = map[string]bool{RoleListing: true, RoleOrder: true, RolePayment: true}
+
 // Permissions returns the default permissions of role. No role may shorten
 // or remove the LEDGER stream: every seed is written to the data directory,
 // and a credential kept next to the log must not be able to rewrite what
@@ -176,10 +186,14 @@ const leaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + stream
 
 // servicePermissions: append to ledger.<ctx>.> (events, the idempotency
 // records ledger.<ctx>._idem.* and fence records ledger.<ctx>._fence of the
-// same atomic batch), read the log, serve svc.ledger.<ctx>.> and micro
+// same atomic batch) and, for the services that refuse by a policy rule, to
+// ledger.enforcement.>, read the log, serve svc.ledger.<ctx>.> and micro
 // discovery, and call the services the role depends on.
 func servicePermissions(role string) *server.Permissions {
 	pub := append(readLedger(), "ledger."+role+".>")
+	if refusers[role] {
+		pub = append(pub, enforcementSubjects)
+	}
 	for _, other := range serviceRequests[role] {
 		pub = append(pub, "svc.ledger."+other+".>")
 	}

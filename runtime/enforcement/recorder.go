@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -103,6 +104,7 @@ type Stats struct {
 // command.RefusalRecorder. It is safe for concurrent use.
 type Recorder struct {
 	cfg      Config
+	logger   atomic.Pointer[zap.Logger]
 	inflight chan struct{}
 	wg       sync.WaitGroup
 
@@ -138,10 +140,18 @@ func New(cfg Config) (*Recorder, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
+	r := &Recorder{cfg: cfg, inflight: make(chan struct{}, cfg.InFlightMax), actors: map[string]*bucket{}}
+	r.SetLogger(cfg.Logger)
+	return r, nil
+}
+
+// SetLogger replaces the logger of the records that could not be made; nil
+// logs nothing.
+func (r *Recorder) SetLogger(l *zap.Logger) {
+	if l == nil {
+		l = zap.NewNop()
 	}
-	return &Recorder{cfg: cfg, inflight: make(chan struct{}, cfg.InFlightMax), actors: map[string]*bucket{}}, nil
+	r.logger.Store(l)
 }
 
 // Refused records f when a policy rule refused it (its error carries a
@@ -196,7 +206,7 @@ func (r *Recorder) Refused(ctx context.Context, f command.Refused) {
 			r.count(func(s *Stats) { s.Repeated++ })
 		default:
 			r.count(func(s *Stats) { s.Failed++ })
-			r.cfg.Logger.Warn("refusal by a policy rule not recorded", zap.String("command", name),
+			r.logger.Load().Warn("refusal by a policy rule not recorded", zap.String("command", name),
 				zap.String("aggregate", f.Aggregate.String()), zap.String("rule", ref.RuleID), zap.Error(err))
 		}
 	}()

@@ -59,7 +59,7 @@ func refusal(buyer, orderID, key string) command.Refused {
 	cmd := contracts.PlaceOrder{OrderID: orderID, BuyerID: buyer, ListingID: "l1", Quantity: 1, IdempotencyKey: key}
 	digest, _ := command.Digest(cmd)
 	return command.Refused{Aggregate: events.AggregateRef{Context: contracts.ServiceOrder, ID: orderID},
-		Meta: command.Meta{CommandID: events.NewID(), CorrelationID: orderID, IdempotencyKey: key, Command: cmd},
+		Meta:   command.Meta{CommandID: events.NewID(), CorrelationID: orderID, IdempotencyKey: key, Command: cmd},
 		Digest: digest, PolicyPosition: rules.Position, DecidedAt: time.Now(), Err: policyview.WithActor(err, buyer)}
 }
 

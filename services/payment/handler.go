@@ -54,6 +54,9 @@ type Config struct {
 	// runtime/policyview.View following ledger.policy.>, which needs a
 	// Store that is also a policyview.Source (*events.JetStreamStore is).
 	Policy PolicySnapshot
+	// Refusals, when set, is told of every command a policy rule refused,
+	// to put it on record (runtime/enforcement).
+	Refusals command.RefusalRecorder
 }
 
 // Service handles payment commands: load, decide, append, with bounded
@@ -81,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Clock = time.Now
 	}
 	s := &Service{
-		runner:         &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew},
+		runner:         &command.Runner{Store: cfg.Store, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServicePayment), Clock: cfg.Clock, Skew: cfg.Skew, Refusals: cfg.Refusals},
 		feeBasisPoints: cfg.FeeBasisPoints,
 		policy:         cfg.Policy,
 	}
