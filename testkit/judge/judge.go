@@ -139,6 +139,8 @@ func (j *Judge) apply(e *event) error {
 		return j.activate(e)
 	case "order.placed", "payment.authorized", "payment.captured", "listing.created", "listing.price_changed":
 		return j.transaction(e)
+	case "enforcement.command_refused":
+		return j.refusal(e)
 	case "order.rejected", "payment.authorization_failed":
 		var b struct {
 			RuleID string `json:"rule_id"`
@@ -171,6 +173,32 @@ func (j *Judge) postings(e *event, ps []posting, booked bool) {
 	for _, f := range fs {
 		j.find(f.Kind, e.Seq, e.ID, "%s: %s", e.Type, f.Detail)
 	}
+}
+
+// refusal reads the record of a command a rule refused: it moves no money
+// or stock, and it must name a rule the log holds before it and that the
+// policy position it was decided under already included.
+func (j *Judge) refusal(e *event) error {
+	var b struct {
+		RuleID         string `json:"rule_id"`
+		PolicyPosition uint64 `json:"policy_position"`
+	}
+	if err := json.Unmarshal(e.Data, &b); err != nil {
+		return err
+	}
+	if b.RuleID == "" {
+		return fmt.Errorf("rule_id: required")
+	}
+	r := j.rules[b.RuleID]
+	switch {
+	case r == nil:
+		j.find(FindingReference, e.Seq, e.ID, "refusal by rule %s, which the log does not hold before it", b.RuleID)
+	case e.PolicyPosition < r.Set.Pos || b.PolicyPosition != e.PolicyPosition:
+		j.find(FindingReference, e.Seq, e.ID, "refusal by rule %s decided under policy position %d (body %d), before the rule's change at %d",
+			b.RuleID, e.PolicyPosition, b.PolicyPosition, r.Set.Pos)
+	}
+	j.refused[b.RuleID]++
+	return nil
 }
 
 func (j *Judge) impose(e *event) error {

@@ -134,7 +134,8 @@ type RuleCount struct {
 	// activation: those it could have stopped.
 	Accepted int `json:"accepted"`
 	// Refused counts the events that record a refusal naming the rule
-	// (order.rejected and payment.authorization_failed with its rule_id).
+	// (order.rejected and payment.authorization_failed with its rule_id,
+	// and the enforcement.command_refused records of commands it refused).
 	Refused    int `json:"refused"`
 	Violations int `json:"violations"`
 	InFlight   int `json:"in_flight"`
