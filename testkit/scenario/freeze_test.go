@@ -112,6 +112,9 @@ func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
 	judgeRaw(t, ctx, ins[0].Store)
 	JudgeCheckouts(t, ctx, ins[0].Checkouts)
+	if n := refusalRecords(t, ctx, ins, rule); n == 0 {
+		t.Errorf("%d checkout steps refused after the freeze, none on record", load.RefusedAfter())
+	}
 	f := lg.Freezes[rule]
 	captured := 0
 	for _, x := range lg.InScope(f) {
@@ -202,6 +205,9 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 	lg := JudgeLog(t, ctx, ins[0].Store, rule)
 	judgeRaw(t, ctx, ins[0].Store)
 	JudgeCheckouts(t, ctx, ins[0].Checkouts)
+	if n := refusalRecords(t, ctx, ins, rule); n == 0 {
+		t.Errorf("%d checkout steps refused after the freeze, none on record", load.RefusedAfter())
+	}
 	f := lg.Freezes[rule]
 	if !f.Scheduled.Equal(instant) || f.ActivationPosition == 0 || f.InForce.Before(instant) {
 		t.Errorf("freeze scheduled at %s activated at %d recorded %s, want scheduled at %s and activated at or after it",
@@ -333,4 +339,35 @@ func hundredBuyers(t *testing.T, ins []*Instance, run string) {
 			t.Errorf("confirmed order %s has no captured payment", id)
 		}
 	}
+}
+
+// refusalRecords waits for the instances' refusal records in flight and
+// returns how many enforcement.command_refused records name rule; each
+// must name a blockable command and its legal basis.
+func refusalRecords(t *testing.T, ctx context.Context, ins []*Instance, rule string) int {
+	t.Helper()
+	for _, in := range ins {
+		if err := in.Refusals.Wait(ctx); err != nil {
+			t.Fatalf("%s: refusal records: %v", in.Name, err)
+		}
+	}
+	n := 0
+	for e, err := range ins[0].Store.Read(ctx, events.Query{Subjects: []string{"ledger.enforcement.>"}}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := contracts.Decode(e.Type, e.SchemaVersion, e.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := p.(contracts.CommandRefused)
+		if r.RuleID != rule {
+			continue
+		}
+		n++
+		if !slices.Contains(contracts.Operations, r.Command) || r.LegalBasis != LegalBasis || e.PolicyPosition == 0 {
+			t.Errorf("refusal record at %d: %+v", e.Position, r)
+		}
+	}
+	return n
 }

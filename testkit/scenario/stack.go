@@ -15,6 +15,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/enforcement"
 	"github.com/marketledger/ledger/runtime/policyview"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/listing"
@@ -47,6 +48,9 @@ type Instance struct {
 	Order   *order.Service
 	Payment *payment.Service
 	Policy  *policy.Service
+	// Refusals records the commands a policy rule refused, as `ledger
+	// serve` does (runtime/enforcement).
+	Refusals *enforcement.Recorder
 	// Checkouts is the product's checkout on the instance's log, once
 	// NewCheckout started it.
 	Checkouts *Checkouts
@@ -67,10 +71,14 @@ func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance
 		t.Fatalf("scenario: %s: policy view: %v", name, err)
 	}
 	t.Cleanup(view.Close)
-	runner := func(service string) *command.Runner {
-		return &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(service), Clock: time.Now}
+	rec, err := enforcement.New(enforcement.Config{Store: st})
+	if err != nil {
+		t.Fatalf("scenario: %s: refusals: %v", name, err)
 	}
-	pay, err := payment.New(ctx, payment.Config{Store: st, Clock: time.Now, FeeBasisPoints: FeeBasisPoints, Policy: view.Snapshot})
+	runner := func(service string) *command.Runner {
+		return &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(service), Clock: time.Now, Refusals: rec}
+	}
+	pay, err := payment.New(ctx, payment.Config{Store: st, Clock: time.Now, FeeBasisPoints: FeeBasisPoints, Policy: view.Snapshot, Refusals: rec})
 	if err != nil {
 		t.Fatalf("scenario: %s: payment: %v", name, err)
 	}
@@ -88,14 +96,15 @@ func NewInstance(t testing.TB, name string, st *events.JetStreamStore) *Instance
 	go func() { defer close(activatorDone); pol.RunActivator(actx, policy.ActivatorTick, nil) }()
 	t.Cleanup(func() { stopActivator(); <-activatorDone })
 	in := &Instance{
-		Name:    name,
-		Store:   st,
-		View:    view,
-		Listing: listing.New(runner(contracts.ServiceListing), view.Snapshot),
-		Order:   order.New(runner(contracts.ServiceOrder), view.Snapshot),
-		Payment: pay,
-		Policy:  pol,
-		served:  map[string]micro.Service{},
+		Name:     name,
+		Store:    st,
+		View:     view,
+		Listing:  listing.New(runner(contracts.ServiceListing), view.Snapshot),
+		Order:    order.New(runner(contracts.ServiceOrder), view.Snapshot),
+		Payment:  pay,
+		Policy:   pol,
+		Refusals: rec,
+		served:   map[string]micro.Service{},
 	}
 	// The checkout sends its steps over the services' NATS subjects, as it
 	// does to `ledger serve`; several instances answer them as a queue
