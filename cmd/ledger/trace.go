@@ -29,8 +29,8 @@ caused by a command is a root. Each line shows the position, the recorded
 and business time, the type, the aggregate and the policy position the
 decision was made under, and the OpenTelemetry trace id of the decision when
 it was traced (look the checkout up in the tracing backend by it); an event
-carrying a rule_id says which rule blocked the flow. A command a rule refused appends nothing, so a flow refused at
-its first step has no event at all: trace says so.
+carrying a rule_id says which rule blocked the flow. A command a rule refused appends nothing of its own, only
+a record of the refusal (enforcement.command_refused, in the flow): a flow refused at its first step shows that record.
 
 trace scans the whole log (correlation ids are not indexed); a log of more
 than 10,000 positions draws a progress bar on stderr.`,
@@ -92,7 +92,7 @@ func runTrace(ctx context.Context, g *globals, id string, stdout, stderr io.Writ
 	}
 	bar.Finish()
 	if len(flow) == 0 {
-		return usagef("no event has correlation id %q: the id is unknown, or the flow's first command was refused (a refused command appends nothing)", id)
+		return usagef("no event has correlation id %q: the id is unknown, or the flow's first command was refused and its record kept off the log by the recording limits", id)
 	}
 	printTrace(stdout, id, flow, g.json, g.zone())
 	return nil
