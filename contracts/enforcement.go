@@ -29,7 +29,7 @@ type CommandRefused struct {
 	RuleID         string    `json:"rule_id" schema:"id" doc:"the policy rule that refused it"`
 	RuleKind       RuleKind  `json:"rule_kind" doc:"that rule's kind"`
 	LegalBasis     string    `json:"legal_basis" schema:"text=500" doc:"that rule's legal basis"`
-	Detail         string    `json:"detail" schema:"text=1000" doc:"the refusal as the caller was answered it"`
+	Detail         string    `json:"detail" schema:"text=1000" doc:"the refusal as the caller was answered it (the rule its problem states)"`
 	Actor          string    `json:"actor,omitempty" schema:"id" doc:"the buyer or seller the command acts for, when the decider knows one"`
 	Principal      string    `json:"principal,omitempty" schema:"text=200" doc:"the authenticated caller that sent the command, when the edge knew one"`
 	IdempotencyKey string    `json:"idempotency_key,omitempty" schema:"key" doc:"the command's idempotency key, when it had one"`

@@ -187,7 +187,7 @@ func (r *Recorder) Refused(ctx context.Context, f command.Refused) {
 	}
 	body := contracts.CommandRefused{RefusalID: contracts.RefusalID(name, f.Aggregate.ID, identity),
 		Command: contracts.Operation(name), AggregateID: f.Aggregate.ID, RuleID: ref.RuleID, RuleKind: ref.Kind,
-		LegalBasis: ref.LegalBasis, Detail: clip(f.Err.Error(), detailMax), Actor: ref.Actor,
+		LegalBasis: ref.LegalBasis, Detail: clip(detail(f.Err), detailMax), Actor: ref.Actor,
 		Principal: clip(principal, principalMax), IdempotencyKey: f.Meta.IdempotencyKey, CommandDigest: f.Digest,
 		PolicyPosition: f.PolicyPosition}
 	tp := tracing.Traceparent(ctx)
@@ -308,6 +308,16 @@ func (b *bucket) refill(now time.Time, burst int, perSecond float64) {
 		b.tokens = min(float64(burst), b.tokens+d.Seconds()*perSecond)
 		b.at = now
 	}
+}
+
+// detail is the rule a refusal's problem states to the caller (the
+// events.Error's Rule), or the whole error when it states none.
+func detail(err error) string {
+	var e *events.Error
+	if errors.As(err, &e) && e.Rule != "" {
+		return e.Rule
+	}
+	return err.Error()
 }
 
 // clip cuts s to at most n runes.
