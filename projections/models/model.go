@@ -72,12 +72,13 @@ const (
 )
 
 var builtins = map[string]func() Model{
-	ModelCatalogue:  func() Model { return NewCatalogue() },
-	ModelOrders:     func() Model { return NewOrders() },
-	ModelBalances:   func() Model { return NewBalances() },
-	ModelPolicy:     func() Model { return NewPolicyTimeline() },
-	ModelViolations: func() Model { return NewViolations() },
-	ModelSales:      func() Model { return NewSellerSales() },
+	ModelCatalogue:   func() Model { return NewCatalogue() },
+	ModelOrders:      func() Model { return NewOrders() },
+	ModelBalances:    func() Model { return NewBalances() },
+	ModelPolicy:      func() Model { return NewPolicyTimeline() },
+	ModelViolations:  func() Model { return NewViolations() },
+	ModelSales:       func() Model { return NewSellerSales() },
+	ModelEnforcement: func() Model { return NewEnforcement() },
 }
 
 // ModelNames returns the names of the built-in read models, sorted.
