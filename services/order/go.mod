@@ -3,6 +3,7 @@ module github.com/marketledger/ledger/services/order
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/marketledger/ledger/contracts v0.0.0
 	github.com/marketledger/ledger/events v0.0.0
 	github.com/nats-io/nats.go v1.55.0
@@ -13,7 +14,6 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
-	github.com/google/go-cmp v0.7.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
