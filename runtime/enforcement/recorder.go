@@ -40,8 +40,8 @@ const (
 	DefaultActorPerSecond = 1.0
 	// DefaultTotalBurst and DefaultTotalPerSecond bound the records of the
 	// whole process, whatever the actors.
-	DefaultTotalBurst     = 200
-	DefaultTotalPerSecond = 50.0
+	DefaultTotalBurst     = 1000
+	DefaultTotalPerSecond = 200.0
 	// DefaultInFlightMax bounds the records being appended at once.
 	DefaultInFlightMax = 256
 	// DefaultTimeout bounds one record's append.
