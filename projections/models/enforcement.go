@@ -32,10 +32,17 @@ type Refusal struct {
 // a policy rule refused, in log order, so that a regulator's bundle shows
 // enforcement beside the violations audit. A refusal the services' limits
 // kept off the log is not in it (docs/operations.md, Refusals on record).
+//
+// Its rows are keyed by refusal id (Keyed): a record's id is unique in the
+// log (its aggregate takes one event), and each record touches only its own
+// row, whatever came before it (Monotone).
 type Enforcement struct {
 	state struct {
 		Refusals []Refusal `json:"refusals"`
 	}
+	byID map[string]int // refusal id -> index in state.Refusals
+	touched
+	monotone
 }
 
 // NewEnforcement returns an empty enforcement model.
@@ -54,6 +61,11 @@ func (m *Enforcement) Apply(e events.Event, payload any) error {
 	if !ok {
 		return nil
 	}
+	if m.byID == nil {
+		m.index()
+	}
+	m.byID[p.RefusalID] = len(m.state.Refusals)
+	m.touch(p.RefusalID)
 	m.state.Refusals = append(m.state.Refusals, Refusal{Position: e.Position, RefusalID: p.RefusalID, Command: p.Command,
 		AggregateID: p.AggregateID, RuleID: p.RuleID, RuleKind: p.RuleKind, LegalBasis: p.LegalBasis, Actor: p.Actor,
 		Principal: p.Principal, CorrelationID: e.CorrelationID, PolicyPosition: p.PolicyPosition,
@@ -74,7 +86,35 @@ func (m *Enforcement) Restore(data []byte) error {
 		n.state.Refusals = []Refusal{}
 	}
 	m.state = n.state
+	m.index()
 	return nil
+}
+
+func (m *Enforcement) index() {
+	m.byID = make(map[string]int, len(m.state.Refusals))
+	for i, r := range m.state.Refusals {
+		m.byID[r.RefusalID] = i
+	}
+}
+
+// Row implements Keyed: one refusal by its id.
+func (m *Enforcement) Row(key string) ([]byte, bool) {
+	if m.byID == nil {
+		m.index()
+	}
+	i, ok := m.byID[key]
+	if !ok {
+		return nil, false
+	}
+	return row(m.state.Refusals[i], true)
+}
+
+// RowKeys implements Keyed.
+func (m *Enforcement) RowKeys() []string {
+	if m.byID == nil {
+		m.index()
+	}
+	return sortedKeys(m.byID)
 }
 
 // Refusals returns the refusals on record, in log order.
