@@ -240,6 +240,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got, want := text(t, `#totals tr[data-series="refunds"] td`), fmt.Sprint(rep.RefundsBeforeFreeze+rep.RefundsDuringFreeze+cancelled); got != want {
 			t.Errorf("refunds = %s, want %s as the demo's report", got, want)
 		}
+		// Every checkout the freeze refused is on record (ADR 0020), under
+		// its rule, as many as the report counts.
+		refused := 0
+		for _, c := range rep.Checkouts {
+			refused += c.RefusedBefore + c.RefusedAfter
+		}
+		byRule := evalJS[string](t, bctx, `((([...document.querySelectorAll("#refusals tr")].find(r => (r.querySelector("th") || {}).textContent === "rule `+market.FreezeRuleID+`")) || {querySelector: () => ({textContent: ""})}).querySelector("td") || {textContent: ""}).textContent`)
+		if want := fmt.Sprint(refused); byRule != want {
+			t.Errorf("refusals by rule %s = %q, want %s as the demo's report", market.FreezeRuleID, byRule, want)
+		}
 		noErrors(t)
 	})
 

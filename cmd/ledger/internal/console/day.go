@@ -32,9 +32,10 @@ type Reader interface {
 type Counts struct {
 	// Checkouts are the orders placed, by sales channel.
 	Checkouts map[string]int
-	// Refusals are the refusals the log records (an order rejected, an
-	// authorization failed), by reason. A command refused outright
-	// appends nothing, so it is not here.
+	// Refusals are the refusals the log records, by reason: an order
+	// rejected, an authorization failed, and a command a policy rule
+	// refused outright (its enforcement.command_refused record, ADR 0020;
+	// one the recorders' limits kept off the log is not here).
 	Refusals map[string]int
 	// Refunds are the payments refunded.
 	Refunds int
@@ -124,7 +125,7 @@ type body struct {
 func (d *Day) fold(e *events.Event) {
 	var b body
 	switch e.Context() {
-	case "order", "payment", "policy":
+	case "order", "payment", "policy", "enforcement":
 	default:
 		return
 	}
@@ -150,7 +151,7 @@ func (d *Day) fold(e *events.Event) {
 	switch e.Type {
 	case "order.placed":
 		bump(func(c *Counts) { c.Checkouts[b.Channel]++ })
-	case "order.rejected", "payment.authorization_failed":
+	case "order.rejected", "payment.authorization_failed", "enforcement.command_refused":
 		reason := b.Reason
 		if b.RuleID != "" {
 			reason = "rule " + b.RuleID

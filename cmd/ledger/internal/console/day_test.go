@@ -45,6 +45,7 @@ func TestDayPutsTheFreezeOnItsInstantAndCountsEachSideOfIt(t *testing.T) {
 	log.add("order.placed", freeze.Add(30*time.Second), map[string]string{"channel": "marketplace"})
 	log.add("payment.refunded", freeze.Add(40*time.Second), map[string]string{"reason": "buyer request"})
 	log.add("order.rejected", freeze.Add(50*time.Second), map[string]string{"rule_id": "f1"})
+	log.add("enforcement.command_refused", freeze.Add(55*time.Second), map[string]string{"rule_id": "f1", "command": "order.place"})
 	d := NewDay(log[:2])
 	if err := d.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
@@ -63,7 +64,7 @@ func TestDayPutsTheFreezeOnItsInstantAndCountsEachSideOfIt(t *testing.T) {
 			b.Checkouts["social_commerce"], b.Checkouts["marketplace"], b.Refunds, b.Refusals["rule f1"]))
 	}
 	want := []string{"16:58 sc=1 mp=0 refunds=0 refused=0", "16:59 sc=0 mp=1 refunds=0 refused=0",
-		"17:00 sc=0 mp=1 refunds=1 refused=1", "17:01 sc=0 mp=0 refunds=0 refused=0"}
+		"17:00 sc=0 mp=1 refunds=1 refused=2", "17:01 sc=0 mp=0 refunds=0 refused=0"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("buckets:\n%v\nwant\n%v", got, want)
 	}

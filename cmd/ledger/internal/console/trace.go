@@ -59,7 +59,7 @@ func FindTrace(ctx context.Context, r Reader, id string, zone *time.Location) (*
 	}
 	if len(flow) == 0 {
 		return nil, &events.Error{Kind: events.KindNotFound, Field: "id",
-			Rule: fmt.Sprintf("no event has correlation id %q: the id is unknown, or the flow's first command was refused (a refused command appends nothing)", id)}
+			Rule: fmt.Sprintf("no event has correlation id %q: the id is unknown, or the flow's first command was refused beyond the limits of the refusal records", id)}
 	}
 	return buildTrace(id, flow, zone), nil
 }
