@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -187,6 +188,15 @@ func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 	if n, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_LISTINGS")); err == nil && n > 0 {
 		listings = n
 	}
+	spans := ""
+	if os.Getenv("LEDGER_BENCH_SPANS") == "1" {
+		// The finer breakdown: every span the run exports (docs/operations.md,
+		// tracing), by name. Tracing costs a little: compare its checkouts/s
+		// with a run without it.
+		spans = b.TempDir() + "/spans.jsonl"
+		b.Setenv("OTEL_TRACES_EXPORTER", "console")
+		b.Setenv(envTracesFile, spans)
+	}
 	for range b.N {
 		base, natsURL, dataDir := benchServe(b, slices.Max(counts))
 		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
@@ -221,6 +231,14 @@ func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 				return
 			}
 			curve = append(curve, res)
+		}
+		if spans != "" {
+			// Let the batch span processor write what it holds.
+			time.Sleep(6 * time.Second)
+			sum := spanBreakdown(b, spans)
+			for i := range curve {
+				curve[i]["spans"] = sum
+			}
 		}
 		if out := os.Getenv("LEDGER_BENCH_OUT"); out != "" {
 			body, _ := json.MarshalIndent(map[string]any{"bench": "checkout_http", "mode": mode, "runs": curve}, "", "  ")
@@ -611,3 +629,37 @@ func (t cpuTicks) fraction() float64 {
 }
 
 func round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }
+
+// spanBreakdown prints the duration of the run's spans by name (p50, p99,
+// count) and returns them: the inside of each step of the breakdown (the
+// HTTP request, the command's load, decide and append, the committer's
+// batch, the checkout's delivery and steps, the services' requests).
+func spanBreakdown(b *testing.B, path string) map[string]map[string]float64 {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatalf("spans: %v", err)
+	}
+	defer f.Close()
+	byName := map[string][]time.Duration{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var s struct {
+			Name               string
+			StartTime, EndTime time.Time
+		}
+		if json.Unmarshal(sc.Bytes(), &s) == nil && s.Name != "" && !s.EndTime.Before(s.StartTime) {
+			byName[s.Name] = append(byName[s.Name], s.EndTime.Sub(s.StartTime))
+		}
+	}
+	out := map[string]map[string]float64{}
+	names := slices.Sorted(maps.Keys(byName))
+	fmt.Printf("%-40s %9s %9s %8s\n", "span", "p50 ms", "p99 ms", "count")
+	for _, n := range names {
+		d := byName[n]
+		slices.Sort(d)
+		out[n] = map[string]float64{"p50_ms": round2(quantile(d, 0.50)), "p99_ms": round2(quantile(d, 0.99)), "n": float64(len(d))}
+		fmt.Printf("%-40s %9.2f %9.2f %8d\n", n, quantile(d, 0.50), quantile(d, 0.99), len(d))
+	}
+	return out
+}
