@@ -186,11 +186,18 @@ type filter struct {
 	from, to uint64
 	subjects []string
 	types    map[string]bool
-	limit    int
+	// correlation, when set, keeps the events of one flow: a client that
+	// sent Ledger-Correlation-Id follows its checkout across the order,
+	// listing and payment aggregates it touched.
+	correlation string
+	limit       int
 }
 
 func (f *filter) match(e *events.Event) bool {
 	if len(f.types) > 0 && !f.types[e.Type] {
+		return false
+	}
+	if f.correlation != "" && e.CorrelationID != f.correlation {
 		return false
 	}
 	if len(f.subjects) == 0 {
@@ -238,6 +245,12 @@ func (h *Handler) parse(q map[string][]string, sse bool) (*filter, error) {
 		}
 	}
 	f.subjects = subjects
+	if v := q["correlation_id"]; len(v) > 0 {
+		if len(v) > 1 || events.ValidateAggregateID(v[0]) != nil {
+			return nil, &badInput{"correlation_id", fmt.Sprintf("one id of 1 to 128 letters, digits, '-' or '_', starting with a letter or digit, got %q", truncate(strings.Join(v, ",")))}
+		}
+		f.correlation = v[0]
+	}
 	for _, t := range types {
 		if _, _, err := events.SplitType(t); err != nil {
 			return nil, &badInput{"type", fmt.Sprintf("must be <context>.<name>, got %q", t)}

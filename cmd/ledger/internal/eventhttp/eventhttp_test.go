@@ -87,6 +87,8 @@ func TestBadInputGetsProblemJSON(t *testing.T) {
 		{"/v1/events?subject=ledger.>.x", "subject"},
 		{"/v1/events?subject=ledger.order._idem.*", "subject"},
 		{"/v1/subscribe?from=-1", "from"},
+		{"/v1/events?correlation_id=has%20spaces", "correlation_id"},
+		{"/v1/events?correlation_id=a&correlation_id=b", "correlation_id"},
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
@@ -118,6 +120,57 @@ func getPage(t *testing.T, h http.Handler, q url.Values) eventhttp.Page {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestCorrelationFilter: correlation_id keeps the events of one flow
+// across aggregates and contexts, in a page and in a subscription.
+func TestCorrelationFilter(t *testing.T) {
+	st := startStore(t)
+	flows := []struct{ typ, id, corr string }{
+		{"order.placed", "o-1", "flow-a"}, {"order.placed", "o-2", "flow-b"},
+		{"payment.captured", "p-1", "flow-a"}, {"payment.captured", "p-2", ""},
+	}
+	for _, f := range flows {
+		ctx, _, _ := strings.Cut(f.typ, ".")
+		e := events.Event{ID: events.NewID(), Type: f.typ, SchemaVersion: 1, Source: "/test", AggregateID: f.id,
+			OccurredAt: time.Now(), CorrelationID: f.corr, Data: []byte(`{}`)}
+		if _, err := st.Append(context.Background(), events.Decision{Aggregate: events.AggregateRef{Context: ctx, ID: f.id},
+			Events: []events.Event{e}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := eventhttp.New(st, eventhttp.Options{KnownType: known})
+	var got []string
+	for _, e := range getPage(t, h, url.Values{"correlation_id": {"flow-a"}}).Events {
+		got = append(got, e.AggregateID)
+	}
+	if strings.Join(got, ",") != "o-1,p-1" {
+		t.Errorf("correlation_id=flow-a gave %v, want [o-1 p-1]", got)
+	}
+	if p := getPage(t, h, url.Values{"correlation_id": {"flow-a"}, "type": {"order.placed"}}); len(p.Events) != 1 || p.Events[0].AggregateID != "o-1" {
+		t.Errorf("correlation_id=flow-a&type=order.placed gave %+v, want o-1 alone", p.Events)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/subscribe?correlation_id=flow-b", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			var e eventhttp.Event
+			if err := json.Unmarshal([]byte(data), &e); err != nil || e.AggregateID != "o-2" {
+				t.Errorf("subscribe correlation_id=flow-b: first event %s (%v), want o-2", data, err)
+			}
+			return
+		}
+	}
+	t.Errorf("subscribe correlation_id=flow-b: no event (%v)", sc.Err())
 }
 
 func TestPagesCoverTheLogOnceAndFilter(t *testing.T) {
