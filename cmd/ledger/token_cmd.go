@@ -46,9 +46,14 @@ issued and revoked tokens into account within a second.`,
 	c.PersistentFlags().StringVar(&path, "tokens", "", "tokens file (default DATA/credentials/tokens.json)")
 
 	var role, subject string
+	var quiet bool
 	issue := &cobra.Command{
-		Use:     "issue",
-		Short:   "Issue a token for a role and print it once",
+		Use:   "issue",
+		Short: "Issue a token for a role and print it once",
+		Long: `Issue a token for a role and print it once, with how to use it; --quiet
+prints the token alone on one line, for a script:
+
+  TOKEN=$(ledger token issue --data ./data --role buyer --subject buyer-17 --quiet)`,
 		Example: "  ledger token issue --role buyer --subject buyer-17",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -67,12 +72,17 @@ issued and revoked tokens into account within a second.`,
 				return usagef("%v", err)
 			}
 			w := cmd.OutOrStdout()
+			if quiet {
+				_, err := fmt.Fprintln(w, token)
+				return err
+			}
 			return printJSONOr(w, g.json, map[string]string{"token": token, "role": e.Role, "subject": e.Subject, "token_id": e.TokenSHA256[:8]},
 				func() { httpauth.PrintIssued(w, token, e) })
 		},
 	}
 	issue.Flags().StringVar(&role, "role", "", "role the token grants: "+strings.Join(httpauth.Roles(), ", "))
 	issue.Flags().StringVar(&subject, "subject", "", "who holds the token")
+	issue.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the token, on one line (for TOKEN=$(...) in a script)")
 
 	list := &cobra.Command{
 		Use:   "list",
