@@ -52,7 +52,7 @@ func newFreezeCmd(g *globals) *cobra.Command {
 		Use:   "freeze",
 		Short: "Impose a freeze on a scope of trade",
 		Example: `  ledger policy freeze --jurisdiction ID --channel social_commerce \
-    --effective 2023-10-04T17:00:00+07:00 --basis "Permendag 31/2023" --issuer kemendag`,
+    --basis "Permendag 31/2023" --issuer kemendag    # in force at once`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			eff, err := optionalInstant(f.effective)
@@ -113,7 +113,7 @@ func newLiftCmd(g *globals) *cobra.Command {
 }
 
 func addCommonPolicyFlags(c *cobra.Command, f *policyFlags) {
-	c.Flags().StringVar(&f.effective, "effective", "", "effective instant, RFC 3339 with offset (default: now)")
+	c.Flags().StringVar(&f.effective, "effective", "", "effective instant, RFC 3339 with offset, not in the past (default: now)")
 	c.Flags().StringVar(&f.basis, "basis", "", "legal basis, for example \"Permendag 31/2023\"")
 	c.Flags().StringVar(&f.issuer, "issuer", "", "issuer (must hold the policy_issuer role)")
 	c.Flags().StringVar(&f.description, "description", "", "what the rule does, for people")
