@@ -303,6 +303,9 @@ func runREADMELine(t *testing.T, ctx context.Context, bash, bin, root, line stri
 	t.Helper()
 	words := strings.Fields(line)
 	for i, w := range words {
+		if w == "bin/ledger" {
+			words[i] = bin
+		}
 		if v, ok := vars[w]; ok {
 			if variant == 1 && (w == "BACKUP" || w == "NEWDIR") {
 				v += "-2"
@@ -310,7 +313,6 @@ func runREADMELine(t *testing.T, ctx context.Context, bash, bin, root, line stri
 			words[i] = v
 		}
 	}
-	words[0] = bin
 	script := strings.Join(words, " ")
 	if strings.HasPrefix(line, "bin/ledger tail ") {
 		checkRunsUntilInterrupted(t, ctx, bash, root, script)
