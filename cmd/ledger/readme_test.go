@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/marketledger/ledger/cmd/ledger/internal/eventhttp"
+	"github.com/marketledger/ledger/cmd/ledger/internal/httpauth"
 	"github.com/marketledger/ledger/runtime/service"
 )
 
@@ -404,4 +407,26 @@ func checkNATSLine(t *testing.T, root, line string) {
 		}
 	}
 	t.Errorf("%s: names no --nkey seed file", line)
+}
+
+// TestTokenIssueQuiet: --quiet prints the token alone on one line, which
+// the token file then admits for its role.
+func TestTokenIssueQuiet(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	root := newRoot()
+	root.SetArgs([]string{"token", "issue", "--data", dir, "--role", "buyer", "--subject", "buyer-1", "--quiet"})
+	root.SetOut(&out)
+	root.SetErr(&bytes.Buffer{})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	token, ok := strings.CutSuffix(out.String(), "\n")
+	if !ok || !strings.HasPrefix(token, "mlt_") || strings.ContainsAny(token, " \n") {
+		t.Fatalf("token issue --quiet printed %q; want the token alone on one line", out.String())
+	}
+	entries, err := httpauth.ReadEntries(filepath.Join(credentialsDir(dir), tokensFile))
+	if err != nil || len(entries) != 1 || entries[0].TokenSHA256 != fmt.Sprintf("%x", sha256.Sum256([]byte(token))) {
+		t.Errorf("tokens file %+v (%v); want the printed token's hash", entries, err)
+	}
 }
