@@ -21,6 +21,8 @@ import (
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/order"
 	"github.com/marketledger/ledger/testkit"
+	"github.com/marketledger/ledger/testkit/checkoutrun"
+	"github.com/marketledger/ledger/testkit/invariant"
 )
 
 // Bounds of the failover test; every wait is bounded by failoverTimeout.
@@ -41,7 +43,9 @@ const (
 // stream leader is killed with SIGKILL during the load. A new leader is
 // elected, the clients' retries (same idempotency keys) go through, more
 // checkouts complete, and every event acknowledged to a client is in the
-// log, once, with its chain intact.
+// log, once, with its chain intact. Once the checkout has settled, the log
+// shows every order placed before and after the kill captured or ended
+// with nothing held.
 func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs nats-server and ledger processes")
@@ -189,6 +193,60 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 	}
 	defer st.Close()
 	checkAcknowledged(ctx, t, st, c.acks)
+	settling := time.Now()
+	// The order process's checkout takes every order placed before and
+	// after the kill to its end: captured, or ended with nothing held.
+	if err := checkoutrun.Settle(ctx, st, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the checkout settled %s after the clients stopped", time.Since(settling).Round(time.Millisecond))
+	h, err := invariant.Read(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSettled(t, h, c.acks)
+}
+
+// checkSettled checks, from the log, that every order a client placed
+// ended captured (confirmed, its payment captured) or ended with nothing
+// held (rejected or cancelled, no stock reserved, no open authorization,
+// no unrefunded capture), and that the log strands nothing elsewhere.
+func checkSettled(t *testing.T, h *invariant.Holdings, acks []ack) {
+	t.Helper()
+	if err := h.Err(); err != nil {
+		t.Error(err)
+	}
+	placed, captured, ended := 0, 0, 0
+	seen := map[string]bool{} // a retried place is acknowledged again
+	for _, a := range acks {
+		if a.name != "order.place" || seen[a.order] {
+			continue
+		}
+		seen[a.order] = true
+		placed++
+		switch st := h.Status[a.order]; st {
+		case "confirmed", "shipped", "completed":
+			n := 0
+			for _, p := range h.Payments[a.order] {
+				if p.Status == "captured" && p.CapturedMinor > 0 {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("order %s ended %s with %d captured payments, want 1", a.order, st, n)
+				continue
+			}
+			captured++
+		case "rejected", "cancelled":
+			ended++ // h.Err names what such an order still holds
+		default:
+			t.Errorf("order %s is %q after the checkout settled: neither captured nor ended", a.order, st)
+		}
+	}
+	if captured == 0 {
+		t.Errorf("%d orders placed and none captured by the checkout", placed)
+	}
+	t.Logf("%d orders placed: %d captured, %d ended with nothing held", placed, captured, ended)
 }
 
 // ack is one command a service acknowledged with 200.
