@@ -354,6 +354,7 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 		// One instant per attempt: the rules are judged at the same time the
 		// events record as their occurred-at.
 		now := r.Clock()
+		decidedAt := time.Now() // real time, for the skew measurement's round trip
 		outs := make([]outcome[S], len(active))
 		var parts []events.Part
 		var evs []events.Event
@@ -434,7 +435,7 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 			if agg.Clone != nil {
 				r.cache.put(ref, cached{state: agg.Clone(state), version: a.Version})
 			}
-			measureSkew(ctx, r, a.LastPosition, now)
+			measureSkew(ctx, r, a.LastPosition, now, time.Since(decidedAt))
 			pos, ver := a.FirstPosition, version
 			for k, i := range owners {
 				n := uint64(parts[k].Events)
@@ -501,10 +502,11 @@ func finishAll[S, P any](jobs []*job[S, P], err error) {
 }
 
 // measureSkew reads back the server's recorded time of the event appended
-// at pos, decided at now, when the runner's Skew wants a measurement. A
-// failed read measures nothing: the append itself succeeded.
-func measureSkew(ctx context.Context, r *Runner, pos uint64, now time.Time) {
-	if r.Skew == nil || pos == 0 || !r.Skew.due() {
+// at pos, decided at now, when the runner's Skew wants a measurement and
+// the append was answered within roundTrip of the decision. A failed read
+// measures nothing: the append itself succeeded.
+func measureSkew(ctx context.Context, r *Runner, pos uint64, now time.Time, roundTrip time.Duration) {
+	if r.Skew == nil || pos == 0 || !r.Skew.informative(roundTrip) || !r.Skew.due() {
 		return
 	}
 	for e, err := range r.Store.Read(ctx, events.Query{From: pos, To: pos}) {

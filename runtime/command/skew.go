@@ -111,6 +111,22 @@ func (s *Skew) Check() error {
 			abs(est).Round(time.Millisecond), dir, limit)}
 }
 
+// informative reports whether an append answered roundTrip after its
+// decision can measure the skew. A measurement is the skew plus what the
+// append waited for, so one that waited more than half the bound cannot
+// tell a skew within the bound from its wait, and is not taken. An append
+// that waited through a stream leader's election after a killed node (4 to
+// 9 s) measured its wait as skew, and the payment service refused every
+// fenced command for up to 60 s after it (docs/performance.md, "Leader
+// changes").
+func (s *Skew) informative(roundTrip time.Duration) bool {
+	limit := s.Max
+	if limit == 0 {
+		limit = DefaultSkewMax
+	}
+	return roundTrip <= limit/2
+}
+
 // due reports whether a measurement should be taken now, and if so books
 // it, so that concurrent appends take one between them.
 func (s *Skew) due() bool {

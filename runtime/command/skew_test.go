@@ -62,3 +62,38 @@ func TestSkewRefusesFencedCommands(t *testing.T) {
 		})
 	}
 }
+
+// slowStore answers every append only after wait, as a store does whose
+// append waited through a stream leader's election.
+type slowStore struct {
+	events.Store
+	wait time.Duration
+}
+
+func (s slowStore) Append(ctx context.Context, d events.Decision) (events.Appended, error) {
+	time.Sleep(s.wait) // the append's own wait, not a synchronisation
+	return s.Store.Append(ctx, d)
+}
+
+// TestSkewIgnoresAnAppendThatWaited runs a runner whose clock is the
+// server's and whose store answers an append after more than half the skew
+// bound: the wait is latency, not skew, and must not make the runner refuse
+// fenced commands.
+func TestSkewIgnoresAnAppendThatWaited(t *testing.T) {
+	const bound = 400 * time.Millisecond
+	r, st := newRunner(t)
+	r.Store = slowStore{Store: st, wait: bound}
+	r.Skew = &command.Skew{Max: bound, SampleEvery: -1}
+	ctx := context.Background()
+	agg := counter(true)
+	open := func(context.Context, bool) (command.Policy[struct{}], error) { return command.Policy[struct{}]{}, nil }
+	if _, err := command.Run(ctx, r, agg, "s1", command.Meta{CommandID: "c1", Command: 1}, nil, add(1)); err != nil {
+		t.Fatal(err)
+	}
+	if est, ok := r.Skew.Estimate(); ok {
+		t.Errorf("an append answered after %s was measured: estimate %s", bound, est)
+	}
+	if _, err := command.Run(ctx, r, agg, "s1", command.Meta{CommandID: "c2", Command: 2}, open, add(1)); err != nil {
+		t.Errorf("fenced command after a slow append, clock exact: %v", err)
+	}
+}
