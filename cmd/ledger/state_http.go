@@ -12,10 +12,10 @@ import (
 
 // stateReply is the current state of one aggregate and the version it is
 // at (the count of its events).
-type stateReply struct {
+type stateReply[S any] struct {
 	ID      string `json:"id"`
 	Version uint64 `json:"version"`
-	State   any    `json:"state"`
+	State   S      `json:"state"`
 }
 
 // mountState answers GET /v1/orders/{id}, /v1/listings/{id} and
@@ -46,7 +46,7 @@ func (a *api) mountState(st *stack) {
 				writeError(w, &events.Error{Kind: events.KindNotFound, Field: "id", Rule: "no " + context + " " + id})
 				return
 			}
-			writeJSON(w, http.StatusOK, stateReply{ID: id, Version: v, State: s})
+			writeJSON(w, http.StatusOK, stateReply[any]{ID: id, Version: v, State: s})
 		})))
 	}
 	if st.order != nil {
