@@ -109,6 +109,7 @@ func (c *components) reflect(t reflect.Type) (obj, error) {
 	if err := json.Unmarshal(b, &root); err != nil {
 		return nil, err
 	}
+	anyValue(root)
 	defs, _ := root["$defs"].(map[string]any)
 	for name, d := range defs {
 		if doc, ok := schemaDocs[name]; ok {
@@ -174,4 +175,31 @@ func (c *components) command(spec contracts.CommandSpec) (obj, error) {
 		return nil, err
 	}
 	return obj{"$ref": "#/components/schemas/" + spec.Name}, nil
+}
+
+// anyValue writes the schema that admits any value (a json.RawMessage: an
+// event's body, a read model's row) as {} instead of true: the two are one
+// in JSON Schema 2020-12, but generators built on OpenAPI 3.0's Schema
+// Object (kin-openapi, and so oapi-codegen) read only the object.
+func anyValue(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		if b, ok := v["items"].(bool); ok && b {
+			v["items"] = obj{}
+		}
+		if props, ok := v["properties"].(map[string]any); ok {
+			for k, x := range props {
+				if b, ok := x.(bool); ok && b {
+					props[k] = obj{}
+				}
+			}
+		}
+		for _, x := range v {
+			anyValue(x)
+		}
+	case []any:
+		for _, x := range v {
+			anyValue(x)
+		}
+	}
 }
