@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,4 +173,96 @@ func use(ctx context.Context, c *ClientWithResponses) error {
 		t.Fatalf("the generated client does not build: %v\n%s", err, out)
 	}
 	t.Logf("generated %d bytes of client, built in %v", len(code), time.Since(start).Round(time.Millisecond))
+}
+
+// TestOpenAPIAnswersMatchTheDoc checks live answers of `ledger serve`
+// against the document with libopenapi-validator's response validation: a
+// command's reply, an aggregate's state, a page of events, the policy
+// rules, a read model's row, and problems (a refused command, an unknown
+// order, a bad parameter).
+func TestOpenAPIAnswersMatchTheDoc(t *testing.T) {
+	v := newOpenAPIValidator(t)
+	g := &globals{dataDir: t.TempDir()}
+	token := issueTestToken(t, g.dataDir, "operator")
+	issuer := issueTestToken(t, g.dataDir, "policy_issuer")
+	s := startServed(t, g, &serveOpts{}, http.DefaultClient)
+	check := func(method, path string, body any, wantStatus int) {
+		t.Helper()
+		var r io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			r = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, s.base+path, r)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if strings.HasPrefix(path, "/v1/commands/policy.") {
+			req.Header.Set("Authorization", "Bearer "+issuer)
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		got, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != wantStatus {
+			t.Errorf("%s %s = %d %s; want %d", method, path, resp.StatusCode, got, wantStatus)
+			return
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(got))
+		// The validator matches the request's path against the document's
+		// paths; the request it is given carries no body to re-read.
+		vreq, _ := http.NewRequest(method, s.base+path, nil)
+		vreq.Header = req.Header
+		if ok, errs := v.ValidateHttpResponse(vreq, resp); !ok {
+			for _, e := range errs {
+				t.Errorf("%s %s answered %d outside the document: %s: %s", method, path, resp.StatusCode, e.Message, e.Reason)
+				for _, f := range e.SchemaValidationErrors {
+					t.Errorf("  at %s (%s): %s", f.FieldPath, f.KeywordLocation, f.Reason)
+				}
+			}
+			t.Logf("the answer: %s", got)
+		}
+	}
+	idr := contracts.Money{AmountMinor: 100_000_00, Currency: "IDR"}
+	check("POST", "/v1/commands/listing.create", contracts.CreateListing{ListingID: "oa-1", SellerID: "seller-oa", Title: "Lamp",
+		Category: "home", Channel: contracts.ChannelMarketplace, Jurisdiction: "ID", Origin: contracts.OriginDomestic,
+		Price: idr, Stock: 5}, http.StatusOK)
+	check("POST", "/v1/commands/order.place", contracts.PlaceOrder{OrderID: "oa-o1", BuyerID: "buyer-oa", ListingID: "oa-1", Quantity: 1}, http.StatusOK)
+	check("POST", "/v1/commands/payment.authorize", map[string]any{"payment_id": "oa-p1", "order_id": "oa-o1", "amount": idr}, http.StatusOK)
+	check("POST", "/v1/commands/policy.impose_freeze", contracts.ImposeFreeze{RuleID: "oa-r1",
+		Scope: contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
+		LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}, http.StatusOK)
+	check("POST", "/v1/commands/order.place", map[string]any{"order_id": "oa-o2"}, http.StatusBadRequest)
+	check("GET", "/v1/orders/oa-o1", nil, http.StatusOK)
+	check("GET", "/v1/listings/oa-1", nil, http.StatusOK)
+	check("GET", "/v1/payments/oa-p1", nil, http.StatusOK)
+	check("GET", "/v1/orders/nobody", nil, http.StatusNotFound)
+	check("GET", "/v1/events?from=1&type=listing.created&type=order.placed&limit=10", nil, http.StatusOK)
+	check("GET", "/v1/events?from=1", nil, http.StatusOK)
+	check("GET", "/v1/events?limit=0", nil, http.StatusBadRequest)
+	check("GET", "/v1/policy/rules", nil, http.StatusOK)
+	check("GET", "/v1/models/orders/oa-o1", nil, http.StatusOK)
+	check("GET", "/v1/models/orders", nil, http.StatusOK)
+
+	// The validator does look at bodies: a page whose next is not a
+	// position, or a problem without its status, is refused.
+	for _, tc := range []struct{ path, contentType, body string }{
+		{"/v1/events", "application/json", `{"events":[],"next":"one","more":false}`},
+		{"/v1/orders/x", "application/problem+json", `{"type":"urn:marketledger:problem:not_found","title":"not found","detail":"no order x"}`},
+	} {
+		status := http.StatusOK
+		if strings.Contains(tc.contentType, "problem") {
+			status = http.StatusNotFound
+		}
+		req, _ := http.NewRequest("GET", s.base+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp := &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {tc.contentType}},
+			Body: io.NopCloser(strings.NewReader(tc.body)), Request: req}
+		if ok, _ := v.ValidateHttpResponse(req, resp); ok {
+			t.Errorf("GET %s answering %s passed the validator; want it refused", tc.path, tc.body)
+		}
+	}
 }
