@@ -233,7 +233,7 @@ func TestOpenAPIAnswersMatchTheDoc(t *testing.T) {
 	check("POST", "/v1/commands/order.place", contracts.PlaceOrder{OrderID: "oa-o1", BuyerID: "buyer-oa", ListingID: "oa-1", Quantity: 1}, http.StatusOK)
 	check("POST", "/v1/commands/payment.authorize", map[string]any{"payment_id": "oa-p1", "order_id": "oa-o1", "amount": idr}, http.StatusOK)
 	check("POST", "/v1/commands/policy.impose_freeze", contracts.ImposeFreeze{RuleID: "oa-r1",
-		Scope: contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
+		Scope:      contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
 		LegalBasis: "Permendag 31/2023", Issuer: "kemendag"}, http.StatusOK)
 	check("POST", "/v1/commands/order.place", map[string]any{"order_id": "oa-o2"}, http.StatusBadRequest)
 	check("GET", "/v1/orders/oa-o1", nil, http.StatusOK)
