@@ -29,6 +29,11 @@ func newOpenAPIValidator(t *testing.T) validator.Validator {
 	if err != nil {
 		t.Fatalf("libopenapi cannot read the document: %v", err)
 	}
+	// Building the model resolves every reference: one that points
+	// nowhere (a $defs pointer left inside an operation) fails here.
+	if _, err := doc.BuildV3Model(); err != nil {
+		t.Fatalf("libopenapi cannot build the model: %v", err)
+	}
 	v, errs := validator.NewValidator(doc)
 	if len(errs) > 0 {
 		t.Fatalf("libopenapi-validator cannot build a validator: %v", errs)
