@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 	_ "time/tzdata" // the zone a bundle names loads the same on every verifier
@@ -96,7 +95,7 @@ func Write(ctx context.Context, store projections.LogStore, w io.Writer, at proj
 	if o.loc != nil && o.loc != time.UTC {
 		m.TimeZone = o.loc.String()
 	}
-	files, err := modelFiles(s.Models, &m, o.loc)
+	files, err := modelFiles(s.Models, &m, o.loc, BundleFormat)
 	if err != nil {
 		return err
 	}
@@ -123,15 +122,35 @@ func asOfValue(at projections.AsOf) string {
 	return at.Time.Format(time.RFC3339Nano)
 }
 
-// modelFiles renders each model as JSON and CSV and records them in m.
-func modelFiles(ms []models.Model, m *Manifest, loc *time.Location) ([]bundleFile, error) {
+// modelFiles renders each model as JSON (in format BundleFormat) and CSV
+// and records them in m. In BundleFormatRows it records the digest of the
+// rows file and returns the CSV alone.
+func modelFiles(ms []models.Model, m *Manifest, loc *time.Location, format string) ([]bundleFile, error) {
 	var files []bundleFile
 	for _, md := range ms {
+		t := md.Rows()
+		if format == BundleFormatRows {
+			sum, err := rowsHash(md)
+			if err != nil {
+				return nil, err
+			}
+			m.Files[bundleModelDir+md.Name()+rowsSuffix] = sum
+			cs, err := renderCSV(t, loc)
+			if err != nil {
+				return nil, err
+			}
+			sumCSV := sha256.Sum256(cs)
+			m.Files[bundleModelDir+md.Name()+".csv"] = hex.EncodeToString(sumCSV[:])
+			m.Models[md.Name()] = ManifestModel{Version: models.ModelVersion(md), Rows: len(t.Rows)}
+			if v, ok := md.(*models.Violations); ok {
+				m.Violations = v.Count()
+			}
+			continue
+		}
 		js, err := md.Snapshot()
 		if err != nil {
 			return nil, err
 		}
-		t := md.Rows()
 		cs, err := renderCSV(t, loc)
 		if err != nil {
 			return nil, err
@@ -159,10 +178,10 @@ func renderCSV(t models.Table, loc *time.Location) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// writeArchive writes files as a canonical zip: sorted by name, stored
+// writeArchive writes files as a canonical zip: in canonicalOrder, stored
 // uncompressed, no timestamps.
 func writeArchive(files []bundleFile) ([]byte, error) {
-	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
+	canonicalOrder(files)
 	var b bytes.Buffer
 	zw := zip.NewWriter(&b)
 	for _, f := range files {

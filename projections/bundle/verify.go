@@ -73,8 +73,8 @@ func Verify(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, er
 // does. What they say about the log is checked against it (VerifyAgainst).
 func checkClaims(m Manifest) error {
 	var bad []string
-	if m.Format != BundleFormat {
-		bad = append(bad, fmt.Sprintf("format is %q, want %q", m.Format, BundleFormat))
+	if m.Format != BundleFormat && m.Format != BundleFormatRows {
+		bad = append(bad, fmt.Sprintf("format is %q, want %q or %q", m.Format, BundleFormat, BundleFormatRows))
 	}
 	if m.Position == 0 {
 		if m.TreeSize != 0 {
@@ -287,6 +287,10 @@ func checkModels(rep *Report, files map[string][]byte) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if m.Format == BundleFormatRows {
+			rep.add("model "+name, checkRowsModel(name, m, files))
+			continue
+		}
 		rep.add("model "+name, checkModel(name, m, files))
 	}
 }
@@ -491,7 +495,7 @@ func sameFiles(ms []models.Model, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	if _, err := modelFiles(ms, &tmp, loc); err != nil {
+	if _, err := modelFiles(ms, &tmp, loc, m.Format); err != nil {
 		return err
 	}
 	var bad []string

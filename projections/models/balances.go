@@ -250,7 +250,7 @@ func (m *Balances) Totals() map[string]int64 {
 
 // Rows implements Model.
 func (m *Balances) Rows() Table {
-	t := Table{Columns: []string{"account", "currency", "balance_minor", "pending_minor"}}
+	t := Table{Columns: m.Columns()}
 	accounts := map[string]bool{}
 	for a := range m.state.Balances {
 		accounts[a] = true
@@ -291,6 +291,37 @@ func (m *Balances) Row(key string) ([]byte, bool) {
 		return nil, false
 	}
 	return row(accountRow{Balances: b, Pending: p}, true)
+}
+
+// Columns implements Tabular.
+func (m *Balances) Columns() []string {
+	return []string{"account", "currency", "balance_minor", "pending_minor"}
+}
+
+// TableRows implements Tabular: an "account/" row is a table row per
+// currency it holds a balance or a pending amount in, as Rows gives them;
+// an "authorization/" row is in none.
+func (m *Balances) TableRows(key string, body []byte) ([][]string, error) {
+	acct, ok := strings.CutPrefix(key, "account/")
+	if !ok {
+		return nil, nil
+	}
+	var r accountRow
+	if err := restore(m.Name(), body, &r); err != nil {
+		return nil, err
+	}
+	curs := map[string]bool{}
+	for c := range r.Balances {
+		curs[c] = true
+	}
+	for c := range r.Pending {
+		curs[c] = true
+	}
+	var out [][]string
+	for _, c := range sortedKeys(curs) {
+		out = append(out, []string{acct, c, itoa(r.Balances[c]), itoa(r.Pending[c])})
+	}
+	return out, nil
 }
 
 // accountRow is one account's row in the balances model.

@@ -165,17 +165,35 @@ func (m *Catalogue) Listing(id string) (Listing, bool) {
 // Rows implements Model.
 func (m *Catalogue) Rows() Table {
 	m.derive()
-	t := Table{Columns: []string{"listing_id", "seller_id", "title", "category", "channel", "jurisdiction", "origin",
-		"price_minor", "currency", "stock", "delisted", "purchasable", "promotion_only", "blocked_by", "created_at",
-		"updated_at", "position"}}
+	t := Table{Columns: m.Columns()}
 	for _, id := range sortedKeys(m.state.Listings) {
-		l := m.state.Listings[id]
-		t.Rows = append(t.Rows, []string{l.ListingID, l.SellerID, l.Title, l.Category, string(l.Channel), l.Jurisdiction,
-			string(l.Origin), itoa(l.Price.AmountMinor), l.Price.Currency, itoa(l.Stock), btoa(l.Delisted),
-			btoa(l.Purchasable), btoa(l.PromotionOnly), l.BlockedBy, formatTime(l.CreatedAt), formatTime(l.UpdatedAt),
-			utoa(l.Position)})
+		t.Rows = append(t.Rows, listingRecord(m.state.Listings[id]))
 	}
 	return t
+}
+
+// Columns implements Tabular.
+func (m *Catalogue) Columns() []string {
+	return []string{"listing_id", "seller_id", "title", "category", "channel", "jurisdiction", "origin",
+		"price_minor", "currency", "stock", "delisted", "purchasable", "promotion_only", "blocked_by", "created_at",
+		"updated_at", "position"}
+}
+
+// TableRows implements Tabular: every row is one listing, with its flags
+// (Row's bytes, not StoredRow's).
+func (m *Catalogue) TableRows(_ string, body []byte) ([][]string, error) {
+	var l Listing
+	if err := restore(m.Name(), body, &l); err != nil {
+		return nil, err
+	}
+	return [][]string{listingRecord(&l)}, nil
+}
+
+func listingRecord(l *Listing) []string {
+	return []string{l.ListingID, l.SellerID, l.Title, l.Category, string(l.Channel), l.Jurisdiction,
+		string(l.Origin), itoa(l.Price.AmountMinor), l.Price.Currency, itoa(l.Stock), btoa(l.Delisted),
+		btoa(l.Purchasable), btoa(l.PromotionOnly), l.BlockedBy, formatTime(l.CreatedAt), formatTime(l.UpdatedAt),
+		utoa(l.Position)}
 }
 
 // Row implements Keyed: one listing by id, with its flags at the model's

@@ -22,23 +22,55 @@ import (
 // Times (the cells of *_at columns) are written in zone loc with its offset
 // (UTC when loc is nil), the zone the reader's jurisdiction keeps.
 func WriteCSV(w io.Writer, t Table, loc *time.Location) error {
-	t = withMajorUnits(InZone(t, loc))
-	cw := csv.NewWriter(w)
-	if err := cw.Write(t.Columns); err != nil {
+	cw, err := NewCSVWriter(w, t.Columns, loc)
+	if err != nil {
 		return err
 	}
-	row := make([]string, 0, len(t.Columns))
+	if err := cw.Write(t.Rows); err != nil {
+		return err
+	}
+	return cw.Flush()
+}
+
+// CSVWriter writes a table's CSV a few rows at a time, so that a bundle
+// renders a model of any size in bounded memory: the bytes are exactly
+// WriteCSV's for the whole table.
+type CSVWriter struct {
+	cw      *csv.Writer
+	columns []string
+	loc     *time.Location
+	row     []string
+}
+
+// NewCSVWriter writes the header of a table with columns, its times in loc
+// (nil: UTC), and returns the writer for its rows.
+func NewCSVWriter(w io.Writer, columns []string, loc *time.Location) (*CSVWriter, error) {
+	c := &CSVWriter{cw: csv.NewWriter(w), columns: columns, loc: loc}
+	if err := c.cw.Write(withMajorUnits(Table{Columns: columns}).Columns); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Write writes rows, the next rows of the table.
+func (c *CSVWriter) Write(rows [][]string) error {
+	t := withMajorUnits(InZone(Table{Columns: c.columns, Rows: rows}, c.loc))
 	for _, r := range t.Rows {
-		row = row[:0]
-		for _, c := range r {
-			row = append(row, SafeCell(c))
+		c.row = c.row[:0]
+		for _, cell := range r {
+			c.row = append(c.row, SafeCell(cell))
 		}
-		if err := cw.Write(row); err != nil {
+		if err := c.cw.Write(c.row); err != nil {
 			return err
 		}
 	}
-	cw.Flush()
-	return cw.Error()
+	return nil
+}
+
+// Flush writes what is buffered.
+func (c *CSVWriter) Flush() error {
+	c.cw.Flush()
+	return c.cw.Error()
 }
 
 // InZone returns t with the instants of its *_at columns in zone loc, RFC

@@ -124,17 +124,34 @@ func (m *Orders) Len() int { return len(m.state.Orders) }
 
 // Rows implements Model.
 func (m *Orders) Rows() Table {
-	t := Table{Columns: []string{"order_id", "buyer_id", "seller_id", "listing_id", "quantity", "unit_price_minor",
-		"total_minor", "currency", "channel", "jurisdiction", "category", "origin", "status", "payment_id", "reason",
-		"rule_id", "policy_position", "placed_at", "placed_position", "updated_at", "position"}}
+	t := Table{Columns: m.Columns()}
 	for _, id := range sortedKeys(m.state.Orders) {
-		o := m.state.Orders[id]
-		t.Rows = append(t.Rows, []string{o.OrderID, o.BuyerID, o.SellerID, o.ListingID, itoa(o.Quantity),
-			itoa(o.UnitPrice.AmountMinor), itoa(o.Total.AmountMinor), o.Total.Currency, string(o.Channel),
-			o.Jurisdiction, o.Category, string(o.Origin), o.Status, o.PaymentID, o.Reason, o.RuleID,
-			utoa(o.PolicyPosition), formatTime(o.PlacedAt), utoa(o.PlacedPosition), formatTime(o.UpdatedAt), utoa(o.Position)})
+		t.Rows = append(t.Rows, orderRecord(m.state.Orders[id]))
 	}
 	return t
+}
+
+// Columns implements Tabular.
+func (m *Orders) Columns() []string {
+	return []string{"order_id", "buyer_id", "seller_id", "listing_id", "quantity", "unit_price_minor",
+		"total_minor", "currency", "channel", "jurisdiction", "category", "origin", "status", "payment_id", "reason",
+		"rule_id", "policy_position", "placed_at", "placed_position", "updated_at", "position"}
+}
+
+// TableRows implements Tabular: every row is one order.
+func (m *Orders) TableRows(_ string, body []byte) ([][]string, error) {
+	var o Order
+	if err := restore(m.Name(), body, &o); err != nil {
+		return nil, err
+	}
+	return [][]string{orderRecord(&o)}, nil
+}
+
+func orderRecord(o *Order) []string {
+	return []string{o.OrderID, o.BuyerID, o.SellerID, o.ListingID, itoa(o.Quantity),
+		itoa(o.UnitPrice.AmountMinor), itoa(o.Total.AmountMinor), o.Total.Currency, string(o.Channel),
+		o.Jurisdiction, o.Category, string(o.Origin), o.Status, o.PaymentID, o.Reason, o.RuleID,
+		utoa(o.PolicyPosition), formatTime(o.PlacedAt), utoa(o.PlacedPosition), formatTime(o.UpdatedAt), utoa(o.Position)}
 }
 
 // Row implements Keyed: one order by id.

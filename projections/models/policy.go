@@ -142,30 +142,47 @@ func (m *PolicyTimeline) Rules() map[string]*RuleRecord { return m.state.Rules }
 
 // Rows implements Model.
 func (m *PolicyTimeline) Rows() Table {
-	t := Table{Columns: []string{"rule_id", "kind", "scope_all", "jurisdictions", "channels", "categories", "sellers",
-		"blocked_operations", "floor", "origin", "effective_at", "lifted_at", "legal_basis", "issuer",
-		"imposed_position", "imposed_recorded_at", "lifted_position", "lifted_recorded_at"}}
+	t := Table{Columns: m.Columns()}
 	for _, id := range sortedKeys(m.state.Rules) {
-		r := m.state.Rules[id]
-		floor := ""
-		if r.Floor != nil {
-			floor = r.Floor.String()
-		}
-		chans := make([]string, len(r.Scope.Channels))
-		for i, c := range r.Scope.Channels {
-			chans[i] = string(c)
-		}
-		ops := make([]string, len(r.BlockedOperations))
-		for i, o := range r.BlockedOperations {
-			ops[i] = string(o)
-		}
-		t.Rows = append(t.Rows, []string{r.RuleID, string(r.Kind), btoa(r.Scope.All),
-			strings.Join(r.Scope.Jurisdictions, " "), strings.Join(chans, " "), strings.Join(r.Scope.Categories, " "),
-			strings.Join(r.Scope.Sellers, " "), strings.Join(ops, " "), floor, string(r.Origin),
-			formatTime(r.EffectiveAt), formatTime(r.LiftedAt), r.LegalBasis, r.Issuer,
-			utoa(r.ImposedPosition), formatTime(r.ImposedRecordedAt), utoa(r.LiftedPosition), formatTime(r.LiftedRecordedAt)})
+		t.Rows = append(t.Rows, ruleRecord(m.state.Rules[id]))
 	}
 	return t
+}
+
+// Columns implements Tabular.
+func (m *PolicyTimeline) Columns() []string {
+	return []string{"rule_id", "kind", "scope_all", "jurisdictions", "channels", "categories", "sellers",
+		"blocked_operations", "floor", "origin", "effective_at", "lifted_at", "legal_basis", "issuer",
+		"imposed_position", "imposed_recorded_at", "lifted_position", "lifted_recorded_at"}
+}
+
+// TableRows implements Tabular: every row is one rule.
+func (m *PolicyTimeline) TableRows(_ string, body []byte) ([][]string, error) {
+	var r RuleRecord
+	if err := restore(m.Name(), body, &r); err != nil {
+		return nil, err
+	}
+	return [][]string{ruleRecord(&r)}, nil
+}
+
+func ruleRecord(r *RuleRecord) []string {
+	floor := ""
+	if r.Floor != nil {
+		floor = r.Floor.String()
+	}
+	chans := make([]string, len(r.Scope.Channels))
+	for i, c := range r.Scope.Channels {
+		chans[i] = string(c)
+	}
+	ops := make([]string, len(r.BlockedOperations))
+	for i, o := range r.BlockedOperations {
+		ops[i] = string(o)
+	}
+	return []string{r.RuleID, string(r.Kind), btoa(r.Scope.All),
+		strings.Join(r.Scope.Jurisdictions, " "), strings.Join(chans, " "), strings.Join(r.Scope.Categories, " "),
+		strings.Join(r.Scope.Sellers, " "), strings.Join(ops, " "), floor, string(r.Origin),
+		formatTime(r.EffectiveAt), formatTime(r.LiftedAt), r.LegalBasis, r.Issuer,
+		utoa(r.ImposedPosition), formatTime(r.ImposedRecordedAt), utoa(r.LiftedPosition), formatTime(r.LiftedRecordedAt)}
 }
 
 // Row implements Keyed: one rule by id.

@@ -38,6 +38,19 @@ type Derived interface {
 	DeriveRow(stored, context []byte) ([]byte, error)
 }
 
+// Tabular is an optional Keyed interface: a model whose table (Rows) is
+// made of its rows alone, one key at a time, so that a bundle renders its
+// CSV row by row from the as-of index instead of from the whole model.
+//
+// Contract: for any state, the table rows of TableRows(k, Row(k)) for every
+// k of RowKeys, in that order, are Rows().Rows, and Columns is
+// Rows().Columns. A row that is in no table row gives none.
+type Tabular interface {
+	Keyed
+	Columns() []string
+	TableRows(key string, row []byte) ([][]string, error)
+}
+
 // Monotone is an optional Keyed interface, a promise about Touched: the
 // keys an event touches when it is applied after any subsequence of the
 // events before it (as a business-time fold applies it) are among the keys

@@ -148,14 +148,35 @@ func (m *SellerSales) Day(seller, day, currency string) (DaySales, bool) {
 
 // Rows implements Model.
 func (m *SellerSales) Rows() Table {
-	t := Table{Columns: []string{"seller_id", "day", "currency", "orders_placed", "units_placed", "placed_minor",
-		"captured_minor", "refunded_minor", "settled_net_minor"}}
+	t := Table{Columns: m.Columns()}
 	for _, k := range sortedKeys(m.state.Days) {
-		d := m.state.Days[k]
-		t.Rows = append(t.Rows, []string{d.SellerID, d.Day, d.Currency, itoa(d.OrdersPlaced), itoa(d.UnitsPlaced),
-			itoa(d.PlacedMinor), itoa(d.CapturedMinor), itoa(d.RefundedMinor), itoa(d.SettledMinor)})
+		t.Rows = append(t.Rows, dayRecord(m.state.Days[k]))
 	}
 	return t
+}
+
+// Columns implements Tabular.
+func (m *SellerSales) Columns() []string {
+	return []string{"seller_id", "day", "currency", "orders_placed", "units_placed", "placed_minor",
+		"captured_minor", "refunded_minor", "settled_net_minor"}
+}
+
+// TableRows implements Tabular: a "day/" row is one table row; a
+// "payment/" row is in none.
+func (m *SellerSales) TableRows(key string, body []byte) ([][]string, error) {
+	if !strings.HasPrefix(key, "day/") {
+		return nil, nil
+	}
+	var d DaySales
+	if err := restore(m.Name(), body, &d); err != nil {
+		return nil, err
+	}
+	return [][]string{dayRecord(&d)}, nil
+}
+
+func dayRecord(d *DaySales) []string {
+	return []string{d.SellerID, d.Day, d.Currency, itoa(d.OrdersPlaced), itoa(d.UnitsPlaced),
+		itoa(d.PlacedMinor), itoa(d.CapturedMinor), itoa(d.RefundedMinor), itoa(d.SettledMinor)}
 }
 
 // Row implements Keyed: "day/<seller>|<day>|<currency>" is one seller's

@@ -222,14 +222,37 @@ func (m *Violations) List() []Violation { return slices.Clone(m.state.Violations
 
 // Rows implements Model.
 func (m *Violations) Rows() Table {
-	t := Table{Columns: []string{"position", "event_id", "type", "operation", "aggregate_id", "rule_id", "legal_basis",
-		"kinds", "occurred_at", "recorded_at", "policy_position"}}
-	for _, v := range m.state.Violations {
-		t.Rows = append(t.Rows, []string{utoa(v.Position), v.EventID, v.Type, string(v.Operation), v.AggregateID,
-			v.RuleID, v.LegalBasis, joinKinds(v.Kinds), formatTime(v.OccurredAt), formatTime(v.RecordedAt),
-			utoa(v.PolicyPosition)})
+	t := Table{Columns: m.Columns()}
+	for i := range m.state.Violations {
+		t.Rows = append(t.Rows, violationRecord(&m.state.Violations[i]))
 	}
 	return t
+}
+
+// Columns implements Tabular.
+func (m *Violations) Columns() []string {
+	return []string{"position", "event_id", "type", "operation", "aggregate_id", "rule_id", "legal_basis",
+		"kinds", "occurred_at", "recorded_at", "policy_position"}
+}
+
+// TableRows implements Tabular: a "violation/" row is one table row (its
+// key orders them by position, as the table does); the audit's scopes,
+// timeline and counts are in none.
+func (m *Violations) TableRows(key string, body []byte) ([][]string, error) {
+	if !strings.HasPrefix(key, "violation/") {
+		return nil, nil
+	}
+	var v Violation
+	if err := restore(m.Name(), body, &v); err != nil {
+		return nil, err
+	}
+	return [][]string{violationRecord(&v)}, nil
+}
+
+func violationRecord(v *Violation) []string {
+	return []string{utoa(v.Position), v.EventID, v.Type, string(v.Operation), v.AggregateID,
+		v.RuleID, v.LegalBasis, joinKinds(v.Kinds), formatTime(v.OccurredAt), formatTime(v.RecordedAt),
+		utoa(v.PolicyPosition)}
 }
 
 func joinKinds(ks []ViolationKind) string {
