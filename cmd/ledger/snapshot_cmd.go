@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -54,15 +57,11 @@ the notary's public key. 'ledger verify FILE' checks it offline.
 			if err != nil {
 				return err
 			}
-			var buf bytes.Buffer
-			if err := bundle.Write(ctx, n.store, &buf, at, key, bundle.WithTimeZone(g.zone())); err != nil {
+			size, how, err := writeSnapshot(ctx, g, n.store, at, key, out)
+			if err != nil {
 				return asOfError("--as-of", err)
 			}
-			// Written only once complete: a failed snapshot leaves no file.
-			if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes), as of %s\n", out, buf.Len(), at)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes), as of %s, %s\n", out, size, at, how)
 			return nil
 		},
 	}
@@ -70,6 +69,52 @@ the notary's public key. 'ledger verify FILE' checks it offline.
 	addClockFlag(c, &clock)
 	c.Flags().StringVar(&out, "out", "", "bundle file to write")
 	return c
+}
+
+// writeSnapshot writes the bundle to out, streamed from the as-of index
+// (DATA/asof.db, brought up to the log's head first) in bounded memory, or,
+// when the index cannot be opened (no data directory, or 'ledger serve'
+// holds it), from the models' snapshots in memory. It writes a temporary
+// file beside out and renames it once complete: a failed snapshot leaves
+// no file.
+func writeSnapshot(ctx context.Context, g *globals, store projections.LogStore, at projections.AsOf, key ed25519.PrivateKey, out string) (int64, string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
+	if err != nil {
+		return 0, "", err
+	}
+	defer os.Remove(tmp.Name()) // gone once renamed
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	how := "format v2, streamed from the as-of index"
+	ix, ierr := (*projections.Index)(nil), errors.New("no data directory")
+	if g.dataDir != "" {
+		ix, ierr = projections.OpenIndex(filepath.Join(g.dataDir, indexFile))
+	}
+	if ierr == nil {
+		defer ix.Close()
+		if err = ix.Build(ctx, store, 0); err == nil {
+			err = bundle.WriteFromIndex(ctx, store, projections.NewRowQuerier(ctx, ix, store), bw, at, key, bundle.WithTimeZone(g.zone()))
+		}
+	} else {
+		how = fmt.Sprintf("format v1, from the models' snapshots (the as-of index: %v)", ierr)
+		err = bundle.Write(ctx, store, bw, at, key, bundle.WithTimeZone(g.zone()))
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	st, err := os.Stat(tmp.Name())
+	if err != nil {
+		return 0, "", err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return 0, "", err
+	}
+	return st.Size(), how, os.Rename(tmp.Name(), out)
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
