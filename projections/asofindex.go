@@ -173,13 +173,19 @@ func lateBucket(model string, version int) []byte {
 	return fmt.Appendf(nil, "late/%s/v%d", model, version)
 }
 
-// builtModels names the model versions an index holds, as stored in it.
+// indexLayout names the index's layout; a file of another layout is
+// emptied when opened, as one built by other model versions is. Layout 2
+// keeps the late keys of TimedContext models too.
+const indexLayout = "layout/2\n"
+
+// builtModels names the layout and the model versions an index holds, as
+// stored in it.
 func builtModels() ([]byte, error) {
 	ms, err := keyedModels()
 	if err != nil {
 		return nil, err
 	}
-	var b []byte
+	b := []byte(indexLayout)
 	for _, m := range ms {
 		b = fmt.Appendf(b, "%s/v%d\n", m.Name(), models.ModelVersion(m))
 	}
@@ -235,7 +241,7 @@ func (ix *Index) Build(ctx context.Context, store events.Store, to uint64) error
 	w.maxOc = ix.maxOc
 	for _, m := range ix.ms {
 		r := &rowRecorder{Keyed: m, w: w, bucket: rowsBucket(m.Name(), models.ModelVersion(m))}
-		if _, ok := m.(models.Monotone); ok {
+		if lateKept(m) {
 			r.late = lateBucket(m.Name(), models.ModelVersion(m))
 		}
 		ms = append(ms, r)
@@ -400,6 +406,14 @@ func (r *rowRecorder) Apply(e events.Event, payload any) error {
 		r.w.put(r.bucket, versionKey(k, e.Position), versionValue(occ, ok, body))
 	}
 	if r.late != nil && models.IsBusiness(&e) && e.OccurredAt.UnixNano() < r.w.maxOc {
+		if tc, ok := r.Keyed.(models.TimedContext); ok && !all {
+			// The context's time is set at query time; only a change of
+			// its other part (a policy event) touches every row.
+			keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return k == "" })
+			if tc.ContextEvent(payload) {
+				all = true
+			}
+		}
 		if all {
 			keys = []string{""} // every row: no row key is empty
 		}
@@ -408,6 +422,17 @@ func (r *rowRecorder) Apply(e events.Event, payload any) error {
 		}
 	}
 	return nil
+}
+
+// lateKept reports whether the index keeps the keys that business events
+// applied out of order touched in m, to answer business instants by
+// lookup: Monotone and TimedContext models.
+func lateKept(m models.Model) bool {
+	switch m.(type) {
+	case models.Monotone, models.TimedContext:
+		return true
+	}
+	return false
 }
 
 // indexRecorder records the business clock of each event and cuts the

@@ -303,11 +303,17 @@ func (rq *RowQuerier) page(ctx context.Context, model, prefix string, exactKey b
 		return nil, err
 	}
 	a := &RowAnswer{Model: model, Clock: at.Clock, AsOf: asOfValue(at), Position: p.pos, KnownAt: p.knownAt, Method: "index"}
-	if !p.exact && exactKey {
-		if _, ok := m.(models.Monotone); ok {
-			p.exact, err = rq.ix.untouchedLate(m, prefix, at, p)
-			if err != nil {
-				return nil, err
+	var ctxAt time.Time // a TimedContext's time at the point, when not the prefix's
+	if !p.exact && exactKey && lateKept(m) {
+		if p.exact, err = rq.ix.untouchedLate(m, prefix, at, p); err != nil {
+			return nil, err
+		}
+		if _, ok := m.(models.TimedContext); ok && p.exact {
+			// The business fold's time is that of the last event it
+			// applies: a late one that occurred by the instant, or the
+			// prefix's last (the context's time at p.pos).
+			if _, occ := rq.ix.lastLate(at, p); occ != 0 {
+				ctxAt = time.Unix(0, int64(occ))
 			}
 		}
 	}
@@ -329,6 +335,13 @@ func (rq *RowQuerier) page(ctx context.Context, model, prefix string, exactKey b
 		}
 		if d, ok := m.(models.Derived); ok && len(a.Rows) > 0 {
 			ctxRow, _ := lookup(b.Cursor(), "", p.pos)
+			if tc, ok := m.(models.TimedContext); ok && !ctxAt.IsZero() {
+				body, err := tc.ContextAt(ctxRow.State, ctxAt)
+				if err != nil {
+					return err
+				}
+				ctxRow.State = body
+			}
 			for i := range a.Rows {
 				body, err := d.DeriveRow(a.Rows[i].State, ctxRow.State)
 				if err != nil {
@@ -378,6 +391,28 @@ func (ix *Index) untouchedLate(m models.Model, key string, at AsOf, p point) (bo
 		return nil
 	})
 	return clean, err
+}
+
+// lastLate returns the position and business time of the last business
+// event after p.pos, up to p.knownAt, that occurred by the instant: one
+// that came out of order (every business event after p.pos that occurred
+// by the instant did). It returns zeros when there is none.
+func (ix *Index) lastLate(at AsOf, p point) (pos, occ uint64) {
+	T := uint64(at.Time.UnixNano())
+	ix.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketClock).Cursor()
+		for k, v := c.Seek(clockKey("late", p.pos+1)); k != nil && bytes.HasPrefix(k, []byte("late\x00")); k, v = c.Next() {
+			at := binary.BigEndian.Uint64(k[5:])
+			if at > p.knownAt {
+				break
+			}
+			if o := getU64(v); o <= T {
+				pos, occ = at, o
+			}
+		}
+		return nil
+	})
+	return pos, occ
 }
 
 // lookup returns the version of key in effect at pos, if the row existed.

@@ -1,12 +1,8 @@
 package projections
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections/models"
@@ -51,21 +47,7 @@ func (rq *RowQuerier) Point(ctx context.Context, at AsOf) (IndexPoint, error) {
 // p.pos (every one there occurred by at), or a later one that came out of
 // order and occurred by at, whichever is later.
 func (rq *RowQuerier) lastBusiness(ctx context.Context, at AsOf, p point) (uint64, error) {
-	T := uint64(at.Time.UnixNano())
-	var late uint64
-	rq.ix.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketClock).Cursor()
-		for k, v := c.Seek(clockKey("late", p.pos+1)); k != nil && bytes.HasPrefix(k, []byte("late\x00")); k, v = c.Next() {
-			pos := binary.BigEndian.Uint64(k[5:])
-			if pos > p.knownAt {
-				break
-			}
-			if getU64(v) <= T {
-				late = pos
-			}
-		}
-		return nil
-	})
+	late, _ := rq.ix.lastLate(at, p)
 	// Non-business events (notary checkpoints) are few and far between:
 	// read back from p.pos a window at a time.
 	const window = 256

@@ -230,6 +230,25 @@ func (m *Catalogue) StoredRow(key string) ([]byte, bool) {
 	return row(&stored, true)
 }
 
+// ContextEvent implements TimedContext: policy events change the rules.
+func (m *Catalogue) ContextEvent(payload any) bool {
+	switch payload.(type) {
+	case contracts.FreezeImposed, contracts.FloorPriceSet, contracts.FreezeLifted, contracts.FloorPriceLifted:
+		return true // the events rules.apply folds
+	}
+	return false
+}
+
+// ContextAt implements TimedContext.
+func (m *Catalogue) ContextAt(context []byte, t time.Time) ([]byte, error) {
+	var c catalogueContext
+	if err := restore(m.Name(), context, &c); err != nil {
+		return nil, err
+	}
+	c.Now = utc(t)
+	return canonical(c)
+}
+
 // DeriveRow implements Derived: the listing's flags at the context's time
 // under its rules, as Row gives them.
 func (m *Catalogue) DeriveRow(stored, context []byte) ([]byte, error) {

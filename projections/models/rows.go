@@ -1,6 +1,9 @@
 package models
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Keyed is an optional Model interface: a model whose state is rows under
 // keys, so that the as-of index can keep each row's versions instead of
@@ -49,6 +52,23 @@ type Tabular interface {
 	Keyed
 	Columns() []string
 	TableRows(key string, row []byte) ([][]string, error)
+}
+
+// TimedContext is an optional Derived interface: a model whose context
+// row is the business time of the last event it applied plus a part that
+// only some events change (the catalogue's rules), and whose stored rows
+// are Monotone (see Monotone). On the business clock the as-of index then
+// answers a key by lookup whenever no event applied out of order touched
+// its stored row or changed the context other than its time: the row at
+// the prefix, derived with the context there at the time of the last
+// event the business fold applies.
+type TimedContext interface {
+	Derived
+	// ContextEvent reports whether an event with this payload may change
+	// the context other than its time.
+	ContextEvent(payload any) bool
+	// ContextAt returns the context row with its time set to t.
+	ContextAt(context []byte, t time.Time) ([]byte, error)
 }
 
 // Monotone is an optional Keyed interface, a promise about Touched: the
