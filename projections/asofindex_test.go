@@ -278,3 +278,44 @@ func TestIndexStartsAgainForOtherModelVersions(t *testing.T) {
 		t.Errorf("an index of other model versions opened at head %d", ix.Head())
 	}
 }
+
+// TestCatalogueBusinessByLookup asks every listing of the catalogue at
+// business instants in the middle of a log written by many workers (so
+// out-of-order business times surround every instant): the answers equal a
+// fresh fold, and most are lookups, not folds, since an out-of-order event
+// that touched neither the listing nor the rules leaves its row as the
+// prefix has it, derived at the time of the last event the fold applies.
+func TestCatalogueBusinessByLookup(t *testing.T) {
+	env := startEnv(t)
+	logtest.Generate(t, env.Store, logtest.Config{Seed: 37, Listings: 24, Flows: 150, Workers: 16})
+	ctx := context.Background()
+	ix, err := OpenIndex(filepath.Join(t.TempDir(), "asof.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if err := ix.Build(ctx, env.Store, 0); err != nil {
+		t.Fatal(err)
+	}
+	evs, ps := logtest.ReadAll(t, env.Store)
+	rq := NewRowQuerier(ctx, ix, env.Store)
+	methods := map[string]int{}
+	for i := range 8 {
+		at := AtBusiness(evs[len(evs)/4+i*len(evs)/16].OccurredAt)
+		fresh := freshRows(t, evs, ps, BusinessFilter(at.Time))[models.ModelCatalogue]
+		for _, key := range fresh.RowKeys() {
+			got, err := rq.Row(ctx, models.ModelCatalogue, key, at, 0)
+			if err != nil {
+				t.Fatalf("%s %q: %v", at, key, err)
+			}
+			if body, _ := fresh.Row(key); !bytes.Equal(got.Rows[0].State, body) {
+				t.Errorf("%s %q (%s): got\n%s\nwant\n%s", at, key, got.Method, got.Rows[0].State, body)
+			}
+			methods[got.Method]++
+		}
+	}
+	t.Logf("catalogue answers by method: %v", methods)
+	if methods["index"] <= methods["fold"] {
+		t.Errorf("most catalogue answers fold: %v", methods)
+	}
+}
