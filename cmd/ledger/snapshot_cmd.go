@@ -28,10 +28,16 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "snapshot",
 		Short: "Write a signed regulator bundle: the read models as of an instant, with proof",
-		Long: `snapshot writes one zip file with every read model as of an instant (JSON and
-CSV), a manifest (position, time, Merkle root of the log up to there, counts,
-violations, the SHA-256 of every file), the manifest's Ed25519 signature and
-the notary's public key. 'ledger verify FILE' checks it offline.
+		Long: `snapshot writes one zip file with every read model as of an instant (its rows
+as JSON lines and its CSV), a manifest (position, time, Merkle root of the log
+up to there, counts, violations, the SHA-256 of every file), the manifest's
+Ed25519 signature and the notary's public key. 'ledger verify FILE' checks it
+offline.
+
+It streams the bundle from the as-of index (DATA/asof.db, brought up to the
+log's head first), a page of rows at a time, so memory does not grow with the
+log (format marketledger-bundle/v2). While 'ledger serve' holds the index it
+writes the older format (v1: whole-model JSON) from the models' snapshots.
 
 ` + clockHelp,
 		Example: `  ledger snapshot --data ./d --as-of 2023-10-04T16:59:59+07:00 --out snapshot.zip`,
