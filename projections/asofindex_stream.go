@@ -21,6 +21,9 @@ type IndexPoint struct {
 	KnownAt uint64
 	// RecordedAt is the server time of the event at Position.
 	RecordedAt time.Time
+	// Lookup is true when every row is a lookup in the index; false on a
+	// business instant that out-of-order events make Each fold each model.
+	Lookup bool
 }
 
 // Point resolves at for a whole-state answer read from the index page by
@@ -30,7 +33,7 @@ func (rq *RowQuerier) Point(ctx context.Context, at AsOf) (IndexPoint, error) {
 	if err != nil {
 		return IndexPoint{}, err
 	}
-	ip := IndexPoint{Position: p.pos, KnownAt: p.knownAt}
+	ip := IndexPoint{Position: p.pos, KnownAt: p.knownAt, Lookup: p.exact}
 	if at.Clock == ClockBusiness {
 		if ip.Position, err = rq.lastBusiness(ctx, at, p); err != nil {
 			return IndexPoint{}, err

@@ -53,7 +53,7 @@ func appendRowLine(b []byte, key string, state []byte) []byte {
 // reading every model's rows from the as-of index through rq a page at a
 // time and streaming them into the archive: memory holds a page of rows,
 // not a model (except a business instant the index cannot answer by
-// lookup, for which rq folds that model). The manifest names the same
+// lookup, which folds the models in one pass). The manifest names the same
 // position, recorded time, Merkle root, row and violation counts, and the
 // CSVs are byte for byte those Write gives for the same instant.
 func WriteFromIndex(ctx context.Context, store projections.LogStore, rq *projections.RowQuerier, w io.Writer, at projections.AsOf, key ed25519.PrivateKey, opts ...Option) error {
@@ -76,6 +76,23 @@ func WriteFromIndex(ctx context.Context, store projections.LogStore, rq *project
 	if o.loc != nil && o.loc != time.UTC {
 		m.TimeZone, loc = o.loc.String(), o.loc
 	}
+	each := func(name string, fn func(projections.Row) error) error {
+		_, err := rq.Each(ctx, name, at, ip, fn)
+		return err
+	}
+	if !ip.Lookup {
+		// Each would fold every model on its own: fold them in one pass
+		// (memory holds the models, as Write's does).
+		s, err := projections.QueryAsOf(ctx, store, at)
+		if err != nil {
+			return err
+		}
+		if s.Point.Position != ip.Position {
+			return &events.Error{Op: "projections.Bundle", Kind: events.KindIntegrity, Field: "as_of",
+				Rule: fmt.Sprintf("the fold ends at position %d, the index at %d", s.Point.Position, ip.Position)}
+		}
+		each = func(name string, fn func(projections.Row) error) error { return eachFolded(s.Model(name), fn) }
+	}
 	zw := zip.NewWriter(w)
 	for _, name := range models.ModelNames() {
 		md, err := models.NewModel(name)
@@ -86,7 +103,7 @@ func WriteFromIndex(ctx context.Context, store projections.LogStore, rq *project
 		if !ok {
 			return &events.Error{Op: "projections.Bundle", Kind: events.KindInvalid, Field: "model", Rule: "read model " + name + " has no table of its rows"}
 		}
-		if err := streamModel(ctx, zw, rq, tab, at, ip, &m, loc); err != nil {
+		if err := streamModel(zw, each, tab, &m, loc); err != nil {
 			return err
 		}
 	}
@@ -111,7 +128,7 @@ func WriteFromIndex(ctx context.Context, store projections.LogStore, rq *project
 
 // streamModel writes one model's CSV, then its rows file, each in one pass
 // over the index (two passes: a zip entry is written whole).
-func streamModel(ctx context.Context, zw *zip.Writer, rq *projections.RowQuerier, md models.Tabular, at projections.AsOf, ip projections.IndexPoint, m *Manifest, loc *time.Location) error {
+func streamModel(zw *zip.Writer, each func(string, func(projections.Row) error) error, md models.Tabular, m *Manifest, loc *time.Location) error {
 	name := md.Name()
 	var rows int
 	err := zipEntry(zw, m, bundleModelDir+name+".csv", func(w io.Writer) error {
@@ -119,7 +136,7 @@ func streamModel(ctx context.Context, zw *zip.Writer, rq *projections.RowQuerier
 		if err != nil {
 			return err
 		}
-		_, err = rq.Each(ctx, name, at, ip, func(r projections.Row) error {
+		err = each(name, func(r projections.Row) error {
 			recs, err := md.TableRows(r.Key, r.State)
 			if err != nil {
 				return err
@@ -138,7 +155,7 @@ func streamModel(ctx context.Context, zw *zip.Writer, rq *projections.RowQuerier
 	violations := 0
 	err = zipEntry(zw, m, bundleModelDir+name+rowsSuffix, func(w io.Writer) error {
 		var line []byte
-		_, err := rq.Each(ctx, name, at, ip, func(r projections.Row) error {
+		err := each(name, func(r projections.Row) error {
 			if strings.HasPrefix(r.Key, "violation/") {
 				violations++
 			}
@@ -154,6 +171,21 @@ func streamModel(ctx context.Context, zw *zip.Writer, rq *projections.RowQuerier
 	m.Models[name] = ManifestModel{Version: models.ModelVersion(md), Rows: rows}
 	if name == models.ModelViolations {
 		m.Violations = violations
+	}
+	return nil
+}
+
+// eachFolded calls fn with every row of a folded model, in key order.
+func eachFolded(md models.Model, fn func(projections.Row) error) error {
+	k, ok := md.(models.Keyed)
+	if !ok {
+		return fmt.Errorf("read model %s has no rows under keys", md.Name())
+	}
+	for _, key := range k.RowKeys() {
+		body, _ := k.Row(key)
+		if err := fn(projections.Row{Key: key, State: body}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"path/filepath"
+	"runtime"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -168,14 +169,34 @@ func TestBundleFromIndexBoundedHeap(t *testing.T) {
 	}
 }
 
-// heapPeak runs write against a writer that samples the heap's live
-// objects on every write, and returns the peak and the heap before.
+// heapPeak runs write against a writer that samples the live heap (as
+// of the last collection) on every write and every millisecond, and
+// returns the peak and the live heap before.
 func heapPeak(write func(io.Writer) error) (peak, base uint64) {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	sample := func() uint64 { metrics.Read(s); return s[0].Value.Uint64() }
+	runtime.GC()
 	base = sample()
 	hw := &heapWriter{sample: sample}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // between writes too: a path that builds everything first
+		defer wg.Done()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				hw.Write(nil)
+			}
+		}
+	}()
 	_ = write(hw)
+	close(done)
+	wg.Wait()
 	return max(hw.peak, sample()), base
 }
 
