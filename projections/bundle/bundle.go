@@ -135,7 +135,7 @@ func modelFiles(ms []models.Model, m *Manifest, loc *time.Location, format strin
 				return nil, err
 			}
 			m.Files[bundleModelDir+md.Name()+rowsSuffix] = sum
-			cs, err := renderCSV(t, loc)
+			cs, err := keyOrderCSV(md, loc)
 			if err != nil {
 				return nil, err
 			}

@@ -253,6 +253,32 @@ func rowsHash(md models.Model) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// keyOrderCSV renders a model's CSV as a v2 bundle holds it: the table
+// rows of its rows in key order (models.Tabular).
+func keyOrderCSV(md models.Model, loc *time.Location) ([]byte, error) {
+	tab, ok := md.(models.Tabular)
+	if !ok {
+		return nil, fmt.Errorf("read model %s has no table of its rows", md.Name())
+	}
+	var b bytes.Buffer
+	cw, err := models.NewCSVWriter(&b, tab.Columns(), loc)
+	if err != nil {
+		return nil, err
+	}
+	err = eachFolded(md, func(r projections.Row) error {
+		recs, err := tab.TableRows(r.Key, r.State)
+		if err != nil {
+			return err
+		}
+		return cw.Write(recs)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = cw.Flush()
+	return b.Bytes(), err
+}
+
 // checkRowsModel checks one model of a rows bundle offline: the rows file
 // is canonical lines in strictly increasing key order, its table rows
 // render to the CSV byte for byte, and the manifest's counts hold.

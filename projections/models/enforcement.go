@@ -125,11 +125,30 @@ func (m *Enforcement) Count() int { return len(m.state.Refusals) }
 
 // Rows implements Model.
 func (m *Enforcement) Rows() Table {
-	t := Table{Columns: []string{"position", "refusal_id", "command", "aggregate_id", "rule_id", "rule_kind", "legal_basis",
-		"actor", "principal", "correlation_id", "policy_position", "occurred_at", "recorded_at"}}
-	for _, r := range m.state.Refusals {
-		t.Rows = append(t.Rows, []string{utoa(r.Position), r.RefusalID, string(r.Command), r.AggregateID, r.RuleID, string(r.RuleKind),
-			r.LegalBasis, r.Actor, r.Principal, r.CorrelationID, utoa(r.PolicyPosition), formatTime(r.OccurredAt), formatTime(r.RecordedAt)})
+	t := Table{Columns: m.Columns()}
+	for i := range m.state.Refusals {
+		t.Rows = append(t.Rows, refusalRecord(&m.state.Refusals[i]))
 	}
 	return t
+}
+
+// Columns implements Tabular.
+func (m *Enforcement) Columns() []string {
+	return []string{"position", "refusal_id", "command", "aggregate_id", "rule_id", "rule_kind", "legal_basis",
+		"actor", "principal", "correlation_id", "policy_position", "occurred_at", "recorded_at"}
+}
+
+// TableRows implements Tabular: every row is one refusal. In key order
+// the refusals come by id, not in log order as Rows gives them.
+func (m *Enforcement) TableRows(_ string, body []byte) ([][]string, error) {
+	var r Refusal
+	if err := restore(m.Name(), body, &r); err != nil {
+		return nil, err
+	}
+	return [][]string{refusalRecord(&r)}, nil
+}
+
+func refusalRecord(r *Refusal) []string {
+	return []string{utoa(r.Position), r.RefusalID, string(r.Command), r.AggregateID, r.RuleID, string(r.RuleKind),
+		r.LegalBasis, r.Actor, r.Principal, r.CorrelationID, utoa(r.PolicyPosition), formatTime(r.OccurredAt), formatTime(r.RecordedAt)}
 }

@@ -46,8 +46,11 @@ type Derived interface {
 // CSV row by row from the as-of index instead of from the whole model.
 //
 // Contract: for any state, the table rows of TableRows(k, Row(k)) for every
-// k of RowKeys, in that order, are Rows().Rows, and Columns is
-// Rows().Columns. A row that is in no table row gives none.
+// k of RowKeys, in that order, are the rows of Rows().Rows, in the same
+// order where the table is in key order (every built-in model but the
+// enforcement model, whose table is in log order and whose keys are
+// refusal ids), and Columns is Rows().Columns. A row that is in no table
+// row gives none.
 type Tabular interface {
 	Keyed
 	Columns() []string
