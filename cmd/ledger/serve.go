@@ -277,7 +277,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	if key, err := notary.LoadOrCreateKey(g.dataDir); err != nil {
 		return err
 	} else {
-		a.mountSnapshots(key)
+		a.mountSnapshots(key, asOf.rq)
 		if err := a.mountConsole(ctx, tokens, g.dataDir, key, g.zone()); err != nil {
 			return err
 		}

@@ -243,8 +243,9 @@ func printVerify(w io.Writer, path string, rep bundle.Report) {
 }
 
 // mountSnapshots serves GET /v1/snapshots?as_of=T[&clock=business]: the
-// same bundle `ledger snapshot` writes.
-func (a *api) mountSnapshots(key ed25519.PrivateKey) {
+// same bundle `ledger snapshot` writes, streamed from the as-of index that
+// serve follows (format v2) into a temporary file, sent once complete.
+func (a *api) mountSnapshots(key ed25519.PrivateKey, rq *projections.RowQuerier) {
 	a.mux.Handle("GET /v1/snapshots", httpauth.Require(httpauth.ReadRoles...)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		at, err := projections.ParseAsOf(q.Get("clock"), q.Get("as_of"))
@@ -252,14 +253,34 @@ func (a *api) mountSnapshots(key ed25519.PrivateKey) {
 			writeError(w, err)
 			return
 		}
-		var buf bytes.Buffer
-		if err := bundle.Write(r.Context(), a.node.store, &buf, at, key); err != nil {
+		tmp, err := os.CreateTemp("", "snapshot-*.zip")
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		bw := bufio.NewWriterSize(tmp, 1<<20)
+		if err := bundle.WriteFromIndex(r.Context(), a.node.store, rq, bw, at, key); err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := bw.Flush(); err != nil {
+			writeError(w, err)
+			return
+		}
+		size, err := tmp.Seek(0, io.SeekCurrent)
+		if err == nil {
+			_, err = tmp.Seek(0, io.SeekStart)
+		}
+		if err != nil {
 			writeError(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/zip")
 		w.Header().Set("Content-Disposition", `attachment; filename="snapshot.zip"`)
-		w.Write(buf.Bytes())
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		io.Copy(w, tmp)
 	})))
 }
 
