@@ -140,3 +140,27 @@ func endHTTPSpan(span trace.Span, route, method string, status int) {
 	}
 	span.End()
 }
+
+// natsCommands measures the commands the services answer over NATS (the
+// checkout's steps, other processes' requests): the HTTP edge's commands
+// are in ledger_command_duration_seconds and ledger_refusals_total. It
+// exists before the API does, since the services are served first; the
+// API registers it.
+type natsCommands struct {
+	duration *prometheus.HistogramVec
+}
+
+func newNATSCommands() *natsCommands {
+	return &natsCommands{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ledger_service_command_duration_seconds",
+		Help:    "Commands the services answered over NATS (the checkout's steps among them) by name and outcome (ok, or the refusal's kind), from taking the request up to the answer.",
+		Buckets: latencyBuckets}, []string{"command", "outcome"})}
+}
+
+// observe is a service.Config.Observe.
+func (m *natsCommands) observe(name string, start time.Time, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = events.KindOf(err).String()
+	}
+	m.duration.WithLabelValues(name, outcome).Observe(time.Since(start).Seconds())
+}

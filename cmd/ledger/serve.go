@@ -28,6 +28,7 @@ import (
 	"github.com/marketledger/ledger/projections/models"
 	"github.com/marketledger/ledger/projections/notary"
 	"github.com/marketledger/ledger/runtime/command"
+	"github.com/marketledger/ledger/runtime/service"
 	"github.com/marketledger/ledger/services/checkout"
 	"github.com/marketledger/ledger/services/policy"
 )
@@ -186,7 +187,8 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 		}()
 		defer func() { stopActivator(); <-done }()
 	}
-	stopMicro, err := serveMicro(ctx, n, st)
+	natsCmds := newNATSCommands()
+	stopMicro, err := serveMicro(ctx, n, st, service.WithObserver(natsCmds.observe))
 	if err != nil {
 		return err
 	}
@@ -243,6 +245,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 	a.history = &historyGuard{js: n.js, dataDir: g.dataDir}
 	a.watchTracing(tracing)
 	a.watchParked(n.js)
+	a.reg.MustRegister(natsCmds.duration)
 	if checkoutRunner != nil {
 		a.watchCheckout(checkoutRunner)
 	}
@@ -383,7 +386,7 @@ func parseServices(list string) (map[string]bool, error) {
 
 // serveMicro exposes the running services over NATS request-reply
 // (svc.ledger.<context>.<verb>, discoverable with `nats micro ls`).
-func serveMicro(ctx context.Context, n *node, st *stack) (func(), error) {
+func serveMicro(ctx context.Context, n *node, st *stack, opts ...service.Option) (func(), error) {
 	var stops []func() error
 	stop := func() {
 		for _, s := range stops {
@@ -404,16 +407,16 @@ func serveMicro(ctx context.Context, n *node, st *stack) (func(), error) {
 	}
 	var err error
 	if st.listing != nil {
-		err = add(auth.RoleListing, func(nc *nats.Conn) (micro.Service, error) { return st.listing.Serve(nc) })
+		err = add(auth.RoleListing, func(nc *nats.Conn) (micro.Service, error) { return st.listing.Serve(nc, opts...) })
 	}
 	if err == nil && st.order != nil {
-		err = add(auth.RoleOrder, func(nc *nats.Conn) (micro.Service, error) { return st.order.Serve(nc) })
+		err = add(auth.RoleOrder, func(nc *nats.Conn) (micro.Service, error) { return st.order.Serve(nc, opts...) })
 	}
 	if err == nil && st.payment != nil {
-		err = add(auth.RolePayment, st.payment.Serve)
+		err = add(auth.RolePayment, func(nc *nats.Conn) (micro.Service, error) { return st.payment.Serve(nc, opts...) })
 	}
 	if err == nil && st.policy != nil {
-		err = add(auth.RolePolicy, st.policy.Serve)
+		err = add(auth.RolePolicy, func(nc *nats.Conn) (micro.Service, error) { return st.policy.Serve(nc, opts...) })
 	}
 	if err != nil {
 		stop()

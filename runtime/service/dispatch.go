@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/marketledger/ledger/contracts"
 	"github.com/marketledger/ledger/events"
@@ -55,3 +56,9 @@ type Option func(*Config)
 // WithPrefix serves on prefix instead of the service's default subject
 // prefix (tests serve outside the LEDGER stream's subjects).
 func WithPrefix(prefix string) Option { return func(c *Config) { c.Prefix = prefix } }
+
+// WithObserver makes Serve tell observe of every command it answers (its
+// name, when it was taken up, its error), for metrics.
+func WithObserver(observe func(command string, start time.Time, err error)) Option {
+	return func(c *Config) { c.Observe = observe }
+}

@@ -133,6 +133,9 @@ type Config struct {
 	// Correlate returns ctx carrying a correlation id, when the request
 	// has one.
 	Correlate func(ctx context.Context, id string) context.Context
+	// Observe, when set, hears every command answered: its name, when its
+	// request was taken up, and its error (nil when it was carried out).
+	Observe func(command string, start time.Time, err error)
 }
 
 // Serve registers the service and its endpoints on nc. Each request is
@@ -181,20 +184,26 @@ func Serve(nc *nats.Conn, cfg Config) (micro.Service, error) {
 }
 
 func answer(ctx context.Context, cfg Config, name, spanName string, data []byte, corr string, out Responder) {
+	start := time.Now()
 	ctx, span := tracing.StartServer(ctx, spanName)
 	if span.Recording() {
 		span.Set(tracing.String("ledger.command", name))
 	}
 	var err error
-	defer func() { span.End(err) }()
+	defer func() {
+		span.End(err)
+		if cfg.Observe != nil {
+			cfg.Observe(name, start, err)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if corr != "" && cfg.Correlate != nil {
 		ctx = cfg.Correlate(ctx, corr)
 	}
 	if !json.Valid(data) {
-		out.Fail(ProblemOf(&events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed,
-			Rule: "the request body must be one JSON value"}))
+		err = &events.Error{Kind: events.KindInvalid, Reason: events.ReasonMalformed, Rule: "the request body must be one JSON value"}
+		out.Fail(ProblemOf(err))
 		return
 	}
 	var r any

@@ -182,12 +182,12 @@ func viewOf(s State) View {
 // "ledger-payment": endpoint "payment_<verb>" on subject
 // "svc.ledger.payment.<verb>", its request the command's contract JSON, its
 // reply a Reply, its refusal a micro error with a Problem body.
-func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
+func (s *Service) Serve(nc *nats.Conn, opts ...service.Option) (micro.Service, error) {
 	names := make([]string, len(routes))
 	for i, r := range routes {
 		names[i] = r.name
 	}
-	return service.Serve(nc, service.Config{Name: ServiceName,
+	cfg := service.Config{Name: ServiceName,
 		Description: "payments: authorize, capture, void, refund, settle, with double-entry postings",
 		Context:     contracts.ServicePayment, Commands: names, Prefix: SubjectPrefix, MaxInFlight: MaxInFlight,
 		Timeout: RequestTimeout, Correlate: command.WithCorrelationID,
@@ -201,7 +201,11 @@ func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
 				return nil, err
 			}
 			return NewReply(res.State.ID, res), nil
-		}})
+		}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return service.Serve(nc, cfg)
 }
 
 // Problem is the RFC 9457 body of a refused command.

@@ -118,12 +118,12 @@ func NewReply(r command.Result[State]) Reply {
 // reply a Reply; a list request is a ListRequest and its reply a Listing.
 // Errors are micro errors whose code is the HTTP status and whose body is a
 // Problem.
-func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
+func (s *Service) Serve(nc *nats.Conn, opts ...service.Option) (micro.Service, error) {
 	names := make([]string, len(routes))
 	for i, r := range routes {
 		names[i] = r.name
 	}
-	svc, err := service.Serve(nc, service.Config{Name: ServiceName,
+	cfg := service.Config{Name: ServiceName,
 		Description: "regulatory policy: freezes and floor prices, and the policy timeline",
 		Context:     contracts.ServicePolicy, Commands: names, Prefix: SubjectPrefix, Timeout: RequestTimeout,
 		Correlate: command.WithCorrelationID,
@@ -137,7 +137,11 @@ func (s *Service) Serve(nc *nats.Conn) (micro.Service, error) {
 				return nil, err
 			}
 			return NewReply(res), nil
-		}})
+		}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := service.Serve(nc, cfg)
 	if err != nil {
 		return nil, err
 	}
