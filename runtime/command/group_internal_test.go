@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/marketledger/ledger/events"
-	"github.com/marketledger/ledger/node/embedded"
+	"github.com/marketledger/ledger/node/nodetest"
 )
 
 type unit struct {
@@ -36,25 +33,7 @@ var errSoldOut = errors.New("sold out")
 
 func groupRunner(t *testing.T) (*Runner, *events.JetStreamStore) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Port: embedded.RandomPort})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	if _, err := events.EnsureStream(context.Background(), js, 1); err != nil {
-		t.Fatal(err)
-	}
-	st, err := events.NewJetStreamStore(context.Background(), nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := nodetest.Start(t).Store
 	return &Runner{Store: st, Codec: unitCodec{}, Source: "/test", Clock: time.Now}, st
 }
 
