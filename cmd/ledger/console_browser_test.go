@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -159,19 +160,37 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	text := func(t *testing.T, sel string) string {
 		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("%s: %v", sel, err)
+		// One evaluation in the page: a node the page replaces between a
+		// query and a read of it (the navigation after a sign-in, a live
+		// update) cannot go stale under it ("No node with given id found").
+		// The element may still be on its way: ask again, bounded.
+		expr := `(() => { const e = document.querySelector(` + strconv.Quote(sel) + `); return e ? e.innerText : null })()`
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			v, err := chromedp.Run(bctx, chromedp.Evaluate[*string](expr))
+			if err == nil && v != nil {
+				return *v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not in the page (%v)", sel, err)
+			}
+			time.Sleep(50 * time.Millisecond) // the page announces nothing to the test
 		}
-		return s
 	}
 	attr := func(t *testing.T, sel, name string) string {
 		t.Helper()
-		v, err := chromedp.Run(bctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
-		if err != nil || !v.Exists {
-			t.Fatalf("%s has no attribute %s: %v", sel, name, err)
+		expr := `(() => { const e = document.querySelector(` + strconv.Quote(sel) + `); return e ? e.getAttribute(` + strconv.Quote(name) + `) : null })()`
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			v, err := chromedp.Run(bctx, chromedp.Evaluate[*string](expr))
+			if err == nil && v != nil {
+				return *v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has no attribute %s (%v)", sel, name, err)
+			}
+			time.Sleep(50 * time.Millisecond) // the page announces nothing to the test
 		}
-		return v.Value
 	}
 	base := s.base
 
