@@ -25,6 +25,7 @@ type env struct {
 	nc     *nats.Conn
 	runner *command.Runner
 	svc    *Service
+	view   *policyview.View
 	now    atomic.Pointer[time.Time]
 }
 
@@ -39,7 +40,7 @@ func start(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(view.Close)
-	e := &env{store: st, nc: nc}
+	e := &env{store: st, nc: nc, view: view}
 	e.setNow(beforeNoon)
 	e.runner = &command.Runner{Store: st, Codec: contracts.Codec{}, Source: contracts.Source(contracts.ServiceOrder), Clock: e.clock}
 	e.svc = New(e.runner, view.Snapshot)

@@ -46,6 +46,12 @@ func TestFrozenPlacementIsOnRecord(t *testing.T) {
 		Scope:             contracts.Scope{Jurisdictions: []string{"ID"}, Channels: []contracts.Channel{contracts.ChannelSocialCommerce}},
 		BlockedOperations: contracts.FreezeOperations, EffectiveAt: freezeAt, LegalBasis: "Permendag 31/2023", Issuer: "Kemendag"})
 	freezePos := e.head(t)
+	// The service decides under the view's policy: let it apply the whole
+	// freeze batch (the event and its fence record) first, so that the
+	// record's policy position is the head's.
+	if _, err := e.view.Snapshot(t.Context(), true); err != nil {
+		t.Fatal(err)
+	}
 	e.setNow(freezeAt)
 	cmd := with(place(), func(c *contracts.PlaceOrder) { c.OrderID, c.IdempotencyKey = "o9", "place-o9" })
 	ctx := command.WithPrincipal(command.WithCorrelationID(t.Context(), "flow-9"), "buyer:b1")
