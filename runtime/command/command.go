@@ -452,6 +452,19 @@ func decideGroup[S, P any](r *Runner, agg Aggregate[S], ref events.AggregateRef,
 			refreshPolicy, lastErr = true, err
 		case events.KindOf(err) == events.KindConflict:
 			lastErr = err
+			// Another process's decision won the aggregate. A large
+			// group takes longer to decide again than a small one, and
+			// could lose every round to a writer that decides quickly:
+			// the next attempt keeps the older half, and the younger half
+			// goes back to the front of the lane for the next group.
+			if n := len(active); n > 1 {
+				back := make([]queued, 0, n-n/2+len(left))
+				for _, j := range active[(n+1)/2:] {
+					back = append(back, j)
+				}
+				left = append(back, left...)
+				active = active[:(n+1)/2]
+			}
 		default:
 			finishAll(active, err)
 			return left
