@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -17,7 +18,37 @@ import (
 // Each says that the log once held every position up to its Position: a
 // log that now ends before it has lost history (`ledger serve` refuses to
 // serve it). It only reads, so the investigator's user may call it.
+//
+// On a cluster another process may create the bucket between the wait for
+// its leader and the read, and a bucket without a leader yet answers
+// nothing: a read that finds the log unavailable is tried again, bounded by
+// events.LeaderWaitMax, each try bounded by checkpointsAsk.
 func CommittedCheckpoints(ctx context.Context, js jetstream.JetStream) ([]Checkpoint, error) {
+	deadline := time.Now().Add(events.LeaderWaitMax)
+	for {
+		actx, cancel := context.WithTimeout(ctx, checkpointsAsk)
+		out, err := committedCheckpoints(actx, js)
+		cancel()
+		var e *events.Error
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) ||
+			!errors.As(err, &e) || e.Kind != events.KindUnavailable {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(checkpointsPause):
+		}
+	}
+}
+
+// checkpointsAsk bounds one try at reading the checkpoints.
+const checkpointsAsk = 5 * time.Second
+
+// checkpointsPause is the pause between two tries: the leader election it
+// waits out announces nothing to await.
+const checkpointsPause = 100 * time.Millisecond
+
+func committedCheckpoints(ctx context.Context, js jetstream.JetStream) ([]Checkpoint, error) {
 	const op = "projections.CommittedCheckpoints"
 	if err := awaitLeader(ctx, js, "KV_"+StateBucket); err != nil {
 		return nil, err
