@@ -110,6 +110,11 @@ type Event struct {
 	Position uint64
 	// RecordedAt is the server's time of storing the event.
 	RecordedAt time.Time
+	// Behind is delivery information, not part of the fact: on an event a
+	// subscription delivers, how many events matching it the log held
+	// after this one at that moment (the follower's lag in events; 0 when
+	// caught up, and on a store that does not tell). Reads leave it 0.
+	Behind uint64
 }
 
 // Context returns the bounded context of the event's type ("order" for

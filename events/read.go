@@ -523,6 +523,7 @@ func (s *JetStreamStore) Subscribe(ctx context.Context, q Query, fn func(Event) 
 		if err != nil {
 			return err
 		}
+		e.Behind = meta.NumPending
 		return fn(e)
 	})
 }

@@ -73,6 +73,9 @@ func (a *api) watchCheckout(c *checkout.Runner) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_follower_lag_seconds",
 			Help: "How long after the log recorded it the follower's last event was delivered", ConstLabels: prometheus.Labels{"follower": "checkout"}},
 			func() float64 { return c.Progress().Lag.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_follower_lag_events",
+			Help: "How many events the follower's subscription still had to deliver after its last one, when that one was delivered", ConstLabels: prometheus.Labels{"follower": "checkout"}},
+			func() float64 { return float64(c.Progress().Behind) }),
 	)
 }
 

@@ -136,7 +136,7 @@ func TestCheckoutThroughServeIsOneTrace(t *testing.T) {
 	_, metrics := s.call(t, "GET", "/metrics", token, nil)
 	for _, name := range []string{"ledger_append_duration_seconds_bucket{outcome=\"ok\"", "ledger_append_batch_decisions_bucket",
 		"ledger_append_batch_duration_seconds_bucket", "ledger_command_duration_seconds_bucket", "ledger_http_request_duration_seconds_bucket",
-		"ledger_checkouts_in_flight ", "ledger_checkouts_stuck 0", "ledger_follower_lag_seconds{follower=\"checkout\"}",
+		"ledger_checkouts_in_flight ", "ledger_checkouts_stuck 0", "ledger_follower_lag_seconds{follower=\"checkout\"}", "ledger_follower_lag_events{follower=\"checkout\"}",
 		"ledger_trace_spans_dropped_total 0", "ledger_service_command_duration_seconds_bucket{command=\"payment.authorize\",outcome=\"ok\""} {
 		if !strings.Contains(string(metrics), name) {
 			t.Errorf("/metrics after a checkout lacks %s", name)

@@ -101,6 +101,7 @@ type Runner struct {
 	flightMu sync.Mutex
 	flight   map[uint64]flight // events being handled, by position
 	lagNanos atomic.Int64      // delivery delay of the last event delivered
+	behind   atomic.Uint64     // the events it still had to deliver after it
 
 	liveMu sync.Mutex
 	live   map[string]uint64 // order -> position of its confirmation, seen by a round of this runner
@@ -969,6 +970,7 @@ func (c *Runner) track(e events.Event, order string) {
 	if !e.RecordedAt.IsZero() {
 		c.lagNanos.Store(int64(now.Sub(e.RecordedAt)))
 	}
+	c.behind.Store(e.Behind)
 	c.flightMu.Lock()
 	c.flight[e.Position] = flight{order: order, since: now}
 	c.flightMu.Unlock()
@@ -992,6 +994,9 @@ type Progress struct {
 	// Lag is how long after the log recorded it the last step event was
 	// delivered (measured on this host's clock).
 	Lag time.Duration
+	// Behind is how many step events the log held after the last one
+	// delivered, when it was delivered: the follower's lag in events.
+	Behind uint64
 }
 
 // Progress returns what the runner is doing now.
@@ -1005,7 +1010,7 @@ func (c *Runner) Progress() Progress {
 		}
 	}
 	c.flightMu.Unlock()
-	p := Progress{InFlight: len(oldest), Lag: time.Duration(c.lagNanos.Load())}
+	p := Progress{InFlight: len(oldest), Lag: time.Duration(c.lagNanos.Load()), Behind: c.behind.Load()}
 	for _, since := range oldest {
 		if now.Sub(since) > c.cfg.Timeout {
 			p.Stuck++
