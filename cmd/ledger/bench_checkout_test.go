@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -203,24 +204,7 @@ func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 		js, _ := jetstream.New(nc)
 		raw := rawAtomicBatchRate(b, nc)
 
-		idr := func(m int64) contracts.Money { return contracts.Money{AmountMinor: m, Currency: "IDR"} }
-		var wg sync.WaitGroup
-		for c := range 16 {
-			wg.Go(func() {
-				for i := c; i < listings; i += 16 {
-					code, body, err := postCommand(base, "listing.create", contracts.CreateListing{ListingID: fmt.Sprintf("bl-%03d", i),
-						SellerID: fmt.Sprintf("seller-%02d", i%32), Title: "bench item", Category: "fashion",
-						Channel: contracts.Channels[i%2], Jurisdiction: "ID", Origin: contracts.OriginDomestic,
-						Price: idr(int64(10_000+i) * 100), Stock: 1_000_000_000})
-					if err != nil || code != http.StatusOK {
-						b.Errorf("listing.create: %d %s %v", code, body, err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if b.Failed() {
+		if !createBenchListings(b, base, listings) {
 			return
 		}
 		ended := watchCheckouts(b, js)
@@ -250,6 +234,32 @@ func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 	}
 }
 
+// createBenchListings creates the bench's listings (ample stock, both
+// channels) through the HTTP API; false when one failed.
+func createBenchListings(b *testing.B, base string, listings int) bool {
+	idr := func(m int64) contracts.Money { return contracts.Money{AmountMinor: m, Currency: "IDR"} }
+	var wg sync.WaitGroup
+	for c := range 16 {
+		wg.Go(func() {
+			for i := c; i < listings; i += 16 {
+				code, body, err := postCommand(base, "listing.create", contracts.CreateListing{ListingID: fmt.Sprintf("bl-%03d", i),
+					SellerID: fmt.Sprintf("seller-%02d", i%32), Title: "bench item", Category: "fashion",
+					Channel: contracts.Channels[i%2], Jurisdiction: "ID", Origin: contracts.OriginDomestic,
+					Price: idr(int64(10_000+i) * 100), Stock: 1_000_000_000})
+				if err != nil || code != http.StatusOK {
+					b.Errorf("listing.create: %d %s %v", code, body, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return !b.Failed()
+}
+
+// loadRounds counts the loads run in this process.
+var loadRounds atomic.Int64
+
 // checkoutLoad runs clients clients doing checkouts back to back for
 // seconds, prints the figures and returns them (nil when a checkout
 // failed).
@@ -262,6 +272,7 @@ func checkoutLoad(b *testing.B, mode checkoutMode, base string, js jetstream.Jet
 	}
 	samples := make([][]sample, clients)
 	errs := make([]error, clients)
+	round := loadRounds.Add(1) // order ids differ from one load to the next on the same server
 	before := streamLastSeq(b, js)
 	cpu0, busy0 := processCPU(), machineCPU()
 	stop := time.Now().Add(time.Duration(seconds) * time.Second)
@@ -270,7 +281,7 @@ func checkoutLoad(b *testing.B, mode checkoutMode, base string, js jetstream.Jet
 	for c := range clients {
 		wg.Go(func() {
 			for n := 0; time.Now().Before(stop); n++ {
-				id := fmt.Sprintf("bo-%d-%03d-%06d", clients, c, n)
+				id := fmt.Sprintf("bo-%d-%d-%03d-%06d", round, clients, c, n)
 				listingID := fmt.Sprintf("bl-%03d", (c*7+n)%listings)
 				var pac time.Duration
 				step := func(name string, cmd any, out any, blocked bool) error {

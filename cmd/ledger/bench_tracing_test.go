@@ -1,0 +1,95 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/marketledger/ledger/node/auth"
+)
+
+// BenchmarkCheckoutTracingCost measures what tracing costs the checkout, in
+// one run, both ways: one `ledger serve` started with tracing on (every
+// span exported, by the batch processor, as JSON lines to a file), and
+// LEDGER_BENCH_ROUNDS (default 3) pairs of loads of 64 clients for
+// LEDGER_BENCH_SECONDS each after a warm-up load, alternating tracing off
+// (the provider swapped out: the spans are no-ops and nothing is
+// propagated) and on in the order off, on, on, off, ..., so that a
+// machine's drift falls on both alike. It prints each round and one
+// BENCH_JSON line with the median checkouts/s and p99 of each way and the
+// cost: 1 - on/off of the medians (the issue's bound: under 5%).
+func BenchmarkCheckoutTracingCost(b *testing.B) {
+	seconds, rounds := benchSeconds, 3
+	if s, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_SECONDS")); err == nil && s > 0 {
+		seconds = s
+	}
+	if n, err := strconv.Atoi(os.Getenv("LEDGER_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	b.Setenv("OTEL_TRACES_EXPORTER", "console")
+	b.Setenv(envTracesFile, b.TempDir()+"/spans.jsonl")
+	for range b.N {
+		base, natsURL, dataDir := benchServe(b, benchClients)
+		provider := globalTracer.current.Load()
+		if provider == nil {
+			b.Fatal("serve started without tracing although OTEL_TRACES_EXPORTER=console")
+		}
+		defer globalTracer.use(provider) // serve's shutdown flushes it
+		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
+		js, _ := jetstream.New(nc)
+		raw := rawAtomicBatchRate(b, nc)
+		if !createBenchListings(b, base, benchListings) {
+			return
+		}
+		ended := watchCheckouts(b, js)
+		fmt.Println("warm-up: tracing on, not counted")
+		if checkoutLoad(b, managed, base, js, ended, benchClients, benchListings, seconds, raw) == nil {
+			return
+		}
+		rates := map[bool][]float64{}
+		p99s := map[bool][]float64{}
+		for r := range 2 * rounds {
+			on := (r%2 == 1) != (r/2%2 == 1) // off, on, on, off, off, on...
+			if on {
+				globalTracer.use(provider)
+			} else {
+				globalTracer.use(nil)
+			}
+			fmt.Printf("round %d: tracing %s\n", r/2+1, map[bool]string{true: "on", false: "off"}[on])
+			res := checkoutLoad(b, managed, base, js, ended, benchClients, benchListings, seconds, raw)
+			if res == nil {
+				return
+			}
+			rates[on] = append(rates[on], res["checkouts_per_s"].(float64))
+			p99s[on] = append(p99s[on], res["checkout_p99_ms"].(float64))
+		}
+		off, on := median(rates[false]), median(rates[true])
+		out, _ := json.Marshal(map[string]any{"bench": "checkout_tracing_cost", "clients": benchClients, "seconds": seconds, "rounds": rounds,
+			"off_checkouts_per_s": rates[false], "on_checkouts_per_s": rates[true],
+			"off_median_checkouts_per_s": round2(off), "on_median_checkouts_per_s": round2(on),
+			"off_median_p99_ms": round2(median(p99s[false])), "on_median_p99_ms": round2(median(p99s[true])),
+			"tracing_cost": round2(1 - on/off), "target_tracing_cost": 0.05})
+		fmt.Printf("tracing off: %.0f checkouts/s (median of %v); on: %.0f (median of %v); cost %.1f%% (target < 5%%)\n",
+			off, rates[false], on, rates[true], 100*(1-on/off))
+		fmt.Printf("BENCH_JSON %s\n", out)
+		b.ReportMetric(100*(1-on/off), "tracing_cost_%")
+	}
+}
+
+// median returns the middle of xs (the mean of the two middle ones for an
+// even count).
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
