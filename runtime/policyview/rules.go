@@ -65,11 +65,14 @@ func WithActor(err error, actor string) error {
 	return err
 }
 
+// Error says what the refusal means for the caller; the error it is the
+// cause of already names the rule, its kind and legal basis, so this does
+// not repeat them.
 func (r *Refusal) Error() string {
 	if r.Floor != nil {
-		return fmt.Sprintf("unit price below the floor of %s set by rule %s (%s)", r.Floor, r.RuleID, r.LegalBasis)
+		return fmt.Sprintf("the unit price is below the floor of %s", r.Floor)
 	}
-	return fmt.Sprintf("frozen by rule %s (%s)", r.RuleID, r.LegalBasis)
+	return "suspended while the rule is in force"
 }
 
 // Check returns nil if no rule enforced at instant now under the rules'

@@ -1,6 +1,7 @@
 package policyview
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,9 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s: refused: %v", tc.name, err)
 		case tc.rule != "" && (events.KindOf(err) != events.KindFrozen || r == nil || r.RuleID != tc.rule || r.LegalBasis != "Permendag 31/2023"):
 			t.Errorf("%s: got %v, want a refusal by %s", tc.name, err, tc.rule)
+		case tc.rule != "" && (strings.Count(err.Error(), "rule "+tc.rule) != 1 || strings.Count(err.Error(), "Permendag 31/2023") != 1):
+			// The message is a 423's detail: the rule and its basis once.
+			t.Errorf("%s: %q names the rule or its legal basis more than once", tc.name, err)
 		}
 	}
 }
