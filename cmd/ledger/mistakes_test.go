@@ -143,3 +143,28 @@ func TestExitCodesFollowTheReadme(t *testing.T) {
 		t.Errorf("ledger policy (its help): exit %d, want 0", code)
 	}
 }
+
+// TestPolicyRefusalsNameTheFlag: a policy command the ledger refuses says
+// which flag to fix, in the flag's words, not the command field's JSON
+// pointer or the contract schema's keyword.
+func TestPolicyRefusalsNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "jetstream"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"policy", "freeze", "--all", "--basis", "", "--issuer", "kemendag"}, "ledger: --basis: required, must not be empty\n"},
+		{[]string{"policy", "freeze", "--all", "--channel", "bogus", "--basis", "b", "--issuer", "kemendag"}, "ledger: --channel: must be one of marketplace, social_commerce\n"},
+		{[]string{"policy", "freeze", "--all", "--basis", "b", "--issuer", "kemendag", "--effective", "2020-01-01T00:00:00+07:00"}, "ledger: --effective: not earlier than the decision instant "},
+		{[]string{"policy", "lift", "--rule-id", "nope", "--basis", "b", "--issuer", "kemendag"}, "ledger: --rule-id: no freeze rule \"nope\"\n"},
+	} {
+		args := append(tc.args, "--data", dir)
+		_, stderr, code := runLedger(t.Context(), args...)
+		if code != exitUsage || !strings.HasPrefix(stderr, tc.want) {
+			t.Errorf("ledger %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(args, " "), code, stderr, tc.want)
+		}
+	}
+}

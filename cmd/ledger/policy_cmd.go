@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/marketledger/ledger/contracts"
+	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/node/auth"
 	"github.com/marketledger/ledger/projections"
 	"github.com/marketledger/ledger/services/policy"
@@ -155,7 +158,7 @@ func withPolicy(ctx context.Context, g *globals, issuersFlag string, w io.Writer
 	defer st.Close()
 	reply, err := dispatch(ctx, st, name, body)
 	if err != nil {
-		return err
+		return namePolicyFlag(err)
 	}
 	return printJSONOr(w, g.json, reply, func() {
 		r := reply.(policy.Reply)
@@ -165,6 +168,60 @@ func withPolicy(ctx context.Context, g *globals, issuersFlag string, w io.Writer
 		}
 		fmt.Fprintln(w)
 	})
+}
+
+// policyFieldFlags names the flag that sets each field of a policy command,
+// longest field first where one is the prefix of another.
+var policyFieldFlags = []struct{ field, flag string }{
+	{"/effective_at", "--effective"},
+	{"/legal_basis", "--basis"},
+	{"/issuer", "--issuer"},
+	{"/rule_id", "--rule-id"},
+	{"/description", "--description"},
+	{"/idempotency_key", "--idempotency-key"},
+	{"/blocked_operations", "--operation"},
+	{"/scope/jurisdictions", "--jurisdiction"},
+	{"/scope/channels", "--channel"},
+	{"/scope/categories", "--category"},
+	{"/scope/sellers", "--seller"},
+	{"/scope", "--all or a scope flag (--jurisdiction, --channel, --category, --seller)"},
+}
+
+// flagError is a refusal of a command field, told by the flag that set it.
+type flagError struct {
+	flag string
+	err  *events.Error
+}
+
+func (e flagError) Error() string {
+	rule := e.err.Rule
+	if rule == "" && e.err.Err != nil {
+		rule = e.err.Err.Error()
+	}
+	// The contract's words for required and for a closed list.
+	if rule == "minLength 1" {
+		rule = "required, must not be empty"
+	} else if list, ok := strings.CutPrefix(rule, "enum ["); ok {
+		rule = "must be one of " + strings.ReplaceAll(strings.TrimSuffix(list, "]"), " ", ", ")
+	}
+	return e.flag + ": " + rule
+}
+
+func (e flagError) Unwrap() error { return e.err }
+
+// namePolicyFlag says which flag a policy command's refusal is about,
+// instead of the command field's JSON pointer.
+func namePolicyFlag(err error) error {
+	var e *events.Error
+	if !errors.As(err, &e) || e.Field == "" {
+		return err
+	}
+	for _, f := range policyFieldFlags {
+		if e.Field == f.field || strings.HasPrefix(e.Field, f.field+"/") {
+			return flagError{flag: f.flag, err: e}
+		}
+	}
+	return err
 }
 
 func newPolicyListCmd(g *globals) *cobra.Command {
