@@ -199,15 +199,10 @@ func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 		b.Setenv(envTracesFile, spans)
 	}
 	for range b.N {
-		base, natsURL, dataDir := benchServe(b, slices.Max(counts))
-		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
-		js, _ := jetstream.New(nc)
-		raw := rawAtomicBatchRate(b, nc)
-
-		if !createBenchListings(b, base, listings) {
+		base, js, ended, raw := servedForCheckouts(b, slices.Max(counts), listings)
+		if b.Failed() {
 			return
 		}
-		ended := watchCheckouts(b, js)
 		var curve []map[string]any
 		for _, clients := range counts {
 			res := checkoutLoad(b, mode, base, js, ended, clients, listings, seconds, raw)
@@ -232,6 +227,21 @@ func benchCheckout(b *testing.B, mode checkoutMode, counts []int) {
 			fmt.Printf("wrote %s\n", out)
 		}
 	}
+}
+
+// servedForCheckouts starts `ledger serve` for clients clients (benchServe),
+// measures the raw atomic-batch rate on its server, creates the listings
+// and watches the checkouts' ends; b has failed when a listing could not be
+// created.
+func servedForCheckouts(b *testing.B, clients, listings int) (base string, js jetstream.JetStream, ended *checkoutEnds, raw float64) {
+	base, natsURL, dataDir := benchServe(b, clients)
+	nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
+	js, _ = jetstream.New(nc)
+	raw = rawAtomicBatchRate(b, nc)
+	if createBenchListings(b, base, listings) {
+		ended = watchCheckouts(b, js)
+	}
+	return base, js, ended, raw
 }
 
 // createBenchListings creates the bench's listings (ample stock, both

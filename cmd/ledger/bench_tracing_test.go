@@ -7,10 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/marketledger/ledger/node/auth"
 )
 
 // BenchmarkCheckoutTracingCost measures what tracing costs the checkout, in
@@ -34,19 +30,15 @@ func BenchmarkCheckoutTracingCost(b *testing.B) {
 	b.Setenv("OTEL_TRACES_EXPORTER", "console")
 	b.Setenv(envTracesFile, b.TempDir()+"/spans.jsonl")
 	for range b.N {
-		base, natsURL, dataDir := benchServe(b, benchClients)
+		base, js, ended, raw := servedForCheckouts(b, benchClients, benchListings)
+		if b.Failed() {
+			return
+		}
 		provider := globalTracer.current.Load()
 		if provider == nil {
 			b.Fatal("serve started without tracing although OTEL_TRACES_EXPORTER=console")
 		}
 		defer globalTracer.use(provider) // serve's shutdown flushes it
-		nc := connectAs(b, natsURL, dataDir, auth.RoleOperator)
-		js, _ := jetstream.New(nc)
-		raw := rawAtomicBatchRate(b, nc)
-		if !createBenchListings(b, base, benchListings) {
-			return
-		}
-		ended := watchCheckouts(b, js)
 		fmt.Println("warm-up: tracing on, not counted")
 		if checkoutLoad(b, managed, base, js, ended, benchClients, benchListings, seconds, raw) == nil {
 			return
