@@ -7,7 +7,7 @@ MODULES := $(shell $(GO) work edit -json | grep -o '"DiskPath": "[^"]*"' | sed '
 TEST_TIMEOUT ?= 15m
 BIN := bin/ledger
 
-.PHONY: all build run test bench lint tidy-check fuzz clean $(addprefix test/,$(MODULES))
+.PHONY: all build run test bench lint tidy-check fuzz release clean $(addprefix test/,$(MODULES))
 
 all: lint test
 
@@ -47,6 +47,16 @@ tidy-check:
 		$(GO) mod tidy && \
 		if ! git diff --quiet -- go.mod go.sum; then echo "module $$m is not tidy"; git diff -- go.mod go.sum; exit 1; fi) || exit 1; \
 	done
+
+## release: cut VERSION of every module (make release VERSION=v0.1.0) into a
+## module proxy directory, RELEASE_PROXY, and check that a fresh module outside
+## the workspace fetches it with go get and builds; TAG=1 also commits the
+## release and tags it once per module (<folder>/VERSION), without pushing.
+RELEASE_PROXY ?= bin/release-proxy
+release:
+	@test -n "$(VERSION)" || { echo "make release: VERSION is required, for example make release VERSION=v0.1.0"; exit 2; }
+	rm -rf $(RELEASE_PROXY)
+	cd testkit && $(GO) run ./cmd/release --repo .. --version $(VERSION) --proxy $(abspath $(RELEASE_PROXY)) --check $(if $(TAG),--tag)
 
 clean:
 	rm -rf bin

@@ -8,9 +8,15 @@ import (
 	"strings"
 )
 
-// checkFolders are the modules a service subscribing to the ledger fetches
-// (docs/subscriber.md), plus the order service's commands and events.
-var checkFolders = []string{"runtime", "events", "contracts", "services/order"}
+// getFolders are the modules a service subscribing to the ledger asks
+// for with `go get`: the subscriber SDK and the order service's commands
+// and events. The modules they need (events, contracts, node) must come
+// from the release's own requirements, as they will for that service.
+var getFolders = []string{"runtime", "services/order"}
+
+// wantFolders are the modules the fresh module must then require at the
+// release version.
+var wantFolders = []string{"runtime", "services/order", "events", "contracts"}
 
 // consumerMain is a program on the subscriber SDK and the contracts, as a
 // service outside the repository would write it.
@@ -20,6 +26,7 @@ import (
 	"fmt"
 
 	"%[1]s/contracts"
+	"%[1]s/events"
 	"%[1]s/runtime/subscriber"
 )
 
@@ -27,7 +34,7 @@ func main() {
 	if err := subscriber.ValidateName("emails-orders"); err != nil {
 		panic(err)
 	}
-	fmt.Println("subscriber ok, notary aggregate", contracts.NotaryAggregateID)
+	fmt.Println("subscriber ok, notary aggregate", contracts.NotaryAggregateID, "subjects", events.SubjectPrefix)
 }
 `
 
@@ -46,13 +53,14 @@ func checkRelease(proxy, v string, mods []workMod, stdout io.Writer) error {
 	for _, m := range mods {
 		byFolder[m.folder] = m
 	}
-	var gets []string
-	for _, f := range checkFolders {
-		m, ok := byFolder[f]
-		if !ok {
+	for _, f := range wantFolders {
+		if _, ok := byFolder[f]; !ok {
 			return fmt.Errorf("--check: go.work has no module in folder %s to fetch", f)
 		}
-		gets = append(gets, m.path+"@"+v)
+	}
+	var gets []string
+	for _, f := range getFolders {
+		gets = append(gets, byFolder[f].path+"@"+v)
 	}
 	prefix := strings.TrimSuffix(byFolder["runtime"].path, "/runtime")
 
@@ -80,6 +88,14 @@ func checkRelease(proxy, v string, mods []workMod, stdout io.Writer) error {
 	if _, err := goCmd(mod, env, append([]string{"get"}, gets...)...); err != nil {
 		return fmt.Errorf("--check: a fresh module could not fetch the release from --proxy %s: %w", proxy, err)
 	}
+	if err := checkSelected(mod, prefix, v, byFolder); err != nil {
+		return err
+	}
+	// The service's next step: tidy loads the tests of the packages it
+	// imports too, so every module they need must resolve at the release.
+	if _, err := goCmd(mod, env, "mod", "tidy"); err != nil {
+		return fmt.Errorf("--check: go mod tidy in a fresh module using the release fails: %w", err)
+	}
 	// -trimpath: the module cache's path changes from one check to the
 	// next; without it no compiled package would come from the build cache.
 	bin := filepath.Join(dir, "consumer.bin")
@@ -90,7 +106,33 @@ func checkRelease(proxy, v string, mods []workMod, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--check: the program built against the release failed: %w", err)
 	}
-	fmt.Fprintf(stdout, "checked: a fresh module fetched %s and built a subscriber: %s", strings.Join(gets, " "), out)
+	fmt.Fprintf(stdout, "checked: a fresh module fetched %s, tidied and built a subscriber: %s", strings.Join(gets, " "), out)
+	return nil
+}
+
+// checkSelected refuses a fresh module that, after `go get`, requires one
+// of the project's modules at another version than the release's, or lacks
+// one that a subscriber needs.
+func checkSelected(mod, prefix, v string, byFolder map[string]workMod) error {
+	file := filepath.Join(mod, "go.mod")
+	mf, err := readModFile(file)
+	if err != nil {
+		return err
+	}
+	got := make(map[string]string)
+	for _, r := range mf.Require {
+		if strings.HasPrefix(r.Mod.Path, prefix+"/") {
+			got[r.Mod.Path] = r.Mod.Version
+			if r.Mod.Version != v {
+				return fmt.Errorf("--check: after go get, a fresh module requires %s@%s, not %s: a module of the release still requires it at %s", r.Mod.Path, r.Mod.Version, v, r.Mod.Version)
+			}
+		}
+	}
+	for _, f := range wantFolders {
+		if p := byFolder[f].path; got[p] != v {
+			return fmt.Errorf("--check: after go get, a fresh module does not require %s@%s", p, v)
+		}
+	}
 	return nil
 }
 
