@@ -216,10 +216,17 @@ func (r *repo) commitAndTag(tree string, mods []workMod, v string) (time.Time, e
 		return time.Time{}, err
 	}
 	commit = strings.TrimSpace(commit)
+	var made []string
 	for _, m := range mods {
 		if _, err := git(r.root, "tag", "--annotate", "--message", m.path+" "+v, m.tag(v), commit); err != nil {
+			// All tags or none: a release with some modules tagged would
+			// refuse to be cut again at the same version.
+			if len(made) > 0 {
+				git(r.root, append([]string{"tag", "--delete"}, made...)...)
+			}
 			return time.Time{}, err
 		}
+		made = append(made, m.tag(v))
 	}
 	return r.commitTime(commit)
 }
