@@ -13,8 +13,10 @@ import (
 	"github.com/marketledger/ledger/testkit"
 )
 
-// runTimeout bounds one seeded run; a run that needs longer is stuck.
-const runTimeout = 90 * time.Second
+// runTimeout bounds one seeded run; a run that needs longer is stuck. It
+// outlasts the checkout deadline, so that a slow order ends with the
+// checkout's outcome, not the test's time-out.
+const runTimeout = checkoutDeadline + time.Minute
 
 // typeChecked is the store option every scenario store uses, as `ledger
 // serve` does: an event the contracts do not know is refused.

@@ -10,7 +10,7 @@ import (
 	"github.com/marketledger/ledger/contracts"
 )
 
-// TestHotListingAmpleStock: 64 buyers at once, four orders each, all on one
+// TestHotListingAmpleStock: 64 buyers at once, two orders each, all on one
 // listing with ample stock, across three service instances on one node (a
 // flash sale). Every order is accepted: an order may fail for want of stock
 // or by a rule, never because other buyers were busy. Before commands of
@@ -21,7 +21,7 @@ func TestHotListingAmpleStock(t *testing.T) {
 	ins := nodeInstances(t, 3)
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	defer cancel()
-	const buyers, each = 64, 4
+	const buyers, each = 64, 2
 	lst := ListingSpec{ID: "flash-hot", Seller: "seller-flash", Category: "flash", Channel: contracts.ChannelMarketplace,
 		Price: 49_000 * 100, Stock: 1_000_000}
 	if err := CreateListings(ctx, ins[0], lst); err != nil {

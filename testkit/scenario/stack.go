@@ -172,6 +172,15 @@ func (in *Instance) Pause(t testing.TB, context string) (resume func()) {
 	}
 }
 
+// checkoutDeadline is the scenarios' checkout deadline after placement, in
+// place of the product's 30 s. The scenarios judge what freezes, stock and
+// contention make of orders; a deadline's own outcome is tested in
+// services/checkout. Hundreds of orders under the race detector on a CI
+// machine of two busy cores can take longer than 30 s from placement to
+// reservation without any of those causes, and must not end rejected for
+// it.
+const checkoutDeadline = 3 * time.Minute
+
 // NewCheckout runs the product's checkout (services/checkout, started by
 // checkoutrun.Start as `ledger serve` runs it) on the log of ins, which
 // must all share one log, and follows the log for the checkouts' ends.
@@ -186,7 +195,7 @@ func NewCheckout(t testing.TB, ins []*Instance) *Checkouts {
 		t.Fatalf("scenario: checkout: %v", err)
 	}
 	runner, _ := checkoutrun.Start(t, checkout.Config{Store: st, Conn: st.JetStream().Conn(), Clock: time.Now,
-		OnError: func(err error) { t.Logf("checkout: %v", err) }})
+		Timeout: checkoutDeadline, OnError: func(err error) { t.Logf("checkout: %v", err) }})
 	w := &Checkouts{Runner: runner, store: st, ends: map[string]End{}, changed: make(chan struct{})}
 	fctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
