@@ -99,7 +99,7 @@ func immediateFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 			t.Fatalf("fault: %v", err)
 		}
 	}
-	if err := Await(ctx, time.Minute, "64 refusals and 4 control checkouts after the freeze", func() bool {
+	if err := Await(ctx, 2*time.Minute, "64 refusals and 4 control checkouts after the freeze", func() bool {
 		return load.RefusedAfter() >= 64 && load.ControlAfter() >= 4
 	}); err != nil {
 		t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)
@@ -183,7 +183,7 @@ func scheduledFreeze(t *testing.T, seed uint64, ins []*Instance, fault func(cont
 			t.Fatalf("fault: %v", err)
 		}
 	}
-	if err := Await(ctx, time.Minute, "64 refusals and 4 control checkouts after the instant", func() bool {
+	if err := Await(ctx, 2*time.Minute, "64 refusals and 4 control checkouts after the instant", func() bool {
 		return load.RefusedAfter() >= 64 && load.ControlAfter() >= 4
 	}); err != nil {
 		t.Errorf("%v (refused %d, control %d, errors %v)", err, load.RefusedAfter(), load.ControlAfter(), load.Errs)

@@ -99,11 +99,24 @@ func (l *Load) Run(ctx context.Context) (stop func()) {
 				if err != nil {
 					return
 				}
+				if c.Outcome == Refused {
+					// A refused buyer tries again after a moment, as a
+					// person would: loops spinning on refusals at full
+					// speed would starve the out-of-scope checkouts the
+					// scenarios wait for on a busy machine.
+					select {
+					case <-ctx.Done():
+					case <-time.After(refusedPause):
+					}
+				}
 			}
 		})
 	}
 	return func() { cancel(); wg.Wait() }
 }
+
+// refusedPause is how long a loop waits after a refused checkout.
+const refusedPause = 50 * time.Millisecond
 
 func (l *Load) record(c *Checkout, control bool, cut *time.Time, began time.Time, err error) {
 	l.mu.Lock()
