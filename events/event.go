@@ -113,8 +113,9 @@ type Event struct {
 	// Behind is delivery information, not part of the fact: on an event a
 	// subscription delivers, how many events matching it the log held
 	// after this one at that moment (the follower's lag in events; 0 when
-	// caught up, and on a store that does not tell). Reads leave it 0.
-	Behind uint64
+	// caught up, and on a store that does not tell). Reads leave it 0. It
+	// is never encoded: it describes one delivery, not the event.
+	Behind uint64 `json:"-"`
 }
 
 // Context returns the bounded context of the event's type ("order" for
