@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -48,13 +49,27 @@ func tokenClient(token string) *http.Client {
 	return &http.Client{Transport: bearer{token: token}}
 }
 
-// connectAs connects to url as role with the seeds of dataDir.
+// connectAs connects to url as role with the .creds files of dataDir.
 func connectAs(tb testing.TB, url, dataDir, role string) *nats.Conn {
 	tb.Helper()
-	nc, err := auth.Connect(url, filepath.Join(credentialsDir(dataDir), role+auth.SeedExt))
+	nc, err := auth.Connect(url, filepath.Join(credentialsDir(dataDir), role+auth.CredsExt))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
 	return nc
+}
+
+// breakGlassAuth is the break-glass administrator's authentication: the
+// JWT a serve started with --break-glass-admin signed, and its seed.
+func breakGlassAuth(t *testing.T, userJWT, seedFile string) nats.Option {
+	t.Helper()
+	if userJWT == "" {
+		t.Fatal("no break-glass JWT: the server was not started with --break-glass-admin")
+	}
+	b, err := os.ReadFile(seedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nats.UserJWTAndSeed(userJWT, strings.TrimSpace(string(b)))
 }

@@ -97,6 +97,10 @@ type serveInfo struct {
 	// client port uses TLS.
 	TLSCA string `json:"tls_ca,omitempty"`
 	PID   int    `json:"pid"`
+	// BreakGlassJWT is the user JWT of the break-glass administrator this
+	// serve admits (--break-glass-admin), valid while it runs: not a
+	// secret, it authenticates no one without the administrator's seed.
+	BreakGlassJWT string `json:"break_glass_jwt,omitempty"`
 }
 
 func writeServeInfo(dir string, info serveInfo) error {

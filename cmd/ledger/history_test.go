@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/marketledger/ledger/contracts"
@@ -58,7 +59,7 @@ func serveWithHistory(t *testing.T) *shrinkable {
 			t.Fatalf("listing.create: %d %s", code, b)
 		}
 	}
-	nc, err := auth.Connect(s.info.NATS, seed)
+	nc, err := nats.Connect(s.info.NATS, breakGlassAuth(t, s.info.BreakGlassJWT, seed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func TestRecreatedLogIsNotServed(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srv.Shutdown()
-		nc, err := auth.Connect(srv.ClientURL(), set.SeedFile(auth.RoleOperator))
+		nc, err := auth.Connect(srv.ClientURL(), set.CredsFile(auth.RoleOperator))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +291,7 @@ func TestNotaryCheckpointMarksTheLog(t *testing.T) {
 		t.Fatalf("the log as signed: %v", err)
 	}
 
-	nc, err := auth.Connect(n.url, seed)
+	nc, err := nats.Connect(n.url, breakGlassAuth(t, n.breakGlassJWT, seed))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,11 +90,15 @@ type node struct {
 	lock          *dirLock         // held while srv runs
 	url           string
 	tlsCA         string // CA file trusted for the server's certificate ("" none)
-	// creds is the credentials directory (one nkey seed per role); "" means
-	// connect without credentials (--nats to a cluster without users).
+	// creds is the credentials directory (one <role>.creds file per role);
+	// "" means connect without credentials (--nats to a cluster without
+	// users).
 	creds string
-	opts  []nats.Option
-	log   *zap.Logger
+	// breakGlassJWT is the user JWT of the break-glass administrator the
+	// embedded server admits for this process's life ("" none).
+	breakGlassJWT string
+	opts          []nats.Option
+	log           *zap.Logger
 
 	role string
 	*roleConn
@@ -129,20 +133,20 @@ func (n *node) connect(role string, closed chan struct{}) (*nats.Conn, error) {
 	if n.creds == "" {
 		nc, err := nats.Connect(n.url, opts...)
 		if errors.Is(err, nats.ErrAuthorization) {
-			return nil, usagef("connect to %s: the server wants credentials: give --creds DIR (the directory of <role>%s seed files)", n.url, auth.SeedExt)
+			return nil, usagef("connect to %s: the server wants credentials: give --creds DIR (the directory of <role>%s files)", n.url, auth.CredsExt)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("connect to %s: %w", n.url, err)
 		}
 		return nc, nil
 	}
-	seed := filepath.Join(n.creds, role+auth.SeedExt)
-	if _, err := os.Stat(seed); err != nil {
-		return nil, usagef("credentials for role %s: %v (the embedded server writes them on first start; for a cluster see docs/operations.md)", role, err)
+	creds := filepath.Join(n.creds, role+auth.CredsExt)
+	if _, err := os.Stat(creds); err != nil {
+		return nil, usagef("credentials for role %s: %v (the embedded server writes them on first start; 'ledger credentials init --data DATA' writes them from the seeds; for a cluster see docs/operations.md)", role, err)
 	}
-	nc, err := auth.Connect(n.url, seed, opts...)
+	nc, err := auth.Connect(n.url, creds, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s as %s (%s): %w", n.url, role, seed, err)
+		return nil, fmt.Errorf("connect to %s as %s (%s): %w", n.url, role, creds, err)
 	}
 	return nc, nil
 }
@@ -238,7 +242,7 @@ func openNode(ctx context.Context, g *globals, cfg nodeConfig) (*node, error) {
 		}
 	} else if g.credsDir != "" {
 		n.creds = g.credsDir
-	} else if _, err := os.Stat(filepath.Join(credentialsDir(g.dataDir), auth.RoleOperator+auth.SeedExt)); err == nil {
+	} else if _, err := os.Stat(filepath.Join(credentialsDir(g.dataDir), auth.RoleOperator+auth.CredsExt)); err == nil {
 		n.creds = credentialsDir(g.dataDir)
 	}
 	if n.tlsCA != "" {
@@ -304,11 +308,16 @@ func (n *node) startOrJoin(g *globals, cfg nodeConfig) error {
 	n.creds = set.Dir()
 	configure := set.Configure
 	if cfg.breakGlass != "" {
-		admit, err := auth.BreakGlass(cfg.breakGlass)
-		if err != nil {
+		if configure, n.breakGlassJWT, err = set.BreakGlass(cfg.breakGlass); err != nil {
 			return usagef("--break-glass-admin: %v", err)
 		}
-		configure = tlsconf.Chain(configure, admit)
+	}
+	// A data directory from before operator mode keeps its streams under
+	// the global account; the server now keeps them under the ledger's.
+	if moved, err := embedded.AdoptGlobalAccount(g.dataDir, set.Account()); err != nil {
+		return usagef("%v", err)
+	} else if moved {
+		cfg.log.Info("moved the JetStream store to the ledger's NATS account (operator mode)", zap.String("account", set.Account()))
 	}
 	if cfg.serverTLS != nil {
 		configure = tlsconf.Chain(configure, tlsconf.Configure(cfg.serverTLS))
@@ -396,7 +405,7 @@ func checkCredentialsDir(dir string) error {
 		if err == nil {
 			err = fs.ErrInvalid
 		}
-		return usagef("--creds %s: %v (want the directory holding <role>%s seed files)", dir, err, auth.SeedExt)
+		return usagef("--creds %s: %v (want the directory holding <role>%s files)", dir, err, auth.CredsExt)
 	}
 	return nil
 }

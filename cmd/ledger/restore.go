@@ -101,7 +101,8 @@ func runRestore(ctx context.Context, g *globals, from string, w io.Writer) error
 	if err := n.startOrJoin(g, nodeConfig{host: "127.0.0.1", port: embedded.RandomPort, replicas: 1, breakGlass: admin, exclusive: true}); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(n.url, nats.Name("ledger-restore"), nats.Nkey(admin, kp.Sign))
+	nc, err := nats.Connect(n.url, nats.Name("ledger-restore"),
+		nats.UserJWT(func() (string, error) { return n.breakGlassJWT, nil }, kp.Sign))
 	if err != nil {
 		return fmt.Errorf("connect to the restore server: %w", err)
 	}

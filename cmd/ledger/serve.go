@@ -221,7 +221,7 @@ func runServe(ctx context.Context, g *globals, o *serveOpts) error {
 				return err
 			}
 		}
-		if err := writeServeInfo(g.dataDir, serveInfo{NATS: n.url, HTTP: o.http, TLSCA: ca, PID: os.Getpid()}); err != nil {
+		if err := writeServeInfo(g.dataDir, serveInfo{NATS: n.url, HTTP: o.http, TLSCA: ca, PID: os.Getpid(), BreakGlassJWT: n.breakGlassJWT}); err != nil {
 			return err
 		}
 		defer removeServeInfo(g.dataDir)

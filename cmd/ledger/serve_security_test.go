@@ -146,15 +146,21 @@ func TestServeEnforcesLeastPrivilegeByDefault(t *testing.T) {
 	}
 	s := startServed(t, g, &serveOpts{projections: true}, http.DefaultClient)
 
-	// Credentials: one seed per role, private to the user.
+	// Credentials: one seed and one .creds file per role, and the
+	// operator's, the account's and the system account's keys, private
+	// to the user.
 	dir := credentialsDir(g.dataDir)
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("credentials directory: %v %v; want mode 0700", fi, err)
 	}
+	files := []string{"nats-operator.nk", "account.nk", "nats-system.nk"}
 	for _, role := range auth.Roles() {
-		fi, err := os.Stat(filepath.Join(dir, role+auth.SeedExt))
+		files = append(files, role+auth.SeedExt, role+auth.CredsExt)
+	}
+	for _, f := range files {
+		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("seed of %s: %v; want mode 0600", role, err)
+			t.Errorf("%s: %v; want mode 0600", f, err)
 		}
 	}
 
@@ -392,8 +398,8 @@ func TestServeWithTLS(t *testing.T) {
 		t.Error("a client trusting another CA accepted the server's certificate")
 	}
 
-	seed := filepath.Join(credentialsDir(g.dataDir), auth.RoleInvestigator+auth.SeedExt)
-	if nc, err := auth.Connect(s.info.NATS, seed, nats.MaxReconnects(0)); err == nil {
+	creds := filepath.Join(credentialsDir(g.dataDir), auth.RoleInvestigator+auth.CredsExt)
+	if nc, err := auth.Connect(s.info.NATS, creds, nats.MaxReconnects(0)); err == nil {
 		nc.Close()
 		t.Error("NATS accepted a plain-text connection")
 	}
@@ -401,13 +407,13 @@ func TestServeWithTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := auth.Connect(s.info.NATS, seed, secure, nats.MaxReconnects(0))
+	nc, err := auth.Connect(s.info.NATS, creds, secure, nats.MaxReconnects(0))
 	if err != nil {
 		t.Fatalf("NATS over TLS: %v", err)
 	}
 	nc.Close()
 	wrong, _ := tlsconf.ClientOption(tlsconf.Files{CA: other.File()})
-	if nc, err := auth.Connect(s.info.NATS, seed, wrong, nats.MaxReconnects(0)); err == nil {
+	if nc, err := auth.Connect(s.info.NATS, creds, wrong, nats.MaxReconnects(0)); err == nil {
 		nc.Close()
 		t.Error("NATS over TLS with another CA connected")
 	}

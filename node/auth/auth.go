@@ -1,12 +1,17 @@
-// Package auth gives the embedded nats-server least-privilege users: one
-// nkey user per role (the four services, projections, a read-only
-// investigator and the operator), each allowed to publish and subscribe only
-// on the subjects its work needs. Ensure generates the users on first start
-// under DATA/credentials: one nkey seed file per role, which the stock nats
-// CLI accepts with --nkey, and auth.json, the users and permissions the
-// server loads. Subject permissions are what enforces the ledger's
-// "a service writes only its own context" rule on the server side, so a bug
-// or a compromised process in one service cannot append another's events.
+// Package auth gives the ledger's NATS server least-privilege users: one
+// user per role (the four services, projections, a read-only investigator
+// and the operator) and one per team that follows the log (subscriber),
+// each allowed to publish and subscribe only on the subjects its work
+// needs. Ensure generates them on first start under DATA/credentials: for
+// each an nkey seed and a standard .creds file whose user JWT, signed by
+// the ledger's account key, carries its permissions; the operator and
+// system account keys that make a server trust that account; and
+// auth.json, the users and their permissions. The server runs in operator
+// mode (docs/adr/0022-operator-mode.md): it accepts a user JWT the account
+// signed and enforces the permissions in it. Subject permissions are what
+// enforces the ledger's "a service writes only its own context" rule on
+// the server side, so a bug or a compromised process in one service cannot
+// append another's events.
 package auth
 
 import (
@@ -65,6 +70,9 @@ type fileConfig struct {
 type Set struct {
 	dir   string
 	users []User
+	// issued is the issue time of each user's current JWT, by public key.
+	issued map[string]int64
+	trust  trust
 }
 
 // Ensure returns the users of dataDir, creating what is missing: the
@@ -124,6 +132,11 @@ func Ensure(dataDir string) (*Set, error) {
 		if err := writeConfig(filepath.Join(dir, ConfigFile), fileConfig{Version: configVersion, Users: s.users}); err != nil {
 			return nil, err
 		}
+	}
+	// A data directory from before operator mode has the seeds only (or
+	// the seeds and account.nk): the JWTs are minted from them here.
+	if err := s.ensureTrust(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -304,23 +317,10 @@ func (s *Set) Dir() string { return s.dir }
 // `nats --nkey`.
 func (s *Set) SeedFile(role string) string { return filepath.Join(s.dir, role+SeedExt) }
 
-// Configure makes the server require one of the set's users on every client
-// connection; plug it into embedded.Config.Configure. Users are added to
-// any the options already have. Connections without credentials are
-// refused from then on.
-func (s *Set) Configure(opts *server.Options) {
-	for _, u := range s.users {
-		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.Nkey, Permissions: u.Permissions})
-	}
-}
-
-// Connect connects to url as the user whose seed is in seedFile. The seed is
-// read from the file when the server asks for a signature, so it is not
-// kept in memory between connections.
-func Connect(url, seedFile string, opts ...nats.Option) (*nats.Conn, error) {
-	opt, err := nats.NkeyOptionFromSeed(seedFile)
-	if err != nil {
-		return nil, fmt.Errorf("auth: credentials %s: %w", seedFile, err)
-	}
-	return nats.Connect(url, append([]nats.Option{opt}, opts...)...)
+// Connect connects to url as the user whose standard .creds file is
+// credsFile (nats.UserCredentials): the client sends the JWT and signs the
+// server's challenge with the seed, both read from the file when the
+// server asks, so the seed is not kept in memory between connections.
+func Connect(url, credsFile string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(url, append([]nats.Option{nats.UserCredentials(credsFile)}, opts...)...)
 }

@@ -105,7 +105,7 @@ func (v *violations) all() []string {
 func (c *cluster) connect(role string) (*nats.Conn, *violations) {
 	c.t.Helper()
 	v := &violations{ch: make(chan struct{}, 1)}
-	nc, err := auth.Connect(c.url, c.set.SeedFile(role), nats.Name("test-"+role), nats.ErrorHandler(v.handler))
+	nc, err := auth.Connect(c.url, c.set.CredsFile(role), nats.Name("test-"+role), nats.ErrorHandler(v.handler))
 	if err != nil {
 		c.t.Fatalf("connect as %s: %v", role, err)
 	}
@@ -592,15 +592,17 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
-// TestServerConfig checks that the configuration for an existing cluster
-// parses and gives the same permissions.
+// TestServerConfig: a stock nats-server started from the configuration
+// `ledger credentials server-config` prints admits each role's .creds file
+// (nats.UserCredentials) with that role's permissions: the investigator
+// reads the log and is refused an append at once.
 func TestServerConfig(t *testing.T) {
 	set, err := auth.Ensure(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	if err := set.WriteServerConfig(&b, "LEDGER"); err != nil {
+	if err := set.WriteServerConfig(&b); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "ledger.conf")
@@ -610,32 +612,35 @@ func TestServerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, conf)
 	}
-	if len(opts.Nkeys) != len(auth.Roles()) {
-		t.Fatalf("%d users parsed", len(opts.Nkeys))
+	if len(opts.TrustedOperators) != 1 || opts.SystemAccount == "" || len(opts.Nkeys) != 0 || len(opts.Users) != 0 {
+		t.Fatalf("operators %d, system account %q, nkey users %d, users %d: want one operator, a system account, no users in the configuration",
+			len(opts.TrustedOperators), opts.SystemAccount, len(opts.Nkeys), len(opts.Users))
 	}
-	for _, nu := range opts.Nkeys {
-		var want *server.Permissions
-		for _, u := range set.Users() {
-			if u.Nkey == nu.Nkey {
-				want = u.Permissions
-			}
-		}
-		got := nu.Permissions
-		if (want == nil) != (got == nil) {
-			t.Fatalf("%s: permissions %v, want %v", nu.Nkey, got, want)
-		}
-		if want == nil {
-			continue
-		}
-		if subjects(got.Publish, true) != subjects(want.Publish, true) ||
-			subjects(got.Subscribe, true) != subjects(want.Subscribe, true) ||
-			subjects(got.Publish, false) != subjects(want.Publish, false) {
-			t.Fatalf("%s: parsed permissions differ:\n%+v\n%+v", nu.Nkey, got.Publish, want.Publish)
-		}
-		if (want.Response == nil) != (got.Response == nil) || want.Response != nil && *want.Response != *got.Response {
-			t.Fatalf("%s: responses %+v, want %+v", nu.Nkey, got.Response, want.Response)
-		}
+	opts.NoSigs = true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
 	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	c := &cluster{t: t, set: set, url: srv.ClientURL()}
+	op, _ := c.connect(auth.RoleOperator)
+	c.op, _ = jetstream.New(op)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := events.EnsureStream(ctx, c.op, 1); err != nil {
+		t.Fatalf("the operator creates the stream: %v", err)
+	}
+	inv, v := c.connect(auth.RoleInvestigator)
+	js, _ := jetstream.New(inv)
+	if _, err := js.Stream(ctx, events.StreamName); err != nil {
+		t.Errorf("the investigator reads the stream: %v", err)
+	}
+	inv.Publish("ledger.order.o-1.placed", []byte("{}"))
+	v.wait(t, "ledger.order.o-1.placed")
 }
 
 // subjects joins a permission's allow (or deny) list; nil has none.

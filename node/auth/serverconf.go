@@ -5,68 +5,47 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
-
-	"github.com/nats-io/nats-server/v2/server"
 )
 
-// WriteServerConfig writes the set's users and permissions as an accounts
-// block of a nats-server configuration file, for running the ledger against
-// an existing cluster with the same least-privilege model as the embedded
-// server. The users go into account (for example "LEDGER"), which gets
-// JetStream; the server's own configuration must enable JetStream. Only
-// public keys are written: the seeds stay in the credentials directory.
-func (s *Set) WriteServerConfig(w io.Writer, account string) error {
-	if account == "" || strings.ContainsAny(account, " \t\r\n{}[]:=\"'#") {
-		return fmt.Errorf("auth: account name %q: use letters, digits, '-' or '_'", account)
-	}
+// WriteServerConfig writes the trust a nats-server needs to admit the
+// set's users, for running the ledger against a cluster with the same
+// least-privilege model as the embedded server: the operator's JWT, the
+// system account, and a memory resolver preloaded with the ledger's
+// account (JetStream on) and the system account. Every server of the
+// cluster includes the same text; its own configuration must enable
+// JetStream. Only public keys and JWTs are written: the keys stay in the
+// credentials directory. The users are not listed in it: the server
+// admits any user JWT the account signed, with the permissions it carries,
+// and refuses those the account JWT revokes.
+func (s *Set) WriteServerConfig(w io.Writer) error {
+	t := s.trust
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "# The ledger's NATS users: one nkey user per role, least privilege.\n")
-	fmt.Fprintf(bw, "# Include from the server configuration; the seeds are in DATA/%s/<role>%s.\n", Dir, SeedExt)
-	fmt.Fprintf(bw, "accounts {\n  %s {\n    jetstream: enabled\n    users: [\n", account)
-	for _, u := range s.users {
-		name := u.Role
-		if u.Team != "" {
-			name += " " + u.Team
-		}
-		fmt.Fprintf(bw, "      # %s\n      {\n        nkey: %s\n", name, quote(u.Nkey))
-		if p := u.Permissions; p != nil {
-			bw.WriteString("        permissions: {\n")
-			writeSubjects(bw, "publish", p.Publish)
-			writeSubjects(bw, "subscribe", p.Subscribe)
-			if p.Response != nil {
-				fmt.Fprintf(bw, "          allow_responses: { max: %d, expires: %s }\n", p.Response.MaxMsgs, quote(p.Response.Expires.String()))
-			}
-			bw.WriteString("        }\n")
-		}
-		bw.WriteString("      }\n")
-	}
-	bw.WriteString("    ]\n  }\n}\n")
+	fmt.Fprintf(bw, "# The ledger's NATS trust, operator mode (docs/adr/0022-operator-mode.md).\n")
+	fmt.Fprintf(bw, "# Include from every server's configuration. Clients connect with the\n")
+	fmt.Fprintf(bw, "# .creds files in DATA/%s; the keys stay there.\n", Dir)
+	fmt.Fprintf(bw, "# A client sends its user JWT, which carries its permissions, in its\n")
+	fmt.Fprintf(bw, "# CONNECT line: longer than the default 4096 bytes allow.\n")
+	fmt.Fprintf(bw, "max_control_line: %d\n", MaxControlLine)
+	fmt.Fprintf(bw, "operator: %s\n", strconv.Quote(t.operatorJWT))
+	fmt.Fprintf(bw, "system_account: %s\n", strconv.Quote(t.system))
+	fmt.Fprintf(bw, "resolver: MEMORY\n")
+	fmt.Fprintf(bw, "resolver_preload: {\n")
+	fmt.Fprintf(bw, "  # %s: the ledger's account (its users: %s)\n", AccountName, s.userList())
+	fmt.Fprintf(bw, "  %s: %s\n", t.account, strconv.Quote(t.accountJWT))
+	fmt.Fprintf(bw, "  # %s: the system account\n", systemName)
+	fmt.Fprintf(bw, "  %s: %s\n", t.system, strconv.Quote(t.systemJWT))
+	fmt.Fprintf(bw, "}\n")
 	return bw.Flush()
 }
 
-func writeSubjects(w *bufio.Writer, name string, p *server.SubjectPermission) {
-	if p == nil {
-		return
-	}
-	fmt.Fprintf(w, "          %s: {\n", name)
-	list := func(key string, subjects []string) {
-		if len(subjects) == 0 {
-			return
+// userList names the set's users for a comment.
+func (s *Set) userList() string {
+	out := ""
+	for i, u := range s.users {
+		if i > 0 {
+			out += ", "
 		}
-		fmt.Fprintf(w, "            %s: [\n", key)
-		for _, s := range subjects {
-			fmt.Fprintf(w, "              %s\n", quote(s))
-		}
-		w.WriteString("            ]\n")
+		out += userName(u)
 	}
-	list("allow", p.Allow)
-	list("deny", p.Deny)
-	w.WriteString("          }\n")
-}
-
-// quote writes a string the configuration parser takes literally: quoted,
-// so that "$JS.API..." is not read as a variable reference.
-func quote(s string) string {
-	return strconv.Quote(s)
+	return out
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,14 +17,10 @@ import (
 )
 
 // stockJS connects with the stock client and nothing of the ledger's: the
-// seed file from the data directory, as `nats --nkey` would use it.
+// .creds file from the data directory, as `nats --creds` would use it.
 func stockJS(t *testing.T, c *cluster, role string) jetstream.JetStream {
 	t.Helper()
-	opt, err := nats.NkeyOptionFromSeed(c.set.SeedFile(role))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(c.url, opt, nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	nc, err := nats.Connect(c.url, nats.UserCredentials(c.set.CredsFile(role)), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		t.Fatalf("connect as %s: %v", role, err)
 	}
@@ -127,7 +122,8 @@ func TestDataDirCredentialsCannotShrinkTheLog(t *testing.T) {
 
 // TestBreakGlassAdministrator: a seed made outside the data directory and
 // admitted for one server's life may change the stream (maintenance), a
-// seed inside the data directory is refused, and auth.json never lists it.
+// seed inside the data directory is refused, auth.json never lists it, and
+// a server started again without it refuses its JWT.
 func TestBreakGlassAdministrator(t *testing.T) {
 	dir := t.TempDir()
 	set, err := auth.Ensure(dir)
@@ -142,23 +138,26 @@ func TestBreakGlassAdministrator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admit, err := auth.BreakGlass(pub)
+	configure, userJWT, err := set.BreakGlass(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, Configure: func(o *server.Options) {
-		set.Configure(o)
-		admit(o)
-	}})
+	creds := filepath.Join(t.TempDir(), "admin.creds")
+	if err := auth.WriteBreakGlassCreds(filepath.Join(dir, "admin.creds"), dir, userJWT, seed); err == nil {
+		t.Error("break-glass credentials inside the data directory were written")
+	}
+	if err := auth.WriteBreakGlassCreds(creds, dir, userJWT, seed); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, Configure: configure})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := auth.Connect(srv.ClientURL(), seed)
+	nc, err := auth.Connect(srv.ClientURL(), creds)
 	if err != nil {
+		srv.Shutdown()
 		t.Fatal(err)
 	}
-	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -170,8 +169,20 @@ func TestBreakGlassAdministrator(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatalf("break-glass update: %v", err)
 	}
+	nc.Close()
+	srv.Shutdown()
 	b, _ := os.ReadFile(filepath.Join(set.Dir(), auth.ConfigFile))
 	if strings.Contains(string(b), pub) {
 		t.Error("auth.json lists the break-glass administrator")
+	}
+
+	srv, err = embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, Configure: set.Configure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	if nc, err := auth.Connect(srv.ClientURL(), creds, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("a server started without --break-glass-admin admitted the break-glass JWT")
 	}
 }

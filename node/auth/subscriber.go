@@ -39,6 +39,11 @@ const maxTeamLen = 48
 // maxSubscriptionLen is runtime/subscriber's MaxNameLen.
 const maxSubscriptionLen = 64
 
+// maxSubscriptions bounds a team's subscriptions: each adds about 1.5 KB
+// of permissions to the team's JWT, which must fit a CONNECT line
+// (MaxControlLine).
+const maxSubscriptions = 32
+
 // ValidateTeam checks a team name: letters, digits, '-' and '_', starting
 // with a letter or digit, at most 48 bytes.
 func ValidateTeam(team string) error {
@@ -74,6 +79,9 @@ func subscriptionsOf(team string, names []string) ([]string, error) {
 		names = []string{team}
 	}
 	out := slices.Clone(names)
+	if len(out) > maxSubscriptions {
+		return nil, fmt.Errorf("subscriptions: %d, at most %d per team", len(out), maxSubscriptions)
+	}
 	for _, n := range out {
 		if n != team && !strings.HasPrefix(n, team+"-") {
 			return nil, fmt.Errorf("subscription %q: must be the team's name %q or start with %q", n, team, team+"-")
@@ -144,11 +152,13 @@ type Subscriber struct {
 
 // MintSubscriber creates, or updates, team's subscriber user in dataDir:
 // its seed (kept if present, so re-minting with more subscriptions keeps
-// the key), a .creds file and a NATS context for url, and its entry in
-// auth.json with the permissions of SubscriberPermissions. A running
-// server admits the user, or its new subscriptions, after a restart (the
-// embedded server) or a configuration reload (a cluster, after
-// `ledger credentials server-config`).
+// the key), a .creds file whose JWT carries the permissions of
+// SubscriberPermissions and a NATS context for url, and its entry in
+// auth.json. A running server that trusts the ledger's account admits the
+// new JWT at once; the revocation of the team's older JWT (fewer
+// subscriptions) reaches the embedded server on its next start and a
+// cluster with the configuration `ledger credentials server-config`
+// prints next.
 func MintSubscriber(dataDir, team string, subscriptions []string, url string) (Subscriber, error) {
 	if err := ValidateTeam(team); err != nil {
 		return Subscriber{}, err
@@ -182,12 +192,9 @@ func MintSubscriber(dataDir, team string, subscriptions []string, url string) (S
 	}
 	s := Subscriber{Team: team, Subscriptions: names, Nkey: pub, SeedFile: seed,
 		CredsFile: filepath.Join(dir, team+CredsExt), ContextFile: filepath.Join(dir, team+ContextExt)}
-	acct, err := ensureAccountKey(set.dir)
-	if err != nil {
-		return Subscriber{}, err
-	}
-	defer acct.Wipe()
-	if err := writeCreds(s.CredsFile, seed, "subscriber-"+team, u.Permissions, acct); err != nil {
+	// Mints the team's JWT with its permissions, signed by the account
+	// key: a server that trusts the account admits it at once.
+	if err := set.ensureTrust(); err != nil {
 		return Subscriber{}, err
 	}
 	if err := writeContext(s.ContextFile, "ledger subscriber "+team, url, s.CredsFile); err != nil {

@@ -44,7 +44,7 @@ func TestSubscriberRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	var conf strings.Builder
-	if err := set.WriteServerConfig(&conf, "LEDGER"); err != nil || !strings.Contains(conf.String(), sub.Nkey) {
+	if err := set.WriteServerConfig(&conf); err != nil || !strings.Contains(conf.String(), "subscriber-emails") {
 		t.Errorf("server-config does not list the subscriber (%v):\n%s", err, conf.String())
 	}
 	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, Configure: set.Configure})
@@ -54,7 +54,7 @@ func TestSubscriberRole(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opNC, err := auth.Connect(srv.ClientURL(), set.SeedFile(auth.RoleOperator))
+	opNC, err := auth.Connect(srv.ClientURL(), set.CredsFile(auth.RoleOperator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +68,7 @@ func TestSubscriberRole(t *testing.T) {
 	}
 
 	v := &violations{ch: make(chan struct{}, 1)}
-	creds, err := nats.NkeyOptionFromSeed(sub.CredsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(srv.ClientURL(), creds, nats.ErrorHandler(v.handler))
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(sub.CredsFile), nats.ErrorHandler(v.handler))
 	if err != nil {
 		t.Fatalf("connect with %s: %v", filepath.Base(sub.CredsFile), err)
 	}

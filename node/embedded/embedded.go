@@ -148,3 +148,32 @@ func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }
+
+// globalAccount is the account a server without accounts keeps every
+// client in, and its JetStream streams under.
+const globalAccount = "$G"
+
+// AdoptGlobalAccount moves the JetStream store of the global account in
+// dataDir (a server that ran without accounts: the ledger before operator
+// mode) to account's, so that a server that now keeps the same clients in
+// account finds their streams. It does nothing when account already has a
+// store or there is nothing to move, and reports whether it moved one.
+// Call it before Start, while no server runs on dataDir; a clustered
+// store is not moved (its replicas agree on account names through Raft).
+func AdoptGlobalAccount(dataDir, account string) (bool, error) {
+	js := filepath.Join(dataDir, "jetstream", server.JetStreamStoreDir)
+	from, to := filepath.Join(js, globalAccount), filepath.Join(js, account)
+	if _, err := os.Stat(from); err != nil {
+		return false, nil
+	}
+	if _, err := os.Stat(to); err == nil {
+		return false, nil
+	}
+	if _, err := os.Stat(filepath.Join(js, "_js_")); err == nil {
+		return false, fmt.Errorf("embedded: %s holds a clustered JetStream store of the global account: move its streams to account %s with a backup and a restore", js, account)
+	}
+	if err := os.Rename(from, to); err != nil {
+		return false, fmt.Errorf("embedded: move the JetStream store to account %s: %w", account, err)
+	}
+	return true, nil
+}

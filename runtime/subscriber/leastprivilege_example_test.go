@@ -22,31 +22,27 @@ import (
 //	ledger credentials subscriber --data DATA --team emails --subscription emails-orders
 //
 // and hands the team DATA/credentials/subscribers/emails.creds (or its NATS
-// context). The service connects with that file and runs the subscription
-// it was granted; a subscription it was not granted is refused at once,
-// as a permission error.
+// context); the running server admits it at once, with no restart. The
+// service connects with that file (nats.UserCredentials, `nats --creds`)
+// and runs the subscription it was granted; a subscription it was not
+// granted is refused at once, as a permission error.
 func Example_leastPrivilege() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "subscriber-example-")
 	defer os.RemoveAll(dir)
 
-	// The operator's side: mint the team's user, start the ledger's
-	// server (ledger serve does this, and creates the parking stream).
-	team, err := auth.MintSubscriber(dir, "emails", []string{"emails-orders"}, "nats://127.0.0.1:4222")
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
+	// The operator's side: the ledger's server runs (ledger serve, which
+	// also creates the parking stream); mint the team's user.
 	url, stop := startLedger(ctx, dir)
 	defer stop()
-
-	// The team's side: its .creds file (nats.go reads the seed in it).
-	creds, err := nats.NkeyOptionFromSeed(team.CredsFile)
+	team, err := auth.MintSubscriber(dir, "emails", []string{"emails-orders"}, url)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	nc, err := nats.Connect(url, creds)
+
+	// The team's side: its standard .creds file.
+	nc, err := nats.Connect(url, nats.UserCredentials(team.CredsFile))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -100,7 +96,7 @@ func startLedger(ctx context.Context, dir string) (string, func()) {
 	if err != nil {
 		panic(err)
 	}
-	nc, err := auth.Connect(srv.ClientURL(), set.SeedFile(auth.RoleOperator))
+	nc, err := auth.Connect(srv.ClientURL(), set.CredsFile(auth.RoleOperator))
 	if err != nil {
 		panic(err)
 	}

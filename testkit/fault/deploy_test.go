@@ -159,10 +159,7 @@ func TestDeployClusterRunsACheckoutAndAFreezeOnThreeReplicas(t *testing.T) {
 	}
 
 	// A service's subscriber with a dedupe bucket, as docs/subscriber.md.
-	operator, err := nats.NkeyOptionFromSeed(access.seed("operator"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	operator := nats.UserCredentials(access.credsFile("operator"))
 	nc, err := nats.Connect(urls, operator)
 	if err != nil {
 		t.Fatal(err)

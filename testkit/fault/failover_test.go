@@ -64,10 +64,7 @@ func TestLeaderFailoverUnderLoadLosesNoAcknowledgedEvent(t *testing.T) {
 		urls = append(urls, nd.URL)
 	}
 	all := strings.Join(urls, ",")
-	operator, err := nats.NkeyOptionFromSeed(access.seed("operator"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	operator := nats.UserCredentials(access.credsFile("operator"))
 	nc, err := nats.Connect(all, operator, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

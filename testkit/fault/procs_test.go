@@ -17,9 +17,9 @@ import (
 // ledgerAccess is the ledger's NATS users and an operator's API token, made
 // with the ledger binary as docs/operations.md tells an operator to.
 type ledgerAccess struct {
-	creds    string // directory of the users' seeds
+	creds    string // directory of the users' .creds files
 	tokens   string // the API tokens file
-	accounts string // the nats-server accounts block with the users
+	accounts string // the nats-server operator, accounts and resolver that admit the users
 	token    string // an operator's API token
 }
 
@@ -35,7 +35,7 @@ func makeLedgerAccess(t *testing.T, ledgerBin string) ledgerAccess {
 	}
 	run("credentials", "init")
 	a := ledgerAccess{creds: filepath.Join(data, "credentials"), tokens: filepath.Join(data, "credentials", "tokens.json"),
-		accounts: string(run("credentials", "server-config", "--account", "LEDGER"))}
+		accounts: string(run("credentials", "server-config"))}
 	var issued struct {
 		Token string `json:"token"`
 	}
@@ -46,8 +46,8 @@ func makeLedgerAccess(t *testing.T, ledgerBin string) ledgerAccess {
 	return a
 }
 
-// seed is role's seed file.
-func (a ledgerAccess) seed(role string) string { return filepath.Join(a.creds, role+".nk") }
+// credsFile is role's .creds file.
+func (a ledgerAccess) credsFile(role string) string { return filepath.Join(a.creds, role+".creds") }
 
 // bearer adds a bearer token to every request.
 type bearer struct{ token string }

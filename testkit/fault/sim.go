@@ -41,11 +41,11 @@ const settleTimeout = 30 * time.Second
 // (its HTTP API, with an operator's and a policy issuer's token) on a
 // JetStream server the simulation reads as the operator.
 type SimConfig struct {
-	// NATS is the JetStream server's URL and OperatorSeed the operator
-	// user's nkey seed file: the simulation reads the log, and appends a
+	// NATS is the JetStream server's URL and OperatorCreds the operator
+	// user's .creds file: the simulation reads the log, and appends a
 	// stale decision, as that user.
-	NATS         string
-	OperatorSeed string
+	NATS          string
+	OperatorCreds string
 	// HTTP is the base URL of the serve process's API ("http://host:port").
 	HTTP string
 	// Operator and Issuer are API tokens: the buyers', sellers' and
@@ -160,7 +160,7 @@ func (s *Sim) Run(ctx context.Context, steps int) (err error) {
 
 // open connects to the log as the operator.
 func (s *Sim) open(ctx context.Context) error {
-	nc, err := auth.Connect(s.cfg.NATS, s.cfg.OperatorSeed, nats.Name("fault-sim"), nats.MaxReconnects(-1))
+	nc, err := auth.Connect(s.cfg.NATS, s.cfg.OperatorCreds, nats.Name("fault-sim"), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,7 @@ func startSimLedger(t *testing.T, bin string) SimConfig {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := auth.Connect(srv.ClientURL(), access.seed(auth.RoleOperator))
+	nc, err := auth.Connect(srv.ClientURL(), access.credsFile(auth.RoleOperator))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func startSimLedger(t *testing.T, bin string) SimConfig {
 			t.Logf("ledger serve output (tail):\n%s", logs.Tail(4000))
 		}
 	})
-	return SimConfig{NATS: srv.ClientURL(), OperatorSeed: access.seed(auth.RoleOperator), HTTP: "http://" + addr,
+	return SimConfig{NATS: srv.ClientURL(), OperatorCreds: access.credsFile(auth.RoleOperator), HTTP: "http://" + addr,
 		Operator: access.token, Issuer: issued.Token,
 		Restart: func(ctx context.Context) error {
 			if err := proc.Kill(); err != nil {

@@ -3,7 +3,7 @@
 // problem, and exits 0 when the log passes every check, 1 when it does not
 // and 2 when the log cannot be read.
 //
-//	go run ./judge/cmd/judge -url nats://127.0.0.1:4222 -nkey DATA/credentials/investigator.nk
+//	go run ./judge/cmd/judge -url nats://127.0.0.1:4222 -creds DATA/credentials/investigator.creds
 package main
 
 import (
@@ -20,23 +20,18 @@ import (
 
 func main() {
 	url := flag.String("url", nats.DefaultURL, "NATS server URL")
-	nkey := flag.String("nkey", "", "file of an nkey seed to connect with (the investigator's reads the log and nothing else)")
+	creds := flag.String("creds", "", "a .creds file to connect with (the investigator's reads the log and nothing else)")
 	stream := flag.String("stream", judge.StreamName, "stream that holds the ledger")
 	asJSON := flag.Bool("json", false, "print the whole report as JSON")
 	timeout := flag.Duration("timeout", 10*time.Minute, "bound on the whole read")
 	flag.Parse()
-	os.Exit(run(*url, *nkey, *stream, *asJSON, *timeout))
+	os.Exit(run(*url, *creds, *stream, *asJSON, *timeout))
 }
 
-func run(url, nkey, stream string, asJSON bool, timeout time.Duration) int {
+func run(url, creds, stream string, asJSON bool, timeout time.Duration) int {
 	var opts []nats.Option
-	if nkey != "" {
-		opt, err := nats.NkeyOptionFromSeed(nkey)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "judge: -nkey %s: %v\n", nkey, err)
-			return 2
-		}
-		opts = append(opts, opt)
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
