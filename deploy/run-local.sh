@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs the ledger on a three-node JetStream cluster on this machine, every
 # port on 127.0.0.1 only: three stock nats-server processes from
-# deploy/nats/n1.conf..n3.conf (routes, the ledger's users from
-# `ledger credentials server-config`, sync_interval: always), then
+# deploy/nats/n1.conf..n3.conf (routes, the ledger's operator and accounts
+# from `ledger credentials server-config`, sync_interval: always), then
 # `ledger serve --nats ... --replicas 3`. Ctrl-C (or SIGTERM to this
 # script) stops the ledger, then the servers, by the process ids this
 # script started.
@@ -30,10 +30,10 @@ export LEDGER_ROUTE_2="nats-route://127.0.0.1:$LEDGER_N2_ROUTE_PORT"
 export LEDGER_ROUTE_3="nats-route://127.0.0.1:$LEDGER_N3_ROUTE_PORT"
 
 mkdir -p "$run"
-# The users' seeds stay in $data/credentials; the servers get their public
-# keys and permissions only.
+# The keys and the users' .creds files stay in $data/credentials; the
+# servers get the operator's and the accounts' JWTs only.
 "$ledger" credentials init --data "$data" >/dev/null
-"$ledger" credentials server-config --data "$data" --account LEDGER >"$run/ledger-accounts.conf"
+"$ledger" credentials server-config --data "$data" >"$run/ledger-accounts.conf"
 cp "$here/nats/n1.conf" "$here/nats/n2.conf" "$here/nats/n3.conf" "$run/"
 
 pids=""

@@ -248,7 +248,7 @@ var optionalGroup = regexp.MustCompile(`\s*\[([^\]]+)\]`)
 // BACKUP and NEWDIR standing for it, the notary key and fresh directories;
 // "[...]" run without and with); the ones that need an external system
 // (readmeParseOnly) parse; the nats CLI lines (natscli is not ours to
-// install) name seed files a data directory holds; make lines dry-run
+// install) name .creds files a data directory holds; make lines dry-run
 // (make test would run this test again); the curl lines run in
 // TestREADMEWalkthrough, which has a ledger serving. A command the
 // README gains fails here until it is run or classified.
@@ -393,20 +393,20 @@ func checkParses(t *testing.T, ctx context.Context, bin, line string) {
 	}
 }
 
-// checkNATSLine checks a line for the stock nats CLI: the seed file it
+// checkNATSLine checks a line for the stock nats CLI: the .creds file it
 // names is where a data directory keeps it.
 func checkNATSLine(t *testing.T, root, line string) {
 	t.Helper()
 	words := strings.Fields(line)
 	for i, w := range words {
-		if w == "--nkey" && i+1 < len(words) {
+		if w == "--creds" && i+1 < len(words) {
 			if _, err := os.Stat(filepath.Join(root, words[i+1])); err != nil {
 				t.Errorf("%s: a data directory has no %s: %v", line, words[i+1], err)
 			}
 			return
 		}
 	}
-	t.Errorf("%s: names no --nkey seed file", line)
+	t.Errorf("%s: names no --creds file", line)
 }
 
 // TestTokenIssueQuiet: --quiet prints the token alone on one line, which
