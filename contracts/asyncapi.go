@@ -100,7 +100,8 @@ func AsyncAPI() ([]byte, error) {
 			"schemas":  obj{"CloudEventsHeaders": cloudEventsHeaders()},
 			"securitySchemes": obj{"nkey": obj{
 				"type": "asymmetricEncryption",
-				"description": "A NATS user authenticated by its NKey (Ed25519): the server sends a nonce, the client signs it with its seed. " +
+				"description": "A NATS user with a standard .creds file: its user JWT, signed by the ledger's account and carrying its permissions, " +
+					"and its NKey (Ed25519) seed, with which the client signs the server's nonce (operator mode, docs/adr/0022-operator-mode.md). " +
 					"Every service has a user of its own whose permissions allow exactly its subjects (docs/operations.md, \"NATS users\"; " +
 					"`ledger credentials` makes them).",
 			}},
