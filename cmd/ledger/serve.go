@@ -74,8 +74,10 @@ was acknowledged finish, and exits.
 
 The embedded server admits only the ledger's NATS users, one per role, each
 allowed only what its work needs (a service appends only to its own context);
-their nkey seeds are written to DATA/credentials on first start, for the
-stock nats CLI (--nkey) and the other ledger subcommands. Each service runs
+it runs in operator mode, and each user's standard .creds file (a user JWT
+signed by the ledger's account, and its seed) is written to DATA/credentials
+on first start, for the stock nats CLI (--creds) and the other ledger
+subcommands. Each service runs
 as its own user even inside one process. --tls-cert and --tls-key turn on
 TLS for the NATS client port and the HTTP API.
 
@@ -84,8 +86,8 @@ The HTTP API wants a bearer token on every endpoint but /healthz, /readyz and
 within a second, no restart). The API is described at /openapi.json.
 
 With --nats it connects to an existing NATS cluster instead and creates or
-checks the stream there (--replicas 3 on a cluster), with the users' seeds in
---creds (see docs/operations.md). --services runs a subset, so each service
+checks the stream there (--replicas 3 on a cluster), with the users' .creds
+files in --creds (see docs/operations.md). --services runs a subset, so each service
 can be its own process; exactly one process of a deployment should keep
 --projections on.`,
 		Args: cobra.NoArgs,

@@ -313,8 +313,8 @@ func (s *Set) User(role string) (User, bool) {
 // Dir returns the credentials directory.
 func (s *Set) Dir() string { return s.dir }
 
-// SeedFile returns the path of role's seed file, for Connect or
-// `nats --nkey`.
+// SeedFile returns the path of role's nkey seed file. Clients connect
+// with its .creds file (CredsFile), which holds the seed and the JWT.
 func (s *Set) SeedFile(role string) string { return filepath.Join(s.dir, role+SeedExt) }
 
 // Connect connects to url as the user whose standard .creds file is
