@@ -89,9 +89,11 @@ type Services struct {
 }
 
 // Drainer is a checkout that can be waited for: Drain returns once every
-// event in the log, and every event its steps appended, is handled.
+// event in the log, and every event its steps appended, is handled; Steps
+// counts the steps it has sent, to tell a slow checkout from a stopped one.
 type Drainer interface {
 	Drain(ctx context.Context) error
+	Steps() int64
 }
 
 // Counts are the checkouts of one channel, before and from the freeze's
