@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -155,6 +156,9 @@ func waitStreamLeader(ctx context.Context, js jetstream.JetStream, name string, 
 			return s, nil
 		case err == nil:
 			last = errors.New("no leader elected yet")
+		case refusedInfo(js, name):
+			return nil, &Error{Op: "events.WaitStreamLeader", Kind: KindPermission, Field: name,
+				Rule: "this NATS user may not read stream " + name + " (its credentials are another role's?)", Err: err}
 		default:
 			last = err
 		}
@@ -165,6 +169,20 @@ func waitStreamLeader(ctx context.Context, js jetstream.JetStream, name string, 
 		case <-time.After(leaderPoll):
 		}
 	}
+}
+
+// refusedInfo reports whether the server refused this connection's request
+// for stream name's info: it answers a publish the user may not make with
+// an error on the connection and nothing else, so the request itself only
+// times out, and waiting for a leader would wait for nothing.
+func refusedInfo(js jetstream.JetStream, name string) bool {
+	nc := js.Conn()
+	if nc == nil {
+		return false
+	}
+	err := nc.LastError()
+	return errors.Is(err, nats.ErrPermissionViolation) &&
+		strings.Contains(err.Error(), `"$JS.API.STREAM.INFO.`+name+`"`)
 }
 
 // hasLeader reports whether a stream answered with a leader (a stream on a

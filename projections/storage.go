@@ -145,6 +145,9 @@ func awaitLeader(ctx context.Context, js jetstream.JetStream, stream string) err
 	ctx, cancel := context.WithTimeout(ctx, events.LeaderWaitMax)
 	defer cancel()
 	_, err := events.WaitStreamLeader(ctx, js, stream)
+	if events.KindOf(err) == events.KindPermission {
+		return err
+	}
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return &events.Error{Op: "projections.storage", Kind: events.KindUnavailable, Field: stream, Rule: "bucket stream has no leader", Err: err}
 	}

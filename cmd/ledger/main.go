@@ -99,7 +99,7 @@ By default it runs on an embedded NATS server with its data in --data; with
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data", "./data", "data directory of the embedded server (JetStream store, keys, credentials)")
 	root.PersistentFlags().StringVar(&g.natsURL, "nats", "", "URL of an existing NATS cluster to use instead of the embedded server")
-	root.PersistentFlags().StringVar(&g.credsDir, "creds", "", "directory of the NATS users' <role>.creds files (default DATA/credentials; with --nats, used when it exists)")
+	root.PersistentFlags().StringVar(&g.credsDir, "creds", "", "a NATS user's .creds file, used for every connection of the command, or the directory of the ledger's <role>.creds files, one user per role (default DATA/credentials; with --nats, used when it exists; serve takes the directory)")
 	root.PersistentFlags().StringVar(&g.tlsCA, "tls-ca", "", "CA certificate (PEM) that signs the NATS server's certificate, when it uses TLS")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print data as JSON")
 	root.PersistentFlags().StringVar(&g.tz, "tz", "", tzUsage)

@@ -168,3 +168,23 @@ func TestPolicyRefusalsNameTheFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestCredsTakesOneCredsFile: --creds names a standard .creds file, as it
+// does for every NATS client, and the command connects as that user; serve,
+// which connects each service as a user of its own, asks for the directory.
+func TestCredsTakesOneCredsFile(t *testing.T) {
+	node := startLogNode(t)
+	file := filepath.Join(node.creds, auth.RoleInvestigator+auth.CredsExt)
+	if _, stderr, code := runLedger(t.Context(), "stream", "--nats", node.url, "--creds", file); code != 0 {
+		t.Fatalf("stream --creds %s: exit %d, %s", file, code, stderr)
+	}
+	// A user without the investigator's reads is refused as that user.
+	sub := filepath.Join(node.creds, auth.RoleListing+auth.CredsExt)
+	if _, stderr, code := runLedger(t.Context(), "stream", "--nats", node.url, "--creds", sub); code == 0 || !strings.Contains(strings.ToLower(stderr), "permission") {
+		t.Errorf("stream as the listing service's user: exit %d, %q; want a permission refusal", code, stderr)
+	}
+	_, stderr, code := runLedger(t.Context(), "serve", "--nats", node.url, "--creds", file)
+	if code != exitUsage || !strings.Contains(stderr, "give the directory holding their <role>.creds files") {
+		t.Errorf("serve --creds FILE: exit %d, %q; want exit 2 asking for the directory", code, stderr)
+	}
+}

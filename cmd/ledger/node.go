@@ -90,9 +90,9 @@ type node struct {
 	lock          *dirLock         // held while srv runs
 	url           string
 	tlsCA         string // CA file trusted for the server's certificate ("" none)
-	// creds is the credentials directory (one <role>.creds file per role);
-	// "" means connect without credentials (--nats to a cluster without
-	// users).
+	// creds is the credentials directory (one <role>.creds file per role),
+	// or one .creds file every connection uses; "" means connect without
+	// credentials (--nats to a cluster without users).
 	creds string
 	// breakGlassJWT is the user JWT of the break-glass administrator the
 	// embedded server admits for this process's life ("" none).
@@ -141,6 +141,9 @@ func (n *node) connect(role string, closed chan struct{}) (*nats.Conn, error) {
 		return nc, nil
 	}
 	creds := filepath.Join(n.creds, role+auth.CredsExt)
+	if fi, err := os.Stat(n.creds); err == nil && fi.Mode().IsRegular() {
+		creds = n.creds // one .creds file: the one user every connection is
+	}
 	if _, err := os.Stat(creds); err != nil {
 		return nil, usagef("credentials for role %s: %v (the embedded server writes them on first start; 'ledger credentials init --data DATA' writes them from the seeds; for a cluster see docs/operations.md)", role, err)
 	}
@@ -404,6 +407,9 @@ func checkCredentialsDir(dir string) error {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		if err == nil {
 			err = fs.ErrInvalid
+		}
+		if err == fs.ErrInvalid {
+			return usagef("--creds %s: serve connects each service, the read models and the notary as a NATS user of its own; give the directory holding their <role>%s files", dir, auth.CredsExt)
 		}
 		return usagef("--creds %s: %v (want the directory holding <role>%s files)", dir, err, auth.CredsExt)
 	}
