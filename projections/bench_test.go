@@ -8,6 +8,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,11 +43,10 @@ func benchEvents() int {
 // the figures and one BENCH_JSON line.
 func BenchmarkRebuildAndAsOf(b *testing.B) {
 	n := benchEvents()
-	env := startEnv(b)
-	g := logtest.Generate(b, env.Store, logtest.Config{Seed: 99, Listings: 500, Flows: n / 6, Workers: 64})
+	env, count := benchLog(b, n)
 	ctx := context.Background()
 	headPos := head(b, env)
-	fmt.Printf("generated %d events (log positions %d), peak RSS so far %d MiB\n", g.Count, headPos, vmHWM()>>10)
+	fmt.Printf("log of %d events (positions %d), peak RSS so far %d MiB\n", count, headPos, vmHWM()>>10)
 	// The snapshot path (the engine's as-of snapshots, ADR 0007) is the
 	// comparison at 100k; above benchSnapshotPathMax events it costs more
 	// time and memory than the run is about, and is skipped.
@@ -79,21 +81,30 @@ func BenchmarkRebuildAndAsOf(b *testing.B) {
 		if snapshotPath {
 			lat = asOfLatencies(b, env, 50)
 		}
-		ix := benchIndex(b, env, headPos, models)
+		nmodels := len(models)
+		// The queries need the final models' keys only: the models go
+		// before the index is built, so its memory is its own.
+		keys := rowKeys(models)
+		models = nil
+		runtime.GC()
+		debug.FreeOSMemory()
 		hwm := vmHWM()
+		ix := benchIndex(b, env, headPos, keys)
+		hwm = max(hwm, ix.rssPeakKiB)
 		ratio := raw.Seconds() / rebuild.Seconds()
 		fmt.Printf("events %d (log positions %d)\nraw ordered-consumer read %s (%.0f msgs/s)\nrebuild of %d models %s (%.0f events/s), ratio %.2f (target >= 0.7)\n",
-			g.Count, headPos, raw, float64(headPos)/raw.Seconds(), len(models), rebuild, float64(g.Count)/rebuild.Seconds(), ratio)
+			count, headPos, raw, float64(headPos)/raw.Seconds(), nmodels, rebuild, float64(count)/rebuild.Seconds(), ratio)
 		fmt.Printf("as-of (business clock, all models) p50 %s p99 %s over %d queries (target p99 <= 200ms)\nsnapshot every %d events; engine build with snapshots %s; peak RSS %d MiB\n",
 			lat[len(lat)/2], lat[len(lat)*99/100], len(lat), benchSnapshotEvery, build.Round(time.Millisecond), hwm>>10)
-		fmt.Printf("as-of index: fold with the index %s (%.2fx the plain fold, target <= 1.5x), file %d MiB\n"+
+		fmt.Printf("as-of index: fold with the index %s (%.2fx the plain fold, target <= 1.5x), file %d MiB, peak RSS %d MiB, live heap at most %d MiB\n"+
 			"point queries (random keys, instants, all clocks) p50 %s p99 %s over %d; by clock p99 %v; methods %v\n"+
 			"every row of every model as of a position, from the index: %s\n",
-			ix.build, float64(ix.build)/float64(rebuild), ix.fileBytes>>20, ix.pointP50, ix.pointP99, ix.points, ix.byClock, ix.methods, ix.bundle)
-		line, _ := json.Marshal(map[string]any{"bench": "projections", "events": g.Count, "positions": headPos,
+			ix.build, float64(ix.build)/float64(rebuild), ix.fileBytes>>20, ix.rssPeakKiB>>10, ix.heapPeak>>20, ix.pointP50, ix.pointP99, ix.points, ix.byClock, ix.methods, ix.bundle)
+		line, _ := json.Marshal(map[string]any{"bench": "projections", "events": count, "positions": headPos,
 			"raw_read_ms": raw.Milliseconds(), "rebuild_ms": rebuild.Milliseconds(), "ratio": ratio,
 			"rss_hwm_kib":    hwm,
 			"index_build_ms": ix.build.Milliseconds(), "index_file_mib": ix.fileBytes >> 20,
+			"index_build_rss_hwm_kib": ix.rssPeakKiB, "index_build_heap_peak_mib": ix.heapPeak >> 20,
 			"asof_point_p50_ms": ms(ix.pointP50), "asof_point_p99_ms": ms(ix.pointP99),
 			"asof_point_p99_ms_by_clock": ix.byClock, "asof_point_methods": ix.methods, "asof_bundle_ms": ix.bundle.Milliseconds()})
 		if snapshotPath {
@@ -114,6 +125,49 @@ const benchSnapshotPathMax = 200_000
 // benchSnapshotEvery is K for the bench: an as-of query replays at most
 // about K events of tail (plus the business clock's skew).
 const benchSnapshotEvery = 2500
+
+// benchLog returns the bench's log of about n events and how many it
+// holds. With LEDGER_BENCH_DATA=dir the log is kept in dir and reused by
+// the next run with the same n; a run that finds none writes it there
+// first (TestWriteBenchLog writes it alone, so that the generator is not
+// in the measured process). Without it, the log is generated in a
+// temporary directory.
+func benchLog(b testing.TB, n int) (*logtest.Env, int) {
+	cfg := logtest.Config{Seed: 99, Listings: 500, Flows: n / 6, Workers: 64}
+	if dir := os.Getenv("LEDGER_BENCH_DATA"); dir != "" {
+		return logtest.OpenStored(b, dir, cfg, startNode)
+	}
+	env := startEnv(b)
+	g := logtest.Generate(b, env.Store, cfg)
+	return env, g.Count
+}
+
+// TestWriteBenchLog writes the log of BenchmarkRebuildAndAsOf into
+// LEDGER_BENCH_DATA (when set) and nothing else:
+//
+//	LEDGER_BENCH_DATA=/var/tmp/bench1m LEDGER_BENCH_EVENTS=1000000 go test -run TestWriteBenchLog -timeout 60m
+func TestWriteBenchLog(t *testing.T) {
+	if os.Getenv("LEDGER_BENCH_DATA") == "" {
+		t.Skip("LEDGER_BENCH_DATA names the directory to write the bench's log to")
+	}
+	_, count := benchLog(t, benchEvents())
+	t.Logf("log of %d events in %s", count, os.Getenv("LEDGER_BENCH_DATA"))
+}
+
+// benchKeys are one model's name and the keys of its rows.
+type benchKeys struct {
+	model string
+	keys  []string
+}
+
+// rowKeys returns the keys of every keyed model's rows.
+func rowKeys(ms []models.Model) []benchKeys {
+	out := make([]benchKeys, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, benchKeys{m.Name(), slices.Clone(m.(models.Keyed).RowKeys())})
+	}
+	return out
+}
 
 func mustModels(b testing.TB) []models.Model {
 	ms, err := models.NewModels()
@@ -181,6 +235,33 @@ func vmHWM() int64 {
 	return 0
 }
 
+// resetHWM makes the process's peak RSS its current RSS (Linux), so that
+// the next vmHWM is the peak of what runs in between.
+func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// sampleHeap samples the live heap every 10 ms until the function it
+// returns is called, which returns the peak in bytes.
+func sampleHeap() func() uint64 {
+	done, peak := make(chan struct{}), make(chan uint64)
+	go func() {
+		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var top uint64
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(s)
+			top = max(top, s[0].Value.Uint64())
+			select {
+			case <-tick.C:
+			case <-done:
+				peak <- top
+				return
+			}
+		}
+	}()
+	return func() uint64 { close(done); return <-peak }
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // indexFigures are the as-of index's figures in one bench run.
@@ -192,13 +273,15 @@ type indexFigures struct {
 	byClock            map[string]float64 // p99 ms
 	methods            map[string]int
 	bundle             time.Duration
+	rssPeakKiB         int64  // the process's peak RSS while the index was built
+	heapPeak           uint64 // the live heap's peak while the index was built, bytes
 }
 
 // benchIndex builds the as-of index over the log, then asks point queries
 // for random keys (of the final models, so some are not there yet) at
 // random instants on all three clocks, and lists every row of every model
 // as of a random position.
-func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.Model) indexFigures {
+func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []benchKeys) indexFigures {
 	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "asof.db")
 	ix, err := OpenIndex(path)
@@ -207,11 +290,15 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.M
 	}
 	defer ix.Close()
 	var f indexFigures
+	resetHWM()
+	stop := sampleHeap()
 	t0 := time.Now()
 	if err := ix.Build(ctx, env.Store, headPos); err != nil {
 		b.Fatal(err)
 	}
 	f.build = time.Since(t0)
+	f.heapPeak = stop()
+	f.rssPeakKiB = vmHWM()
 	if st, err := os.Stat(path); err == nil {
 		f.fileBytes = st.Size()
 	}
@@ -228,9 +315,8 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.M
 	var all []time.Duration
 	const points, warm = 600, 3 // the first query of each clock learns the log's start
 	for i := range points + warm {
-		m := final[rng.IntN(len(final))].(models.Keyed)
-		keys := m.RowKeys()
-		key := keys[rng.IntN(len(keys))]
+		m := final[rng.IntN(len(final))]
+		key := m.keys[rng.IntN(len(m.keys))]
 		var at AsOf
 		switch c := clocks[i%3]; c {
 		case ClockPosition:
@@ -242,7 +328,7 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.M
 			at = AtBusiness(logtest.DayStart.Add(time.Duration(rng.Int64N(int64(14 * time.Hour)))))
 		}
 		t0 := time.Now()
-		a, err := rq.Row(ctx, m.Name(), key, at, 0)
+		a, err := rq.Row(ctx, m.model, key, at, 0)
 		d := time.Since(t0)
 		switch {
 		case i < warm:
@@ -251,7 +337,7 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.M
 		case errors.Is(err, events.ErrNotFound):
 			f.methods[string(at.Clock)+"/not_found"]++
 		default:
-			b.Fatalf("%s %q %s: %v", m.Name(), key, at, err)
+			b.Fatalf("%s %q %s: %v", m.model, key, at, err)
 		}
 		if i >= warm {
 			byClock[at.Clock] = append(byClock[at.Clock], d)
@@ -270,7 +356,7 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []models.M
 	for _, m := range final {
 		after := ""
 		for {
-			page, err := rq.List(ctx, m.Name(), "", after, 1000, at, 0)
+			page, err := rq.List(ctx, m.model, "", after, 1000, at, 0)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -19,3 +19,13 @@ func startEnv(t testing.TB) *logtest.Env {
 	t.Cleanup(srv.Shutdown)
 	return logtest.Open(t, srv.ClientURL(), dir)
 }
+
+// startNode starts an embedded node on dir for logtest.OpenStored.
+func startNode(t testing.TB, dir string, lazy bool) (string, func()) {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, LazyFsync: lazy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.ClientURL(), srv.Shutdown
+}

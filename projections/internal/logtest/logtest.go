@@ -8,8 +8,11 @@ package logtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -311,3 +314,65 @@ func FoldMem(t testing.TB, evs []events.Event, ps []any, keep func(*events.Event
 
 // JetStreamWait bounds a fetch from a consumer in a test.
 func JetStreamWait() jetstream.FetchOpt { return jetstream.FetchMaxWait(2 * time.Second) }
+
+// StartNode starts a node on the data directory dir (lazy: without an
+// fsync on every write) and returns its client URL and a function that
+// stops it, flushing what it holds.
+type StartNode func(t testing.TB, dir string, lazy bool) (url string, stop func())
+
+// storedLog describes the log kept in a data directory by OpenStored.
+type storedLog struct {
+	Config    Config `json:"config"`
+	Events    int    `json:"events"`
+	Positions uint64 `json:"positions"`
+}
+
+// storedLogFile, in the data directory, is written once the log is
+// complete: a directory without it holds a log cut short, which is thrown
+// away.
+const storedLogFile = "bench-log.json"
+
+// OpenStored opens the log that cfg generates, kept in the data directory
+// dir between runs, and returns it with the number of events generated.
+// When dir holds no complete log of cfg, it writes one first: straight to
+// the store with cfg.Workers writers, on a node without an fsync per write
+// (a bench's log, not a ledger's), stopped and started again once written,
+// so the run reads it as it would any log on disk. Writing a million
+// events takes minutes; a run that only writes it leaves the generator's
+// memory out of the run that reads it.
+func OpenStored(t testing.TB, dir string, cfg Config, start StartNode) (*Env, int) {
+	t.Helper()
+	meta := filepath.Join(dir, storedLogFile)
+	var have storedLog
+	if b, err := os.ReadFile(meta); err == nil && json.Unmarshal(b, &have) == nil && have.Config == cfg {
+		url, stop := start(t, dir, false)
+		t.Cleanup(stop)
+		env := Open(t, url, dir)
+		if head, err := env.Store.LastPosition(context.Background()); err != nil || head != have.Positions {
+			t.Fatalf("the log in %s ends at position %d (%v), its %s says %d: remove the directory to write it again",
+				dir, head, err, storedLogFile, have.Positions)
+		}
+		return env, have.Events
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	url, stop := start(t, dir, true)
+	env := Open(t, url, dir)
+	t0 := time.Now()
+	g := Generate(t, env.Store, cfg)
+	head, err := env.Store.LastPosition(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	t.Logf("wrote %d events (positions %d) to %s in %s", g.Count, head, dir, time.Since(t0).Round(time.Second))
+	b, _ := json.Marshal(storedLog{Config: cfg, Events: g.Count, Positions: head})
+	if err := os.WriteFile(meta, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return OpenStored(t, dir, cfg, start)
+}
