@@ -335,6 +335,13 @@ func (rq *RowQuerier) page(ctx context.Context, model, prefix string, exactKey b
 		}
 		if d, ok := m.(models.Derived); ok && len(a.Rows) > 0 {
 			ctxRow, _ := lookup(b.Cursor(), "", p.pos)
+			if _, ok := m.(models.TimedContext); ok && ctxAt.IsZero() {
+				// The context's time at p.pos: that of the last business
+				// event there (none: the stored one, before any).
+				if occ, ok := businessTimeAt(tx, p.pos); ok {
+					ctxAt = time.Unix(0, int64(occ))
+				}
+			}
 			if tc, ok := m.(models.TimedContext); ok && !ctxAt.IsZero() {
 				body, err := tc.ContextAt(ctxRow.State, ctxAt)
 				if err != nil {
@@ -413,6 +420,22 @@ func (ix *Index) lastLate(at AsOf, p point) (pos, occ uint64) {
 		return nil
 	})
 	return pos, occ
+}
+
+// businessTimeAt returns the business time of the last business event at
+// or before pos, and false when there is none.
+func businessTimeAt(tx *bolt.Tx, pos uint64) (uint64, bool) {
+	c := tx.Bucket(bucketClock).Cursor()
+	k, v := c.Seek(clockKey("bus", pos+1))
+	if k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	if k == nil || !bytes.HasPrefix(k, []byte("bus\x00")) {
+		return 0, false
+	}
+	return getU64(v), true
 }
 
 // lookup returns the version of key in effect at pos, if the row existed.
