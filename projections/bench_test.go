@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -239,6 +240,18 @@ func vmHWM() int64 {
 	return 0
 }
 
+func writeHeapProfile(b testing.TB, path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // resetHWM makes the process's peak RSS its current RSS (Linux), so that
 // the next vmHWM is the peak of what runs in between.
 func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
@@ -374,10 +387,13 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []benchKey
 }
 
 // BenchmarkIndexBuild builds the as-of index alone over the bench's log
-// (LEDGER_BENCH_DATA reuses one), for profiles of the index fold
+// kept in LEDGER_BENCH_DATA, for profiles of the index fold
 // (-cpuprofile, -memprofile), and prints the file's buckets: keys, bytes
 // in use and allocated in leaf pages.
 func BenchmarkIndexBuild(b *testing.B) {
+	if os.Getenv("LEDGER_BENCH_DATA") == "" {
+		b.Skip("LEDGER_BENCH_DATA names the directory of the log to build the index over (make bench measures the index in RebuildAndAsOf)")
+	}
 	env, count := benchLog(b, benchEvents())
 	ctx := context.Background()
 	headPos := head(b, env)
@@ -396,6 +412,9 @@ func BenchmarkIndexBuild(b *testing.B) {
 		}
 		d := time.Since(t0)
 		heap := stop()
+		if path := os.Getenv("LEDGER_BENCH_HEAPPROFILE"); path != "" {
+			writeHeapProfile(b, path) // what the index holds once built: its fold's models
+		}
 		st, _ := os.Stat(path)
 		fmt.Printf("index over %d events (positions %d) built in %s, file %d MiB, peak RSS %d MiB, live heap at most %d MiB\n",
 			count, headPos, d.Round(time.Millisecond), st.Size()>>20, vmHWM()>>10, heap>>20)
