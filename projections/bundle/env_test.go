@@ -52,3 +52,13 @@ func runEngine(t testing.TB, env *logtest.Env) {
 		t.Fatal(err)
 	}
 }
+
+// startNode starts an embedded node on dir for logtest.OpenStored.
+func startNode(t testing.TB, dir string, lazy bool) (string, func()) {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, LazyFsync: lazy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.ClientURL(), srv.Shutdown
+}
