@@ -240,34 +240,33 @@ func vmHWM() int64 {
 	return 0
 }
 
-func writeHeapProfile(b testing.TB, path string) {
-	runtime.GC()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	if err := pprof.WriteHeapProfile(f); err != nil {
-		b.Fatal(err)
-	}
-}
-
 // resetHWM makes the process's peak RSS its current RSS (Linux), so that
 // the next vmHWM is the peak of what runs in between.
 func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
 // sampleHeap samples the live heap every 10 ms until the function it
-// returns is called, which returns the peak in bytes.
+// returns is called, which returns the peak in bytes. With
+// LEDGER_BENCH_HEAPPROFILE=file it writes a heap profile to file whenever
+// the peak has grown by a tenth since the last one: the last is what the
+// heap held at (about) its peak.
 func sampleHeap() func() uint64 {
 	done, peak := make(chan struct{}), make(chan uint64)
+	profile := os.Getenv("LEDGER_BENCH_HEAPPROFILE")
 	go func() {
 		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		var top uint64
+		var top, written uint64
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			metrics.Read(s)
 			top = max(top, s[0].Value.Uint64())
+			if profile != "" && top > written+written/10 {
+				if f, err := os.Create(profile); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+				written = top
+			}
 			select {
 			case <-tick.C:
 			case <-done:
@@ -388,7 +387,8 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []benchKey
 
 // BenchmarkIndexBuild builds the as-of index alone over the bench's log
 // kept in LEDGER_BENCH_DATA, for profiles of the index fold
-// (-cpuprofile, -memprofile), and prints the file's buckets: keys, bytes
+// (-cpuprofile, -memprofile, LEDGER_BENCH_HEAPPROFILE: see sampleHeap),
+// and prints the file's buckets: keys, bytes
 // in use and allocated in leaf pages.
 func BenchmarkIndexBuild(b *testing.B) {
 	if os.Getenv("LEDGER_BENCH_DATA") == "" {
@@ -412,9 +412,6 @@ func BenchmarkIndexBuild(b *testing.B) {
 		}
 		d := time.Since(t0)
 		heap := stop()
-		if path := os.Getenv("LEDGER_BENCH_HEAPPROFILE"); path != "" {
-			writeHeapProfile(b, path) // what the index holds once built: its fold's models
-		}
 		st, _ := os.Stat(path)
 		fmt.Printf("index over %d events (positions %d) built in %s, file %d MiB, peak RSS %d MiB, live heap at most %d MiB\n",
 			count, headPos, d.Round(time.Millisecond), st.Size()>>20, vmHWM()>>10, heap>>20)
