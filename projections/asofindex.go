@@ -32,6 +32,8 @@ import (
 //	                         late <position> ->  <business time, ns>               (a business event earlier than that max)
 //	                         rec <recorded ns> <position> -> ""                    (every event's server time)
 //	                         bus <position> -> <business time, ns>                 (every business event)
+//	                         lmin <block> -> <business time, ns>                   (the earliest late event of positions
+//	                                                                                block*lateBlock to the block's end)
 //	meta                     head -> <position>: every position up to it is indexed
 //	ckpt                     <model>/v<version> -> whole-model snapshot at meta/ckpt_head, for a restart
 var (
@@ -478,6 +480,7 @@ func (r *indexRecorder) Apply(e events.Event, _ any) error {
 			r.w.put(bucketClock, clockKey("occ", uint64(occ)), putU64(e.Position))
 		case occ < r.w.maxOc:
 			r.w.put(bucketClock, clockKey("late", e.Position), putU64(uint64(occ)))
+			r.w.lateIn(e.Position, uint64(occ))
 		}
 	}
 	r.n++
@@ -528,6 +531,36 @@ type indexWriter struct {
 	batch   []kv
 	batches chan indexBatch
 	done    chan error
+	// The block of positions the last late event fell in, and the
+	// earliest business time of the late events in it.
+	block, blockMin uint64
+	blockSeen       bool
+}
+
+// lateBlock is how many positions one lmin entry of the clock covers: a
+// business query skips a block none of whose late events occurred by its
+// instant, so it reads at most a block's late events and one entry per
+// block, instead of every late event after its prefix (a million-event log
+// holds hundreds of thousands).
+const lateBlock = 256
+
+// lateIn records a late event in its block's earliest business time.
+func (w *indexWriter) lateIn(pos, occ uint64) {
+	if blk := pos / lateBlock; !w.blockSeen || blk != w.block {
+		// A block this fold has not written yet: an earlier fold may
+		// have (the fold before a restart, up to the checkpoint).
+		w.block, w.blockSeen, w.blockMin = blk, true, ^uint64(0)
+		_ = w.ix.db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(bucketClock).Get(clockKey("lmin", blk)); v != nil {
+				w.blockMin = getU64(v)
+			}
+			return nil
+		})
+	}
+	if occ < w.blockMin {
+		w.blockMin = occ
+		w.put(bucketClock, clockKey("lmin", w.block), putU64(occ))
+	}
 }
 
 type kv struct{ bucket, key, value []byte }
@@ -566,7 +599,9 @@ func (w *indexWriter) run() {
 			continue // drain: the first error is the answer
 		}
 		// In key order: bbolt finds each leaf once and appends within it.
-		slices.SortFunc(b.puts, func(x, y kv) int {
+		// Stable: a key put twice in a batch (a block's lmin) keeps the
+		// later value.
+		slices.SortStableFunc(b.puts, func(x, y kv) int {
 			if c := bytes.Compare(x.bucket, y.bucket); c != 0 {
 				return c
 			}

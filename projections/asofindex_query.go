@@ -189,10 +189,6 @@ func (ix *Index) positionAt(t time.Time) (uint64, bool) {
 	return pos, after && pos > 0
 }
 
-// lateScanMax bounds how many out-of-order business events one query
-// looks at before it folds instead.
-const lateScanMax = 65_536
-
 // business resolves a business instant, as known at knownAt. Let A be the
 // last position up to which every business event occurred by T (the
 // running maximum of business time is at most T). The fold of the business
@@ -238,17 +234,8 @@ func (ix *Index) business(at AsOf, knownAt uint64, bitemporal bool) (point, erro
 				p.pos = s - 1
 			}
 		}
-		p.exact = true
-		n := 0
-		for k, v := c.Seek(clockKey("late", p.pos+1)); k != nil && bytes.HasPrefix(k, []byte("late\x00")); k, v = c.Next() {
-			if binary.BigEndian.Uint64(k[5:]) > knownAt {
-				break
-			}
-			if n++; n > lateScanMax || getU64(v) <= T {
-				p.exact = false
-				break
-			}
-		}
+		_, _, late := lateBy(tx, p.pos, knownAt, T, false)
+		p.exact = !late
 		if p.exact && p.pos < firstBusiness {
 			return outOfRange(at, "before the first event on the business clock")
 		}
@@ -405,21 +392,71 @@ func (ix *Index) untouchedLate(m models.Model, key string, at AsOf, p point) (bo
 // that came out of order (every business event after p.pos that occurred
 // by the instant did). It returns zeros when there is none.
 func (ix *Index) lastLate(at AsOf, p point) (pos, occ uint64) {
-	T := uint64(at.Time.UnixNano())
 	ix.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketClock).Cursor()
-		for k, v := c.Seek(clockKey("late", p.pos+1)); k != nil && bytes.HasPrefix(k, []byte("late\x00")); k, v = c.Next() {
-			at := binary.BigEndian.Uint64(k[5:])
-			if at > p.knownAt {
-				break
-			}
-			if o := getU64(v); o <= T {
-				pos, occ = at, o
-			}
-		}
+		pos, occ, _ = lateBy(tx, p.pos, p.knownAt, uint64(at.Time.UnixNano()), true)
 		return nil
 	})
 	return pos, occ
+}
+
+// lateBy finds a late business event in the positions (from, to] that
+// occurred at or before T: the first one, or with last the last one. It
+// reads the blocks' earliest times (lmin) and the late events of only the
+// blocks whose earliest time is at or before T.
+func lateBy(tx *bolt.Tx, from, to, T uint64, last bool) (pos, occ uint64, ok bool) {
+	if to <= from {
+		return 0, 0, false
+	}
+	b := tx.Bucket(bucketClock)
+	blocks, lates := b.Cursor(), b.Cursor()
+	lmin, late := []byte("lmin\x00"), []byte("late\x00")
+	// inBlock scans one block's late events within (from, to].
+	inBlock := func(blk uint64) bool {
+		lo, hi := max(from+1, blk*lateBlock), min(to, blk*lateBlock+lateBlock-1)
+		if last {
+			k, v := lates.Seek(clockKey("late", hi+1))
+			if k == nil {
+				k, v = lates.Last()
+			} else {
+				k, v = lates.Prev()
+			}
+			for ; k != nil && bytes.HasPrefix(k, late) && binary.BigEndian.Uint64(k[5:]) >= lo; k, v = lates.Prev() {
+				if o := getU64(v); o <= T {
+					pos, occ = binary.BigEndian.Uint64(k[5:]), o
+					return true
+				}
+			}
+			return false
+		}
+		for k, v := lates.Seek(clockKey("late", lo)); k != nil && bytes.HasPrefix(k, late) && binary.BigEndian.Uint64(k[5:]) <= hi; k, v = lates.Next() {
+			if o := getU64(v); o <= T {
+				pos, occ = binary.BigEndian.Uint64(k[5:]), o
+				return true
+			}
+		}
+		return false
+	}
+	first, end := (from+1)/lateBlock, to/lateBlock
+	if last {
+		k, v := blocks.Seek(clockKey("lmin", end+1))
+		if k == nil {
+			k, v = blocks.Last()
+		} else {
+			k, v = blocks.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, lmin) && binary.BigEndian.Uint64(k[5:]) >= first; k, v = blocks.Prev() {
+			if getU64(v) <= T && inBlock(binary.BigEndian.Uint64(k[5:])) {
+				return pos, occ, true
+			}
+		}
+		return 0, 0, false
+	}
+	for k, v := blocks.Seek(clockKey("lmin", first)); k != nil && bytes.HasPrefix(k, lmin) && binary.BigEndian.Uint64(k[5:]) <= end; k, v = blocks.Next() {
+		if getU64(v) <= T && inBlock(binary.BigEndian.Uint64(k[5:])) {
+			return pos, occ, true
+		}
+	}
+	return 0, 0, false
 }
 
 // businessTimeAt returns the business time of the last business event at

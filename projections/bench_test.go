@@ -97,15 +97,15 @@ func BenchmarkRebuildAndAsOf(b *testing.B) {
 			count, headPos, raw, float64(headPos)/raw.Seconds(), nmodels, rebuild, float64(count)/rebuild.Seconds(), ratio)
 		fmt.Printf("as-of (business clock, all models) p50 %s p99 %s over %d queries (target p99 <= 200ms)\nsnapshot every %d events; engine build with snapshots %s; peak RSS %d MiB\n",
 			lat[len(lat)/2], lat[len(lat)*99/100], len(lat), benchSnapshotEvery, build.Round(time.Millisecond), hwm>>10)
-		fmt.Printf("as-of index: fold with the index %s (%.2fx the plain fold, target <= 1.5x), file %d MiB, peak RSS %d MiB, live heap at most %d MiB\n"+
+		fmt.Printf("as-of index: fold with the index %s (%.2fx the plain fold, target <= 1.5x), file %d MiB, peak RSS %d MiB (anonymous %d MiB), live heap at most %d MiB\n"+
 			"point queries (random keys, instants, all clocks) p50 %s p99 %s over %d; by clock p99 %v; methods %v\n"+
 			"every row of every model as of a position, from the index: %s\n",
-			ix.build, float64(ix.build)/float64(rebuild), ix.fileBytes>>20, ix.rssPeakKiB>>10, ix.heapPeak>>20, ix.pointP50, ix.pointP99, ix.points, ix.byClock, ix.methods, ix.bundle)
+			ix.build, float64(ix.build)/float64(rebuild), ix.fileBytes>>20, ix.rssPeakKiB>>10, ix.anonPeakKiB>>10, ix.heapPeak>>20, ix.pointP50, ix.pointP99, ix.points, ix.byClock, ix.methods, ix.bundle)
 		line, _ := json.Marshal(map[string]any{"bench": "projections", "events": count, "positions": headPos,
 			"raw_read_ms": raw.Milliseconds(), "rebuild_ms": rebuild.Milliseconds(), "ratio": ratio,
 			"rss_hwm_kib":    hwm,
 			"index_build_ms": ix.build.Milliseconds(), "index_file_mib": ix.fileBytes >> 20,
-			"index_build_rss_hwm_kib": ix.rssPeakKiB, "index_build_heap_peak_mib": ix.heapPeak >> 20,
+			"index_build_rss_hwm_kib": ix.rssPeakKiB, "index_build_rss_anon_kib": ix.anonPeakKiB, "index_build_heap_peak_mib": ix.heapPeak >> 20,
 			"asof_point_p50_ms": ms(ix.pointP50), "asof_point_p99_ms": ms(ix.pointP99),
 			"asof_point_p99_ms_by_clock": ix.byClock, "asof_point_methods": ix.methods, "asof_bundle_ms": ix.bundle.Milliseconds()})
 		if snapshotPath {
@@ -226,13 +226,16 @@ func asOfLatencies(b *testing.B, env *logtest.Env, k int) []time.Duration {
 }
 
 // vmHWM returns the process's peak resident set in KiB (Linux).
-func vmHWM() int64 {
+func vmHWM() int64 { return procStatus("VmHWM:") }
+
+// procStatus returns a figure of /proc/self/status in KiB (Linux).
+func procStatus(name string) int64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == name {
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			return n
 		}
@@ -244,22 +247,33 @@ func vmHWM() int64 {
 // the next vmHWM is the peak of what runs in between.
 func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
-// sampleHeap samples the live heap every 10 ms until the function it
-// returns is called, which returns the peak in bytes. With
+// sampleHeap samples the live heap every 10 ms, and the anonymous
+// resident set every 100 ms, until the function it returns is called,
+// which returns their peaks (bytes, KiB). The resident set also holds the
+// pages of the index's file that bbolt read through its mmap: page cache
+// the kernel takes back when it needs to, not the process's own. With
 // LEDGER_BENCH_HEAPPROFILE=file it writes a heap profile to file whenever
 // the peak has grown by a tenth since the last one: the last is what the
 // heap held at (about) its peak.
-func sampleHeap() func() uint64 {
-	done, peak := make(chan struct{}), make(chan uint64)
+func sampleHeap() func() (heap uint64, anonKiB int64) {
+	type peaks struct {
+		heap uint64
+		anon int64
+	}
+	done, peak := make(chan struct{}), make(chan peaks)
 	profile := os.Getenv("LEDGER_BENCH_HEAPPROFILE")
 	go func() {
 		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		var top, written uint64
+		var anon int64
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for {
+		for i := 0; ; i++ {
 			metrics.Read(s)
 			top = max(top, s[0].Value.Uint64())
+			if i%10 == 0 {
+				anon = max(anon, procStatus("RssAnon:"))
+			}
 			if profile != "" && top > written+written/10 {
 				if f, err := os.Create(profile); err == nil {
 					_ = pprof.WriteHeapProfile(f)
@@ -270,12 +284,12 @@ func sampleHeap() func() uint64 {
 			select {
 			case <-tick.C:
 			case <-done:
-				peak <- top
+				peak <- peaks{top, max(anon, procStatus("RssAnon:"))}
 				return
 			}
 		}
 	}()
-	return func() uint64 { close(done); return <-peak }
+	return func() (uint64, int64) { close(done); p := <-peak; return p.heap, p.anon }
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -290,6 +304,7 @@ type indexFigures struct {
 	methods            map[string]int
 	bundle             time.Duration
 	rssPeakKiB         int64  // the process's peak RSS while the index was built
+	anonPeakKiB        int64  // the same, anonymous memory only (not the index's mapped file)
 	heapPeak           uint64 // the live heap's peak while the index was built, bytes
 }
 
@@ -313,7 +328,7 @@ func benchIndex(b *testing.B, env *logtest.Env, headPos uint64, final []benchKey
 		b.Fatal(err)
 	}
 	f.build = time.Since(t0)
-	f.heapPeak = stop()
+	f.heapPeak, f.anonPeakKiB = stop()
 	f.rssPeakKiB = vmHWM()
 	if st, err := os.Stat(path); err == nil {
 		f.fileBytes = st.Size()
@@ -411,10 +426,10 @@ func BenchmarkIndexBuild(b *testing.B) {
 			b.Fatal(err)
 		}
 		d := time.Since(t0)
-		heap := stop()
+		heap, anon := stop()
 		st, _ := os.Stat(path)
-		fmt.Printf("index over %d events (positions %d) built in %s, file %d MiB, peak RSS %d MiB, live heap at most %d MiB\n",
-			count, headPos, d.Round(time.Millisecond), st.Size()>>20, vmHWM()>>10, heap>>20)
+		fmt.Printf("index over %d events (positions %d) built in %s, file %d MiB, peak RSS %d MiB (anonymous %d MiB), live heap at most %d MiB\n",
+			count, headPos, d.Round(time.Millisecond), st.Size()>>20, vmHWM()>>10, anon>>10, heap>>20)
 		ix.printBuckets()
 		ix.Close()
 	}
