@@ -51,13 +51,14 @@ const (
 	// indexBatchEvents is how many events' row versions one write
 	// transaction carries at most.
 	indexBatchEvents = 1024
-	// indexCkptEvery is how many positions pass between two model
-	// checkpoints in the index (a restart refolds at most this many).
-	indexCkptEvery = 100_000
 	// IndexWaitMax bounds how long a query waits for the index to reach
 	// the position it asks about.
 	IndexWaitMax = 2 * time.Second
 )
+
+// indexCkptEvery is how many positions pass between two model checkpoints
+// in the index (a restart refolds at most this many); a variable for tests.
+var indexCkptEvery uint64 = 100_000
 
 // indexFillPercent is how full bbolt fills the pages it splits. Row
 // versions arrive in position order under each key, so a page mostly grows
@@ -243,10 +244,27 @@ func (ix *Index) Build(ctx context.Context, store events.Store, to uint64) error
 	if err := ix.load(); err != nil {
 		return err
 	}
-	from := ix.folded
-	if to <= from {
-		return nil
+	// In steps of indexCkptEvery positions, each ending in a checkpoint: a
+	// build stopped part way (a crash, the log unreachable) starts again
+	// from the last step, not from the start, and no write transaction
+	// holds more than a step.
+	for ix.folded < to {
+		end := min(to, max(ix.ckptAt, ix.folded)+indexCkptEvery)
+		if err := ix.buildTo(ctx, store, end); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// buildTo folds from the index's head up to position to, with the models
+// loaded, and checkpoints them when indexCkptEvery positions have passed
+// since the last checkpoint.
+func (ix *Index) buildTo(ctx context.Context, store events.Store, to uint64) error {
+	if err := ix.load(); err != nil {
+		return err
+	}
+	from := ix.folded
 	w := newIndexWriter(ix)
 	rec := &indexRecorder{w: w}
 	ms := make([]models.Model, 0, len(ix.ms)+1)

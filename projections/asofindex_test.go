@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"iter"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -317,5 +319,80 @@ func TestCatalogueBusinessByLookup(t *testing.T) {
 	t.Logf("catalogue answers by method: %v", methods)
 	if methods["index"] <= methods["fold"] {
 		t.Errorf("most catalogue answers fold: %v", methods)
+	}
+}
+
+// cutStore is a log that cannot be read past position cut, as a log that
+// went away in the middle of a build.
+type cutStore struct {
+	events.Store
+	cut uint64
+}
+
+func (c cutStore) Read(ctx context.Context, q events.Query) iter.Seq2[events.Event, error] {
+	return func(yield func(events.Event, error) bool) {
+		for e, err := range c.Store.Read(ctx, q) {
+			if err == nil && e.Position > c.cut {
+				yield(events.Event{}, &events.Error{Op: "test", Kind: events.KindUnavailable, Rule: "the log went away"})
+				return
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestIndexBuildCheckpointsOnTheWay: a build over more than indexCkptEvery
+// positions checkpoints every indexCkptEvery, so one stopped part way
+// starts again from its last checkpoint, and ends equal to a build that
+// was never stopped.
+func TestIndexBuildCheckpointsOnTheWay(t *testing.T) {
+	defer func(n uint64) { indexCkptEvery = n }(indexCkptEvery)
+	indexCkptEvery = 10
+	env := startEnv(t)
+	logtest.Generate(t, env.Store, logtest.Config{Seed: 11, Listings: 3, Flows: 12})
+	ctx := t.Context()
+	head, err := env.Store.LastPosition(ctx)
+	if err != nil || head < 4*indexCkptEvery {
+		t.Fatalf("log of %d positions (%v), want at least %d", head, err, 4*indexCkptEvery)
+	}
+	path := filepath.Join(t.TempDir(), "asof.db")
+	ix, err := OpenIndex(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := 3*indexCkptEvery + indexCkptEvery/2
+	if err := ix.Build(ctx, cutStore{Store: env.Store, cut: cut}, head); err == nil {
+		t.Fatal("a build over a log cut short succeeded")
+	}
+	if ix.ckptAt != 3*indexCkptEvery {
+		t.Fatalf("stopped at %d, the build kept a checkpoint at %d; want %d", cut, ix.ckptAt, 3*indexCkptEvery)
+	}
+	ix.Close()
+	if ix, err = OpenIndex(path); err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if err := ix.Build(ctx, env.Store, head); err != nil || ix.Head() != head {
+		t.Fatalf("build again: head %d of %d, %v", ix.Head(), head, err)
+	}
+	whole, err := OpenIndex(filepath.Join(t.TempDir(), "whole.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	if err := whole.Build(ctx, env.Store, head); err != nil {
+		t.Fatal(err)
+	}
+	resumed, built := NewRowQuerier(ctx, ix, env.Store), NewRowQuerier(ctx, whole, env.Store)
+	for _, m := range []string{"orders", "catalogue", "balances"} {
+		for _, at := range []uint64{indexCkptEvery, 3*indexCkptEvery + 1, head} {
+			a, errA := resumed.List(ctx, m, "", "", 1000, AtPosition(at), 0)
+			b, errB := built.List(ctx, m, "", "", 1000, AtPosition(at), 0)
+			if errA != nil || errB != nil || !reflect.DeepEqual(a.Rows, b.Rows) || (at == head && len(a.Rows) == 0) {
+				t.Fatalf("%s at %d: the resumed build answers %d rows (%v), the whole one %d (%v)", m, at, len(a.Rows), errA, len(b.Rows), errB)
+			}
+		}
 	}
 }
