@@ -62,7 +62,7 @@ func Verify(r io.ReaderAt, size int64, trustedKey ed25519.PublicKey) (Report, er
 		rep.add("position 0 holds the empty models", emptyModels(rep.Manifest))
 	}
 	checkModels(&rep, files)
-	rep.NotChecked = append(rep.NotChecked, fmt.Sprintf("merkle root %s at tree size %d against the log: needs the live log (VerifyAgainst)",
+	rep.NotChecked = append(rep.NotChecked, fmt.Sprintf("merkle root %s at tree size %d against the log: needs the live log (ledger verify --against, a data directory or nats:// URL)",
 		rep.Manifest.MerkleRoot, rep.Manifest.TreeSize))
 	return rep, rep.err()
 }
