@@ -50,7 +50,7 @@ reported with what is missing, and the exit status is 1.`,
 			fmt.Fprintf(w, "deny_delete %t, deny_purge %t, allow_rollup %t, allow_atomic %t, allow_direct %t, dedupe window %s\n",
 				c.DenyDelete, c.DenyPurge, c.AllowRollup, c.AllowAtomicPublish, c.AllowDirect, c.Duplicates)
 			if problem != nil {
-				fmt.Fprintf(w, "guarantees: FAILED: %v\n", problem)
+				fmt.Fprintf(w, "guarantees: FAILED: %s\n", describe(problem))
 				return problem
 			}
 			fmt.Fprintln(w, "guarantees: ok")
