@@ -175,7 +175,9 @@ func (in *Instance) Pause(t testing.TB, context string) (resume func()) {
 // checkoutDeadline is the scenarios' checkout deadline after placement, in
 // place of the product's 30 s. The scenarios judge what freezes, stock and
 // contention make of orders; a deadline's own outcome is tested in
-// services/checkout. Hundreds of orders under the race detector on a CI
+// services/checkout (the decider) and testkit/checkoutrun
+// (TestCheckoutTimeout, TestResumedAfterDeadlineVoidsWhatWasAuthorized).
+// Hundreds of orders under the race detector on a CI
 // machine of two busy cores can take longer than 30 s from placement to
 // reservation without any of those causes, and must not end rejected for
 // it.
