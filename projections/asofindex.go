@@ -16,6 +16,7 @@ import (
 
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // The as-of index (ADR 0019) keeps every version of every row of every
@@ -34,12 +35,16 @@ import (
 //	                         bus <position> -> <business time, ns>                 (every business event)
 //	                         lmin <block> -> <business time, ns>                   (the earliest late event of positions
 //	                                                                                block*lateBlock to the block's end)
+//	merkle                   <position> -> the Merkle frontier (notary.Frontier) of every event up to it, at
+//	                                        the end of each batch of the fold: a tree root at any position
+//	                                        reads the log from the entry before it only
 //	meta                     head -> <position>: every position up to it is indexed
 //	ckpt                     <model>/v<version> -> whole-model snapshot at meta/ckpt_head, for a restart
 var (
 	bucketClock = []byte("clock")
 	bucketMeta  = []byte("meta")
 	bucketCkpt  = []byte("ckpt")
+	bucketTree  = []byte("merkle")
 	keyHead     = []byte("head")
 	keyCkptHead = []byte("ckpt_head")
 	keyCkptMax  = []byte("ckpt_max")
@@ -75,6 +80,7 @@ type Index struct {
 	build  sync.Mutex // one fold writes at a time
 	ms     []models.Keyed
 	maxOc  int64  // running max business time of the fold, ns
+	tree   []byte // the fold's Merkle frontier at folded (notary.Frontier, encoded)
 	folded uint64 // the position ms have applied
 	ckptAt uint64 // the position of the index's model checkpoint
 
@@ -189,7 +195,7 @@ func lateBucket(model string, version int) []byte {
 // keeps the late keys of TimedContext models too.
 // Layout 3 versions a TimedContext's context only when an event changes
 // it other than its time, and keeps every business event's time instead.
-const indexLayout = "layout/3\n"
+const indexLayout = "layout/4\n"
 
 // builtModels names the layout and the model versions an index holds, as
 // stored in it.
@@ -269,6 +275,9 @@ func (ix *Index) buildTo(ctx context.Context, store events.Store, to uint64) err
 	rec := &indexRecorder{w: w}
 	ms := make([]models.Model, 0, len(ix.ms)+1)
 	w.maxOc = ix.maxOc
+	if err := w.tree.UnmarshalBinary(ix.tree); err != nil {
+		return &events.Error{Op: "projections.Index", Kind: events.KindIntegrity, Field: "merkle", Err: err}
+	}
 	for _, m := range ix.ms {
 		r := &rowRecorder{Keyed: m, w: w, bucket: rowsBucket(m.Name(), models.ModelVersion(m))}
 		if lateKept(m) {
@@ -298,11 +307,13 @@ func (ix *Index) buildTo(ctx context.Context, store events.Store, to uint64) err
 	}
 	_, _, err := Fold(ctx, store, events.Query{From: from + 1, To: to}, ms, nil, nil)
 	if err == nil {
+		w.putTree(to)
 		err = w.flush(to)
 	} else {
 		w.abort()
 	}
 	ix.maxOc = w.maxOc
+	ix.tree, _ = w.tree.MarshalBinary()
 	if err != nil {
 		ix.ms = nil // the models may be half way through an event: restore them again
 		return err
@@ -326,10 +337,17 @@ func (ix *Index) load() error {
 	}
 	var at uint64
 	var maxOc int64
+	tree, _ := (&notary.Frontier{}).MarshalBinary()
 	err = ix.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCkpt)
 		at, maxOc = getU64(b.Get(keyCkptHead)), int64(getU64(b.Get(keyCkptMax)))
 		if at == 0 {
+			return nil
+		}
+		if t := tx.Bucket(bucketTree); t != nil && t.Get(putU64(at)) != nil {
+			tree = slices.Clone(t.Get(putU64(at)))
+		} else {
+			at, maxOc = 0, 0 // no frontier at the checkpoint: fold from the start
 			return nil
 		}
 		for _, m := range ms {
@@ -352,7 +370,7 @@ func (ix *Index) load() error {
 			return err
 		}
 	}
-	ix.ms, ix.folded, ix.ckptAt, ix.maxOc = ms, at, at, maxOc
+	ix.ms, ix.folded, ix.ckptAt, ix.maxOc, ix.tree = ms, at, at, maxOc, tree
 	return nil
 }
 
@@ -486,6 +504,11 @@ func (r *indexRecorder) Restore([]byte) error      { return nil }
 func (r *indexRecorder) Rows() models.Table        { return models.Table{} }
 
 func (r *indexRecorder) Apply(e events.Event, _ any) error {
+	leaf, err := notary.EventLeaf(&e)
+	if err != nil {
+		return err
+	}
+	r.w.tree.Append(notary.LeafHash(leaf))
 	rk := binary.BigEndian.AppendUint64(clockKey("rec", uint64(e.RecordedAt.UnixNano())), e.Position)
 	r.w.put(bucketClock, rk, nil)
 	if models.IsBusiness(&e) {
@@ -504,6 +527,7 @@ func (r *indexRecorder) Apply(e events.Event, _ any) error {
 	r.n++
 	if r.n >= indexBatchEvents {
 		r.n = 0
+		r.w.putTree(e.Position)
 		return r.w.cut(e.Position)
 	}
 	return nil
@@ -545,7 +569,9 @@ type indexWriter struct {
 	ix *Index
 	// maxOc is the fold's running maximum of business time, ns, before the
 	// event being applied (the indexRecorder, applied last, moves it).
-	maxOc   int64
+	maxOc int64
+	// tree is the fold's Merkle frontier: every event the fold applied.
+	tree    notary.Frontier
 	batch   []kv
 	batches chan indexBatch
 	done    chan error
@@ -592,6 +618,12 @@ func newIndexWriter(ix *Index) *indexWriter {
 	w := &indexWriter{ix: ix, batches: make(chan indexBatch, 1), done: make(chan error, 1)}
 	go w.run()
 	return w
+}
+
+// putTree keeps the fold's Merkle frontier as of position pos.
+func (w *indexWriter) putTree(pos uint64) {
+	b, _ := w.tree.MarshalBinary()
+	w.put(bucketTree, putU64(pos), b)
 }
 
 func (w *indexWriter) put(bucket, key, value []byte) {

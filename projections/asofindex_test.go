@@ -17,6 +17,7 @@ import (
 	"github.com/marketledger/ledger/events"
 	"github.com/marketledger/ledger/projections/internal/logtest"
 	"github.com/marketledger/ledger/projections/models"
+	"github.com/marketledger/ledger/projections/notary"
 )
 
 // freshRows folds the events keep selects into fresh keyed models: the
@@ -386,6 +387,33 @@ func TestIndexBuildCheckpointsOnTheWay(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed, built := NewRowQuerier(ctx, ix, env.Store), NewRowQuerier(ctx, whole, env.Store)
+	// The Merkle root at every position, from the frontiers the builds
+	// kept (the resumed one restored its frontier at the checkpoint), is
+	// the root of the log's events up to it.
+	var ref notary.Frontier
+	refAt := map[uint64]notary.Hash{}
+	for e, err := range env.Store.Read(ctx, events.Query{To: head}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := notary.EventLeaf(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref.Append(notary.LeafHash(leaf))
+		refAt[e.Position], _ = ref.Root()
+	}
+	var want notary.Hash
+	for p := uint64(1); p <= head; p++ {
+		if r, ok := refAt[p]; ok {
+			want = r
+		}
+		for name, rq := range map[string]*RowQuerier{"resumed": resumed, "whole": built} {
+			if _, got, err := rq.TreeAt(ctx, p); err != nil || got != want {
+				t.Fatalf("%s index: root at %d %s (%v), the log's %s", name, p, got, err, want)
+			}
+		}
+	}
 	for _, m := range []string{"orders", "catalogue", "balances"} {
 		for _, at := range []uint64{indexCkptEvery, 3*indexCkptEvery + 1, head} {
 			a, errA := resumed.List(ctx, m, "", "", 1000, AtPosition(at), 0)

@@ -65,7 +65,7 @@ func WriteFromIndex(ctx context.Context, store projections.LogStore, rq *project
 	if err != nil {
 		return err
 	}
-	size, root, err := treeAt(ctx, store, ip.Position)
+	size, root, err := rq.TreeAt(ctx, ip.Position)
 	if err != nil {
 		return err
 	}

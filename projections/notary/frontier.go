@@ -1,5 +1,11 @@
 package notary
 
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+)
+
 // Frontier computes the root of an append-only Merkle tree (RFC 6962) as
 // leaves stream by, keeping one hash per complete subtree on the tree's
 // right edge: log2(n) hashes, where a Tree keeps every level (about two
@@ -35,4 +41,35 @@ func (f *Frontier) Root() (Hash, bool) {
 		r = NodeHash(f.stack[i], r)
 	}
 	return r, true
+}
+
+// MarshalBinary encodes the frontier: the leaf count (8 bytes, big-endian)
+// and the subtree hashes, largest first, so that a fold can keep it and go
+// on appending later.
+func (f *Frontier) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 8, 8+len(f.stack)*len(Hash{}))
+	binary.BigEndian.PutUint64(b, f.size)
+	for _, h := range f.stack {
+		b = append(b, h[:]...)
+	}
+	return b, nil
+}
+
+// UnmarshalBinary restores a frontier MarshalBinary encoded, refusing one
+// whose hashes do not match its leaf count (one per bit set in it).
+func (f *Frontier) UnmarshalBinary(b []byte) error {
+	if len(b) < 8 || (len(b)-8)%len(Hash{}) != 0 {
+		return fmt.Errorf("notary: a frontier is 8 bytes and whole hashes, not %d bytes", len(b))
+	}
+	size := binary.BigEndian.Uint64(b)
+	n := (len(b) - 8) / len(Hash{})
+	if n != bits.OnesCount64(size) {
+		return fmt.Errorf("notary: a frontier of %d leaves has %d subtrees, not %d", size, bits.OnesCount64(size), n)
+	}
+	stack := make([]Hash, n)
+	for i := range stack {
+		copy(stack[i][:], b[8+i*len(Hash{}):])
+	}
+	f.stack, f.size = stack, size
+	return nil
 }
