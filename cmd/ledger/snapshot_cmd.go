@@ -162,9 +162,22 @@ valid but signer not trusted: pass --key". It lists what it could not check.`,
 }
 
 func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyHex string) error {
-	data, err := os.ReadFile(path)
+	// A bundle is read where it lies (a zip over a million events is over
+	// a hundred MiB); only a saved point answer, small JSON, is read whole.
+	f, err := os.Open(path)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return usagef("%v", err)
+	}
+	start := make([]byte, 64)
+	n, _ := f.ReadAt(start, 0)
+	isAnswer := false
+	if t := bytes.TrimSpace(start[:n]); len(t) > 0 && t[0] == '{' {
+		isAnswer = true
 	}
 	var trusted ed25519.PublicKey
 	if keyHex != "" {
@@ -174,16 +187,20 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 		}
 		trusted = b
 	}
-	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+	if isAnswer {
 		if against != "" {
 			return usagef("--against checks bundles; a saved point answer is checked offline")
 		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return usagef("%v", err)
+		}
 		return verifyRowAnswer(w, g.json, path, data, trusted)
 	}
-	r := bytes.NewReader(data)
 	var rep bundle.Report
+	r, size := f, st.Size()
 	if against == "" {
-		rep, err = bundle.Verify(r, int64(len(data)), trusted)
+		rep, err = bundle.Verify(r, size, trusted)
 	} else {
 		lg := &globals{dataDir: g.dataDir, credsDir: g.credsDir, tlsCA: g.tlsCA}
 		if strings.HasPrefix(against, "nats://") || strings.HasPrefix(against, "tls://") {
@@ -196,7 +213,7 @@ func runVerify(ctx context.Context, g *globals, w io.Writer, path, against, keyH
 			return oerr
 		}
 		defer n.Close()
-		rep, err = bundle.VerifyAgainst(ctx, n.store, r, int64(len(data)), trusted)
+		rep, err = bundle.VerifyAgainst(ctx, n.store, r, size, trusted)
 	}
 	if perr := printJSONOr(w, g.json, rep, func() { printVerify(w, path, rep) }); perr != nil {
 		return perr
