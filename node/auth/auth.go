@@ -63,17 +63,26 @@ type User struct {
 type fileConfig struct {
 	Version int    `json:"version"`
 	Users   []User `json:"users"`
+	// Retired are the public keys of users whose key was rotated out: the
+	// account JWT revokes every JWT of theirs, which the account key
+	// signed and a server in operator mode would otherwise still admit.
+	Retired []string `json:"retired,omitempty"`
 }
 
 // Set is the ledger's users: their public keys, permissions and the seed
 // files that hold their secrets. It never holds a seed in memory.
 type Set struct {
-	dir   string
-	users []User
+	dir     string
+	users   []User
+	retired []string
 	// issued is the issue time of each user's current JWT, by public key.
 	issued map[string]int64
 	trust  trust
 }
+
+// Retired returns the public keys of the users whose key was rotated out;
+// no server the ledger configures admits them.
+func (s *Set) Retired() []string { return slices.Clone(s.retired) }
 
 // Ensure returns the users of dataDir, creating what is missing: the
 // credentials directory (0700), a seed file per role (0600) and auth.json.
@@ -99,7 +108,7 @@ func Ensure(dataDir string) (*Set, error) {
 	for _, u := range cfg.Users {
 		byRole[u.Role] = u
 	}
-	s := &Set{dir: dir}
+	s := &Set{dir: dir, retired: cfg.Retired}
 	dirty := cfg.Version != configVersion
 	for _, role := range Roles() {
 		pub, created, err := ensureSeed(filepath.Join(dir, role+SeedExt))
@@ -109,6 +118,9 @@ func Ensure(dataDir string) (*Set, error) {
 		u, ok := byRole[role]
 		switch {
 		case !ok || created || dirty:
+			if ok && u.Nkey != pub && !slices.Contains(s.retired, u.Nkey) {
+				s.retired = append(s.retired, u.Nkey) // rotated: its seed file was deleted
+			}
 			u = User{Role: role, Nkey: pub, Permissions: Permissions(role)}
 			dirty = true
 		case u.Nkey != pub:
@@ -129,7 +141,7 @@ func Ensure(dataDir string) (*Set, error) {
 		s.users = append(s.users, u)
 	}
 	if dirty {
-		if err := writeConfig(filepath.Join(dir, ConfigFile), fileConfig{Version: configVersion, Users: s.users}); err != nil {
+		if err := writeConfig(filepath.Join(dir, ConfigFile), fileConfig{Version: configVersion, Users: s.users, Retired: s.retired}); err != nil {
 			return nil, err
 		}
 	}
@@ -264,6 +276,11 @@ func readConfig(path string) (fileConfig, error) {
 			return fileConfig{}, fmt.Errorf("auth: %s: users/%d (%s): nkey is not a public user key", path, i, u.Role)
 		}
 		seen[u.Role] = true
+	}
+	for i, k := range c.Retired {
+		if !nkeys.IsValidPublicUserKey(k) {
+			return fileConfig{}, fmt.Errorf("auth: %s: retired/%d: not a public user key", path, i)
+		}
 	}
 	return c, nil
 }

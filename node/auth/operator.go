@@ -184,6 +184,10 @@ func (s *Set) buildTrust(acct nkeys.KeyPair, extraKey nkeys.KeyPair) (trust, err
 	for pub, iat := range s.issued {
 		ac.RevokeAt(pub, time.Unix(iat-1, 0))
 	}
+	// A key rotated out is refused whatever its JWT's age.
+	for _, pub := range s.retired {
+		ac.RevokeAt(pub, time.Now().Add(time.Hour))
+	}
 	if extraKey != nil {
 		pub, _ := extraKey.PublicKey()
 		ac.SigningKeys.Add(pub)

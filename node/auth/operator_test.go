@@ -197,3 +197,47 @@ func TestSubscriberMintedWhileServingThenNarrowed(t *testing.T) {
 	}
 	nc.Close()
 }
+
+// TestRotatedKeyIsRefused: a role's key rotated (its seed file deleted,
+// a new key made on the next start) leaves the old key's .creds file
+// refused: the account signed it, so only a revocation keeps it out.
+func TestRotatedKeyIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	set, err := auth.Ensure(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(t.TempDir(), "listing-old.creds")
+	b, err := os.ReadFile(set.CredsFile(auth.RoleListing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(old, b, 0o600)
+	if err := os.Remove(filepath.Join(set.Dir(), auth.RoleListing+auth.SeedExt)); err != nil {
+		t.Fatal(err)
+	}
+	if set, err = auth.Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(embedded.Config{DataDir: dir, Port: embedded.RandomPort, Configure: set.Configure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	if nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(old), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("the listing role's rotated-out key was admitted")
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentials(set.CredsFile(auth.RoleListing)), nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatalf("the listing role's new key: %v", err)
+	}
+	nc.Close()
+	// The revocation outlives the next start.
+	if set, err = auth.Ensure(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Retired(); len(got) != 1 {
+		t.Errorf("retired keys after another start: %v, want the one rotated out", got)
+	}
+}

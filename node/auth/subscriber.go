@@ -187,7 +187,7 @@ func MintSubscriber(dataDir, team string, subscriptions []string, url string) (S
 	} else {
 		set.users = append(set.users, u)
 	}
-	if err := writeConfig(filepath.Join(set.dir, ConfigFile), fileConfig{Version: configVersion, Users: set.users}); err != nil {
+	if err := writeConfig(filepath.Join(set.dir, ConfigFile), fileConfig{Version: configVersion, Users: set.users, Retired: set.retired}); err != nil {
 		return Subscriber{}, err
 	}
 	s := Subscriber{Team: team, Subscriptions: names, Nkey: pub, SeedFile: seed,
