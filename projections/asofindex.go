@@ -194,7 +194,8 @@ func lateBucket(model string, version int) []byte {
 // emptied when opened, as one built by other model versions is. Layout 2
 // keeps the late keys of TimedContext models too.
 // Layout 3 versions a TimedContext's context only when an event changes
-// it other than its time, and keeps every business event's time instead.
+// it other than its time, and keeps every business event's time instead;
+// layout 4 keeps the fold's Merkle frontier (bucket merkle).
 const indexLayout = "layout/4\n"
 
 // builtModels names the layout and the model versions an index holds, as
@@ -271,13 +272,14 @@ func (ix *Index) buildTo(ctx context.Context, store events.Store, to uint64) err
 		return err
 	}
 	from := ix.folded
-	w := newIndexWriter(ix)
-	rec := &indexRecorder{w: w}
-	ms := make([]models.Model, 0, len(ix.ms)+1)
-	w.maxOc = ix.maxOc
-	if err := w.tree.UnmarshalBinary(ix.tree); err != nil {
+	var tree notary.Frontier
+	if err := tree.UnmarshalBinary(ix.tree); err != nil {
 		return &events.Error{Op: "projections.Index", Kind: events.KindIntegrity, Field: "merkle", Err: err}
 	}
+	w := newIndexWriter(ix) // its writer goroutine ends with flush or abort
+	rec := &indexRecorder{w: w}
+	ms := make([]models.Model, 0, len(ix.ms)+1)
+	w.maxOc, w.tree = ix.maxOc, tree
 	for _, m := range ix.ms {
 		r := &rowRecorder{Keyed: m, w: w, bucket: rowsBucket(m.Name(), models.ModelVersion(m))}
 		if lateKept(m) {
